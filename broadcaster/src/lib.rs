@@ -1,0 +1,1 @@
+//! Broadcaster (being written).

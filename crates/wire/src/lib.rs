@@ -1,0 +1,1 @@
+//! Redis bus wire format (being written).

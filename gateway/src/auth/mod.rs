@@ -1,0 +1,1 @@
+//! Connect-time authentication (being written).

@@ -1,0 +1,676 @@
+//! Gateway configuration: one typed struct, loaded from an optional TOML file
+//! and overridden by `SWITCHBOARD_*` environment variables, validated once at
+//! start so that a bad value stops the process with a message naming the key.
+//!
+//! Environment variables map onto keys in two ways:
+//! - short aliases for what operators set most: `SWITCHBOARD_PORT`,
+//!   `SWITCHBOARD_LISTEN`, `SWITCHBOARD_REDIS_URL`, `SWITCHBOARD_JWT_SECRET`,
+//!   `SWITCHBOARD_JWT_PUBLIC_KEY_FILE`, `SWITCHBOARD_LOG_FORMAT`,
+//!   `SWITCHBOARD_LOG_LEVEL`, `SWITCHBOARD_API_KEYS`;
+//! - any key by its path with `__` between section and key, e.g.
+//!   `SWITCHBOARD_ENGINE__PING_INTERVAL_MS=10000`.
+//!
+//! figment's own `Env` provider cannot express the aliases, so the variables
+//! are mapped here and merged as figment layers.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use figment::{
+    Figment,
+    providers::{Format, Serialized, Toml},
+};
+use serde::{Deserialize, Serialize};
+
+/// Everything the gateway can be told at start. Each section belongs to one
+/// module: `server` to the HTTP listener, `engine` to the Engine.IO transport,
+/// `socketio` to the session layer, `auth` to connect-time authentication,
+/// `redis` to the bus, `log` to tracing setup.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub engine: EngineConfig,
+    pub socketio: SocketIoConfig,
+    pub auth: AuthConfig,
+    pub redis: RedisConfig,
+    pub api: ApiConfig,
+    pub log: LogConfig,
+}
+
+/// The HTTP listener and its shutdown behaviour.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address and port to listen on. `SWITCHBOARD_PORT` replaces the port only.
+    pub listen: String,
+    /// Port override; when set it replaces the port of `listen`.
+    pub port: Option<u16>,
+    /// The Socket.IO endpoint path, with leading and trailing slash.
+    pub path: String,
+    /// How long a graceful shutdown may take before remaining sockets are dropped.
+    pub shutdown_deadline_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:3002".into(),
+            port: None,
+            path: "/socket.io/".into(),
+            shutdown_deadline_ms: 10_000,
+        }
+    }
+}
+
+/// The two Engine.IO transports.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    Polling,
+    Websocket,
+}
+
+/// Engine.IO v4 transport settings; the defaults are those of the Node server.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngineConfig {
+    pub ping_interval_ms: u64,
+    pub ping_timeout_ms: u64,
+    /// Largest HTTP polling body or websocket message accepted, in bytes.
+    pub max_payload: u64,
+    /// Which transports clients may use; at least one.
+    pub transports: Vec<Transport>,
+    /// How long a polling session may wait for the websocket upgrade to finish.
+    pub upgrade_timeout_ms: u64,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            ping_interval_ms: 25_000,
+            ping_timeout_ms: 20_000,
+            max_payload: 1_000_000,
+            transports: vec![Transport::Polling, Transport::Websocket],
+            upgrade_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl EngineConfig {
+    pub fn ping_interval(&self) -> Duration {
+        Duration::from_millis(self.ping_interval_ms)
+    }
+    pub fn ping_timeout(&self) -> Duration {
+        Duration::from_millis(self.ping_timeout_ms)
+    }
+    pub fn upgrade_timeout(&self) -> Duration {
+        Duration::from_millis(self.upgrade_timeout_ms)
+    }
+    pub fn allows(&self, transport: Transport) -> bool {
+        self.transports.contains(&transport)
+    }
+}
+
+/// Socket.IO session layer settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SocketIoConfig {
+    /// Namespaces clients may connect to; `/` is the main namespace.
+    pub namespaces: Vec<String>,
+    /// A connection that has not connected to any namespace by then is closed.
+    pub connect_timeout_ms: u64,
+    /// Most binary attachments one packet may announce.
+    pub max_attachments: usize,
+}
+
+impl Default for SocketIoConfig {
+    fn default() -> Self {
+        Self {
+            namespaces: vec!["/".into()],
+            connect_timeout_ms: 45_000,
+            max_attachments: 10,
+        }
+    }
+}
+
+impl SocketIoConfig {
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+}
+
+/// Where the gateway looks for a client's token, tried in the configured order.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenSource {
+    /// `{"token": "..."}` in the Socket.IO CONNECT payload (`auth` option of the client).
+    Auth,
+    /// `Authorization: Bearer ...` on the handshake request.
+    Header,
+    /// A cookie named by `auth.cookie_name`.
+    Cookie,
+    /// A query parameter named by `auth.query_param`.
+    Query,
+}
+
+/// JWT verification and how claims become rooms.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Accepted algorithms; the token's own `alg` header must be one of them.
+    pub algorithms: Vec<String>,
+    /// Shared secret for HS256/384/512.
+    pub secret: Option<String>,
+    /// PEM public key for RS*, PS*, ES* or EdDSA.
+    pub public_key_file: Option<PathBuf>,
+    /// Clock skew tolerated on `exp` and `nbf`, in seconds.
+    pub leeway_s: u64,
+    /// Required `iss`, if set.
+    pub issuer: Option<String>,
+    /// Accepted `aud` values, if set.
+    pub audience: Option<Vec<String>>,
+    /// Token locations, tried in this order.
+    pub token_sources: Vec<TokenSource>,
+    pub cookie_name: String,
+    pub query_param: String,
+    /// Admit connections without a token; they join only `public_rooms`.
+    pub allow_anonymous: bool,
+    /// Rooms every connection joins, anonymous or not.
+    pub public_rooms: Vec<String>,
+    /// Room templates filled from claims: `{claim}` is replaced by the claim's
+    /// value; `{role}` expands to one room per role from `role_claims`.
+    pub rooms: Vec<String>,
+    /// Claims that hold the user's roles, a string or an array of strings.
+    pub role_claims: Vec<String>,
+    /// Claim that names the user.
+    pub user_claim: String,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            algorithms: vec!["HS256".into()],
+            secret: None,
+            public_key_file: None,
+            leeway_s: 30,
+            issuer: None,
+            audience: None,
+            token_sources: vec![
+                TokenSource::Auth,
+                TokenSource::Header,
+                TokenSource::Cookie,
+                TokenSource::Query,
+            ],
+            cookie_name: "token".into(),
+            query_param: "token".into(),
+            allow_anonymous: false,
+            public_rooms: Vec::new(),
+            rooms: vec!["user:{sub}".into(), "role:{role}".into()],
+            role_claims: vec!["role".into(), "roles".into()],
+            user_claim: "sub".into(),
+        }
+    }
+}
+
+/// The Redis bus. Without a URL the gateway runs alone on an in-memory bus.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://host:port/db`; unset or empty means the embedded in-memory bus.
+    pub url: Option<String>,
+    /// Channel prefix shared with `@socket.io/redis-adapter` (its `key` option).
+    pub key: String,
+    /// Reconnect backoff bounds.
+    pub reconnect_min_ms: u64,
+    pub reconnect_max_ms: u64,
+    /// How long a publish may wait for Redis before it fails.
+    pub publish_timeout_ms: u64,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            key: "socket.io".into(),
+            reconnect_min_ms: 100,
+            reconnect_max_ms: 3_000,
+            publish_timeout_ms: 2_000,
+        }
+    }
+}
+
+impl RedisConfig {
+    /// The Redis URL if one is configured; empty counts as none.
+    pub fn url(&self) -> Option<&str> {
+        self.url.as_deref().map(str::trim).filter(|u| !u.is_empty())
+    }
+}
+
+/// The HTTP publish API on the gateway.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Keys accepted as `Authorization: Bearer <key>`; empty disables the API.
+    pub keys: Vec<String>,
+}
+
+/// Log output.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: String,
+    /// A `tracing` filter such as `info` or `switchboard_gateway=debug`;
+    /// `RUST_LOG` wins when set.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: "text".into(),
+            level: "info".into(),
+        }
+    }
+}
+
+/// Why the configuration could not be used; the message names the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid configuration: {0}")]
+    Parse(String),
+    #[error("invalid configuration: `{key}`: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        message: message.into(),
+    }
+}
+
+/// Short environment names operators expect, mapped to config keys.
+const ENV_ALIASES: &[(&str, &str)] = &[
+    ("PORT", "server.port"),
+    ("LISTEN", "server.listen"),
+    ("REDIS_URL", "redis.url"),
+    ("JWT_SECRET", "auth.secret"),
+    ("JWT_PUBLIC_KEY_FILE", "auth.public_key_file"),
+    ("JWT_ALGORITHMS", "auth.algorithms"),
+    ("LOG_FORMAT", "log.format"),
+    ("LOG_LEVEL", "log.level"),
+    ("API_KEYS", "api.keys"),
+];
+
+impl Config {
+    /// Loads defaults, then the TOML file if given, then `SWITCHBOARD_*`
+    /// variables from the process environment, and validates the result.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        Self::load_from(file, std::env::vars())
+    }
+
+    /// Same as [`Config::load`] with an explicit environment, for tests.
+    pub fn load_from(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            figment = figment.merge(Toml::string(&text));
+        }
+        for (name, value) in env {
+            let Some(rest) = name.strip_prefix("SWITCHBOARD_") else {
+                continue;
+            };
+            let key = match ENV_ALIASES.iter().find(|(alias, _)| *alias == rest) {
+                Some((_, key)) => (*key).to_string(),
+                None if rest.contains("__") => rest.to_ascii_lowercase().replace("__", "."),
+                None => continue,
+            };
+            figment = figment.merge(env_value(&key, &value));
+        }
+        let config: Config = figment
+            .extract()
+            .map_err(|e| ConfigError::Parse(describe_figment_error(e)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every value that serde cannot: ranges, paths, combinations.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.listen_addr()?;
+        let path = &self.server.path;
+        if !path.starts_with('/') || !path.ends_with('/') || path.len() < 2 {
+            return Err(invalid(
+                "server.path",
+                format!("must start and end with '/', like \"/socket.io/\" (got {path:?})"),
+            ));
+        }
+        let e = &self.engine;
+        if e.ping_interval_ms == 0 {
+            return Err(invalid("engine.ping_interval_ms", "must be greater than 0"));
+        }
+        if e.ping_timeout_ms == 0 {
+            return Err(invalid("engine.ping_timeout_ms", "must be greater than 0"));
+        }
+        if e.max_payload < 1024 {
+            return Err(invalid("engine.max_payload", "must be at least 1024 bytes"));
+        }
+        if e.transports.is_empty() {
+            return Err(invalid(
+                "engine.transports",
+                "list at least one of \"polling\", \"websocket\"",
+            ));
+        }
+        let s = &self.socketio;
+        if s.namespaces.is_empty() {
+            return Err(invalid(
+                "socketio.namespaces",
+                "list at least one namespace",
+            ));
+        }
+        if let Some(bad) = s.namespaces.iter().find(|n| !n.starts_with('/')) {
+            return Err(invalid(
+                "socketio.namespaces",
+                format!("{bad:?} must start with '/'"),
+            ));
+        }
+        if s.connect_timeout_ms == 0 {
+            return Err(invalid(
+                "socketio.connect_timeout_ms",
+                "must be greater than 0",
+            ));
+        }
+        self.validate_auth()?;
+        let r = &self.redis;
+        if let Some(url) = r.url() {
+            if !(url.starts_with("redis://")
+                || url.starts_with("rediss://")
+                || url.starts_with("redis+unix://")
+                || url.starts_with("unix://"))
+            {
+                return Err(invalid(
+                    "redis.url",
+                    format!("{url:?} is not a redis:// URL; leave it empty for the embedded bus"),
+                ));
+            }
+        }
+        if r.key.is_empty() || r.key.contains('#') {
+            return Err(invalid("redis.key", "must be non-empty and contain no '#'"));
+        }
+        if r.reconnect_min_ms == 0 || r.reconnect_min_ms > r.reconnect_max_ms {
+            return Err(invalid(
+                "redis.reconnect_min_ms",
+                "must be greater than 0 and at most redis.reconnect_max_ms",
+            ));
+        }
+        if r.publish_timeout_ms == 0 {
+            return Err(invalid(
+                "redis.publish_timeout_ms",
+                "must be greater than 0",
+            ));
+        }
+        if self.api.keys.iter().any(|k| k.len() < 16) {
+            return Err(invalid(
+                "api.keys",
+                "every key must be at least 16 characters",
+            ));
+        }
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            return Err(invalid("log.format", "must be \"text\" or \"json\""));
+        }
+        Ok(())
+    }
+
+    fn validate_auth(&self) -> Result<(), ConfigError> {
+        let a = &self.auth;
+        if a.algorithms.is_empty() {
+            return Err(invalid("auth.algorithms", "list at least one algorithm"));
+        }
+        let mut needs_secret = false;
+        let mut needs_key = false;
+        for alg in &a.algorithms {
+            match alg.as_str() {
+                "HS256" | "HS384" | "HS512" => needs_secret = true,
+                "RS256" | "RS384" | "RS512" | "PS256" | "PS384" | "PS512" | "ES256" | "ES384"
+                | "EdDSA" => needs_key = true,
+                other => {
+                    return Err(invalid(
+                        "auth.algorithms",
+                        format!(
+                            "unknown algorithm {other:?}; use HS256/384/512, RS256/384/512, PS256/384/512, ES256/384 or EdDSA"
+                        ),
+                    ));
+                }
+            }
+        }
+        if needs_secret && needs_key {
+            return Err(invalid(
+                "auth.algorithms",
+                "mixes shared-secret (HS*) and public-key algorithms; pick one family so a public key can never be used as an HMAC secret",
+            ));
+        }
+        let has_secret = a.secret.as_deref().is_some_and(|s| !s.is_empty());
+        if needs_secret && !has_secret && !a.allow_anonymous {
+            return Err(invalid(
+                "auth.secret",
+                "HS* algorithms need a secret: set SWITCHBOARD_JWT_SECRET or auth.secret (or allow_anonymous = true to run without tokens)",
+            ));
+        }
+        if needs_secret && has_secret && a.secret.as_deref().is_some_and(|s| s.len() < 16) {
+            return Err(invalid("auth.secret", "must be at least 16 bytes"));
+        }
+        if needs_key {
+            match &a.public_key_file {
+                None => {
+                    return Err(invalid(
+                        "auth.public_key_file",
+                        "public-key algorithms need a PEM file: set SWITCHBOARD_JWT_PUBLIC_KEY_FILE or auth.public_key_file",
+                    ));
+                }
+                Some(p) if !p.is_file() => {
+                    return Err(invalid(
+                        "auth.public_key_file",
+                        format!("{} does not exist or is not a file", p.display()),
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        if a.token_sources.is_empty() && !a.allow_anonymous {
+            return Err(invalid(
+                "auth.token_sources",
+                "list at least one of auth, header, cookie, query",
+            ));
+        }
+        if a.user_claim.is_empty() {
+            return Err(invalid("auth.user_claim", "must not be empty"));
+        }
+        for template in a.rooms.iter().chain(&a.public_rooms) {
+            if template.is_empty() {
+                return Err(invalid("auth.rooms", "room names must not be empty"));
+            }
+            if template.matches('{').count() != template.matches('}').count() {
+                return Err(invalid(
+                    "auth.rooms",
+                    format!("unbalanced braces in template {template:?}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The socket address to bind, with `server.port` applied.
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        let mut addr: SocketAddr = self.server.listen.parse().map_err(|_| {
+            invalid(
+                "server.listen",
+                format!(
+                    "{:?} is not an address like 0.0.0.0:3002",
+                    self.server.listen
+                ),
+            )
+        })?;
+        if let Some(port) = self.server.port {
+            addr.set_port(port);
+        }
+        Ok(addr)
+    }
+
+    pub fn shutdown_deadline(&self) -> Duration {
+        Duration::from_millis(self.server.shutdown_deadline_ms)
+    }
+}
+
+/// Turns one environment value into a figment layer at `key`. Lists accept a
+/// comma-separated form (`HS256,HS384`); numbers and booleans are parsed as
+/// TOML scalars so `SWITCHBOARD_SERVER__PORT=80` is a number.
+fn env_value(key: &str, raw: &str) -> Figment {
+    let list_keys = [
+        "auth.algorithms",
+        "auth.audience",
+        "auth.token_sources",
+        "auth.public_rooms",
+        "auth.rooms",
+        "auth.role_claims",
+        "engine.transports",
+        "socketio.namespaces",
+        "api.keys",
+    ];
+    let value: figment::value::Value = if list_keys.contains(&key) {
+        raw.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>()
+            .into()
+    } else if let Ok(n) = raw.parse::<u64>() {
+        n.into()
+    } else if let Ok(b) = raw.parse::<bool>() {
+        b.into()
+    } else {
+        raw.to_string().into()
+    };
+    Figment::from(Serialized::global(key, value))
+}
+
+fn describe_figment_error(e: figment::Error) -> String {
+    e.into_iter()
+        .map(|err| {
+            let path = err.path.join(".");
+            if path.is_empty() {
+                err.kind.to_string()
+            } else {
+                format!("`{path}`: {}", err.kind)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn env_only_start_needs_just_a_secret() {
+        let c = Config::load_from(
+            None,
+            env(&[
+                ("SWITCHBOARD_PORT", "4000"),
+                ("SWITCHBOARD_JWT_SECRET", "0123456789abcdef0123"),
+                ("SWITCHBOARD_REDIS_URL", ""),
+            ]),
+        )
+        .expect("valid");
+        assert_eq!(c.listen_addr().unwrap().port(), 4000);
+        assert_eq!(c.redis.url(), None);
+        assert_eq!(c.auth.secret.as_deref(), Some("0123456789abcdef0123"));
+    }
+
+    #[test]
+    fn missing_secret_names_the_key() {
+        let err = Config::load_from(None, env(&[])).unwrap_err().to_string();
+        assert!(err.contains("auth.secret"), "{err}");
+    }
+
+    #[test]
+    fn toml_file_then_env_override() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("gw.toml");
+        std::fs::write(
+            &file,
+            "[engine]\nping_interval_ms = 1000\n[auth]\nsecret = \"from-file-secret-1234\"\nrooms = [\"role_{role}\"]\n",
+        )
+        .unwrap();
+        let c = Config::load_from(
+            Some(&file),
+            env(&[("SWITCHBOARD_ENGINE__PING_TIMEOUT_MS", "700")]),
+        )
+        .unwrap();
+        assert_eq!(c.engine.ping_interval_ms, 1000);
+        assert_eq!(c.engine.ping_timeout_ms, 700);
+        assert_eq!(c.auth.rooms, vec!["role_{role}".to_string()]);
+    }
+
+    #[test]
+    fn wrong_type_and_unknown_key_name_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("gw.toml");
+        std::fs::write(&file, "[engine]\nping_interval_ms = \"soon\"\n").unwrap();
+        let err = Config::load_from(Some(&file), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("engine.ping_interval_ms"), "{err}");
+
+        std::fs::write(&file, "[engine]\npingInterval = 3\n").unwrap();
+        let err = Config::load_from(Some(&file), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("pingInterval"), "{err}");
+    }
+
+    #[test]
+    fn invalid_values_name_the_key() {
+        let secret = ("SWITCHBOARD_JWT_SECRET", "0123456789abcdef0123");
+        for (var, val, key) in [
+            ("SWITCHBOARD_REDIS_URL", "localhost:6379", "redis.url"),
+            ("SWITCHBOARD_LISTEN", "nowhere", "server.listen"),
+            ("SWITCHBOARD_SERVER__PATH", "socket.io", "server.path"),
+            ("SWITCHBOARD_JWT_ALGORITHMS", "none", "auth.algorithms"),
+            (
+                "SWITCHBOARD_JWT_ALGORITHMS",
+                "HS256,RS256",
+                "auth.algorithms",
+            ),
+            ("SWITCHBOARD_ENGINE__TRANSPORTS", "", "engine.transports"),
+            ("SWITCHBOARD_LOG_FORMAT", "xml", "log.format"),
+        ] {
+            let err = Config::load_from(None, env(&[secret, (var, val)]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{var}={val}: {err}");
+        }
+    }
+}

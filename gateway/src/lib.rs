@@ -1,0 +1,19 @@
+//! Switchboard gateway: a standalone Socket.IO v4 server that holds every
+//! client connection, authenticates it at connect, places it in user and role
+//! rooms, and fans out events that API services publish into Redis.
+//!
+//! The request path, outside in:
+//! - [`server`]: the hyper listener, routing (`/socket.io/`, health, metrics,
+//!   publish API) and graceful shutdown;
+//! - [`transport`]: Engine.IO v4 sessions over polling and websocket;
+//! - [`session`]: the Socket.IO v5 layer on top of one Engine.IO session;
+//! - [`auth`]: JWT verification and claims-to-rooms mapping at CONNECT;
+//! - [`rooms`]: the room index every fan-out reads;
+//! - [`bus`]: the Redis (or in-memory) bus that brings events in;
+//! - [`metrics`]: Prometheus counters and gauges for all of the above.
+
+pub mod auth;
+pub mod config;
+pub mod handshake;
+
+pub use config::Config;
