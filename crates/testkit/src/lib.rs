@@ -1,1 +1,43 @@
-//! Test support (being written).
+//! Test support for Switchboard: real processes on free loopback ports and the
+//! official Socket.IO clients.
+//!
+//! - [`redis::RedisServer`]: a private `redis-server` per test (never the
+//!   shared one on 6379), with `kill`/`restart` for chaos tests.
+//! - [`gateway::GatewayProcess`]: the built `switchboard-gateway` binary on a
+//!   free port, waited for until `/healthz` answers, with captured logs.
+//! - [`node::NodeDriver`]: one long-running `node tests/node/driver.mjs` that
+//!   drives many official `socket.io-client` sockets, the official
+//!   `@socket.io/redis-emitter`, and Node `socket.io` servers with the
+//!   official `@socket.io/redis-adapter`.
+//! - [`python::run_client`]: the official `python-socketio` client.
+//! - [`jwt`]: HS256 tokens for tests.
+//! - [`net`]: free ports and a tiny blocking HTTP GET.
+//!
+//! Every wait in this crate is bounded by an explicit timeout.
+
+#![warn(missing_docs)]
+
+pub mod gateway;
+pub mod jwt;
+pub mod net;
+pub mod node;
+pub mod python;
+pub mod redis;
+
+mod lock;
+mod proc;
+
+pub use gateway::{GatewayOptions, GatewayProcess, bin_path};
+pub use net::{free_port, http_get};
+
+use std::path::PathBuf;
+
+/// The workspace root (two levels above this crate's manifest directory).
+pub fn repo_root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .parent()
+        .and_then(|p| p.parent())
+        .map(PathBuf::from)
+        .unwrap_or(manifest)
+}
