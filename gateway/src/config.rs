@@ -397,17 +397,15 @@ impl Config {
         }
         self.validate_auth()?;
         let r = &self.redis;
-        if let Some(url) = r.url() {
-            if !(url.starts_with("redis://")
-                || url.starts_with("rediss://")
-                || url.starts_with("redis+unix://")
-                || url.starts_with("unix://"))
-            {
-                return Err(invalid(
-                    "redis.url",
-                    format!("{url:?} is not a redis:// URL; leave it empty for the embedded bus"),
-                ));
-            }
+        if let Some(url) = r.url()
+            && !["redis://", "rediss://", "redis+unix://", "unix://"]
+                .iter()
+                .any(|scheme| url.starts_with(scheme))
+        {
+            return Err(invalid(
+                "redis.url",
+                format!("{url:?} is not a redis:// URL; leave it empty for the embedded bus"),
+            ));
         }
         if r.key.is_empty() || r.key.contains('#') {
             return Err(invalid("redis.key", "must be non-empty and contain no '#'"));

@@ -12,8 +12,16 @@
 //! - [`bus`]: the Redis (or in-memory) bus that brings events in;
 //! - [`metrics`]: Prometheus counters and gauges for all of the above.
 
+pub mod api;
 pub mod auth;
+pub mod bus;
 pub mod config;
 pub mod handshake;
+pub mod logging;
+pub mod metrics;
+pub mod rooms;
+pub mod server;
+pub mod session;
+pub mod transport;
 
 pub use config::Config;

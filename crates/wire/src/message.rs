@@ -1,0 +1,457 @@
+//! Broadcast messages: what `@socket.io/redis-emitter` and Node servers using
+//! `@socket.io/redis-adapter` publish on `socket.io#<nsp>#` and `socket.io#<nsp>#<room>#`.
+//!
+//! The payload is the notepack encoding of `[uid, packet, opts]`:
+//! `packet = {type, data, nsp}` and, from the emitter, `opts = {rooms, flags, except}`
+//! (a Node server sends `{rooms, except, flags}`).
+
+use rmpv::Value;
+
+use crate::WireError;
+use crate::js::Js;
+use crate::msgpack;
+
+/// The `uid` the Node emitter puts in every message. Servers drop messages carrying their own
+/// uid, so an emitter uid is never dropped.
+pub const EMITTER_UID: &str = "emitter";
+
+/// One broadcast on the bus: who sent it, what to send, and to whom.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BroadcastMessage {
+    /// Sender id: `"emitter"` for emitters, a server's 6-character uid for Node servers.
+    pub uid: String,
+    /// The Socket.IO packet to deliver.
+    pub packet: BusPacket,
+    /// Rooms, exclusions and flags.
+    pub opts: BroadcastOptions,
+}
+
+/// The Socket.IO packet inside a bus message (before Socket.IO text encoding).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BusPacket {
+    /// Socket.IO packet type: 2 EVENT (what the emitter and servers send), 5 BINARY_EVENT, ...
+    pub packet_type: u8,
+    /// `[event, ...args]`.
+    pub data: Value,
+    /// Namespace, `"/"` by default.
+    pub nsp: String,
+    /// Ack id, when present (not sent by the emitter nor by Node servers on this channel).
+    pub id: Option<u64>,
+}
+
+impl BusPacket {
+    /// An EVENT packet with `data = [event, ...args]` for namespace `nsp`.
+    pub fn event(nsp: impl Into<String>, data: Value) -> Self {
+        BusPacket {
+            packet_type: crate::socketio::EVENT,
+            data,
+            nsp: nsp.into(),
+            id: None,
+        }
+    }
+}
+
+/// Targeting of a broadcast: to sockets in any of `rooms` (everyone in the namespace when
+/// empty), except sockets in any of `except` (rooms or socket ids).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct BroadcastOptions {
+    /// Target rooms; empty means the whole namespace.
+    pub rooms: Vec<String>,
+    /// Excluded rooms / socket ids.
+    pub except: Vec<String>,
+    /// Delivery flags.
+    pub flags: BroadcastFlags,
+}
+
+/// Broadcast flags as Socket.IO's `BroadcastOperator` sets them.
+///
+/// Encoded in the order `volatile`, `compress`, `local`, `timeout`, then [`Self::other`]; only
+/// set flags are written (the emitter writes `{}` when none is set, and `{volatile: true}` for
+/// `.volatile`).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct BroadcastFlags {
+    /// Drop the event for clients that are not ready to receive it right now.
+    pub volatile: bool,
+    /// Per-message compression (`compress(bool)`); `None` when not set.
+    pub compress: Option<bool>,
+    /// Only for sockets on the emitting server (never useful on the bus; kept for fidelity).
+    pub local: bool,
+    /// Ack timeout in milliseconds (`timeout(ms)`), for broadcasts with acknowledgements.
+    pub timeout: Option<u64>,
+    /// Flags this crate does not interpret, kept in order for re-encoding.
+    pub other: Vec<(String, Value)>,
+}
+
+impl BroadcastFlags {
+    /// The msgpack map of the flags.
+    pub fn to_value(&self) -> Value {
+        let mut entries = Vec::new();
+        if self.volatile {
+            entries.push((Value::from("volatile"), Value::Boolean(true)));
+        }
+        if let Some(c) = self.compress {
+            entries.push((Value::from("compress"), Value::Boolean(c)));
+        }
+        if self.local {
+            entries.push((Value::from("local"), Value::Boolean(true)));
+        }
+        if let Some(t) = self.timeout {
+            entries.push((Value::from("timeout"), Value::from(t)));
+        }
+        for (k, v) in &self.other {
+            entries.push((Value::from(k.as_str()), v.clone()));
+        }
+        Value::Map(entries)
+    }
+
+    /// Reads a flags map; anything but a map (or absent) means no flags.
+    pub fn from_value(v: &Value) -> Self {
+        let mut flags = BroadcastFlags::default();
+        let Value::Map(entries) = v else {
+            return flags;
+        };
+        for (k, v) in entries {
+            let Some(key) = k.as_str() else { continue };
+            match key {
+                "volatile" => flags.volatile = truthy(v),
+                "local" => flags.local = truthy(v),
+                "compress" => {
+                    flags.compress = if v.is_nil() { None } else { Some(truthy(v)) };
+                }
+                "timeout" => flags.timeout = as_u64_lenient(v),
+                _ => flags.other.push((key.to_string(), v.clone())),
+            }
+        }
+        flags
+    }
+}
+
+/// JavaScript truthiness of a decoded value.
+pub(crate) fn truthy(v: &Value) -> bool {
+    match Js::from_msgpack(v) {
+        Js::Undefined | Js::Null => false,
+        Js::Bool(b) => b,
+        Js::Number(n) => n != 0.0 && !n.is_nan(),
+        Js::String(s) => !s.is_empty(),
+        _ => true,
+    }
+}
+
+/// A non-negative integer from an integer or a float (truncated), if it is one.
+pub(crate) fn as_u64_lenient(v: &Value) -> Option<u64> {
+    match v {
+        Value::Integer(i) => i.as_u64(),
+        Value::F64(f) if f.is_finite() && *f >= 0.0 && *f < 1.8e19 => Some(f.trunc() as u64),
+        Value::F32(f) if f.is_finite() && *f >= 0.0 && *f < 1.8e19 => Some(f.trunc() as u64),
+        _ => None,
+    }
+}
+
+/// A room name from the bus: a string, or a number (socket.io allows numeric rooms), which
+/// becomes its JavaScript string form.
+pub(crate) fn room_name(v: &Value) -> Result<String, WireError> {
+    match v {
+        Value::String(s) => Ok(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        Value::Integer(_) | Value::F32(_) | Value::F64(_) => {
+            Ok(Js::from_msgpack(v).to_property_key())
+        }
+        other => Err(WireError::Shape(format!(
+            "room names must be strings or numbers, got {other}"
+        ))),
+    }
+}
+
+/// A list of rooms; absent / nil means empty.
+pub(crate) fn room_list(v: Option<&Value>, what: &str) -> Result<Vec<String>, WireError> {
+    match v {
+        None | Some(Value::Nil) => Ok(Vec::new()),
+        Some(Value::Array(items)) => items.iter().map(room_name).collect(),
+        Some(other) => Err(WireError::Shape(format!("{what} must be an array, got {other}"))),
+    }
+}
+
+/// Looks up `key` in a msgpack map.
+pub(crate) fn get<'a>(entries: &'a [(Value, Value)], key: &str) -> Option<&'a Value> {
+    entries
+        .iter()
+        .rev()
+        .find(|(k, _)| k.as_str() == Some(key))
+        .map(|(_, v)| v)
+}
+
+/// A string from the bus (numbers are stringified like JavaScript would).
+pub(crate) fn string_lenient(v: &Value, what: &str) -> Result<String, WireError> {
+    match v {
+        Value::String(s) => Ok(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        Value::Integer(_) | Value::F32(_) | Value::F64(_) => {
+            Ok(Js::from_msgpack(v).to_property_key())
+        }
+        other => Err(WireError::Shape(format!("{what} must be a string, got {other}"))),
+    }
+}
+
+impl BusPacket {
+    /// Reads a packet map `{type, data, nsp, id?}`; a missing `type` means EVENT and a missing
+    /// `nsp` means `"/"` (as the Node adapter assumes).
+    pub fn from_value(v: &Value) -> Result<Self, WireError> {
+        let Value::Map(entries) = v else {
+            return Err(WireError::Shape(format!("packet must be a map, got {v}")));
+        };
+        let packet_type = match get(entries, "type") {
+            None | Some(Value::Nil) => crate::socketio::EVENT,
+            Some(Value::Integer(i)) => i
+                .as_u64()
+                .filter(|t| *t <= 6)
+                .map(|t| t as u8)
+                .ok_or_else(|| WireError::Shape(format!("packet.type {i} is not 0..6")))?,
+            Some(other) => {
+                return Err(WireError::Shape(format!(
+                    "packet.type must be an integer, got {other}"
+                )));
+            }
+        };
+        let data = get(entries, "data").cloned().unwrap_or(Value::Nil);
+        let nsp = match get(entries, "nsp") {
+            None | Some(Value::Nil) => "/".to_string(),
+            Some(v) => string_lenient(v, "packet.nsp")?,
+        };
+        let id = get(entries, "id").and_then(as_u64_lenient);
+        Ok(BusPacket {
+            packet_type,
+            data,
+            nsp,
+            id,
+        })
+    }
+
+    /// The packet map in the emitter's key order: `type`, `data`, `nsp` (then `id` if set).
+    pub fn to_value(&self) -> Value {
+        let mut entries = vec![
+            (Value::from("type"), Value::from(self.packet_type)),
+            (Value::from("data"), self.data.clone()),
+            (Value::from("nsp"), Value::from(self.nsp.as_str())),
+        ];
+        if let Some(id) = self.id {
+            entries.push((Value::from("id"), Value::from(id)));
+        }
+        Value::Map(entries)
+    }
+}
+
+impl BroadcastOptions {
+    /// Reads an opts map; absent keys (or absent opts) mean no rooms, no exclusions, no flags.
+    pub fn from_value(v: Option<&Value>) -> Result<Self, WireError> {
+        let entries = match v {
+            None | Some(Value::Nil) => return Ok(BroadcastOptions::default()),
+            Some(Value::Map(entries)) => entries,
+            Some(other) => {
+                return Err(WireError::Shape(format!("opts must be a map, got {other}")));
+            }
+        };
+        Ok(BroadcastOptions {
+            rooms: room_list(get(entries, "rooms"), "opts.rooms")?,
+            except: room_list(get(entries, "except"), "opts.except")?,
+            flags: get(entries, "flags")
+                .map(BroadcastFlags::from_value)
+                .unwrap_or_default(),
+        })
+    }
+
+    fn rooms_value(rooms: &[String]) -> Value {
+        Value::Array(rooms.iter().map(|r| Value::from(r.as_str())).collect())
+    }
+
+    /// The opts map in the emitter's key order: `rooms`, `flags`, `except`.
+    pub fn to_emitter_value(&self) -> Value {
+        Value::Map(vec![
+            (Value::from("rooms"), Self::rooms_value(&self.rooms)),
+            (Value::from("flags"), self.flags.to_value()),
+            (Value::from("except"), Self::rooms_value(&self.except)),
+        ])
+    }
+
+    /// The opts map in a Node server's key order: `rooms`, `except`, `flags`.
+    pub fn to_server_value(&self) -> Value {
+        Value::Map(vec![
+            (Value::from("rooms"), Self::rooms_value(&self.rooms)),
+            (Value::from("except"), Self::rooms_value(&self.except)),
+            (Value::from("flags"), self.flags.to_value()),
+        ])
+    }
+}
+
+impl BroadcastMessage {
+    /// The channel this message goes to: the room channel when exactly one room is targeted,
+    /// else the namespace channel (the emitter's and adapter's rule).
+    pub fn channel(&self, channels: &crate::Channels) -> String {
+        match self.opts.rooms.as_slice() {
+            [room] => channels.room(&self.packet.nsp, room),
+            _ => channels.broadcast(&self.packet.nsp),
+        }
+    }
+}
+
+/// Decodes a broadcast message published by the Node emitter, a Node server (adapter) or
+/// [`encode_broadcast`]. Key order does not matter; `packet.nsp` defaults to `"/"`, missing
+/// `opts`/`rooms`/`except`/`flags` mean none; numeric room names are stringified.
+pub fn decode_broadcast(bytes: &[u8]) -> Result<BroadcastMessage, WireError> {
+    let value = msgpack::decode(bytes)?;
+    let Value::Array(items) = value else {
+        return Err(WireError::Shape(format!(
+            "a broadcast message is an array [uid, packet, opts], got {value}"
+        )));
+    };
+    let mut items = items.into_iter();
+    let uid = match items.next() {
+        Some(Value::Nil) | None => {
+            return Err(WireError::Shape("broadcast message has no uid".into()));
+        }
+        Some(v) => string_lenient(&v, "uid")?,
+    };
+    let packet = match items.next() {
+        Some(v) => BusPacket::from_value(&v)?,
+        None => return Err(WireError::Shape("broadcast message has no packet".into())),
+    };
+    let opts = BroadcastOptions::from_value(items.next().as_ref())?;
+    Ok(BroadcastMessage { uid, packet, opts })
+}
+
+/// Encodes a broadcast message byte for byte as `@socket.io/redis-emitter` 5.x does:
+/// `[uid, {type, data, nsp}, {rooms, flags, except}]` with notepack encoding.
+pub fn encode_broadcast(msg: &BroadcastMessage) -> Vec<u8> {
+    msgpack::encode(&Value::Array(vec![
+        Value::from(msg.uid.as_str()),
+        msg.packet.to_value(),
+        msg.opts.to_emitter_value(),
+    ]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unhex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    // `emitter.to("role:admin").emit("ticket_updated", {id: 7})`, captured from the real emitter.
+    const ROOM_ONE: &str = "93a7656d697474657283a47479706502a46461746192ae7469636b65745f7570646174656481a2696407a36e7370a12f83a5726f6f6d7391aa726f6c653a61646d696ea5666c61677380a665786365707490";
+
+    #[test]
+    fn emitter_roundtrip() {
+        let bytes = unhex(ROOM_ONE);
+        let msg = decode_broadcast(&bytes).unwrap();
+        assert_eq!(msg.uid, "emitter");
+        assert_eq!(msg.packet.packet_type, 2);
+        assert_eq!(msg.packet.nsp, "/");
+        assert_eq!(msg.opts.rooms, vec!["role:admin"]);
+        assert!(msg.opts.except.is_empty());
+        assert_eq!(msg.opts.flags, BroadcastFlags::default());
+        assert_eq!(encode_broadcast(&msg), bytes);
+        assert_eq!(msg.channel(&crate::Channels::default()), "socket.io#/#role:admin#");
+    }
+
+    #[test]
+    fn server_message_key_order_and_missing_keys() {
+        // A Node server: [uid, {type, data, nsp}, {rooms, except, flags}] with numeric room.
+        let v = Value::Array(vec![
+            Value::from("abc123"),
+            Value::Map(vec![
+                (Value::from("data"), Value::Array(vec![Value::from("ev")])),
+                (Value::from("type"), Value::from(2)),
+            ]),
+            Value::Map(vec![
+                (Value::from("except"), Value::Array(vec![Value::from("sid1")])),
+                (Value::from("rooms"), Value::Array(vec![Value::from(42), Value::F64(1.5)])),
+                (
+                    Value::from("flags"),
+                    Value::Map(vec![
+                        (Value::from("timeout"), Value::from(5000)),
+                        (Value::from("volatile"), Value::from(true)),
+                        (Value::from("expectSingleResponse"), Value::from(true)),
+                        (Value::from("compress"), Value::from(false)),
+                        (Value::from("local"), Value::from(1)),
+                    ]),
+                ),
+            ]),
+        ]);
+        let msg = decode_broadcast(&msgpack::encode(&v)).unwrap();
+        assert_eq!(msg.uid, "abc123");
+        assert_eq!(msg.packet.nsp, "/");
+        assert_eq!(msg.opts.rooms, vec!["42", "1.5"]);
+        assert_eq!(msg.opts.except, vec!["sid1"]);
+        assert!(msg.opts.flags.volatile);
+        assert!(msg.opts.flags.local);
+        assert_eq!(msg.opts.flags.compress, Some(false));
+        assert_eq!(msg.opts.flags.timeout, Some(5000));
+        assert_eq!(
+            msg.opts.flags.other,
+            vec![("expectSingleResponse".to_string(), Value::from(true))]
+        );
+        // No opts at all, no rooms key.
+        let v = Value::Array(vec![
+            Value::from("x"),
+            Value::Map(vec![(Value::from("data"), Value::Array(vec![]))]),
+        ]);
+        let msg = decode_broadcast(&msgpack::encode(&v)).unwrap();
+        assert_eq!(msg.opts, BroadcastOptions::default());
+        let v = Value::Array(vec![
+            Value::from("x"),
+            Value::Map(vec![(Value::from("nsp"), Value::from("/a"))]),
+            Value::Map(vec![(Value::from("flags"), Value::Nil)]),
+        ]);
+        let msg = decode_broadcast(&msgpack::encode(&v)).unwrap();
+        assert_eq!(msg.packet.nsp, "/a");
+        assert_eq!(msg.packet.data, Value::Nil);
+    }
+
+    #[test]
+    fn garbage_is_an_error() {
+        let cases: Vec<Vec<u8>> = vec![
+            vec![],
+            vec![0xc1],
+            vec![0x90],
+            vec![0x91, 0xa1, b'x'],
+            vec![0x92, 0xc0, 0x80],
+            vec![0x92, 0xa1, b'x', 0x01],
+            vec![0x93, 0xa1, b'x', 0x80, 0x01],
+            vec![0x93, 0xa1, b'x', 0x81, 0xa4, b't', b'y', b'p', b'e', 0xa1, b'x', 0x80],
+            vec![0x93, 0xa1, b'x', 0x81, 0xa4, b't', b'y', b'p', b'e', 0x09, 0x80],
+            vec![0x93, 0xa1, b'x', 0x80, 0x81, 0xa5, b'r', b'o', b'o', b'm', b's', 0x01],
+            vec![0x93, 0xa1, b'x', 0x80, 0x81, 0xa5, b'r', b'o', b'o', b'm', b's', 0x91, 0xc0],
+            b"{\"json\":1}".to_vec(),
+        ];
+        for c in cases {
+            assert!(decode_broadcast(&c).is_err(), "{c:02x?}");
+        }
+        let full = unhex(ROOM_ONE);
+        for i in 0..full.len() {
+            assert!(decode_broadcast(&full[..i]).is_err());
+        }
+    }
+
+    #[test]
+    fn flags_encoding() {
+        let flags = BroadcastFlags {
+            volatile: true,
+            compress: Some(false),
+            local: true,
+            timeout: Some(10),
+            other: vec![("x".into(), Value::Nil)],
+        };
+        let v = flags.to_value();
+        assert_eq!(BroadcastFlags::from_value(&v), flags);
+        assert_eq!(
+            msgpack::encode(&BroadcastFlags::default().to_value()),
+            vec![0x80]
+        );
+        assert!(!truthy(&Value::from("")));
+        assert!(truthy(&Value::from("a")));
+        assert!(!truthy(&Value::from(0)));
+        assert!(!truthy(&Value::F64(f64::NAN)));
+        assert!(truthy(&Value::Array(vec![])));
+    }
+}

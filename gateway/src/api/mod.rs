@@ -1,0 +1,346 @@
+//! The HTTP publish API, for services in languages with no Socket.IO
+//! emitter: `POST /api/v1/emit` and `POST /api/v1/emit/batch`, authorized
+//! by API keys from config.
+//!
+//! With Redis configured the gateway publishes into Redis in the emitter
+//! format, so every gateway (and every Node server on the same Redis)
+//! delivers; in the embedded mode the in-memory bus delivers locally.
+//! The OpenAPI description is `docs/openapi.yaml`.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde::Deserialize;
+use serde_json::json;
+use switchboard_wire::{
+    BroadcastFlags, BroadcastMessage, BroadcastOptions, BusPacket, Channels, encode_broadcast,
+    json_to_msgpack,
+};
+
+use crate::{
+    bus::Bus, config::Config, metrics::Metrics, server::json, session::SocketIo, transport::Body,
+};
+
+/// Largest request body the API reads.
+const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Most messages in one batch.
+const MAX_BATCH: usize = 1000;
+/// The uid the API publishes under: not this gateway's own, so the gateway
+/// delivers its own API publishes when they come back from Redis.
+const API_UID: &str = "switchboard-api";
+
+/// One event to publish, as the API accepts it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmitRequest {
+    /// The event name clients listen for.
+    pub event: String,
+    /// One argument (any JSON); use `args` for several.
+    pub data: Option<serde_json::Value>,
+    /// Several arguments.
+    pub args: Option<Vec<serde_json::Value>>,
+    #[serde(default)]
+    pub rooms: Vec<String>,
+    /// User ids, turned into rooms by the user room template (`user:{sub}`).
+    #[serde(default)]
+    pub users: Vec<String>,
+    /// Roles, turned into rooms by the role room template (`role:{role}`).
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Rooms or socket ids to leave out.
+    #[serde(default)]
+    pub except: Vec<String>,
+    /// Namespace, `/` by default.
+    pub namespace: Option<String>,
+    #[serde(default)]
+    pub volatile: bool,
+    /// Send to every socket of the namespace; required when no target is named,
+    /// so that a forgotten target never becomes a broadcast.
+    #[serde(default)]
+    pub broadcast: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchRequest {
+    messages: Vec<EmitRequest>,
+}
+
+/// The publish API of one gateway.
+pub struct PublishApi {
+    keys: Vec<Vec<u8>>,
+    bus: Arc<Bus>,
+    channels: Channels,
+    namespaces: Vec<String>,
+    user_template: Option<String>,
+    role_template: Option<String>,
+    metrics: Metrics,
+}
+
+/// A client-visible API error.
+struct ApiError {
+    status: StatusCode,
+    reason: &'static str,
+    message: String,
+}
+
+fn err(status: StatusCode, reason: &'static str, message: impl Into<String>) -> ApiError {
+    ApiError {
+        status,
+        reason,
+        message: message.into(),
+    }
+}
+
+/// Compares without an early exit, so response time does not reveal how
+/// much of a key matched.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl PublishApi {
+    pub fn new(config: &Config, bus: Arc<Bus>, _io: Arc<SocketIo>, metrics: Metrics) -> Self {
+        let user_claim = format!("{{{}}}", config.auth.user_claim);
+        PublishApi {
+            keys: config
+                .api
+                .keys
+                .iter()
+                .map(|k| k.as_bytes().to_vec())
+                .collect(),
+            bus,
+            channels: Channels::new(config.redis.key.clone()),
+            namespaces: config.socketio.namespaces.clone(),
+            user_template: config
+                .auth
+                .rooms
+                .iter()
+                .find(|t| t.contains(&user_claim))
+                .map(|t| t.replace(&user_claim, "{id}")),
+            role_template: config
+                .auth
+                .rooms
+                .iter()
+                .find(|t| t.contains("{role}"))
+                .cloned(),
+            metrics,
+        }
+    }
+
+    /// Answers one request under `/api/`.
+    pub async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
+        match self.try_handle(req).await {
+            Ok(body) => json(StatusCode::OK, &body),
+            Err(e) => {
+                self.metrics
+                    .bus_publish_errors
+                    .with_label_values(&[&format!("api_{}", e.reason)])
+                    .inc();
+                tracing::info!(reason = e.reason, message = %e.message, "publish API request refused");
+                json(
+                    e.status,
+                    &json!({ "ok": false, "error": e.reason, "message": e.message }),
+                )
+            }
+        }
+    }
+
+    async fn try_handle(&self, req: Request<Incoming>) -> Result<serde_json::Value, ApiError> {
+        let batch = match (req.method(), req.uri().path()) {
+            (&Method::POST, "/api/v1/emit") => false,
+            (&Method::POST, "/api/v1/emit/batch") => true,
+            (_, "/api/v1/emit" | "/api/v1/emit/batch") => {
+                return Err(err(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method_not_allowed",
+                    "use POST",
+                ));
+            }
+            _ => return Err(err(StatusCode::NOT_FOUND, "not_found", "unknown API path")),
+        };
+        self.authorize(&req)?;
+        let body = read_body(req.into_body()).await?;
+        let messages = if batch {
+            let batch: BatchRequest = parse(&body)?;
+            if batch.messages.len() > MAX_BATCH {
+                return Err(err(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "batch_too_large",
+                    format!("at most {MAX_BATCH} messages per batch"),
+                ));
+            }
+            batch.messages
+        } else {
+            vec![parse(&body)?]
+        };
+        let encoded = messages
+            .into_iter()
+            .enumerate()
+            .map(|(i, m)| {
+                self.encode(m).map_err(|mut e| {
+                    if batch {
+                        e.message = format!("messages[{i}]: {}", e.message);
+                    }
+                    e
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut receivers = Vec::with_capacity(encoded.len());
+        for (channel, payload) in encoded {
+            let n = self.bus.publish(&channel, payload).await.map_err(|e| {
+                err(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "bus_unavailable",
+                    e.to_string(),
+                )
+            })?;
+            receivers.push(n);
+        }
+        Ok(if batch {
+            json!({ "ok": true, "receivers": receivers })
+        } else {
+            json!({ "ok": true, "receivers": receivers.first().copied().unwrap_or(0) })
+        })
+    }
+
+    fn authorize(&self, req: &Request<Incoming>) -> Result<(), ApiError> {
+        if self.keys.is_empty() {
+            return Err(err(
+                StatusCode::FORBIDDEN,
+                "api_disabled",
+                "the publish API is disabled: set api.keys (SWITCHBOARD_API_KEYS)",
+            ));
+        }
+        let presented = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .ok_or_else(|| {
+                err(
+                    StatusCode::UNAUTHORIZED,
+                    "missing_api_key",
+                    "send Authorization: Bearer <api key>",
+                )
+            })?;
+        let mut ok = false;
+        for key in &self.keys {
+            ok |= constant_time_eq(key, presented.as_bytes());
+        }
+        if ok {
+            Ok(())
+        } else {
+            Err(err(
+                StatusCode::UNAUTHORIZED,
+                "bad_api_key",
+                "the API key is not valid",
+            ))
+        }
+    }
+
+    /// Turns one request into the channel and bytes the emitter would publish.
+    fn encode(&self, m: EmitRequest) -> Result<(String, Vec<u8>), ApiError> {
+        let bad = |msg: String| err(StatusCode::BAD_REQUEST, "invalid_request", msg);
+        if m.event.is_empty() {
+            return Err(bad("`event` must not be empty".into()));
+        }
+        let nsp = m.namespace.unwrap_or_else(|| "/".into());
+        if !self.namespaces.contains(&nsp) {
+            return Err(bad(format!("unknown namespace {nsp:?}")));
+        }
+        let mut rooms = m.rooms;
+        for user in &m.users {
+            let template = self
+                .user_template
+                .as_ref()
+                .ok_or_else(|| bad("`users` needs a user room template in auth.rooms".into()))?;
+            rooms.push(template.replace("{id}", user));
+        }
+        for role in &m.roles {
+            let template = self
+                .role_template
+                .as_ref()
+                .ok_or_else(|| bad("`roles` needs a {role} template in auth.rooms".into()))?;
+            rooms.push(template.replace("{role}", role));
+        }
+        if rooms.is_empty() && !m.broadcast {
+            return Err(bad(
+                "name a target (`rooms`, `users`, `roles`) or set `broadcast: true`".into(),
+            ));
+        }
+        let mut data = vec![serde_json::Value::String(m.event)];
+        match (m.data, m.args) {
+            (Some(_), Some(_)) => return Err(bad("give `data` or `args`, not both".into())),
+            (Some(d), None) => data.push(d),
+            (None, Some(args)) => data.extend(args),
+            (None, None) => {}
+        }
+        let channel = match rooms.as_slice() {
+            [room] => self.channels.room(&nsp, room),
+            _ => self.channels.broadcast(&nsp),
+        };
+        let msg = BroadcastMessage {
+            uid: API_UID.into(),
+            packet: BusPacket {
+                packet_type: 2,
+                data: json_to_msgpack(&serde_json::Value::Array(data)),
+                nsp,
+                id: None,
+            },
+            opts: BroadcastOptions {
+                rooms,
+                except: m.except,
+                flags: BroadcastFlags {
+                    volatile: m.volatile,
+                    ..BroadcastFlags::default()
+                },
+            },
+        };
+        Ok((channel, encode_broadcast(&msg)))
+    }
+}
+
+async fn read_body(body: Incoming) -> Result<Bytes, ApiError> {
+    match Limited::new(body, MAX_BODY_BYTES).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(err(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("request body over {MAX_BODY_BYTES} bytes"),
+            ))
+        }
+        Err(e) => Err(err(
+            StatusCode::BAD_REQUEST,
+            "unreadable_body",
+            e.to_string(),
+        )),
+    }
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| err(StatusCode::BAD_REQUEST, "invalid_json", e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constant_time_eq_matches_only_equal_keys() {
+        assert!(constant_time_eq(b"abcdef", b"abcdef"));
+        assert!(!constant_time_eq(b"abcdef", b"abcdeg"));
+        assert!(!constant_time_eq(b"abc", b"abcdef"));
+    }
+}

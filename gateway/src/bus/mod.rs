@@ -1,0 +1,132 @@
+//! The bus that brings events in from API services (and from other
+//! gateways and Node servers), and carries client events out.
+//!
+//! Two implementations behind one type: Redis pub/sub in the
+//! `@socket.io/redis-adapter` format when `redis.url` is set, and an
+//! in-memory bus otherwise (the embedded default: one gateway alone).
+//! Either way the gateway sees only channels and payload bytes through
+//! [`BusHandler`]; decoding is the session layer's job.
+
+mod memory;
+mod redis;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::Serialize;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::{config::RedisConfig, metrics::Metrics};
+
+/// What the bus delivers to, and what it subscribes for.
+pub trait BusHandler: Send + Sync + 'static {
+    /// The exact channels to SUBSCRIBE to.
+    fn channels(&self) -> Vec<String>;
+    /// The glob patterns to PSUBSCRIBE to (`socket.io#/#*`).
+    fn patterns(&self) -> Vec<String>;
+    /// A message arrived on `channel`.
+    fn on_bus_message(&self, channel: &str, payload: Bytes);
+}
+
+/// Why a publish failed. Publishing never waits longer than
+/// `redis.publish_timeout_ms`.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("redis is unreachable: {0}")]
+    Unreachable(String),
+    #[error("redis did not answer within {0} ms")]
+    Timeout(u64),
+    #[error("redis refused the command: {0}")]
+    Command(String),
+}
+
+/// The bus state reported by `/readyz`.
+#[derive(Debug, Clone, Serialize)]
+pub struct BusStatus {
+    /// `embedded` or `redis`.
+    pub mode: &'static str,
+    /// Subscribed and receiving; always true for the embedded bus.
+    pub subscribed: bool,
+    /// Channels and patterns subscribed to.
+    pub subscriptions: usize,
+    /// Reconnects since start.
+    pub reconnects: u64,
+    /// The last connection error, while disconnected.
+    pub last_error: Option<String>,
+}
+
+enum Kind {
+    Memory(memory::MemoryBus),
+    Redis(Box<redis::RedisBus>),
+}
+
+/// The gateway's bus, shared by the session layer and the publish API.
+pub struct Bus {
+    kind: Kind,
+}
+
+impl Bus {
+    /// The embedded in-memory bus.
+    pub fn memory() -> Bus {
+        Bus {
+            kind: Kind::Memory(memory::MemoryBus::default()),
+        }
+    }
+
+    /// A Redis bus; connects lazily, so a gateway starts (not ready) while
+    /// Redis is down and becomes ready once it is back.
+    pub fn redis(config: &RedisConfig, url: &str, metrics: Metrics) -> Result<Bus, BusError> {
+        Ok(Bus {
+            kind: Kind::Redis(Box::new(redis::RedisBus::new(config, url, metrics)?)),
+        })
+    }
+
+    /// Builds the bus the config asks for.
+    pub fn from_config(config: &RedisConfig, metrics: Metrics) -> Result<Bus, BusError> {
+        match config.url() {
+            Some(url) => Bus::redis(config, url, metrics),
+            None => Ok(Bus::memory()),
+        }
+    }
+
+    /// Starts delivering to `handler` until `shutdown` is cancelled.
+    pub fn start(
+        &self,
+        handler: Arc<dyn BusHandler>,
+        shutdown: CancellationToken,
+    ) -> Option<JoinHandle<()>> {
+        match &self.kind {
+            Kind::Memory(m) => {
+                m.set_handler(handler);
+                None
+            }
+            Kind::Redis(r) => Some(r.start(handler, shutdown)),
+        }
+    }
+
+    /// Publishes `payload` on `channel`; returns how many subscribers
+    /// received it.
+    pub async fn publish(&self, channel: &str, payload: Vec<u8>) -> Result<usize, BusError> {
+        match &self.kind {
+            Kind::Memory(m) => Ok(m.publish(channel, payload.into())),
+            Kind::Redis(r) => r.publish(channel, payload).await,
+        }
+    }
+
+    pub fn status(&self) -> BusStatus {
+        match &self.kind {
+            Kind::Memory(m) => m.status(),
+            Kind::Redis(r) => r.status(),
+        }
+    }
+}
+
+/// Redis glob matching for the only pattern form the gateway uses: a
+/// literal prefix followed by `*`, or a literal channel.
+pub(crate) fn pattern_matches(pattern: &str, channel: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => channel.starts_with(prefix),
+        None => pattern == channel,
+    }
+}

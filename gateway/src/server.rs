@@ -1,0 +1,254 @@
+//! The gateway service: builds every part from the config, accepts HTTP
+//! connections, routes requests, and shuts down gracefully.
+//!
+//! Routes: the Socket.IO path (`/socket.io/`) goes to the Engine.IO
+//! transport; `/healthz`, `/readyz` and `/metrics` answer operators; the
+//! publish API lives under `/api/v1/`.
+//!
+//! Shutdown story: on the token, stop accepting and report not-ready, close
+//! every session so clients reconnect to another gateway, wait for them to
+//! drain up to `server.shutdown_deadline_ms`, then return.
+
+use std::{
+    convert::Infallible,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::{body::Incoming, server::conn::http1, service::service_fn};
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{
+    api::PublishApi,
+    auth::Authenticator,
+    bus::Bus,
+    config::Config,
+    metrics::Metrics,
+    session::SocketIo,
+    transport::{Body, CloseReason, Engine, EngineSettings},
+};
+
+/// Everything one running gateway is made of, shared by all requests.
+pub struct Gateway {
+    config: Config,
+    engine: Arc<Engine<SocketIo>>,
+    io: Arc<SocketIo>,
+    bus: Arc<Bus>,
+    api: PublishApi,
+    metrics: Metrics,
+    draining: AtomicBool,
+}
+
+/// A gateway bound to its port, not yet serving.
+pub struct BoundGateway {
+    gateway: Arc<Gateway>,
+    listener: TcpListener,
+}
+
+impl Gateway {
+    /// Builds the gateway from a validated config and binds its listener.
+    pub async fn bind(config: Config) -> anyhow::Result<BoundGateway> {
+        let metrics = Metrics::new();
+        let auth = Authenticator::from_config(&config.auth)?;
+        let bus = Arc::new(Bus::from_config(&config.redis, metrics.clone())?);
+        let io = Arc::new(SocketIo::new(&config, auth, metrics.clone(), bus.clone()));
+        let engine = Engine::new(
+            EngineSettings::from(&config.engine),
+            io.clone(),
+            metrics.clone(),
+        );
+        let addr = config.listen_addr()?;
+        let listener = TcpListener::bind(addr).await.map_err(|e| {
+            anyhow::anyhow!("cannot listen on {addr} (server.listen / SWITCHBOARD_PORT): {e}")
+        })?;
+        let api = PublishApi::new(&config, bus.clone(), io.clone(), metrics.clone());
+        Ok(BoundGateway {
+            gateway: Arc::new(Gateway {
+                config,
+                engine,
+                io,
+                bus,
+                api,
+                metrics,
+                draining: AtomicBool::new(false),
+            }),
+            listener,
+        })
+    }
+
+    /// Routes one request.
+    async fn route(self: Arc<Self>, req: Request<Incoming>, remote: SocketAddr) -> Response<Body> {
+        let path = req.uri().path();
+        let sio_path = self.config.server.path.as_str();
+        if path == sio_path || Some(path) == sio_path.strip_suffix('/') {
+            if self.draining.load(Ordering::Acquire) {
+                return json(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &serde_json::json!({"code": 3, "message": "gateway is shutting down"}),
+                );
+            }
+            return self.engine.handle(req, remote).await;
+        }
+        match (req.method(), path) {
+            (&Method::GET, "/healthz") => {
+                json(StatusCode::OK, &serde_json::json!({"status": "ok"}))
+            }
+            (&Method::GET, "/readyz") => self.readyz(),
+            (&Method::GET, "/metrics") => {
+                self.metrics.rooms.set(self.io.rooms.room_count() as i64);
+                Response::builder()
+                    .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
+                    .body(Full::new(Bytes::from(self.metrics.render())))
+                    .unwrap_or_default()
+            }
+            (_, p) if p.starts_with("/api/") => self.api.handle(req).await,
+            _ => json(
+                StatusCode::NOT_FOUND,
+                &serde_json::json!({"error": "not found", "path": path}),
+            ),
+        }
+    }
+
+    fn readyz(&self) -> Response<Body> {
+        let bus = self.bus.status();
+        let draining = self.draining.load(Ordering::Acquire);
+        let ready = bus.subscribed && !draining;
+        let body = serde_json::json!({
+            "ready": ready,
+            "draining": draining,
+            "bus": bus,
+            "connections": self.engine.session_count(),
+        });
+        let status = if ready {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
+        json(status, &body)
+    }
+}
+
+/// A JSON response.
+pub(crate) fn json(status: StatusCode, body: &serde_json::Value) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap_or_default()
+}
+
+impl BoundGateway {
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` is cancelled, then shuts down gracefully.
+    pub async fn serve(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let BoundGateway { gateway, listener } = self;
+        let bus_task = gateway
+            .bus
+            .start(gateway.io.clone(), shutdown.child_token());
+        let http_connections = TaskTracker::new();
+        let stop_http = CancellationToken::new();
+        tracing::info!(
+            addr = %listener.local_addr()?,
+            path = %gateway.config.server.path,
+            bus = gateway.bus.status().mode,
+            "switchboard gateway listening"
+        );
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, remote)) => serve_connection(&gateway, &http_connections, &stop_http, stream, remote),
+                    Err(err) => {
+                        // Out of file descriptors or similar: back off
+                        // instead of spinning; existing clients keep working.
+                        tracing::warn!(%err, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+            }
+        }
+        drop(listener);
+        gateway.draining.store(true, Ordering::Release);
+        let deadline = gateway.config.shutdown_deadline();
+        let sessions = gateway.engine.session_count();
+        tracing::info!(
+            sessions,
+            deadline_ms = deadline.as_millis() as u64,
+            "shutting down: closing sessions so clients reconnect elsewhere"
+        );
+        gateway.engine.close_all(CloseReason::ShuttingDown);
+        let drained = tokio::time::timeout(deadline, async {
+            while gateway.engine.session_count() > 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            stop_http.cancel();
+            http_connections.close();
+            http_connections.wait().await;
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                left = gateway.engine.session_count(),
+                "shutdown deadline reached; dropping remaining connections"
+            );
+        }
+        if let Some(task) = bus_task {
+            task.abort();
+        }
+        tracing::info!("switchboard gateway stopped");
+        Ok(())
+    }
+}
+
+fn serve_connection(
+    gateway: &Arc<Gateway>,
+    http_connections: &TaskTracker,
+    stop: &CancellationToken,
+    stream: TcpStream,
+    remote: SocketAddr,
+) {
+    let _ = stream.set_nodelay(true);
+    let gateway = gateway.clone();
+    let service = service_fn(move |req| {
+        let gateway = gateway.clone();
+        async move { Ok::<_, Infallible>(gateway.route(req, remote).await) }
+    });
+    let conn = http1::Builder::new()
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    // On shutdown, in-flight requests finish (pending polls are answered
+    // by the engine's close) and keep-alive connections close. Upgraded
+    // websockets have left hyper by then; the engine closes those.
+    let stop = stop.clone();
+    http_connections.spawn(async move {
+        let mut conn = std::pin::pin!(conn);
+        let result = tokio::select! {
+            result = conn.as_mut() => result,
+            _ = stop.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        };
+        if let Err(err) = result {
+            tracing::debug!(%err, %remote, "http connection ended with an error");
+        }
+    });
+}
+
+/// Builds, binds and serves a gateway until `shutdown` is cancelled.
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    Gateway::bind(config).await?.serve(shutdown).await
+}

@@ -1,0 +1,43 @@
+//! The Socket.IO state of one Engine.IO session.
+
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use socketioxide_core::parser::ParserState;
+
+use super::socket::Socket;
+
+/// Per-connection Socket.IO state, stored in the Engine.IO
+/// [`Connection`](crate::transport::Connection): the parser's partial binary
+/// packet and the sockets (one per connected namespace).
+#[derive(Default)]
+pub struct Client {
+    pub(crate) parser: ParserState,
+    sockets: Mutex<Vec<Arc<Socket>>>,
+}
+
+impl Client {
+    /// The socket connected to `nsp`, if any.
+    pub fn socket(&self, nsp: &str) -> Option<Arc<Socket>> {
+        self.sockets.lock().iter().find(|s| &*s.nsp == nsp).cloned()
+    }
+
+    pub fn has_sockets(&self) -> bool {
+        !self.sockets.lock().is_empty()
+    }
+
+    pub(crate) fn add(&self, socket: Arc<Socket>) {
+        self.sockets.lock().push(socket);
+    }
+
+    pub(crate) fn remove(&self, nsp: &str) -> Option<Arc<Socket>> {
+        let mut sockets = self.sockets.lock();
+        let index = sockets.iter().position(|s| &*s.nsp == nsp)?;
+        Some(sockets.swap_remove(index))
+    }
+
+    /// Takes every socket, ending the reference cycle socket -> connection.
+    pub(crate) fn take_all(&self) -> Vec<Arc<Socket>> {
+        std::mem::take(&mut *self.sockets.lock())
+    }
+}

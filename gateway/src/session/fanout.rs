@@ -1,0 +1,202 @@
+//! Fan-out: what the session layer does with messages from the bus.
+//!
+//! A broadcast is decoded once, its targets resolved once against the room
+//! index, its Socket.IO packet encoded once, and the same frames (shared
+//! bytes) queued to every target. Requests from the emitter or Node servers
+//! (`socketsJoin`, `socketsLeave`, `disconnectSockets`, `allRooms`,
+//! `fetchSockets`) act on local sockets and are answered where the adapter
+//! waits for an answer.
+
+use bytes::Bytes;
+use switchboard_wire::{
+    BroadcastMessage, FetchedSocket, Request, RequestOpts, Response, decode_broadcast,
+    decode_request, encode_event, encode_response, json_to_msgpack,
+};
+
+use super::SocketIo;
+use crate::{bus::BusHandler, transport::Frame};
+
+impl BusHandler for SocketIo {
+    fn channels(&self) -> Vec<String> {
+        self.namespaces
+            .iter()
+            .map(|nsp| self.channels.request(nsp))
+            .collect()
+    }
+
+    fn patterns(&self) -> Vec<String> {
+        self.namespaces
+            .iter()
+            .map(|nsp| self.channels.broadcast_pattern(nsp))
+            .collect()
+    }
+
+    fn on_bus_message(&self, channel: &str, payload: Bytes) {
+        for nsp in &self.namespaces {
+            if let Some(room) = self.channels.room_of(nsp, channel) {
+                // A room channel for a room nobody here is in: skip decoding,
+                // as the Node adapter does.
+                if room.is_some_and(|room| !self.rooms.has_room(nsp, room)) {
+                    return;
+                }
+                return self.on_broadcast(&payload);
+            }
+            if channel == self.channels.request(nsp) {
+                return self.on_request(nsp, &payload);
+            }
+        }
+        tracing::debug!(
+            channel,
+            "bus message on a channel this gateway does not serve"
+        );
+    }
+}
+
+impl SocketIo {
+    fn bus_decode_error(&self, kind: &str, err: &dyn std::fmt::Display) {
+        self.metrics
+            .bus_decode_errors
+            .with_label_values(&[kind])
+            .inc();
+        tracing::warn!(kind, %err, "undecodable bus message dropped");
+    }
+
+    fn on_broadcast(&self, payload: &[u8]) {
+        let msg = match decode_broadcast(payload) {
+            Ok(msg) => msg,
+            Err(err) => return self.bus_decode_error("broadcast", &err),
+        };
+        if msg.uid == self.uid {
+            return;
+        }
+        self.metrics.bus_in.with_label_values(&["broadcast"]).inc();
+        self.deliver(&msg);
+    }
+
+    /// Queues one broadcast to every local target.
+    pub fn deliver(&self, msg: &BroadcastMessage) {
+        let nsp = msg.packet.nsp.as_str();
+        let targets = self.rooms.targets(nsp, &msg.opts.rooms, &msg.opts.except);
+        if targets.is_empty() {
+            return;
+        }
+        let packet = match encode_event(nsp, &msg.packet.data, None) {
+            Ok(packet) => packet,
+            Err(err) => return self.bus_decode_error("broadcast", &err),
+        };
+        let mut frames = Vec::with_capacity(1 + packet.attachments.len());
+        frames.push(Frame::message(&packet.text));
+        frames.extend(packet.attachments.into_iter().map(Frame::Binary));
+        let size: usize = frames.iter().map(Frame::len).sum();
+        let mut sent = 0u64;
+        for socket in &targets {
+            if msg.opts.flags.volatile && socket.conn.queued_bytes() > 0 {
+                self.metrics.volatile_dropped.inc();
+                continue;
+            }
+            if socket.send_all(frames.iter().cloned()) {
+                sent += 1;
+            }
+        }
+        self.metrics.messages_out.inc_by(sent);
+        self.metrics.bytes_out.inc_by(sent * size as u64);
+    }
+
+    fn on_request(&self, nsp: &str, payload: &[u8]) {
+        let request = match decode_request(payload) {
+            Ok(request) => request,
+            Err(err) => return self.bus_decode_error("request", &err),
+        };
+        self.metrics.bus_in.with_label_values(&["request"]).inc();
+        match request {
+            Request::RemoteJoin(req) => {
+                for socket in self.request_targets(nsp, req.sid.as_deref(), req.opts.as_ref()) {
+                    let created = self.rooms.join(&socket, &req.rooms);
+                    self.metrics.rooms.add(created as i64);
+                }
+            }
+            Request::RemoteLeave(req) => {
+                for socket in self.request_targets(nsp, req.sid.as_deref(), req.opts.as_ref()) {
+                    let emptied = self.rooms.leave(&socket, &req.rooms);
+                    self.metrics.rooms.sub(emptied as i64);
+                }
+            }
+            Request::RemoteDisconnect(req) => {
+                for socket in self.request_targets(nsp, req.sid.as_deref(), req.opts.as_ref()) {
+                    self.disconnect_socket(&socket, req.close);
+                }
+            }
+            Request::AllRooms { uid, request_id } if uid.as_deref() != Some(self.uid.as_str()) => {
+                let rooms = self.rooms.all_rooms(nsp);
+                self.respond(nsp, Response::AllRooms { request_id, rooms });
+            }
+            Request::RemoteFetch {
+                uid,
+                request_id,
+                opts,
+            } if uid.as_deref() != Some(self.uid.as_str()) => {
+                let sockets = self
+                    .targets_of(nsp, &opts)
+                    .iter()
+                    .map(|s| FetchedSocket {
+                        id: s.id.to_string(),
+                        handshake: json_to_msgpack(&serde_json::json!({
+                            "address": s.conn.handshake.client_address(),
+                            "issued": s.conn.handshake.issued_ms,
+                            "query": {},
+                            "auth": {},
+                        })),
+                        rooms: std::iter::once(s.id.to_string()).chain(s.rooms()).collect(),
+                        data: json_to_msgpack(&serde_json::Value::Object(s.claims.clone())),
+                    })
+                    .collect();
+                self.respond(
+                    nsp,
+                    Response::FetchSockets {
+                        request_id,
+                        sockets,
+                    },
+                );
+            }
+            other => {
+                tracing::debug!(request = ?other.request_type(), "bus request not handled by the gateway");
+            }
+        }
+    }
+
+    fn targets_of(&self, nsp: &str, opts: &RequestOpts) -> Vec<std::sync::Arc<super::Socket>> {
+        self.rooms.targets(nsp, &opts.rooms, &opts.except)
+    }
+
+    /// The sockets a join/leave/disconnect request acts on: one socket by
+    /// id (the adapter's per-socket form), or those its options select.
+    fn request_targets(
+        &self,
+        nsp: &str,
+        sid: Option<&str>,
+        opts: Option<&RequestOpts>,
+    ) -> Vec<std::sync::Arc<super::Socket>> {
+        match (sid, opts) {
+            (Some(sid), _) => self.rooms.targets(nsp, &[sid], &[]),
+            (None, Some(opts)) => self.targets_of(nsp, opts),
+            (None, None) => self.rooms.targets::<&str>(nsp, &[], &[]),
+        }
+    }
+
+    /// Publishes a response where Node servers wait for it.
+    fn respond(&self, nsp: &str, response: Response) {
+        let channel = self.channels.response(nsp);
+        let payload = encode_response(&response);
+        let bus = self.bus.clone();
+        let metrics = self.metrics.clone();
+        tokio::spawn(async move {
+            if let Err(err) = bus.publish(&channel, payload).await {
+                metrics
+                    .bus_publish_errors
+                    .with_label_values(&["response"])
+                    .inc();
+                tracing::warn!(%err, "adapter response not published");
+            }
+        });
+    }
+}

@@ -1,0 +1,338 @@
+//! The Socket.IO v5 session layer on top of an Engine.IO session: CONNECT
+//! with authentication, DISCONNECT, client EVENTs and ACKs, connect timeout,
+//! and closing connections that break the protocol.
+//!
+//! Packets are parsed with `socketioxide-parser-common`; the session logic
+//! is ours so that it can later restore sessions by pid/offset.
+
+mod client;
+mod fanout;
+mod packets;
+mod socket;
+mod upstream;
+
+use std::{
+    sync::{Arc, Weak},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use engineioxide_core::Str;
+use socketioxide_core::{
+    Value,
+    packet::{Packet, PacketData},
+    parser::{Parse, ParseConfig, ParseError},
+};
+use socketioxide_parser_common::CommonParser;
+
+pub use client::Client;
+pub use socket::Socket;
+
+use crate::{
+    auth::Authenticator,
+    bus::Bus,
+    config::Config,
+    handshake::Handshake,
+    metrics::Metrics,
+    rooms::RoomIndex,
+    transport::{CloseReason, Connection, EngineHandler},
+};
+
+/// An Engine.IO connection as the session layer holds it.
+pub type Conn = Arc<Connection<Client>>;
+
+/// Event names a client may not emit (they are reserved by Socket.IO).
+const RESERVED_EVENTS: &[&str] = &[
+    "connect",
+    "connect_error",
+    "disconnect",
+    "disconnecting",
+    "newListener",
+    "removeListener",
+];
+
+/// The Socket.IO server of one gateway: namespaces, authentication, the room
+/// index and the bus it publishes client events to.
+pub struct SocketIo {
+    namespaces: Vec<Arc<str>>,
+    connect_timeout: Duration,
+    parse_config: ParseConfig,
+    auth: Authenticator,
+    pub rooms: RoomIndex,
+    pub metrics: Metrics,
+    bus: Arc<Bus>,
+    /// Channel names of the bus (`redis.key` prefix).
+    channels: switchboard_wire::Channels,
+    /// The `redis.key` prefix, also used for the upstream channel.
+    upstream_key: String,
+    /// This gateway's uid on the bus; messages carrying it are our own.
+    pub uid: String,
+}
+
+/// Why a client packet was refused; the label of `switchboard_bad_packets_total`.
+#[derive(Debug, Clone, Copy)]
+enum BadPacket {
+    Unparsable,
+    NotConnected,
+    InvalidConnectPayload,
+    InvalidEventPayload,
+    ReservedEvent,
+    UnexpectedConnectError,
+}
+
+impl BadPacket {
+    fn label(self) -> &'static str {
+        match self {
+            BadPacket::Unparsable => "unparsable",
+            BadPacket::NotConnected => "namespace_not_connected",
+            BadPacket::InvalidConnectPayload => "invalid_connect_payload",
+            BadPacket::InvalidEventPayload => "invalid_event_payload",
+            BadPacket::ReservedEvent => "reserved_event",
+            BadPacket::UnexpectedConnectError => "unexpected_connect_error",
+        }
+    }
+}
+
+impl SocketIo {
+    pub fn new(config: &Config, auth: Authenticator, metrics: Metrics, bus: Arc<Bus>) -> Self {
+        let parse_config = ParseConfig {
+            max_incoming_binaries: config.socketio.max_attachments,
+            max_incoming_binary_buf_size: usize::try_from(config.engine.max_payload)
+                .unwrap_or(usize::MAX),
+            ..ParseConfig::default()
+        };
+        SocketIo {
+            namespaces: config
+                .socketio
+                .namespaces
+                .iter()
+                .map(|n| Arc::from(n.as_str()))
+                .collect(),
+            connect_timeout: config.socketio.connect_timeout(),
+            parse_config,
+            auth,
+            rooms: RoomIndex::new(),
+            metrics,
+            bus,
+            channels: switchboard_wire::Channels::new(config.redis.key.clone()),
+            upstream_key: config.redis.key.clone(),
+            uid: engineioxide_core::Sid::new().to_string(),
+        }
+    }
+
+    fn namespace(&self, nsp: &str) -> Option<&Arc<str>> {
+        self.namespaces.iter().find(|n| &***n == nsp)
+    }
+
+    /// Closes a connection that broke the protocol, with a log line and a metric.
+    fn refuse_packet(&self, conn: &Conn, why: BadPacket, detail: &str) {
+        self.metrics
+            .bad_packets
+            .with_label_values(&[why.label()])
+            .inc();
+        tracing::info!(sid = %conn.sid, reason = why.label(), detail, "invalid socket.io packet; closing connection");
+        conn.close(CloseReason::ProtocolError);
+    }
+
+    fn on_packet(&self, conn: &Conn, packet: Packet) {
+        let nsp = packet.ns.as_str();
+        match packet.inner {
+            PacketData::Connect(payload) => self.on_connect(conn, nsp, payload),
+            PacketData::Disconnect => {
+                if let Some(socket) = conn.data.remove(nsp) {
+                    self.remove_socket(&socket, "client namespace disconnect");
+                }
+            }
+            PacketData::Event(value, ack) | PacketData::BinaryEvent(value, ack) => {
+                let Some(socket) = conn.data.socket(nsp) else {
+                    return self.refuse_packet(conn, BadPacket::NotConnected, nsp);
+                };
+                self.on_event(conn, &socket, value, ack);
+            }
+            PacketData::EventAck(_, id) | PacketData::BinaryAck(_, id) => {
+                // The gateway sends no event that asks for an ack; a stray
+                // ack is harmless and ignored, as the Node server does.
+                tracing::debug!(sid = %conn.sid, id, "ack for no pending event; ignored");
+            }
+            PacketData::ConnectError(_) => {
+                self.refuse_packet(conn, BadPacket::UnexpectedConnectError, nsp)
+            }
+        }
+    }
+
+    fn on_connect(&self, conn: &Conn, nsp: &str, payload: Option<Value>) {
+        let auth = match payload {
+            None => None,
+            Some(Value::Str(text, _)) => match serde_json::from_str::<serde_json::Value>(&text) {
+                Ok(v @ serde_json::Value::Object(_)) => Some(v),
+                _ => {
+                    return self.refuse_packet(
+                        conn,
+                        BadPacket::InvalidConnectPayload,
+                        "CONNECT payload must be a JSON object",
+                    );
+                }
+            },
+            Some(Value::Bytes(_)) => {
+                return self.refuse_packet(conn, BadPacket::InvalidConnectPayload, "binary");
+            }
+        };
+        let Some(nsp) = self.namespace(nsp).cloned() else {
+            self.metrics
+                .connect_refused
+                .with_label_values(&["invalid_namespace"])
+                .inc();
+            tracing::info!(sid = %conn.sid, nsp, "connect refused: invalid namespace");
+            conn.send(packets::connect_error(nsp, "Invalid namespace", None));
+            return;
+        };
+        if let Some(existing) = conn.data.socket(&nsp) {
+            // A repeated CONNECT for a connected namespace gets the same socket.
+            conn.send(packets::connect(&nsp, existing.id.as_str()));
+            return;
+        }
+        let identity = match self.auth.authenticate(&conn.handshake, auth.as_ref()) {
+            Ok(identity) => identity,
+            Err(refusal) => {
+                self.metrics
+                    .connect_refused
+                    .with_label_values(&[refusal.reason()])
+                    .inc();
+                tracing::info!(
+                    sid = %conn.sid,
+                    nsp = &*nsp,
+                    reason = refusal.reason(),
+                    client = %conn.handshake.client_address(),
+                    "connect refused"
+                );
+                conn.send(packets::connect_error(
+                    &nsp,
+                    &refusal.message(),
+                    Some(serde_json::json!({ "reason": refusal.reason() })),
+                ));
+                return;
+            }
+        };
+        let socket = Arc::new(Socket::new(
+            nsp.clone(),
+            conn.clone(),
+            identity.user,
+            identity.claims,
+            identity.expires_at,
+        ));
+        self.rooms.add_socket(&socket);
+        let created = self.rooms.join(&socket, &identity.rooms);
+        self.metrics.rooms.add(created as i64);
+        conn.data.add(socket.clone());
+        self.metrics.sockets.inc();
+        self.metrics.connects.with_label_values(&[&nsp]).inc();
+        tracing::debug!(sid = %conn.sid, socket = %socket.id, nsp = &*nsp, user = ?socket.user, rooms = ?identity.rooms, "socket connected");
+        conn.send(packets::connect(&nsp, socket.id.as_str()));
+    }
+
+    fn on_event(&self, conn: &Conn, socket: &Arc<Socket>, value: Value, ack: Option<i64>) {
+        let Value::Str(text, attachments) = value else {
+            return self.refuse_packet(conn, BadPacket::InvalidEventPayload, "binary payload");
+        };
+        let args = match serde_json::from_str::<serde_json::Value>(&text) {
+            Ok(serde_json::Value::Array(args)) => args,
+            _ => {
+                return self.refuse_packet(
+                    conn,
+                    BadPacket::InvalidEventPayload,
+                    "EVENT payload must be a JSON array",
+                );
+            }
+        };
+        let Some(serde_json::Value::String(event)) = args.first() else {
+            return self.refuse_packet(
+                conn,
+                BadPacket::InvalidEventPayload,
+                "EVENT name must be a string",
+            );
+        };
+        if RESERVED_EVENTS.contains(&event.as_str()) {
+            return self.refuse_packet(conn, BadPacket::ReservedEvent, event);
+        }
+        self.metrics
+            .client_events
+            .with_label_values(&[&socket.nsp])
+            .inc();
+        let attachments: Vec<Bytes> = attachments.map(Vec::from).unwrap_or_default();
+        upstream::relay(self, socket.clone(), args, attachments, ack);
+    }
+
+    /// Removes a socket from the rooms and the gauges.
+    fn remove_socket(&self, socket: &Socket, why: &str) {
+        let emptied = self.rooms.remove_socket(socket);
+        self.metrics.rooms.sub(emptied as i64);
+        self.metrics.sockets.dec();
+        tracing::debug!(socket = %socket.id, nsp = &*socket.nsp, why, "socket disconnected");
+    }
+
+    /// Disconnects a socket from its namespace by server decision: the client
+    /// gets a DISCONNECT packet and does not reconnect on its own.
+    pub fn disconnect_socket(&self, socket: &Arc<Socket>, close_connection: bool) {
+        if socket.conn.data.remove(&socket.nsp).is_none() {
+            return;
+        }
+        socket.send_all([packets::disconnect(&socket.nsp)]);
+        self.remove_socket(socket, "server disconnect");
+        if close_connection || !socket.conn.data.has_sockets() {
+            socket.conn.close(CloseReason::ServerClosed);
+        }
+    }
+
+    fn decode_result(&self, conn: &Conn, result: Result<Packet, ParseError>) {
+        match result {
+            Ok(packet) => self.on_packet(conn, packet),
+            Err(ParseError::NeedsMoreBinaryData) => {}
+            Err(err) => self.refuse_packet(conn, BadPacket::Unparsable, &err.to_string()),
+        }
+    }
+}
+
+impl EngineHandler for SocketIo {
+    type Data = Client;
+
+    fn new_data(&self, _handshake: &Handshake) -> Client {
+        Client::default()
+    }
+
+    fn on_open(&self, conn: &Conn) {
+        // Close connections that never CONNECT to a namespace.
+        let weak: Weak<Connection<Client>> = Arc::downgrade(conn);
+        let timeout = self.connect_timeout;
+        let metrics = self.metrics.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(timeout).await;
+            if let Some(conn) = weak.upgrade()
+                && !conn.is_closed()
+                && !conn.data.has_sockets()
+            {
+                metrics
+                    .connect_refused
+                    .with_label_values(&["connect_timeout"])
+                    .inc();
+                tracing::info!(sid = %conn.sid, "no CONNECT within connect timeout; closing");
+                conn.close(CloseReason::ServerClosed);
+            }
+        });
+    }
+
+    fn on_message(&self, conn: &Conn, text: Str) {
+        let result = CommonParser.decode_str(&self.parse_config, &conn.data.parser, text);
+        self.decode_result(conn, result);
+    }
+
+    fn on_binary(&self, conn: &Conn, data: Bytes) {
+        let result = CommonParser.decode_bin(&self.parse_config, &conn.data.parser, data);
+        self.decode_result(conn, result);
+    }
+
+    fn on_close(&self, conn: &Conn, reason: CloseReason) {
+        for socket in conn.data.take_all() {
+            self.remove_socket(&socket, reason.as_str());
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! A Socket.IO socket: one client connected to one namespace.
+
+use std::sync::Arc;
+
+use engineioxide_core::Sid;
+use parking_lot::Mutex;
+
+use super::client::Client;
+use crate::transport::{Connection, Frame};
+
+/// One client in one namespace: the unit rooms hold and fan-out reaches.
+///
+/// Kept small on purpose (it exists once per connected user): the identity
+/// is reduced to the user id and expiry, and room names are shared
+/// `Arc<str>` with the room index.
+pub struct Socket {
+    /// The Socket.IO socket id (distinct from the Engine.IO session id).
+    pub id: Sid,
+    pub nsp: Arc<str>,
+    /// The Engine.IO session carrying this socket.
+    pub conn: Arc<Connection<Client>>,
+    /// The authenticated user, if any.
+    pub user: Option<Box<str>>,
+    /// Verified token claims kept for `fetchSockets()` (`socket.data`).
+    pub claims: serde_json::Map<String, serde_json::Value>,
+    /// Unix seconds at which the token expires.
+    pub expires_at: Option<u64>,
+    rooms: Mutex<Vec<Arc<str>>>,
+}
+
+impl std::fmt::Debug for Socket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Socket")
+            .field("id", &self.id)
+            .field("nsp", &self.nsp)
+            .field("user", &self.user)
+            .finish()
+    }
+}
+
+impl Socket {
+    pub fn new(
+        nsp: Arc<str>,
+        conn: Arc<Connection<Client>>,
+        user: Option<String>,
+        claims: serde_json::Map<String, serde_json::Value>,
+        expires_at: Option<u64>,
+    ) -> Socket {
+        Socket {
+            id: Sid::new(),
+            nsp,
+            conn,
+            user: user.map(String::into_boxed_str),
+            claims,
+            expires_at,
+            rooms: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Queues frames to this socket's connection.
+    pub fn send_all(&self, frames: impl IntoIterator<Item = Frame>) -> bool {
+        self.conn.send_all(frames)
+    }
+
+    /// The rooms this socket is in (its own id not included).
+    pub fn rooms(&self) -> Vec<String> {
+        self.rooms.lock().iter().map(|r| r.to_string()).collect()
+    }
+
+    pub(crate) fn add_room(&self, room: Arc<str>) {
+        self.rooms.lock().push(room);
+    }
+
+    pub(crate) fn remove_room(&self, room: &str) {
+        self.rooms.lock().retain(|r| &**r != room);
+    }
+
+    pub(crate) fn take_rooms(&self) -> Vec<Arc<str>> {
+        std::mem::take(&mut *self.rooms.lock())
+    }
+}

@@ -1,0 +1,295 @@
+//! One Engine.IO session: its outbound queue, its transport state and the
+//! data the layer above keeps per connection.
+//!
+//! Whatever transport currently carries the session, everything sent to the
+//! client goes through [`Connection::send`] into one queue, and exactly one
+//! writer drains it: the websocket task, or the pending long-polling GET.
+//! That keeps ordering intact across the polling-to-websocket upgrade.
+
+use std::{
+    collections::VecDeque,
+    sync::atomic::{AtomicBool, Ordering},
+};
+
+use tokio::time::Instant;
+
+use bytes::Bytes;
+use engineioxide_core::{Sid, Str};
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+use crate::handshake::Handshake;
+
+/// One Engine.IO message ready for the wire, shared (by reference count)
+/// between every connection a broadcast reaches.
+#[derive(Debug, Clone)]
+pub enum Frame {
+    /// A text packet including its Engine.IO type digit (`4...`, `2`, `6`).
+    Text(Utf8Bytes),
+    /// A binary message (a Socket.IO attachment).
+    Binary(Bytes),
+}
+
+impl Frame {
+    /// A text frame from a string that already carries its packet type.
+    pub fn text(s: impl Into<Utf8Bytes>) -> Frame {
+        Frame::Text(s.into())
+    }
+
+    /// An Engine.IO `message` packet (`4` + payload).
+    pub fn message(payload: &str) -> Frame {
+        let mut s = String::with_capacity(payload.len() + 1);
+        s.push('4');
+        s.push_str(payload);
+        Frame::Text(s.into())
+    }
+
+    /// Bytes this frame occupies in a queue, for the outbound bound.
+    pub fn len(&self) -> usize {
+        match self {
+            Frame::Text(t) => t.len(),
+            Frame::Binary(b) => b.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Converts a websocket text payload into the codec's string type without a
+/// copy or a second UTF-8 check.
+pub fn str_from_utf8_bytes(text: Utf8Bytes) -> Str {
+    let bytes: Bytes = text.into();
+    // SAFETY: `Utf8Bytes` is guaranteed valid UTF-8 by tungstenite, which is
+    // exactly the invariant `Str` requires.
+    unsafe { Str::from_bytes_unchecked(bytes) }
+}
+
+/// Which transport carries a session right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportKind {
+    Polling,
+    Websocket,
+}
+
+impl TransportKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransportKind::Polling => "polling",
+            TransportKind::Websocket => "websocket",
+        }
+    }
+}
+
+/// Why a session ended; logged, counted, and handed to the layer above.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client sent an Engine.IO close packet or closed the websocket.
+    ClientClosed,
+    /// The transport failed (reset, write error, bad frame).
+    TransportError,
+    /// No pong within `ping_timeout` after a ping.
+    PingTimeout,
+    /// The client broke the protocol (bad packet, concurrent polls, oversize).
+    ProtocolError,
+    /// The layer above closed it (Socket.IO reasons such as connect timeout).
+    ServerClosed,
+    /// The gateway is shutting down; the client should reconnect elsewhere.
+    ShuttingDown,
+    /// The client does not read fast enough; its queue hit the bound.
+    SlowConsumer,
+}
+
+impl CloseReason {
+    /// Stable label for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::ClientClosed => "client_closed",
+            CloseReason::TransportError => "transport_error",
+            CloseReason::PingTimeout => "ping_timeout",
+            CloseReason::ProtocolError => "protocol_error",
+            CloseReason::ServerClosed => "server_closed",
+            CloseReason::ShuttingDown => "shutting_down",
+            CloseReason::SlowConsumer => "slow_consumer",
+        }
+    }
+}
+
+/// Mutable per-session transport state, behind one small lock.
+#[derive(Debug)]
+pub(crate) struct TransportState {
+    pub kind: TransportKind,
+    /// A websocket has answered the probe and waits for the `5` upgrade packet.
+    pub upgrading: bool,
+    /// A long-polling GET is waiting for frames.
+    pub get_active: bool,
+    /// A long-polling POST is being read.
+    pub post_active: bool,
+    /// A ping was sent and its pong has not come back yet.
+    pub awaiting_pong: bool,
+}
+
+/// The queue of frames waiting for the writer, with its size in bytes.
+#[derive(Debug, Default)]
+pub(crate) struct Outbox {
+    pub frames: VecDeque<Frame>,
+    pub bytes: usize,
+}
+
+/// An Engine.IO session as the rest of the gateway sees it: an address
+/// (`sid`), a way to send, a way to close, and `data` for the layer above.
+pub struct Connection<D> {
+    pub sid: Sid,
+    pub handshake: Handshake,
+    pub(crate) outbox: Mutex<Outbox>,
+    /// Wakes the single writer: a new frame, an upgrade step, or the close.
+    pub(crate) wake: Notify,
+    /// Wakes the session's driver task (heartbeat) when the session closes.
+    pub(crate) closed_signal: Notify,
+    pub(crate) state: Mutex<TransportState>,
+    closed: AtomicBool,
+    close_reason: Mutex<Option<CloseReason>>,
+    /// Per-connection state of the layer above (the Socket.IO client).
+    pub data: D,
+}
+
+impl<D> std::fmt::Debug for Connection<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("sid", &self.sid)
+            .finish()
+    }
+}
+
+impl<D> Connection<D> {
+    pub(crate) fn new(sid: Sid, handshake: Handshake, kind: TransportKind, data: D) -> Self {
+        Connection {
+            sid,
+            handshake,
+            outbox: Mutex::new(Outbox::default()),
+            wake: Notify::new(),
+            closed_signal: Notify::new(),
+            state: Mutex::new(TransportState {
+                kind,
+                upgrading: false,
+                get_active: false,
+                post_active: false,
+                awaiting_pong: false,
+            }),
+            closed: AtomicBool::new(false),
+            close_reason: Mutex::new(None),
+            data,
+        }
+    }
+
+    /// Queues frames for the client, in order. Returns false if the session
+    /// is already closed (the frames are dropped: there is nobody to get them).
+    pub fn send_all(&self, frames: impl IntoIterator<Item = Frame>) -> bool {
+        if self.is_closed() {
+            return false;
+        }
+        {
+            let mut outbox = self.outbox.lock();
+            for frame in frames {
+                outbox.bytes += frame.len();
+                outbox.frames.push_back(frame);
+            }
+        }
+        self.wake.notify_one();
+        true
+    }
+
+    /// Queues one frame for the client.
+    pub fn send(&self, frame: Frame) -> bool {
+        self.send_all(std::iter::once(frame))
+    }
+
+    /// Takes every queued frame, for the writer.
+    pub(crate) fn take_frames(&self) -> VecDeque<Frame> {
+        let mut outbox = self.outbox.lock();
+        outbox.bytes = 0;
+        std::mem::take(&mut outbox.frames)
+    }
+
+    /// Bytes waiting in the queue.
+    pub fn queued_bytes(&self) -> usize {
+        self.outbox.lock().bytes
+    }
+
+    /// Marks the session closed and wakes its writer, which ends the
+    /// transport. The first reason given wins; later calls do nothing.
+    pub fn close(&self, reason: CloseReason) {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        *self.close_reason.lock() = Some(reason);
+        self.wake.notify_one();
+        self.closed_signal.notify_waiters();
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        *self.close_reason.lock()
+    }
+
+    /// The transport that carries the session now.
+    pub fn transport(&self) -> TransportKind {
+        self.state.lock().kind
+    }
+}
+
+/// The server side of the Engine.IO heartbeat: a ping every `ping_interval`,
+/// a pong expected within `ping_timeout`. Whichever task drives the session
+/// sleeps until [`Heartbeat::deadline`] and then calls [`Heartbeat::tick`].
+#[derive(Debug)]
+pub(crate) struct Heartbeat {
+    deadline: Instant,
+    ping_sent_at: Option<Instant>,
+}
+
+/// The client missed its pong.
+#[derive(Debug)]
+pub(crate) struct PingTimedOut;
+
+impl Heartbeat {
+    pub fn new(interval: std::time::Duration) -> Self {
+        Heartbeat {
+            deadline: Instant::now() + interval,
+            ping_sent_at: None,
+        }
+    }
+
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// Sends the next ping, or checks the last one was answered.
+    pub fn tick<D>(
+        &mut self,
+        conn: &Connection<D>,
+        interval: std::time::Duration,
+        timeout: std::time::Duration,
+    ) -> Result<(), PingTimedOut> {
+        let now = Instant::now();
+        match self.ping_sent_at.take() {
+            Some(sent) => {
+                if conn.state.lock().awaiting_pong {
+                    return Err(PingTimedOut);
+                }
+                self.deadline = (sent + interval).max(now);
+            }
+            None => {
+                conn.state.lock().awaiting_pong = true;
+                conn.send(Frame::text("2"));
+                self.ping_sent_at = Some(now);
+                self.deadline = now + timeout;
+            }
+        }
+        Ok(())
+    }
+}

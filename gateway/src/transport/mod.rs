@@ -1,0 +1,363 @@
+//! The Engine.IO v4 transport: sessions over HTTP long-polling and
+//! WebSocket, the heartbeat, and the polling-to-websocket upgrade.
+//!
+//! Written here on hyper and tokio-tungstenite rather than mounted from
+//! `engineioxide`, for memory per idle connection (see
+//! `docs/architecture.md`); packets, payloads and sids use
+//! `engineioxide-core`'s codecs.
+//!
+//! The layer above plugs in through [`EngineHandler`]; it never sees HTTP.
+
+mod connection;
+mod polling;
+mod websocket;
+
+use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use engineioxide_core::{Packet, Sid, Str};
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use parking_lot::RwLock;
+
+pub use connection::{CloseReason, Connection, Frame, TransportKind, str_from_utf8_bytes};
+
+use crate::{
+    config::{EngineConfig, Transport},
+    handshake::Handshake,
+    metrics::Metrics,
+};
+
+/// The body type of every response the gateway writes.
+pub type Body = Full<Bytes>;
+
+/// What the layer above the transport (Socket.IO) must provide.
+pub trait EngineHandler: Send + Sync + 'static {
+    /// Per-connection state kept inside [`Connection::data`].
+    type Data: Send + Sync + 'static;
+
+    /// State for a session that is being opened.
+    fn new_data(&self, handshake: &Handshake) -> Self::Data;
+    /// The session is open and its open packet is queued.
+    fn on_open(&self, conn: &Arc<Connection<Self::Data>>);
+    /// A text message (`4...`) arrived; the `4` is stripped.
+    fn on_message(&self, conn: &Arc<Connection<Self::Data>>, text: Str);
+    /// A binary message arrived.
+    fn on_binary(&self, conn: &Arc<Connection<Self::Data>>, data: Bytes);
+    /// The session ended; called exactly once per session.
+    fn on_close(&self, conn: &Arc<Connection<Self::Data>>, reason: CloseReason);
+}
+
+/// Engine.IO protocol errors answered over HTTP, with the codes the official
+/// clients understand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineError {
+    TransportUnknown,
+    SessionIdUnknown,
+    BadHandshakeMethod,
+    BadRequest,
+    Forbidden,
+    UnsupportedProtocolVersion,
+    PayloadTooLarge,
+}
+
+impl EngineError {
+    fn code(self) -> u8 {
+        match self {
+            EngineError::TransportUnknown => 0,
+            EngineError::SessionIdUnknown => 1,
+            EngineError::BadHandshakeMethod => 2,
+            EngineError::BadRequest | EngineError::PayloadTooLarge => 3,
+            EngineError::Forbidden => 4,
+            EngineError::UnsupportedProtocolVersion => 5,
+        }
+    }
+
+    fn message(self) -> &'static str {
+        match self {
+            EngineError::TransportUnknown => "Transport unknown",
+            EngineError::SessionIdUnknown => "Session ID unknown",
+            EngineError::BadHandshakeMethod => "Bad handshake method",
+            EngineError::BadRequest => "Bad request",
+            EngineError::Forbidden => "Forbidden",
+            EngineError::UnsupportedProtocolVersion => "Unsupported protocol version",
+            EngineError::PayloadTooLarge => "Payload too large",
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            EngineError::TransportUnknown => "transport_unknown",
+            EngineError::SessionIdUnknown => "session_id_unknown",
+            EngineError::BadHandshakeMethod => "bad_handshake_method",
+            EngineError::BadRequest => "bad_request",
+            EngineError::Forbidden => "forbidden",
+            EngineError::UnsupportedProtocolVersion => "unsupported_protocol_version",
+            EngineError::PayloadTooLarge => "payload_too_large",
+        }
+    }
+
+    fn status(self) -> StatusCode {
+        match self {
+            EngineError::Forbidden => StatusCode::FORBIDDEN,
+            EngineError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            _ => StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
+/// Timings and limits of the transport, copied out of the config once.
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    pub ping_interval: Duration,
+    pub ping_timeout: Duration,
+    pub upgrade_timeout: Duration,
+    pub max_payload: u64,
+    pub polling: bool,
+    pub websocket: bool,
+}
+
+impl From<&EngineConfig> for EngineSettings {
+    fn from(c: &EngineConfig) -> Self {
+        EngineSettings {
+            ping_interval: c.ping_interval(),
+            ping_timeout: c.ping_timeout(),
+            upgrade_timeout: c.upgrade_timeout(),
+            max_payload: c.max_payload,
+            polling: c.allows(Transport::Polling),
+            websocket: c.allows(Transport::Websocket),
+        }
+    }
+}
+
+/// The Engine.IO server: the registry of open sessions and the entry point
+/// for every request under the Socket.IO path.
+pub struct Engine<H: EngineHandler> {
+    pub settings: EngineSettings,
+    sessions: RwLock<HashMap<Sid, Arc<Connection<H::Data>>>>,
+    handler: Arc<H>,
+    metrics: Metrics,
+}
+
+/// The query parameters Engine.IO requests carry.
+struct EngineQuery {
+    eio: Option<String>,
+    transport: Option<String>,
+    sid: Option<String>,
+}
+
+fn parse_query(query: &str) -> EngineQuery {
+    let mut q = EngineQuery {
+        eio: None,
+        transport: None,
+        sid: None,
+    };
+    for pair in query.split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        match k {
+            "EIO" => q.eio = Some(v.to_string()),
+            "transport" => q.transport = Some(v.to_string()),
+            "sid" => q.sid = Some(crate::handshake::percent_decode(v)),
+            _ => {}
+        }
+    }
+    q
+}
+
+impl<H: EngineHandler> Engine<H> {
+    pub fn new(settings: EngineSettings, handler: Arc<H>, metrics: Metrics) -> Arc<Self> {
+        Arc::new(Engine {
+            settings,
+            sessions: RwLock::new(HashMap::new()),
+            handler,
+            metrics,
+        })
+    }
+
+    pub fn handler(&self) -> &Arc<H> {
+        &self.handler
+    }
+
+    /// Number of open sessions.
+    pub fn session_count(&self) -> usize {
+        self.sessions.read().len()
+    }
+
+    /// Closes every session, for shutdown: clients see their transport close
+    /// and reconnect (to another gateway behind the load balancer).
+    pub fn close_all(&self, reason: CloseReason) {
+        let sessions: Vec<_> = self.sessions.read().values().cloned().collect();
+        for conn in sessions {
+            conn.close(reason);
+        }
+    }
+
+    /// Answers one request under the Socket.IO path.
+    pub async fn handle(
+        self: &Arc<Self>,
+        req: Request<Incoming>,
+        remote: SocketAddr,
+    ) -> Response<Body> {
+        match self.dispatch(req, remote).await {
+            Ok(resp) => resp,
+            Err(err) => self.error_response(err),
+        }
+    }
+
+    async fn dispatch(
+        self: &Arc<Self>,
+        req: Request<Incoming>,
+        remote: SocketAddr,
+    ) -> Result<Response<Body>, EngineError> {
+        let query = parse_query(req.uri().query().unwrap_or(""));
+        if query.eio.as_deref() != Some("4") {
+            return Err(EngineError::UnsupportedProtocolVersion);
+        }
+        let transport = match query.transport.as_deref() {
+            Some("polling") if self.settings.polling => TransportKind::Polling,
+            Some("websocket") if self.settings.websocket => TransportKind::Websocket,
+            _ => return Err(EngineError::TransportUnknown),
+        };
+        let existing = match &query.sid {
+            None => None,
+            Some(raw) => Some(self.find(raw).ok_or(EngineError::SessionIdUnknown)?),
+        };
+        match (existing, transport) {
+            (None, TransportKind::Polling) => {
+                if req.method() != Method::GET {
+                    return Err(EngineError::BadHandshakeMethod);
+                }
+                Ok(self.open_polling(handshake_of(&req, remote)))
+            }
+            (None, TransportKind::Websocket) => websocket::open(self, req, remote),
+            (Some(conn), TransportKind::Polling) => match *req.method() {
+                Method::GET => polling::poll(self, conn).await,
+                Method::POST => polling::post(self, conn, req).await,
+                _ => Err(EngineError::BadRequest),
+            },
+            (Some(conn), TransportKind::Websocket) => websocket::upgrade(self, conn, req),
+        }
+    }
+
+    fn find(&self, raw: &str) -> Option<Arc<Connection<H::Data>>> {
+        let sid: Sid = raw.parse().ok()?;
+        self.sessions.read().get(&sid).cloned()
+    }
+
+    fn error_response(&self, err: EngineError) -> Response<Body> {
+        self.metrics
+            .engine_errors
+            .with_label_values(&[err.label()])
+            .inc();
+        tracing::debug!(error = err.message(), "engine.io request refused");
+        let body = serde_json::json!({ "code": err.code(), "message": err.message() }).to_string();
+        Response::builder()
+            .status(err.status())
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .unwrap_or_default()
+    }
+
+    /// Creates and registers a session and queues its open packet.
+    fn open_session(
+        self: &Arc<Self>,
+        handshake: Handshake,
+        kind: TransportKind,
+    ) -> Arc<Connection<H::Data>> {
+        let sid = Sid::new();
+        let data = self.handler.new_data(&handshake);
+        let conn = Arc::new(Connection::new(sid, handshake, kind, data));
+        let upgrades: &[&str] = if kind == TransportKind::Polling && self.settings.websocket {
+            &["websocket"]
+        } else {
+            &[]
+        };
+        let open = serde_json::json!({
+            "sid": sid.as_str(),
+            "upgrades": upgrades,
+            "pingInterval": self.settings.ping_interval.as_millis() as u64,
+            "pingTimeout": self.settings.ping_timeout.as_millis() as u64,
+            "maxPayload": self.settings.max_payload,
+        });
+        conn.send(Frame::text(format!("0{open}")));
+        self.sessions.write().insert(sid, conn.clone());
+        self.metrics.engine_opened.inc();
+        self.metrics
+            .connections
+            .with_label_values(&[kind.as_str()])
+            .inc();
+        tracing::debug!(sid = %sid, transport = kind.as_str(), remote = %conn.handshake.remote, "session opened");
+        self.handler.on_open(&conn);
+        conn
+    }
+
+    fn open_polling(self: &Arc<Self>, handshake: Handshake) -> Response<Body> {
+        let conn = self.open_session(handshake, TransportKind::Polling);
+        let frames = conn.take_frames();
+        tokio::spawn(polling::drive(self.clone(), conn));
+        polling::payload_response(frames)
+    }
+
+    /// Handles one decoded Engine.IO packet from the client, whatever the
+    /// transport. Returns false when the packet ended the session.
+    fn on_packet(&self, conn: &Arc<Connection<H::Data>>, packet: Packet) -> bool {
+        match packet {
+            Packet::Pong => {
+                conn.state.lock().awaiting_pong = false;
+                true
+            }
+            Packet::Message(text) => {
+                self.handler.on_message(conn, text);
+                true
+            }
+            Packet::Binary(data) => {
+                self.handler.on_binary(conn, data);
+                true
+            }
+            Packet::Noop => true,
+            Packet::Close => {
+                conn.close(CloseReason::ClientClosed);
+                false
+            }
+            other => {
+                tracing::debug!(sid = %conn.sid, packet = ?other, "unexpected engine.io packet");
+                conn.close(CloseReason::ProtocolError);
+                false
+            }
+        }
+    }
+
+    /// Unregisters a closed session and tells the layer above; called once
+    /// by whichever task drives the session when it ends.
+    fn finish(&self, conn: &Arc<Connection<H::Data>>) {
+        let reason = conn.close_reason().unwrap_or(CloseReason::TransportError);
+        if self.sessions.write().remove(&conn.sid).is_none() {
+            return;
+        }
+        self.metrics
+            .connections
+            .with_label_values(&[conn.transport().as_str()])
+            .dec();
+        self.metrics
+            .engine_closed
+            .with_label_values(&[reason.as_str()])
+            .inc();
+        tracing::debug!(sid = %conn.sid, reason = reason.as_str(), "session closed");
+        self.handler.on_close(conn, reason);
+    }
+}
+
+/// Captures what the layer above may need from the opening request.
+fn handshake_of<B>(req: &Request<B>, remote: SocketAddr) -> Handshake {
+    let issued_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    Handshake {
+        headers: req.headers().clone(),
+        query: req.uri().query().unwrap_or("").to_string(),
+        remote,
+        issued_ms,
+    }
+}

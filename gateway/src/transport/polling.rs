@@ -1,0 +1,175 @@
+//! HTTP long-polling: the GET that waits for frames, the POST that carries
+//! packets in, and the task that keeps a polling session's heartbeat.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use engineioxide_core::{Packet, PacketParseError, ProtocolVersion, payload};
+use futures_util::StreamExt;
+use http::{Request, Response, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+
+use super::{
+    Body, CloseReason, Connection, Engine, EngineError, EngineHandler, Frame, TransportKind,
+    connection::Heartbeat,
+};
+
+/// Engine.IO v4 separates packets in a polling payload with a record separator.
+const SEPARATOR: char = '\u{1e}';
+
+/// Joins queued frames into one polling payload; binary frames travel as
+/// `b<base64>` (engineioxide-core's encoding of a binary packet).
+pub(super) fn payload_response(frames: impl IntoIterator<Item = Frame>) -> Response<Body> {
+    let mut body = String::new();
+    for frame in frames {
+        if !body.is_empty() {
+            body.push(SEPARATOR);
+        }
+        match frame {
+            Frame::Text(text) => body.push_str(&text),
+            Frame::Binary(data) => body.push_str(&String::from(Packet::Binary(data))),
+        }
+    }
+    text_response(body.into(), "text/plain; charset=UTF-8")
+}
+
+fn text_response(body: Bytes, content_type: &'static str) -> Response<Body> {
+    Response::builder()
+        .header(header::CONTENT_TYPE, content_type)
+        .body(Full::new(body))
+        .unwrap_or_default()
+}
+
+/// Clears a per-session "request in flight" flag when the request ends,
+/// however it ends (answered, failed, or dropped by hyper).
+struct InFlight<'a, D> {
+    conn: &'a Connection<D>,
+    get: bool,
+}
+
+impl<D> Drop for InFlight<'_, D> {
+    fn drop(&mut self) {
+        let mut state = self.conn.state.lock();
+        if self.get {
+            state.get_active = false;
+        } else {
+            state.post_active = false;
+        }
+    }
+}
+
+/// Marks a GET or POST as in flight; a second concurrent one of the same
+/// kind breaks the protocol and closes the session, as the Node server does.
+fn begin<D>(conn: &Connection<D>, get: bool) -> Result<InFlight<'_, D>, EngineError> {
+    let mut state = conn.state.lock();
+    if state.kind != TransportKind::Polling {
+        return Err(EngineError::BadRequest);
+    }
+    let active = if get {
+        &mut state.get_active
+    } else {
+        &mut state.post_active
+    };
+    if *active {
+        drop(state);
+        conn.close(CloseReason::ProtocolError);
+        return Err(EngineError::BadRequest);
+    }
+    *active = true;
+    Ok(InFlight { conn, get })
+}
+
+/// A long-polling GET: answers with every queued frame as soon as there is
+/// one, with `1` (close) if the session ends while waiting.
+pub(super) async fn poll<H: EngineHandler>(
+    _engine: &Arc<Engine<H>>,
+    conn: Arc<Connection<H::Data>>,
+) -> Result<Response<Body>, EngineError> {
+    let _in_flight = begin(&conn, true)?;
+    loop {
+        let woken = conn.wake.notified();
+        let frames = conn.take_frames();
+        if !frames.is_empty() {
+            return Ok(payload_response(frames));
+        }
+        if conn.is_closed() {
+            return Ok(payload_response([Frame::text("1")]));
+        }
+        woken.await;
+    }
+}
+
+/// A polling POST: decodes the payload with engineioxide-core's decoder
+/// (which enforces `max_payload`) and hands each packet to the engine.
+pub(super) async fn post<H: EngineHandler>(
+    engine: &Arc<Engine<H>>,
+    conn: Arc<Connection<H::Data>>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, EngineError> {
+    let _in_flight = begin(&conn, false)?;
+    let content_type = req.headers().get(header::CONTENT_TYPE).cloned();
+    let packets = payload::decoder(
+        req.into_body(),
+        content_type.as_ref(),
+        ProtocolVersion::V4,
+        engine.settings.max_payload,
+    );
+    futures_util::pin_mut!(packets);
+    while let Some(packet) = packets.next().await {
+        match packet {
+            Ok(packet) => {
+                if !engine.on_packet(&conn, packet) {
+                    break;
+                }
+            }
+            Err(PacketParseError::PayloadTooLarge { max }) => {
+                tracing::info!(sid = %conn.sid, max, "polling payload too large; closing session");
+                conn.close(CloseReason::ProtocolError);
+                return Err(EngineError::PayloadTooLarge);
+            }
+            Err(err) => {
+                tracing::info!(sid = %conn.sid, %err, "malformed polling payload; closing session");
+                conn.close(CloseReason::ProtocolError);
+                return Err(EngineError::BadRequest);
+            }
+        }
+    }
+    Ok(text_response(Bytes::from_static(b"ok"), "text/html"))
+}
+
+/// Keeps the heartbeat of a polling session and finishes it when it closes.
+/// Hands over to the websocket task, and returns, once the session upgrades.
+pub(super) async fn drive<H: EngineHandler>(
+    engine: Arc<Engine<H>>,
+    conn: Arc<Connection<H::Data>>,
+) {
+    let settings = &engine.settings;
+    let mut heartbeat = Heartbeat::new(settings.ping_interval);
+    loop {
+        let closed = conn.closed_signal.notified();
+        futures_util::pin_mut!(closed);
+        closed.as_mut().enable();
+        if conn.is_closed() {
+            break;
+        }
+        if conn.transport() == TransportKind::Websocket {
+            return;
+        }
+        tokio::select! {
+            _ = closed => {}
+            _ = tokio::time::sleep_until(heartbeat.deadline()) => {
+                if conn.transport() == TransportKind::Websocket {
+                    return;
+                }
+                if heartbeat
+                    .tick(&conn, settings.ping_interval, settings.ping_timeout)
+                    .is_err()
+                {
+                    conn.close(CloseReason::PingTimeout);
+                }
+            }
+        }
+    }
+    engine.finish(&conn);
+}

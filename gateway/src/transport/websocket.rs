@@ -1,0 +1,290 @@
+//! The websocket transport: a direct websocket session, or the upgrade of a
+//! polling session (`2probe` / `3probe`, noop to the pending GET, then `5`).
+//!
+//! One task per websocket connection reads, writes and keeps the heartbeat,
+//! so an idle connection costs one task, one small read buffer and its
+//! [`Connection`].
+
+use std::{net::SocketAddr, sync::Arc};
+
+use engineioxide_core::{Packet, ProtocolVersion};
+use futures_util::{SinkExt, StreamExt};
+use http::{HeaderMap, Method, Request, Response, StatusCode, header};
+use hyper::{body::Incoming, upgrade::Upgraded};
+use hyper_util::rt::TokioIo;
+use tokio_tungstenite::{
+    WebSocketStream,
+    tungstenite::{
+        Message,
+        handshake::derive_accept_key,
+        protocol::{Role, WebSocketConfig},
+    },
+};
+
+use super::{
+    Body, CloseReason, Connection, Engine, EngineError, EngineHandler, Frame, TransportKind,
+    connection::Heartbeat, handshake_of, str_from_utf8_bytes,
+};
+
+type Ws = WebSocketStream<TokioIo<Upgraded>>;
+
+/// The read buffer tungstenite allocates eagerly per connection. Small on
+/// purpose: idle connections dominate, and larger messages still arrive,
+/// just in more reads.
+const READ_BUFFER_BYTES: usize = 512;
+
+fn ws_config(max_payload: u64) -> WebSocketConfig {
+    let max = usize::try_from(max_payload).unwrap_or(usize::MAX);
+    WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(0)
+        .max_message_size(Some(max))
+        .max_frame_size(Some(max))
+}
+
+/// Checks the RFC 6455 upgrade headers and computes the accept key.
+fn accept_key(method: &Method, headers: &HeaderMap) -> Result<String, EngineError> {
+    let has_token = |name: header::HeaderName, token: &str| {
+        headers.get_all(name).iter().any(|v| {
+            v.to_str()
+                .map(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+                .unwrap_or(false)
+        })
+    };
+    if method != Method::GET
+        || !has_token(header::UPGRADE, "websocket")
+        || !has_token(header::CONNECTION, "upgrade")
+        || headers
+            .get(header::SEC_WEBSOCKET_VERSION)
+            .is_none_or(|v| v.as_bytes() != b"13")
+    {
+        return Err(EngineError::BadRequest);
+    }
+    let key = headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .ok_or(EngineError::BadRequest)?;
+    Ok(derive_accept_key(key.as_bytes()))
+}
+
+fn switching_protocols(accept: String) -> Response<Body> {
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::UPGRADE, "websocket")
+        .header(header::CONNECTION, "Upgrade")
+        .header(header::SEC_WEBSOCKET_ACCEPT, accept)
+        .body(Body::default())
+        .unwrap_or_default()
+}
+
+/// A websocket-only session: the open packet is the first frame.
+pub(super) fn open<H: EngineHandler>(
+    engine: &Arc<Engine<H>>,
+    req: Request<Incoming>,
+    remote: SocketAddr,
+) -> Result<Response<Body>, EngineError> {
+    let accept = accept_key(req.method(), req.headers())?;
+    let handshake = handshake_of(&req, remote);
+    let on_upgrade = hyper::upgrade::on(req);
+    let engine = engine.clone();
+    tokio::spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(u) => u,
+            Err(err) => {
+                tracing::debug!(%err, "websocket upgrade failed");
+                return;
+            }
+        };
+        let ws = WebSocketStream::from_raw_socket(
+            TokioIo::new(upgraded),
+            Role::Server,
+            Some(ws_config(engine.settings.max_payload)),
+        )
+        .await;
+        let conn = engine.open_session(handshake, TransportKind::Websocket);
+        run(&engine, &conn, ws).await;
+    });
+    Ok(switching_protocols(accept))
+}
+
+/// The upgrade of an open polling session to websocket.
+pub(super) fn upgrade<H: EngineHandler>(
+    engine: &Arc<Engine<H>>,
+    conn: Arc<Connection<H::Data>>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, EngineError> {
+    {
+        let state = conn.state.lock();
+        if state.kind != TransportKind::Polling || state.upgrading || conn.is_closed() {
+            return Err(EngineError::BadRequest);
+        }
+    }
+    let accept = accept_key(req.method(), req.headers())?;
+    let on_upgrade = hyper::upgrade::on(req);
+    let engine = engine.clone();
+    tokio::spawn(async move {
+        let Ok(upgraded) = on_upgrade.await else {
+            return;
+        };
+        let mut ws = WebSocketStream::from_raw_socket(
+            TokioIo::new(upgraded),
+            Role::Server,
+            Some(ws_config(engine.settings.max_payload)),
+        )
+        .await;
+        let upgraded =
+            tokio::time::timeout(engine.settings.upgrade_timeout, probe(&mut ws, &conn)).await;
+        if !matches!(upgraded, Ok(Ok(()))) {
+            conn.state.lock().upgrading = false;
+            tracing::debug!(sid = %conn.sid, "websocket upgrade abandoned");
+            let _ = ws.close(None).await;
+            return;
+        }
+        {
+            let mut state = conn.state.lock();
+            state.kind = TransportKind::Websocket;
+            state.upgrading = false;
+        }
+        engine.metrics.upgrades.inc();
+        engine
+            .metrics
+            .connections
+            .with_label_values(&["polling"])
+            .dec();
+        engine
+            .metrics
+            .connections
+            .with_label_values(&["websocket"])
+            .inc();
+        tracing::debug!(sid = %conn.sid, "session upgraded to websocket");
+        // The polling driver sees the new transport and hands over to us.
+        conn.closed_signal.notify_waiters();
+        run(&engine, &conn, ws).await;
+    });
+    Ok(switching_protocols(accept))
+}
+
+/// Why an upgrade did not complete.
+#[derive(Debug)]
+struct UpgradeFailed;
+
+/// `2probe` -> `3probe`, noop to the pending GET, then wait for `5`.
+async fn probe<D>(ws: &mut Ws, conn: &Connection<D>) -> Result<(), UpgradeFailed> {
+    let mut probed = false;
+    while let Some(msg) = ws.next().await {
+        let Ok(Message::Text(text)) = msg else {
+            return Err(UpgradeFailed);
+        };
+        match Packet::parse(ProtocolVersion::V4, str_from_utf8_bytes(text)) {
+            Ok(Packet::PingUpgrade) if !probed => {
+                ws.send(Message::text("3probe"))
+                    .await
+                    .map_err(|_| UpgradeFailed)?;
+                probed = true;
+                {
+                    let mut state = conn.state.lock();
+                    if state.kind != TransportKind::Polling || conn.is_closed() {
+                        return Err(UpgradeFailed);
+                    }
+                    state.upgrading = true;
+                }
+                // Completes the pending GET so the client can pause polling.
+                conn.send(Frame::text("6"));
+            }
+            Ok(Packet::Upgrade) if probed => return Ok(()),
+            _ => return Err(UpgradeFailed),
+        }
+    }
+    Err(UpgradeFailed)
+}
+
+fn to_message(frame: Frame) -> Message {
+    match frame {
+        Frame::Text(text) => Message::Text(text),
+        Frame::Binary(data) => Message::Binary(data),
+    }
+}
+
+/// Reads, writes and keeps the heartbeat of a websocket session until it
+/// closes, then finishes it.
+async fn run<H: EngineHandler>(
+    engine: &Arc<Engine<H>>,
+    conn: &Arc<Connection<H::Data>>,
+    mut ws: Ws,
+) {
+    let settings = &engine.settings;
+    let mut heartbeat = Heartbeat::new(settings.ping_interval);
+    loop {
+        let woken = conn.wake.notified();
+        let frames = conn.take_frames();
+        if !frames.is_empty() {
+            let mut failed = false;
+            for frame in frames {
+                if ws.feed(to_message(frame)).await.is_err() {
+                    failed = true;
+                    break;
+                }
+            }
+            if failed || ws.flush().await.is_err() {
+                conn.close(CloseReason::TransportError);
+            }
+        }
+        if conn.is_closed() {
+            break;
+        }
+        tokio::select! {
+            _ = woken => {}
+            msg = ws.next() => {
+                let keep_going = match msg {
+                    Some(Ok(Message::Text(text))) => {
+                        match Packet::parse(ProtocolVersion::V4, str_from_utf8_bytes(text)) {
+                            Ok(packet) => engine.on_packet(conn, packet),
+                            Err(err) => {
+                                tracing::info!(sid = %conn.sid, %err, "malformed engine.io packet; closing");
+                                conn.close(CloseReason::ProtocolError);
+                                false
+                            }
+                        }
+                    }
+                    Some(Ok(Message::Binary(data))) => engine.on_packet(conn, Packet::Binary(data)),
+                    Some(Ok(Message::Close(_))) | None => {
+                        conn.close(CloseReason::ClientClosed);
+                        false
+                    }
+                    Some(Ok(_)) => true,
+                    Some(Err(err)) => {
+                        tracing::debug!(sid = %conn.sid, %err, "websocket error");
+                        let reason = match err {
+                            tokio_tungstenite::tungstenite::Error::Capacity(_) => CloseReason::ProtocolError,
+                            _ => CloseReason::TransportError,
+                        };
+                        conn.close(reason);
+                        false
+                    }
+                };
+                if !keep_going {
+                    break;
+                }
+            }
+            _ = tokio::time::sleep_until(heartbeat.deadline()) => {
+                if heartbeat
+                    .tick(conn, settings.ping_interval, settings.ping_timeout)
+                    .is_err()
+                {
+                    conn.close(CloseReason::PingTimeout);
+                }
+            }
+        }
+    }
+    if conn.close_reason() != Some(CloseReason::ClientClosed)
+        && conn.close_reason() != Some(CloseReason::TransportError)
+    {
+        // Anything still queued (a final DISCONNECT) goes out before the close.
+        for frame in conn.take_frames() {
+            if ws.feed(to_message(frame)).await.is_err() {
+                break;
+            }
+        }
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), ws.close(None)).await;
+    }
+    engine.finish(conn);
+}
