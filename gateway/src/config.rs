@@ -38,6 +38,8 @@ pub struct Config {
     pub auth: AuthConfig,
     pub redis: RedisConfig,
     pub api: ApiConfig,
+    pub limits: LimitsConfig,
+    pub cluster: ClusterConfig,
     pub log: LogConfig,
 }
 
@@ -53,6 +55,12 @@ pub struct ServerConfig {
     pub path: String,
     /// How long a graceful shutdown may take before remaining sockets are dropped.
     pub shutdown_deadline_ms: u64,
+    /// Take the client address from `X-Forwarded-For` (for per-IP limits and
+    /// logs). Only behind a proxy that sets it, or clients can spoof it.
+    pub trust_forwarded_for: bool,
+    /// Browser origins allowed to connect (`https://app.example.com`); empty
+    /// allows any origin. Enforced on polling and websocket requests alike.
+    pub allowed_origins: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -62,6 +70,8 @@ impl Default for ServerConfig {
             port: None,
             path: "/socket.io/".into(),
             shutdown_deadline_ms: 10_000,
+            trust_forwarded_for: false,
+            allowed_origins: Vec::new(),
         }
     }
 }
@@ -188,6 +198,9 @@ pub struct AuthConfig {
     pub role_claims: Vec<String>,
     /// Claim that names the user.
     pub user_claim: String,
+    /// Seconds a socket may stay connected after its token's `exp` before it
+    /// is disconnected with a CONNECT_ERROR "token expired".
+    pub expiry_grace_s: u64,
 }
 
 impl Default for AuthConfig {
@@ -212,6 +225,7 @@ impl Default for AuthConfig {
             rooms: vec!["user:{sub}".into(), "role:{role}".into()],
             role_claims: vec!["role".into(), "roles".into()],
             user_claim: "sub".into(),
+            expiry_grace_s: 0,
         }
     }
 }
@@ -256,6 +270,57 @@ impl RedisConfig {
 pub struct ApiConfig {
     /// Keys accepted as `Authorization: Bearer <key>`; empty disables the API.
     pub keys: Vec<String>,
+}
+
+/// Bounds that keep one client from hurting the others; 0 disables a limit.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Bytes queued for one connection before it counts as a slow consumer
+    /// and is disconnected.
+    pub max_queue_bytes: usize,
+    /// Frames queued for one connection before the same happens.
+    pub max_queue_frames: usize,
+    /// A write to a client that makes no progress for this long ends it.
+    pub write_timeout_ms: u64,
+    /// Sockets one user may hold at once (per namespace, all devices).
+    pub max_connections_per_user: usize,
+    /// Engine.IO sessions one client address may hold at once.
+    pub max_connections_per_ip: usize,
+    /// New sessions admitted per second, gateway-wide (token bucket).
+    pub connects_per_sec: u32,
+    /// Burst allowance of `connects_per_sec`.
+    pub connects_burst: u32,
+    /// Events one socket may emit per second (token bucket).
+    pub client_events_per_sec: u32,
+    /// Burst allowance of `client_events_per_sec`.
+    pub client_events_burst: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_queue_bytes: 1024 * 1024,
+            max_queue_frames: 4096,
+            write_timeout_ms: 10_000,
+            max_connections_per_user: 0,
+            max_connections_per_ip: 0,
+            connects_per_sec: 0,
+            connects_burst: 0,
+            client_events_per_sec: 50,
+            client_events_burst: 100,
+        }
+    }
+}
+
+/// How gateways behind one load balancer find each other, so a polling
+/// request that lands on the wrong gateway is forwarded to the owner.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// `host:port` other gateways use to reach this one; defaults to the
+    /// listen address (with 127.0.0.1 for an unspecified host).
+    pub advertise_addr: Option<String>,
 }
 
 /// Log output.
@@ -310,6 +375,8 @@ const ENV_ALIASES: &[(&str, &str)] = &[
     ("LOG_FORMAT", "log.format"),
     ("LOG_LEVEL", "log.level"),
     ("API_KEYS", "api.keys"),
+    ("ALLOWED_ORIGINS", "server.allowed_origins"),
+    ("ADVERTISE_ADDR", "cluster.advertise_addr"),
 ];
 
 impl Config {
@@ -422,6 +489,48 @@ impl Config {
                 "must be greater than 0",
             ));
         }
+        let l = &self.limits;
+        if l.max_queue_bytes == 0 || l.max_queue_frames == 0 {
+            return Err(invalid(
+                "limits.max_queue_bytes",
+                "queue bounds must be greater than 0 (max_queue_bytes and max_queue_frames)",
+            ));
+        }
+        if l.write_timeout_ms == 0 {
+            return Err(invalid("limits.write_timeout_ms", "must be greater than 0"));
+        }
+        if l.client_events_per_sec > 0 && l.client_events_burst < l.client_events_per_sec {
+            return Err(invalid(
+                "limits.client_events_burst",
+                "must be at least limits.client_events_per_sec",
+            ));
+        }
+        if l.connects_per_sec > 0 && l.connects_burst < l.connects_per_sec {
+            return Err(invalid(
+                "limits.connects_burst",
+                "must be at least limits.connects_per_sec",
+            ));
+        }
+        if let Some(bad) =
+            self.server.allowed_origins.iter().find(|o| {
+                !(o.starts_with("http://") || o.starts_with("https://")) || o.ends_with('/')
+            })
+        {
+            return Err(invalid(
+                "server.allowed_origins",
+                format!(
+                    "{bad:?} must look like https://app.example.com (scheme, host, optional port, no path)"
+                ),
+            ));
+        }
+        if let Some(addr) = &self.cluster.advertise_addr
+            && addr.parse::<SocketAddr>().is_err()
+        {
+            return Err(invalid(
+                "cluster.advertise_addr",
+                format!("{addr:?} is not an address like 10.0.0.5:3002"),
+            ));
+        }
         if self.api.keys.iter().any(|k| k.len() < 16) {
             return Err(invalid(
                 "api.keys",
@@ -529,6 +638,20 @@ impl Config {
         Ok(addr)
     }
 
+    /// The address other gateways forward to.
+    pub fn advertise_addr(&self) -> Result<SocketAddr, ConfigError> {
+        if let Some(addr) = &self.cluster.advertise_addr {
+            return addr
+                .parse()
+                .map_err(|_| invalid("cluster.advertise_addr", "not an address"));
+        }
+        let mut addr = self.listen_addr()?;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        Ok(addr)
+    }
+
     pub fn shutdown_deadline(&self) -> Duration {
         Duration::from_millis(self.server.shutdown_deadline_ms)
     }
@@ -548,6 +671,7 @@ fn env_value(key: &str, raw: &str) -> Figment {
         "engine.transports",
         "socketio.namespaces",
         "api.keys",
+        "server.allowed_origins",
     ];
     let value: figment::value::Value = if list_keys.contains(&key) {
         raw.split(',')

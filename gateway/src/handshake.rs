@@ -18,6 +18,9 @@ pub struct Handshake {
     pub remote: SocketAddr,
     /// Unix time in milliseconds when the session opened.
     pub issued_ms: u64,
+    /// Whether `X-Forwarded-For` names the client (set `server.trust_forwarded_for`
+    /// only behind a proxy that overwrites it, such as the shipped nginx config).
+    pub trust_forwarded_for: bool,
 }
 
 impl Handshake {
@@ -40,9 +43,12 @@ impl Handshake {
             .map(|(_, v)| percent_decode(v.trim_matches('"')))
     }
 
-    /// The client address: the first `X-Forwarded-For` entry when present
-    /// (set by nginx), otherwise the peer address.
+    /// The client address: the first `X-Forwarded-For` entry when trusted
+    /// and present (set by nginx), otherwise the peer address.
     pub fn client_address(&self) -> String {
+        if !self.trust_forwarded_for {
+            return self.remote.ip().to_string();
+        }
         self.headers
             .get("x-forwarded-for")
             .and_then(|v| v.to_str().ok())
@@ -105,6 +111,7 @@ mod tests {
             query: query.into(),
             remote: "127.0.0.1:5000".parse().unwrap(),
             issued_ms: 0,
+            trust_forwarded_for: true,
         }
     }
 

@@ -50,6 +50,10 @@ pub struct Metrics {
     pub bytes_out: IntCounter,
     /// Volatile messages dropped for sockets that were not ready.
     pub volatile_dropped: IntCounter,
+    /// Sockets the gateway disconnected, by reason (`token_expired`, `kicked`).
+    pub server_disconnects: IntCounterVec,
+    /// Client events refused, by reason (`rate_limited`).
+    pub client_events_refused: IntCounterVec,
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -178,6 +182,18 @@ impl Metrics {
                 &r,
                 "switchboard_volatile_dropped_total",
                 "Volatile messages dropped",
+            ),
+            server_disconnects: counter_vec(
+                &r,
+                "switchboard_server_disconnects_total",
+                "Sockets disconnected by the gateway, by reason",
+                &["reason"],
+            ),
+            client_events_refused: counter_vec(
+                &r,
+                "switchboard_client_events_refused_total",
+                "Client events refused, by reason",
+                &["reason"],
             ),
             registry: r,
         }

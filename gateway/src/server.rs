@@ -34,7 +34,7 @@ use crate::{
     config::Config,
     metrics::Metrics,
     session::SocketIo,
-    transport::{Body, CloseReason, Engine, EngineSettings},
+    transport::{Body, CloseReason, Engine, EngineSettings, TokenBucket},
 };
 
 /// Everything one running gateway is made of, shared by all requests.
@@ -61,8 +61,12 @@ impl Gateway {
         let auth = Authenticator::from_config(&config.auth)?;
         let bus = Arc::new(Bus::from_config(&config.redis, metrics.clone())?);
         let io = Arc::new(SocketIo::new(&config, auth, metrics.clone(), bus.clone()));
+        let admission = (config.limits.connects_per_sec > 0).then(|| {
+            TokenBucket::new(config.limits.connects_per_sec, config.limits.connects_burst)
+        });
         let engine = Engine::new(
-            EngineSettings::from(&config.engine),
+            EngineSettings::from(&config),
+            admission,
             io.clone(),
             metrics.clone(),
         );
@@ -158,6 +162,7 @@ impl BoundGateway {
         let bus_task = gateway
             .bus
             .start(gateway.io.clone(), shutdown.child_token());
+        gateway.io.spawn_expiry_sweeper(shutdown.child_token());
         let http_connections = TaskTracker::new();
         let stop_http = CancellationToken::new();
         tracing::info!(

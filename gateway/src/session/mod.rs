@@ -12,9 +12,14 @@ mod socket;
 mod upstream;
 
 use std::{
+    collections::{BTreeMap, HashMap},
     sync::{Arc, Weak},
     time::Duration,
 };
+
+use engineioxide_core::Sid;
+use parking_lot::Mutex;
+use tokio_util::sync::CancellationToken;
 
 use bytes::Bytes;
 use engineioxide_core::Str;
@@ -31,12 +36,15 @@ pub use socket::Socket;
 use crate::{
     auth::Authenticator,
     bus::Bus,
-    config::Config,
+    config::{Config, LimitsConfig},
     handshake::Handshake,
     metrics::Metrics,
     rooms::RoomIndex,
-    transport::{CloseReason, Connection, EngineHandler},
+    transport::{CloseReason, Connection, EngineHandler, TokenBucket},
 };
+
+/// A user within a namespace, for per-user connection counts.
+type UserKey = (Arc<str>, Box<str>);
 
 /// An Engine.IO connection as the session layer holds it.
 pub type Conn = Arc<Connection<Client>>;
@@ -67,6 +75,12 @@ pub struct SocketIo {
     upstream_key: String,
     /// This gateway's uid on the bus; messages carrying it are our own.
     pub uid: String,
+    limits: LimitsConfig,
+    /// Sockets per namespace and user, for `limits.max_connections_per_user`.
+    per_user: Mutex<HashMap<UserKey, usize>>,
+    /// Sockets by token expiry, swept once a second.
+    expiries: Mutex<BTreeMap<(u64, Sid), Weak<Socket>>>,
+    expiry_grace_s: u64,
 }
 
 /// Why a client packet was refused; the label of `switchboard_bad_packets_total`.
@@ -117,6 +131,10 @@ impl SocketIo {
             channels: switchboard_wire::Channels::new(config.redis.key.clone()),
             upstream_key: config.redis.key.clone(),
             uid: engineioxide_core::Sid::new().to_string(),
+            limits: config.limits.clone(),
+            per_user: Mutex::new(HashMap::new()),
+            expiries: Mutex::new(BTreeMap::new()),
+            expiry_grace_s: config.auth.expiry_grace_s,
         }
     }
 
@@ -213,13 +231,40 @@ impl SocketIo {
                 return;
             }
         };
+        if let Some(user) = &identity.user
+            && !self.claim_user_slot(&nsp, user)
+        {
+            self.metrics
+                .connect_refused
+                .with_label_values(&["too_many_connections"])
+                .inc();
+            tracing::info!(sid = %conn.sid, user, "connect refused: too many connections for this user");
+            conn.send(packets::connect_error(
+                &nsp,
+                "too many connections for this user",
+                Some(serde_json::json!({ "reason": "too_many_connections" })),
+            ));
+            return;
+        }
+        let budget = (self.limits.client_events_per_sec > 0).then(|| {
+            TokenBucket::new(
+                self.limits.client_events_per_sec,
+                self.limits.client_events_burst,
+            )
+        });
         let socket = Arc::new(Socket::new(
             nsp.clone(),
             conn.clone(),
             identity.user,
             identity.claims,
             identity.expires_at,
+            budget,
         ));
+        if let Some(exp) = socket.expires_at {
+            self.expiries
+                .lock()
+                .insert((exp, socket.id), Arc::downgrade(&socket));
+        }
         self.rooms.add_socket(&socket);
         let created = self.rooms.join(&socket, &identity.rooms);
         self.metrics.rooms.add(created as i64);
@@ -258,12 +303,56 @@ impl SocketIo {
             .client_events
             .with_label_values(&[&socket.nsp])
             .inc();
+        if !socket.allow_event() {
+            self.metrics
+                .client_events_refused
+                .with_label_values(&["rate_limited"])
+                .inc();
+            tracing::debug!(socket = %socket.id, "client event over its rate; refused");
+            if let Some(id) = ack {
+                socket.send_all([packets::ack(
+                    &socket.nsp,
+                    id,
+                    &serde_json::json!([{ "ok": false, "error": "rate limited: too many events" }]),
+                )]);
+            }
+            return;
+        }
         let attachments: Vec<Bytes> = attachments.map(Vec::from).unwrap_or_default();
         upstream::relay(self, socket.clone(), args, attachments, ack);
     }
 
+    /// Counts a socket against its user's limit; false when the user is at it.
+    fn claim_user_slot(&self, nsp: &Arc<str>, user: &str) -> bool {
+        let mut per_user = self.per_user.lock();
+        let count = per_user.entry((nsp.clone(), Box::from(user))).or_insert(0);
+        if self.limits.max_connections_per_user > 0
+            && *count >= self.limits.max_connections_per_user
+        {
+            if *count == 0 {
+                per_user.remove(&(nsp.clone(), Box::from(user)));
+            }
+            return false;
+        }
+        *count += 1;
+        true
+    }
+
     /// Removes a socket from the rooms and the gauges.
     fn remove_socket(&self, socket: &Socket, why: &str) {
+        if let Some(user) = &socket.user {
+            let mut per_user = self.per_user.lock();
+            let key = (socket.nsp.clone(), user.clone());
+            if let Some(count) = per_user.get_mut(&key) {
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    per_user.remove(&key);
+                }
+            }
+        }
+        if let Some(exp) = socket.expires_at {
+            self.expiries.lock().remove(&(exp, socket.id));
+        }
         let emptied = self.rooms.remove_socket(socket);
         self.metrics.rooms.sub(emptied as i64);
         self.metrics.sockets.dec();
@@ -280,6 +369,56 @@ impl SocketIo {
         self.remove_socket(socket, "server disconnect");
         if close_connection || !socket.conn.data.has_sockets() {
             socket.conn.close(CloseReason::ServerClosed);
+        }
+    }
+
+    /// Disconnects every socket whose token expired (plus `auth.expiry_grace_s`)
+    /// once a second, until `shutdown`. The client gets a CONNECT_ERROR
+    /// "token expired" so it can refresh its token and reconnect.
+    pub fn spawn_expiry_sweeper(self: &Arc<Self>, shutdown: CancellationToken) {
+        let io = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tick.tick() => io.expire_sockets(),
+                }
+            }
+        });
+    }
+
+    fn expire_sockets(&self) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let cutoff = now.saturating_sub(self.expiry_grace_s);
+        let expired: Vec<Weak<Socket>> = {
+            let mut expiries = self.expiries.lock();
+            let keep = expiries.split_off(&(cutoff, Sid::ZERO));
+            std::mem::replace(&mut *expiries, keep)
+                .into_values()
+                .collect()
+        };
+        for socket in expired.iter().filter_map(Weak::upgrade) {
+            if socket.conn.data.remove(&socket.nsp).is_none() {
+                continue;
+            }
+            self.metrics
+                .server_disconnects
+                .with_label_values(&["token_expired"])
+                .inc();
+            tracing::info!(socket = %socket.id, user = ?socket.user, "token expired; disconnecting");
+            socket.send_all([packets::connect_error(
+                &socket.nsp,
+                "authentication failed: token expired",
+                Some(serde_json::json!({ "reason": "token_expired" })),
+            )]);
+            self.remove_socket(&socket, "token expired");
+            if !socket.conn.data.has_sockets() {
+                socket.conn.close(CloseReason::ServerClosed);
+            }
         }
     }
 

@@ -6,7 +6,7 @@ use engineioxide_core::Sid;
 use parking_lot::Mutex;
 
 use super::client::Client;
-use crate::transport::{Connection, Frame};
+use crate::transport::{Connection, Frame, TokenBucket};
 
 /// One client in one namespace: the unit rooms hold and fan-out reaches.
 ///
@@ -26,6 +26,8 @@ pub struct Socket {
     /// Unix seconds at which the token expires.
     pub expires_at: Option<u64>,
     rooms: Mutex<Vec<Arc<str>>>,
+    /// Rate of events this socket may emit, when limited.
+    event_budget: Option<Mutex<TokenBucket>>,
 }
 
 impl std::fmt::Debug for Socket {
@@ -45,6 +47,7 @@ impl Socket {
         user: Option<String>,
         claims: serde_json::Map<String, serde_json::Value>,
         expires_at: Option<u64>,
+        event_budget: Option<TokenBucket>,
     ) -> Socket {
         Socket {
             id: Sid::new(),
@@ -54,12 +57,20 @@ impl Socket {
             claims,
             expires_at,
             rooms: Mutex::new(Vec::new()),
+            event_budget: event_budget.map(Mutex::new),
         }
     }
 
     /// Queues frames to this socket's connection.
     pub fn send_all(&self, frames: impl IntoIterator<Item = Frame>) -> bool {
         self.conn.send_all(frames)
+    }
+
+    /// Takes one event from the socket's budget; false when over its rate.
+    pub fn allow_event(&self) -> bool {
+        self.event_budget
+            .as_ref()
+            .is_none_or(|bucket| bucket.lock().try_take())
     }
 
     /// The rooms this socket is in (its own id not included).

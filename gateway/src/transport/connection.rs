@@ -138,6 +138,13 @@ pub(crate) struct Outbox {
     pub bytes: usize,
 }
 
+/// How much one connection may have waiting for its writer.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueLimits {
+    pub max_bytes: usize,
+    pub max_frames: usize,
+}
+
 /// An Engine.IO session as the rest of the gateway sees it: an address
 /// (`sid`), a way to send, a way to close, and `data` for the layer above.
 pub struct Connection<D> {
@@ -150,6 +157,7 @@ pub struct Connection<D> {
     pub(crate) closed_signal: Notify,
     pub(crate) state: Mutex<TransportState>,
     closed: AtomicBool,
+    limits: QueueLimits,
     close_reason: Mutex<Option<CloseReason>>,
     /// Per-connection state of the layer above (the Socket.IO client).
     pub data: D,
@@ -164,7 +172,13 @@ impl<D> std::fmt::Debug for Connection<D> {
 }
 
 impl<D> Connection<D> {
-    pub(crate) fn new(sid: Sid, handshake: Handshake, kind: TransportKind, data: D) -> Self {
+    pub(crate) fn new(
+        sid: Sid,
+        handshake: Handshake,
+        kind: TransportKind,
+        limits: QueueLimits,
+        data: D,
+    ) -> Self {
         Connection {
             sid,
             handshake,
@@ -179,23 +193,44 @@ impl<D> Connection<D> {
                 awaiting_pong: false,
             }),
             closed: AtomicBool::new(false),
+            limits,
             close_reason: Mutex::new(None),
             data,
         }
     }
 
-    /// Queues frames for the client, in order. Returns false if the session
-    /// is already closed (the frames are dropped: there is nobody to get them).
+    /// Queues frames for the client, in order. Returns false if they were
+    /// not queued: the session is closed, or this send would take the queue
+    /// past its bound, in which case the client is too slow to keep up and
+    /// the session is closed as a slow consumer rather than letting its
+    /// queue grow (nothing is silently dropped from a live session).
     pub fn send_all(&self, frames: impl IntoIterator<Item = Frame>) -> bool {
         if self.is_closed() {
             return false;
         }
-        {
+        let overflow = {
             let mut outbox = self.outbox.lock();
+            let mut overflow = false;
             for frame in frames {
+                if outbox.bytes + frame.len() > self.limits.max_bytes
+                    || outbox.frames.len() >= self.limits.max_frames
+                {
+                    overflow = true;
+                    break;
+                }
                 outbox.bytes += frame.len();
                 outbox.frames.push_back(frame);
             }
+            if overflow {
+                outbox.frames.clear();
+                outbox.bytes = 0;
+            }
+            overflow
+        };
+        if overflow {
+            tracing::info!(sid = %self.sid, "outbound queue full; closing slow consumer");
+            self.close(CloseReason::SlowConsumer);
+            return false;
         }
         self.wake.notify_one();
         true

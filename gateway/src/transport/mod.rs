@@ -21,10 +21,12 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use parking_lot::RwLock;
 
-pub use connection::{CloseReason, Connection, Frame, TransportKind, str_from_utf8_bytes};
+pub use connection::{
+    CloseReason, Connection, Frame, QueueLimits, TransportKind, str_from_utf8_bytes,
+};
 
 use crate::{
-    config::{EngineConfig, Transport},
+    config::{Config, Transport},
     handshake::Handshake,
     metrics::Metrics,
 };
@@ -60,6 +62,12 @@ pub enum EngineError {
     Forbidden,
     UnsupportedProtocolVersion,
     PayloadTooLarge,
+    /// The origin is not in `server.allowed_origins`.
+    OriginNotAllowed,
+    /// The client address holds `limits.max_connections_per_ip` sessions.
+    TooManyConnections,
+    /// The gateway admits no more new sessions this second.
+    RateLimited,
 }
 
 impl EngineError {
@@ -69,8 +77,9 @@ impl EngineError {
             EngineError::SessionIdUnknown => 1,
             EngineError::BadHandshakeMethod => 2,
             EngineError::BadRequest | EngineError::PayloadTooLarge => 3,
-            EngineError::Forbidden => 4,
+            EngineError::Forbidden | EngineError::OriginNotAllowed => 4,
             EngineError::UnsupportedProtocolVersion => 5,
+            EngineError::TooManyConnections | EngineError::RateLimited => 3,
         }
     }
 
@@ -83,6 +92,9 @@ impl EngineError {
             EngineError::Forbidden => "Forbidden",
             EngineError::UnsupportedProtocolVersion => "Unsupported protocol version",
             EngineError::PayloadTooLarge => "Payload too large",
+            EngineError::OriginNotAllowed => "Forbidden: origin not allowed",
+            EngineError::TooManyConnections => "Too many connections from this address",
+            EngineError::RateLimited => "Too many connection attempts; retry later",
         }
     }
 
@@ -95,12 +107,18 @@ impl EngineError {
             EngineError::Forbidden => "forbidden",
             EngineError::UnsupportedProtocolVersion => "unsupported_protocol_version",
             EngineError::PayloadTooLarge => "payload_too_large",
+            EngineError::OriginNotAllowed => "origin_not_allowed",
+            EngineError::TooManyConnections => "too_many_connections_ip",
+            EngineError::RateLimited => "admission_rate_limited",
         }
     }
 
     fn status(self) -> StatusCode {
         match self {
-            EngineError::Forbidden => StatusCode::FORBIDDEN,
+            EngineError::Forbidden | EngineError::OriginNotAllowed => StatusCode::FORBIDDEN,
+            EngineError::TooManyConnections | EngineError::RateLimited => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             EngineError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             _ => StatusCode::BAD_REQUEST,
         }
@@ -116,10 +134,17 @@ pub struct EngineSettings {
     pub max_payload: u64,
     pub polling: bool,
     pub websocket: bool,
+    pub queue: QueueLimits,
+    pub write_timeout: Duration,
+    pub max_connections_per_ip: usize,
+    pub allowed_origins: Vec<String>,
+    pub trust_forwarded_for: bool,
 }
 
-impl From<&EngineConfig> for EngineSettings {
-    fn from(c: &EngineConfig) -> Self {
+impl From<&Config> for EngineSettings {
+    fn from(config: &Config) -> Self {
+        let c = &config.engine;
+        let l = &config.limits;
         EngineSettings {
             ping_interval: c.ping_interval(),
             ping_timeout: c.ping_timeout(),
@@ -127,6 +152,49 @@ impl From<&EngineConfig> for EngineSettings {
             max_payload: c.max_payload,
             polling: c.allows(Transport::Polling),
             websocket: c.allows(Transport::Websocket),
+            queue: QueueLimits {
+                max_bytes: l.max_queue_bytes,
+                max_frames: l.max_queue_frames,
+            },
+            write_timeout: Duration::from_millis(l.write_timeout_ms),
+            max_connections_per_ip: l.max_connections_per_ip,
+            allowed_origins: config.server.allowed_origins.clone(),
+            trust_forwarded_for: config.server.trust_forwarded_for,
+        }
+    }
+}
+
+/// A token bucket: `rate` per second, up to `burst` at once.
+#[derive(Debug)]
+pub struct TokenBucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    last: std::time::Instant,
+}
+
+impl TokenBucket {
+    pub fn new(rate: u32, burst: u32) -> Self {
+        let burst = f64::from(burst.max(rate));
+        TokenBucket {
+            rate: f64::from(rate),
+            burst,
+            tokens: burst,
+            last: std::time::Instant::now(),
+        }
+    }
+
+    /// Takes one token if there is one.
+    pub fn try_take(&mut self) -> bool {
+        let now = std::time::Instant::now();
+        let elapsed = now.duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
         }
     }
 }
@@ -136,6 +204,10 @@ impl From<&EngineConfig> for EngineSettings {
 pub struct Engine<H: EngineHandler> {
     pub settings: EngineSettings,
     sessions: RwLock<HashMap<Sid, Arc<Connection<H::Data>>>>,
+    /// Open sessions per client address, for `limits.max_connections_per_ip`.
+    per_ip: parking_lot::Mutex<HashMap<String, usize>>,
+    /// Admission of new sessions, for `limits.connects_per_sec`.
+    admission: Option<parking_lot::Mutex<TokenBucket>>,
     handler: Arc<H>,
     metrics: Metrics,
 }
@@ -166,10 +238,17 @@ fn parse_query(query: &str) -> EngineQuery {
 }
 
 impl<H: EngineHandler> Engine<H> {
-    pub fn new(settings: EngineSettings, handler: Arc<H>, metrics: Metrics) -> Arc<Self> {
+    pub fn new(
+        settings: EngineSettings,
+        admission: Option<TokenBucket>,
+        handler: Arc<H>,
+        metrics: Metrics,
+    ) -> Arc<Self> {
         Arc::new(Engine {
             settings,
             sessions: RwLock::new(HashMap::new()),
+            per_ip: parking_lot::Mutex::new(HashMap::new()),
+            admission: admission.map(parking_lot::Mutex::new),
             handler,
             metrics,
         })
@@ -199,9 +278,81 @@ impl<H: EngineHandler> Engine<H> {
         req: Request<Incoming>,
         remote: SocketAddr,
     ) -> Response<Body> {
-        match self.dispatch(req, remote).await {
-            Ok(resp) => resp,
-            Err(err) => self.error_response(err),
+        let origin = req.headers().get(header::ORIGIN).cloned();
+        let allowed = match &origin {
+            None => true,
+            Some(o) => {
+                self.settings.allowed_origins.is_empty()
+                    || self
+                        .settings
+                        .allowed_origins
+                        .iter()
+                        .any(|a| a.as_bytes() == o.as_bytes())
+            }
+        };
+        let mut resp = if !allowed {
+            tracing::info!(origin = ?origin, %remote, "request from an origin not allowed");
+            self.error_response(EngineError::OriginNotAllowed)
+        } else if req.method() == Method::OPTIONS {
+            Response::builder()
+                .status(StatusCode::NO_CONTENT)
+                .header(header::ACCESS_CONTROL_ALLOW_METHODS, "GET, POST")
+                .header(
+                    header::ACCESS_CONTROL_ALLOW_HEADERS,
+                    "content-type, authorization",
+                )
+                .body(Body::default())
+                .unwrap_or_default()
+        } else {
+            match self.dispatch(req, remote).await {
+                Ok(resp) => resp,
+                Err(err) => self.error_response(err),
+            }
+        };
+        // CORS with credentials, only for the origins explicitly listed.
+        if allowed
+            && !self.settings.allowed_origins.is_empty()
+            && let Some(origin) = origin
+        {
+            let h = resp.headers_mut();
+            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+            h.insert(
+                header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                http::HeaderValue::from_static("true"),
+            );
+            h.insert(header::VARY, http::HeaderValue::from_static("Origin"));
+        }
+        resp
+    }
+
+    /// Admission control for a new session: the gateway-wide rate and the
+    /// per-address bound. Counts the session against its address on success;
+    /// [`Engine::release`] gives the place back.
+    fn admit(&self, handshake: &Handshake) -> Result<(), EngineError> {
+        if let Some(bucket) = &self.admission
+            && !bucket.lock().try_take()
+        {
+            return Err(EngineError::RateLimited);
+        }
+        let mut per_ip = self.per_ip.lock();
+        let count = per_ip.entry(handshake.client_address()).or_insert(0);
+        if self.settings.max_connections_per_ip > 0
+            && *count >= self.settings.max_connections_per_ip
+        {
+            return Err(EngineError::TooManyConnections);
+        }
+        *count += 1;
+        Ok(())
+    }
+
+    pub(crate) fn release(&self, handshake: &Handshake) {
+        let mut per_ip = self.per_ip.lock();
+        let address = handshake.client_address();
+        if let Some(count) = per_ip.get_mut(&address) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                per_ip.remove(&address);
+            }
         }
     }
 
@@ -228,15 +379,35 @@ impl<H: EngineHandler> Engine<H> {
                 if req.method() != Method::GET {
                     return Err(EngineError::BadHandshakeMethod);
                 }
-                Ok(self.open_polling(handshake_of(&req, remote)))
+                let handshake = self.handshake_of(&req, remote);
+                self.admit(&handshake)?;
+                Ok(self.open_polling(handshake))
             }
-            (None, TransportKind::Websocket) => websocket::open(self, req, remote),
+            (None, TransportKind::Websocket) => {
+                let handshake = self.handshake_of(&req, remote);
+                self.admit(&handshake)?;
+                websocket::open(self, req, handshake)
+            }
             (Some(conn), TransportKind::Polling) => match *req.method() {
                 Method::GET => polling::poll(self, conn).await,
                 Method::POST => polling::post(self, conn, req).await,
                 _ => Err(EngineError::BadRequest),
             },
             (Some(conn), TransportKind::Websocket) => websocket::upgrade(self, conn, req),
+        }
+    }
+
+    fn handshake_of<B>(&self, req: &Request<B>, remote: SocketAddr) -> Handshake {
+        let issued_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        Handshake {
+            headers: req.headers().clone(),
+            query: req.uri().query().unwrap_or("").to_string(),
+            remote,
+            issued_ms,
+            trust_forwarded_for: self.settings.trust_forwarded_for,
         }
     }
 
@@ -267,7 +438,13 @@ impl<H: EngineHandler> Engine<H> {
     ) -> Arc<Connection<H::Data>> {
         let sid = Sid::new();
         let data = self.handler.new_data(&handshake);
-        let conn = Arc::new(Connection::new(sid, handshake, kind, data));
+        let conn = Arc::new(Connection::new(
+            sid,
+            handshake,
+            kind,
+            self.settings.queue,
+            data,
+        ));
         let upgrades: &[&str] = if kind == TransportKind::Polling && self.settings.websocket {
             &["websocket"]
         } else {
@@ -335,6 +512,7 @@ impl<H: EngineHandler> Engine<H> {
         if self.sessions.write().remove(&conn.sid).is_none() {
             return;
         }
+        self.release(&conn.handshake);
         self.metrics
             .connections
             .with_label_values(&[conn.transport().as_str()])
@@ -345,19 +523,5 @@ impl<H: EngineHandler> Engine<H> {
             .inc();
         tracing::debug!(sid = %conn.sid, reason = reason.as_str(), "session closed");
         self.handler.on_close(conn, reason);
-    }
-}
-
-/// Captures what the layer above may need from the opening request.
-fn handshake_of<B>(req: &Request<B>, remote: SocketAddr) -> Handshake {
-    let issued_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
-    Handshake {
-        headers: req.headers().clone(),
-        query: req.uri().query().unwrap_or("").to_string(),
-        remote,
-        issued_ms,
     }
 }

@@ -5,7 +5,7 @@
 //! so an idle connection costs one task, one small read buffer and its
 //! [`Connection`].
 
-use std::{net::SocketAddr, sync::Arc};
+use std::sync::Arc;
 
 use engineioxide_core::{Packet, ProtocolVersion};
 use futures_util::{SinkExt, StreamExt};
@@ -17,13 +17,15 @@ use tokio_tungstenite::{
     tungstenite::{
         Message,
         handshake::derive_accept_key,
-        protocol::{Role, WebSocketConfig},
+        protocol::{CloseFrame, Role, WebSocketConfig, frame::coding::CloseCode},
     },
 };
 
+use crate::handshake::Handshake;
+
 use super::{
     Body, CloseReason, Connection, Engine, EngineError, EngineHandler, Frame, TransportKind,
-    connection::Heartbeat, handshake_of, str_from_utf8_bytes,
+    connection::Heartbeat, str_from_utf8_bytes,
 };
 
 type Ws = WebSocketStream<TokioIo<Upgraded>>;
@@ -77,13 +79,20 @@ fn switching_protocols(accept: String) -> Response<Body> {
 }
 
 /// A websocket-only session: the open packet is the first frame.
+/// `handshake` has been admitted; its place is given back if the upgrade
+/// does not happen.
 pub(super) fn open<H: EngineHandler>(
     engine: &Arc<Engine<H>>,
     req: Request<Incoming>,
-    remote: SocketAddr,
+    handshake: Handshake,
 ) -> Result<Response<Body>, EngineError> {
-    let accept = accept_key(req.method(), req.headers())?;
-    let handshake = handshake_of(&req, remote);
+    let accept = match accept_key(req.method(), req.headers()) {
+        Ok(accept) => accept,
+        Err(err) => {
+            engine.release(&handshake);
+            return Err(err);
+        }
+    };
     let on_upgrade = hyper::upgrade::on(req);
     let engine = engine.clone();
     tokio::spawn(async move {
@@ -91,6 +100,7 @@ pub(super) fn open<H: EngineHandler>(
             Ok(u) => u,
             Err(err) => {
                 tracing::debug!(%err, "websocket upgrade failed");
+                engine.release(&handshake);
                 return;
             }
         };
@@ -217,15 +227,23 @@ async fn run<H: EngineHandler>(
         let woken = conn.wake.notified();
         let frames = conn.take_frames();
         if !frames.is_empty() {
-            let mut failed = false;
-            for frame in frames {
-                if ws.feed(to_message(frame)).await.is_err() {
-                    failed = true;
-                    break;
+            // A client that stops reading blocks this write; the write
+            // timeout ends it, and so does a close from elsewhere (queue
+            // overflow, shutdown), so the task never hangs on a dead peer.
+            let closed = conn.closed_signal.notified();
+            let write = async {
+                for frame in frames {
+                    ws.feed(to_message(frame)).await?;
                 }
-            }
-            if failed || ws.flush().await.is_err() {
-                conn.close(CloseReason::TransportError);
+                ws.flush().await
+            };
+            tokio::select! {
+                result = tokio::time::timeout(settings.write_timeout, write) => match result {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => conn.close(CloseReason::TransportError),
+                    Err(_) => conn.close(CloseReason::SlowConsumer),
+                },
+                _ = closed => {}
             }
         }
         if conn.is_closed() {
@@ -275,16 +293,34 @@ async fn run<H: EngineHandler>(
             }
         }
     }
-    if conn.close_reason() != Some(CloseReason::ClientClosed)
-        && conn.close_reason() != Some(CloseReason::TransportError)
-    {
-        // Anything still queued (a final DISCONNECT) goes out before the close.
-        for frame in conn.take_frames() {
-            if ws.feed(to_message(frame)).await.is_err() {
-                break;
+    let reason = conn.close_reason();
+    if !matches!(
+        reason,
+        Some(CloseReason::ClientClosed | CloseReason::TransportError)
+    ) {
+        // Say why in the close frame (browsers show it as CloseEvent.reason).
+        // A slow consumer's backlog is dropped; anything else still queued
+        // (a final DISCONNECT or CONNECT_ERROR) goes out first.
+        let (code, text) = match reason {
+            Some(CloseReason::SlowConsumer) => (4008, "slow consumer: outbound queue full"),
+            Some(CloseReason::ShuttingDown) => (1001, "gateway shutting down; reconnect"),
+            Some(CloseReason::PingTimeout) => (4000, "ping timeout"),
+            Some(CloseReason::ProtocolError) => (1002, "protocol error"),
+            _ => (1000, "closed by server"),
+        };
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+            if reason != Some(CloseReason::SlowConsumer) {
+                for frame in conn.take_frames() {
+                    ws.feed(to_message(frame)).await?;
+                }
             }
-        }
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), ws.close(None)).await;
+            ws.close(Some(CloseFrame {
+                code: CloseCode::from(code),
+                reason: text.into(),
+            }))
+            .await
+        })
+        .await;
     }
     engine.finish(conn);
 }
