@@ -15,6 +15,7 @@
 pub mod api;
 pub mod auth;
 pub mod bus;
+pub mod cluster;
 pub mod config;
 pub mod handshake;
 pub mod logging;

@@ -54,6 +54,8 @@ pub struct Metrics {
     pub server_disconnects: IntCounterVec,
     /// Client events refused, by reason (`rate_limited`).
     pub client_events_refused: IntCounterVec,
+    /// Requests forwarded to the gateway owning their sid, by transport and outcome.
+    pub forwarded: IntCounterVec,
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -194,6 +196,12 @@ impl Metrics {
                 "switchboard_client_events_refused_total",
                 "Client events refused, by reason",
                 &["reason"],
+            ),
+            forwarded: counter_vec(
+                &r,
+                "switchboard_forwarded_requests_total",
+                "Requests forwarded to the sid's owner, by transport and outcome",
+                &["transport", "outcome"],
             ),
             registry: r,
         }

@@ -31,6 +31,7 @@ use crate::{
     api::PublishApi,
     auth::Authenticator,
     bus::Bus,
+    cluster::Cluster,
     config::Config,
     metrics::Metrics,
     session::SocketIo,
@@ -45,6 +46,7 @@ pub struct Gateway {
     bus: Arc<Bus>,
     api: PublishApi,
     metrics: Metrics,
+    cluster: Option<Arc<Cluster>>,
     draining: AtomicBool,
 }
 
@@ -64,9 +66,26 @@ impl Gateway {
         let admission = (config.limits.connects_per_sec > 0).then(|| {
             TokenBucket::new(config.limits.connects_per_sec, config.limits.connects_burst)
         });
+        // With Redis, gateways register so peers can forward polls to them.
+        let cluster = match config.redis.url() {
+            Some(_) => {
+                match Cluster::join(bus.clone(), &config.redis.key, config.advertise_addr()?).await
+                {
+                    Ok(cluster) => Some(Arc::new(cluster)),
+                    Err(err) => {
+                        // Redis down at start: run without forwarding rather
+                        // than not at all; sticky sessions still work.
+                        tracing::warn!(%err, "cannot register with peers; polling requests will not be forwarded");
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
         let engine = Engine::new(
             EngineSettings::from(&config),
             admission,
+            cluster.clone(),
             io.clone(),
             metrics.clone(),
         );
@@ -83,6 +102,7 @@ impl Gateway {
                 bus,
                 api,
                 metrics,
+                cluster,
                 draining: AtomicBool::new(false),
             }),
             listener,
@@ -163,6 +183,9 @@ impl BoundGateway {
             .bus
             .start(gateway.io.clone(), shutdown.child_token());
         gateway.io.spawn_expiry_sweeper(shutdown.child_token());
+        if let Some(cluster) = &gateway.cluster {
+            cluster.spawn_refresh(shutdown.child_token());
+        }
         let http_connections = TaskTracker::new();
         let stop_http = CancellationToken::new();
         tracing::info!(

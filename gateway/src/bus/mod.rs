@@ -114,6 +114,18 @@ impl Bus {
         }
     }
 
+    /// Runs one Redis command (for the peer directory); the embedded bus has
+    /// no Redis and answers with an error.
+    pub async fn command<T: ::redis::FromRedisValue>(
+        &self,
+        cmd: ::redis::Cmd,
+    ) -> Result<T, BusError> {
+        match &self.kind {
+            Kind::Memory(_) => Err(BusError::Command("no redis configured".into())),
+            Kind::Redis(r) => r.command(cmd).await,
+        }
+    }
+
     pub fn status(&self) -> BusStatus {
         match &self.kind {
             Kind::Memory(m) => m.status(),

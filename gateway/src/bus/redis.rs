@@ -81,26 +81,27 @@ impl RedisBus {
     }
 
     pub async fn publish(&self, channel: &str, payload: Vec<u8>) -> Result<usize, BusError> {
+        self.command(redis::cmd("PUBLISH").arg(channel).arg(payload).clone())
+            .await
+    }
+
+    /// Runs one command on a pooled connection, within the publish timeout.
+    pub async fn command<T: redis::FromRedisValue>(&self, cmd: redis::Cmd) -> Result<T, BusError> {
         let timeout_ms = self.publish_timeout.as_millis() as u64;
-        let publish = async {
+        let run = async {
             let mut conn = self.pool.get().await.map_err(|e| match e {
                 deadpool_redis::PoolError::Timeout(_) => BusError::Timeout(timeout_ms),
                 other => BusError::Unreachable(other.to_string()),
             })?;
-            redis::cmd("PUBLISH")
-                .arg(channel)
-                .arg(payload)
-                .query_async::<usize>(&mut *conn)
-                .await
-                .map_err(|e| {
-                    if e.is_io_error() || e.is_connection_dropped() {
-                        BusError::Unreachable(e.to_string())
-                    } else {
-                        BusError::Command(e.to_string())
-                    }
-                })
+            cmd.query_async::<T>(&mut *conn).await.map_err(|e| {
+                if e.is_io_error() || e.is_connection_dropped() {
+                    BusError::Unreachable(e.to_string())
+                } else {
+                    BusError::Command(e.to_string())
+                }
+            })
         };
-        tokio::time::timeout(self.publish_timeout, publish)
+        tokio::time::timeout(self.publish_timeout, run)
             .await
             .unwrap_or(Err(BusError::Timeout(timeout_ms)))
     }

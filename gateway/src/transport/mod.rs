@@ -9,6 +9,7 @@
 //! The layer above plugs in through [`EngineHandler`]; it never sees HTTP.
 
 mod connection;
+mod forward;
 mod polling;
 mod websocket;
 
@@ -26,6 +27,7 @@ pub use connection::{
 };
 
 use crate::{
+    cluster::Cluster,
     config::{Config, Transport},
     handshake::Handshake,
     metrics::Metrics,
@@ -208,6 +210,8 @@ pub struct Engine<H: EngineHandler> {
     per_ip: parking_lot::Mutex<HashMap<String, usize>>,
     /// Admission of new sessions, for `limits.connects_per_sec`.
     admission: Option<parking_lot::Mutex<TokenBucket>>,
+    /// Peers, when several gateways share Redis: sids name their owner.
+    cluster: Option<Arc<Cluster>>,
     handler: Arc<H>,
     metrics: Metrics,
 }
@@ -241,6 +245,7 @@ impl<H: EngineHandler> Engine<H> {
     pub fn new(
         settings: EngineSettings,
         admission: Option<TokenBucket>,
+        cluster: Option<Arc<Cluster>>,
         handler: Arc<H>,
         metrics: Metrics,
     ) -> Arc<Self> {
@@ -249,6 +254,7 @@ impl<H: EngineHandler> Engine<H> {
             sessions: RwLock::new(HashMap::new()),
             per_ip: parking_lot::Mutex::new(HashMap::new()),
             admission: admission.map(parking_lot::Mutex::new),
+            cluster,
             handler,
             metrics,
         })
@@ -372,7 +378,29 @@ impl<H: EngineHandler> Engine<H> {
         };
         let existing = match &query.sid {
             None => None,
-            Some(raw) => Some(self.find(raw).ok_or(EngineError::SessionIdUnknown)?),
+            Some(raw) => match self.find(raw) {
+                Some(conn) => Some(conn),
+                None => {
+                    // Another gateway's session: forward it to the owner,
+                    // once (a forwarded request is never forwarded again).
+                    if let Some(cluster) = &self.cluster
+                        && !req.headers().contains_key(forward::FORWARDED_HEADER)
+                        && let Some(tag) = cluster.foreign_owner(raw)
+                    {
+                        let tag = tag.to_string();
+                        return forward::forward(
+                            cluster,
+                            &tag,
+                            req,
+                            remote,
+                            self.settings.max_payload,
+                            &self.metrics,
+                        )
+                        .await;
+                    }
+                    return Err(EngineError::SessionIdUnknown);
+                }
+            },
         };
         match (existing, transport) {
             (None, TransportKind::Polling) => {
@@ -436,7 +464,10 @@ impl<H: EngineHandler> Engine<H> {
         handshake: Handshake,
         kind: TransportKind,
     ) -> Arc<Connection<H::Data>> {
-        let sid = Sid::new();
+        let sid = match &self.cluster {
+            Some(cluster) => cluster.new_sid(),
+            None => Sid::new(),
+        };
         let data = self.handler.new_data(&handshake);
         let conn = Arc::new(Connection::new(
             sid,
