@@ -158,10 +158,132 @@ impl SocketIo {
                     },
                 );
             }
+            Request::Sockets {
+                uid,
+                request_id,
+                rooms,
+            } if uid.as_deref() != Some(self.uid.as_str()) => {
+                let sockets = self
+                    .rooms
+                    .targets::<String>(nsp, &rooms, &[])
+                    .iter()
+                    .map(|s| s.id.to_string())
+                    .collect();
+                self.respond(
+                    nsp,
+                    Response::Sockets {
+                        request_id,
+                        sockets,
+                    },
+                );
+            }
+            Request::ServerSideEmit {
+                uid,
+                request_id: Some(request_id),
+                ..
+            } if uid.as_deref() != Some(self.uid.as_str()) => {
+                // The gateway runs no server-side handlers; it answers so a
+                // Node `serverSideEmitWithAck` caller does not wait for it.
+                self.respond(
+                    nsp,
+                    Response::ServerSideEmit {
+                        request_id,
+                        data: rmpv::Value::Nil,
+                    },
+                );
+            }
+            Request::Broadcast {
+                uid,
+                request_id,
+                packet,
+                opts,
+            } if uid.as_deref() != Some(self.uid.as_str()) => {
+                self.broadcast_with_ack(nsp, request_id, &packet.data, &opts);
+            }
             other => {
                 tracing::debug!(request = ?other.request_type(), "bus request not handled by the gateway");
             }
         }
+    }
+
+    /// A Node server's `io.timeout(..).emit(..., ack)`: send with one ack id,
+    /// report how many clients got it, then relay each client's ack.
+    fn broadcast_with_ack(
+        &self,
+        nsp: &str,
+        request_id: String,
+        data: &rmpv::Value,
+        opts: &switchboard_wire::BroadcastOptions,
+    ) {
+        let targets = self.rooms.targets(nsp, &opts.rooms, &opts.except);
+        let ack_id = self
+            .next_ack_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut sent = 0u64;
+        if !targets.is_empty() {
+            let packet = match encode_event(nsp, data, u64::try_from(ack_id).ok()) {
+                Ok(packet) => packet,
+                Err(err) => return self.bus_decode_error("request", &err),
+            };
+            let mut frames = Vec::with_capacity(1 + packet.attachments.len());
+            frames.push(Frame::message(&packet.text));
+            frames.extend(packet.attachments.into_iter().map(Frame::Binary));
+            let deadline = std::time::Instant::now()
+                + std::time::Duration::from_millis(opts.flags.timeout.unwrap_or(30_000));
+            let mut pending = self.pending_acks.lock();
+            for socket in &targets {
+                if socket.send_all(frames.iter().cloned()) {
+                    pending.insert((socket.id, ack_id), (request_id.clone(), deadline));
+                    sent += 1;
+                }
+            }
+        }
+        self.metrics.messages_out.inc_by(sent);
+        self.respond(
+            nsp,
+            Response::BroadcastClientCount {
+                request_id,
+                client_count: sent,
+            },
+        );
+    }
+
+    /// A client acknowledged a broadcast-with-ack: relay its first argument
+    /// to the Node server waiting for it.
+    pub(super) fn on_client_ack(
+        &self,
+        socket: &super::Socket,
+        id: i64,
+        value: socketioxide_core::Value,
+    ) {
+        let Some((request_id, _)) = self.pending_acks.lock().remove(&(socket.id, id)) else {
+            tracing::debug!(socket = %socket.id, id, "ack for no pending event; ignored");
+            return;
+        };
+        let first = match &value {
+            socketioxide_core::Value::Str(text, _) => {
+                serde_json::from_str::<Vec<serde_json::Value>>(text)
+                    .ok()
+                    .and_then(|args| args.into_iter().next())
+                    .unwrap_or(serde_json::Value::Null)
+            }
+            socketioxide_core::Value::Bytes(_) => serde_json::Value::Null,
+        };
+        self.respond(
+            &socket.nsp,
+            Response::BroadcastAck {
+                request_id,
+                packet: json_to_msgpack(&first),
+            },
+        );
+    }
+
+    /// Forgets acks whose broadcast timed out (the Node caller has given up).
+    pub(super) fn expire_acks(&self) {
+        let now = std::time::Instant::now();
+        self.pending_acks
+            .lock()
+            .retain(|_, (_, deadline)| *deadline > now);
     }
 
     fn targets_of(&self, nsp: &str, opts: &RequestOpts) -> Vec<std::sync::Arc<super::Socket>> {

@@ -81,6 +81,11 @@ pub struct SocketIo {
     /// Sockets by token expiry, swept once a second.
     expiries: Mutex<BTreeMap<(u64, Sid), Weak<Socket>>>,
     expiry_grace_s: u64,
+    /// Client acks awaited for broadcasts-with-ack from Node servers:
+    /// (socket, ack id) -> (request id, deadline).
+    pub(crate) pending_acks: Mutex<HashMap<(Sid, i64), (String, std::time::Instant)>>,
+    /// Ack ids handed out by this gateway.
+    pub(crate) next_ack_id: std::sync::atomic::AtomicI64,
 }
 
 /// Why a client packet was refused; the label of `switchboard_bad_packets_total`.
@@ -135,6 +140,8 @@ impl SocketIo {
             per_user: Mutex::new(HashMap::new()),
             expiries: Mutex::new(BTreeMap::new()),
             expiry_grace_s: config.auth.expiry_grace_s,
+            pending_acks: Mutex::new(HashMap::new()),
+            next_ack_id: std::sync::atomic::AtomicI64::new(0),
         }
     }
 
@@ -167,10 +174,11 @@ impl SocketIo {
                 };
                 self.on_event(conn, &socket, value, ack);
             }
-            PacketData::EventAck(_, id) | PacketData::BinaryAck(_, id) => {
-                // The gateway sends no event that asks for an ack; a stray
-                // ack is harmless and ignored, as the Node server does.
-                tracing::debug!(sid = %conn.sid, id, "ack for no pending event; ignored");
+            PacketData::EventAck(value, id) | PacketData::BinaryAck(value, id) => {
+                match conn.data.socket(nsp) {
+                    Some(socket) => self.on_client_ack(&socket, id, value),
+                    None => self.refuse_packet(conn, BadPacket::NotConnected, nsp),
+                }
             }
             PacketData::ConnectError(_) => {
                 self.refuse_packet(conn, BadPacket::UnexpectedConnectError, nsp)
@@ -382,7 +390,10 @@ impl SocketIo {
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
-                    _ = tick.tick() => io.expire_sockets(),
+                    _ = tick.tick() => {
+                        io.expire_sockets();
+                        io.expire_acks();
+                    }
                 }
             }
         });
