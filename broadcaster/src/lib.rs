@@ -1,1 +1,839 @@
-//! Broadcaster (being written).
+//! Publish-only client for API services: sends Socket.IO events to Switchboard gateways (and
+//! to Node Socket.IO servers using `@socket.io/redis-adapter`) through Redis.
+//!
+//! The messages are byte-identical to what the official `@socket.io/redis-emitter` 5.x
+//! publishes for the same call, so a [`Broadcaster`] can replace a Node emitter.
+//!
+//! ```no_run
+//! use serde::Serialize;
+//! use switchboard_broadcaster::{Broadcaster, PublishError};
+//!
+//! #[derive(Serialize)]
+//! struct Ticket { id: u64, status: &'static str }
+//!
+//! # async fn run() -> Result<(), PublishError> {
+//! let b = Broadcaster::connect("redis://127.0.0.1:6379")?;
+//!
+//! // One argument: any serde::Serialize.
+//! let delivery = b.to_role("admin").emit("ticket_updated", &Ticket { id: 7, status: "open" }).await?;
+//! println!("{} subscriber(s) got it", delivery.subscribers);
+//!
+//! // Several arguments: a tuple. No argument: `()`. Bytes become binary attachments.
+//! b.to_user(42).except("socket-id-123").emit("notification", &("assigned", 7)).await?;
+//! b.of("/admin").volatile().emit("tick", &()).await?;
+//! b.to("files").emit("file", &serde_bytes::Bytes::new(b"\x00\x01")).await?;
+//! b.broadcast("announcement", &serde_json::json!({"text": "maintenance at 22:00"})).await?;
+//!
+//! // Request channel: make sockets join/leave rooms, or disconnect them.
+//! b.to_user(42).sockets_join(["room:ticket:7"]).await?;
+//! b.to_user(42).disconnect_sockets(true).await?;
+//!
+//! // Many events in one round trip.
+//! let mut batch = b.pipeline();
+//! for id in 1..=3u64 {
+//!     batch.emit(&b.to_user(id), "notification", &"hello")?;
+//! }
+//! let deliveries = batch.send().await?;
+//! # Ok(()) }
+//! ```
+
+#![warn(missing_docs)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_redis::{Manager, Pool, Runtime};
+use redis::AsyncConnectionConfig;
+use rmpv::Value;
+use serde::Serialize;
+use switchboard_wire::{
+    BroadcastFlags, BroadcastMessage, BroadcastOptions, BusPacket, Channels, DisconnectRequest,
+    EMITTER_UID, Request, RequestOpts, RoomsRequest, WireError,
+};
+
+/// Event names a Socket.IO client reserves; the Node emitter refuses them too.
+pub const RESERVED_EVENTS: [&str; 6] = [
+    "connect",
+    "connect_error",
+    "disconnect",
+    "disconnecting",
+    "newListener",
+    "removeListener",
+];
+
+/// Settings of a [`Broadcaster`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BroadcasterConfig {
+    /// Redis URL, e.g. `redis://127.0.0.1:6379` or `rediss://user:pass@host:6380/0`.
+    pub redis_url: String,
+    /// Channel key prefix, the `key` option of the Node adapter/emitter (`"socket.io"`).
+    pub key: String,
+    /// Upper bound for one publish (connecting included). Default 2 s.
+    pub publish_timeout: Duration,
+    /// Room of a user; `{id}` is replaced by the user id. Default `"user:{id}"`.
+    pub user_room_template: String,
+    /// Room of a role; `{role}` is replaced by the role name. Default `"role:{role}"`.
+    pub role_room_template: String,
+    /// Maximum number of pooled Redis connections. Default 8.
+    pub pool_size: usize,
+}
+
+impl Default for BroadcasterConfig {
+    fn default() -> Self {
+        BroadcasterConfig {
+            redis_url: "redis://127.0.0.1:6379".into(),
+            key: switchboard_wire::channel::DEFAULT_KEY.into(),
+            publish_timeout: Duration::from_secs(2),
+            user_room_template: "user:{id}".into(),
+            role_room_template: "role:{role}".into(),
+            pool_size: 8,
+        }
+    }
+}
+
+/// How a publish went: Redis's answer to `PUBLISH` (or one entry per message of a batch).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// The channel the message was published on.
+    pub channel: String,
+    /// How many Redis subscribers received it (PUBLISH's integer reply). Every gateway and
+    /// every Node server of the namespace counts once (pattern subscriptions included); 0
+    /// means nobody was listening, so the event reached nobody.
+    pub subscribers: u64,
+}
+
+impl Delivery {
+    /// True when at least one subscriber received the message.
+    pub fn reached_anyone(&self) -> bool {
+        self.subscribers > 0
+    }
+}
+
+/// Why a publish failed. A publish never silently drops and never hangs past the configured
+/// timeout.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// The configuration is unusable (bad Redis URL, zero timeout...).
+    #[error("invalid broadcaster configuration: {0}")]
+    Config(String),
+    /// Redis could not be reached or the connection broke.
+    #[error("Redis at {url} is unreachable: {reason}")]
+    Unreachable {
+        /// The Redis URL, password removed.
+        url: String,
+        /// What failed.
+        reason: String,
+    },
+    /// The publish did not complete within the configured timeout.
+    #[error("publishing to Redis at {url} timed out after {after:?}")]
+    Timeout {
+        /// The Redis URL, password removed.
+        url: String,
+        /// The configured timeout.
+        after: Duration,
+    },
+    /// Redis answered with an error (e.g. NOAUTH, READONLY).
+    #[error("Redis refused the publish: {0}")]
+    Redis(String),
+    /// The event name is reserved by Socket.IO.
+    #[error("\"{0}\" is a reserved event name")]
+    ReservedEvent(String),
+    /// The arguments could not be serialized.
+    #[error("cannot encode the event arguments: {0}")]
+    Encode(#[from] WireError),
+}
+
+impl PublishError {
+    /// True for errors caused by Redis availability (unreachable or timed out), as opposed to
+    /// bad input or configuration.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            PublishError::Unreachable { .. } | PublishError::Timeout { .. }
+        )
+    }
+}
+
+/// A message ready to publish: a channel and its payload. What every operator method
+/// computes before talking to Redis ([`BroadcastOperator::encode`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Encoded {
+    /// Redis channel.
+    pub channel: String,
+    /// Message bytes.
+    pub payload: Vec<u8>,
+}
+
+struct Inner {
+    pool: Pool,
+    config: BroadcasterConfig,
+    channels: Channels,
+    display_url: String,
+}
+
+/// Publishes Socket.IO events to Redis. Cheap to clone (an `Arc` inside); share one per process.
+#[derive(Clone)]
+pub struct Broadcaster {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Broadcaster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broadcaster")
+            .field("redis", &self.inner.display_url)
+            .field("key", &self.inner.config.key)
+            .finish()
+    }
+}
+
+/// The URL without its password, for messages.
+fn redact(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://")
+        && let Some((auth, host)) = rest.rsplit_once('@')
+    {
+        let user = auth.split(':').next().unwrap_or("");
+        return format!("{scheme}://{user}:***@{host}");
+    }
+    url.to_string()
+}
+
+impl Broadcaster {
+    /// A broadcaster for `redis_url` with default settings.
+    ///
+    /// Validates the URL and creates the connection pool; connections are opened on the first
+    /// publish (use [`Broadcaster::ping`] to check Redis at startup). Needs no runtime, but
+    /// publishing needs a Tokio runtime.
+    pub fn connect(redis_url: impl Into<String>) -> Result<Self, PublishError> {
+        Self::from_config(BroadcasterConfig {
+            redis_url: redis_url.into(),
+            ..Default::default()
+        })
+    }
+
+    /// A broadcaster with explicit settings.
+    pub fn from_config(config: BroadcasterConfig) -> Result<Self, PublishError> {
+        if config.publish_timeout.is_zero() {
+            return Err(PublishError::Config("publish_timeout must be > 0".into()));
+        }
+        if !config.user_room_template.contains("{id}") {
+            return Err(PublishError::Config(
+                "user_room_template must contain {id}".into(),
+            ));
+        }
+        if !config.role_room_template.contains("{role}") {
+            return Err(PublishError::Config(
+                "role_room_template must contain {role}".into(),
+            ));
+        }
+        let display_url = redact(&config.redis_url);
+        let conn_config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(config.publish_timeout))
+            .set_response_timeout(Some(config.publish_timeout));
+        let manager = Manager::new_with_config(config.redis_url.as_str(), conn_config)
+            .map_err(|e| PublishError::Config(format!("bad Redis URL {display_url}: {e}")))?;
+        let pool = Pool::builder(manager)
+            .max_size(config.pool_size.max(1))
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(config.publish_timeout))
+            .create_timeout(Some(config.publish_timeout))
+            .recycle_timeout(Some(config.publish_timeout))
+            .build()
+            .map_err(|e| PublishError::Config(e.to_string()))?;
+        Ok(Broadcaster {
+            inner: Arc::new(Inner {
+                pool,
+                channels: Channels::new(config.key.clone()),
+                config,
+                display_url,
+            }),
+        })
+    }
+
+    /// The settings in use.
+    pub fn config(&self) -> &BroadcasterConfig {
+        &self.inner.config
+    }
+
+    /// An operator on the default namespace `/` with no targeting (everyone).
+    pub fn operator(&self) -> BroadcastOperator {
+        BroadcastOperator {
+            broadcaster: self.clone(),
+            nsp: "/".into(),
+            rooms: Vec::new(),
+            except: Vec::new(),
+            flags: BroadcastFlags::default(),
+        }
+    }
+
+    /// Target namespace `nsp` (a leading `/` is added if missing, like the Node emitter).
+    pub fn of(&self, nsp: &str) -> BroadcastOperator {
+        self.operator().of(nsp)
+    }
+
+    /// Target a room.
+    pub fn to(&self, room: impl Into<String>) -> BroadcastOperator {
+        self.operator().to(room)
+    }
+
+    /// Target several rooms (sockets in any of them, each socket once).
+    pub fn to_rooms<I, S>(&self, rooms: I) -> BroadcastOperator
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.operator().to_rooms(rooms)
+    }
+
+    /// Target a user's room (`user_room_template`, `user:{id}` by default).
+    pub fn to_user(&self, id: impl std::fmt::Display) -> BroadcastOperator {
+        self.operator().to_user(id)
+    }
+
+    /// Target a role's room (`role_room_template`, `role:{role}` by default).
+    pub fn to_role(&self, role: impl std::fmt::Display) -> BroadcastOperator {
+        self.operator().to_role(role)
+    }
+
+    /// Exclude a room or a socket id.
+    pub fn except(&self, room: impl Into<String>) -> BroadcastOperator {
+        self.operator().except(room)
+    }
+
+    /// Mark the event volatile (clients that cannot take it right now miss it).
+    pub fn volatile(&self) -> BroadcastOperator {
+        self.operator().volatile()
+    }
+
+    /// Emit to every client of the default namespace.
+    pub async fn broadcast<T: Serialize + ?Sized>(
+        &self,
+        event: &str,
+        args: &T,
+    ) -> Result<Delivery, PublishError> {
+        self.operator().emit(event, args).await
+    }
+
+    /// Send an event to the Socket.IO servers themselves (`serverSideEmit`, no ack), on the
+    /// default namespace. `args` follow the rules of [`BroadcastOperator::emit`].
+    pub async fn server_side_emit<T: Serialize + ?Sized>(
+        &self,
+        event: &str,
+        args: &T,
+    ) -> Result<Delivery, PublishError> {
+        self.operator().server_side_emit(event, args).await
+    }
+
+    /// A batch of messages sent in one Redis round trip.
+    pub fn pipeline(&self) -> Batch {
+        Batch {
+            broadcaster: self.clone(),
+            items: Vec::new(),
+        }
+    }
+
+    /// Publishes already encoded messages in one pipeline; one [`Delivery`] per message, in
+    /// order. All or nothing from the caller's point of view: on error, any subset may have
+    /// been published.
+    pub async fn emit_many(
+        &self,
+        messages: impl IntoIterator<Item = Encoded>,
+    ) -> Result<Vec<Delivery>, PublishError> {
+        let messages: Vec<Encoded> = messages.into_iter().collect();
+        if messages.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for m in &messages {
+            pipe.cmd("PUBLISH").arg(&m.channel).arg(&m.payload);
+        }
+        let counts: Vec<i64> = self
+            .run(|mut conn| async move { pipe.query_async(&mut conn).await })
+            .await?;
+        Ok(messages
+            .into_iter()
+            .zip(counts)
+            .map(|(m, n)| Delivery {
+                channel: m.channel,
+                subscribers: n.max(0) as u64,
+            })
+            .collect())
+    }
+
+    /// Publishes one encoded message.
+    pub async fn publish(&self, message: Encoded) -> Result<Delivery, PublishError> {
+        let Encoded { channel, payload } = message;
+        let ch = channel.clone();
+        let n: i64 = self
+            .run(|mut conn| async move {
+                redis::cmd("PUBLISH")
+                    .arg(&ch)
+                    .arg(&payload)
+                    .query_async(&mut conn)
+                    .await
+            })
+            .await?;
+        Ok(Delivery {
+            channel,
+            subscribers: n.max(0) as u64,
+        })
+    }
+
+    /// Checks that Redis answers within the publish timeout.
+    pub async fn ping(&self) -> Result<(), PublishError> {
+        let _: String = self
+            .run(|mut conn| async move { redis::cmd("PING").query_async(&mut conn).await })
+            .await?;
+        Ok(())
+    }
+
+    /// Runs `f` on a pooled connection, bounded by the publish timeout.
+    async fn run<T, F, Fut>(&self, f: F) -> Result<T, PublishError>
+    where
+        F: FnOnce(deadpool_redis::Connection) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let inner = &self.inner;
+        let after = inner.config.publish_timeout;
+        let timeout = || PublishError::Timeout {
+            url: inner.display_url.clone(),
+            after,
+        };
+        let classify = |e: redis::RedisError| {
+            if e.is_timeout() {
+                timeout()
+            } else if e.is_io_error()
+                || e.is_connection_dropped()
+                || e.is_connection_refusal()
+                || e.is_unrecoverable_error()
+            {
+                PublishError::Unreachable {
+                    url: inner.display_url.clone(),
+                    reason: e.to_string(),
+                }
+            } else {
+                PublishError::Redis(e.to_string())
+            }
+        };
+        let work = async {
+            let conn = inner.pool.get().await.map_err(|e| match e {
+                deadpool_redis::PoolError::Timeout(_) => timeout(),
+                deadpool_redis::PoolError::Backend(e) => classify(e),
+                other => PublishError::Unreachable {
+                    url: inner.display_url.clone(),
+                    reason: other.to_string(),
+                },
+            })?;
+            f(conn).await.map_err(classify)
+        };
+        match tokio::time::timeout(after, work).await {
+            Ok(result) => result,
+            Err(_) => Err(timeout()),
+        }
+    }
+}
+
+/// Targeting being built, like the emitter's `BroadcastOperator`: rooms, exclusions,
+/// namespace and flags, then an action (`emit`, `sockets_join`, ...). Each builder method
+/// returns a new operator; cloning is cheap.
+#[derive(Debug, Clone)]
+pub struct BroadcastOperator {
+    broadcaster: Broadcaster,
+    nsp: String,
+    rooms: Vec<String>,
+    except: Vec<String>,
+    flags: BroadcastFlags,
+}
+
+fn push_unique(list: &mut Vec<String>, item: String) {
+    if !list.contains(&item) {
+        list.push(item);
+    }
+}
+
+impl BroadcastOperator {
+    /// Switch to namespace `nsp` (a leading `/` is added if missing).
+    pub fn of(mut self, nsp: &str) -> Self {
+        self.nsp = if nsp.starts_with('/') {
+            nsp.to_string()
+        } else {
+            format!("/{nsp}")
+        };
+        self
+    }
+
+    /// Add a target room.
+    pub fn to(mut self, room: impl Into<String>) -> Self {
+        push_unique(&mut self.rooms, room.into());
+        self
+    }
+
+    /// Add several target rooms.
+    pub fn to_rooms<I, S>(mut self, rooms: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        for r in rooms {
+            push_unique(&mut self.rooms, r.into());
+        }
+        self
+    }
+
+    /// Add a user's room.
+    pub fn to_user(self, id: impl std::fmt::Display) -> Self {
+        let room = self.user_room(id);
+        self.to(room)
+    }
+
+    /// Add a role's room.
+    pub fn to_role(self, role: impl std::fmt::Display) -> Self {
+        let room = self.role_room(role);
+        self.to(room)
+    }
+
+    /// The room name of a user under the configured template.
+    pub fn user_room(&self, id: impl std::fmt::Display) -> String {
+        self.broadcaster
+            .inner
+            .config
+            .user_room_template
+            .replace("{id}", &id.to_string())
+    }
+
+    /// The room name of a role under the configured template.
+    pub fn role_room(&self, role: impl std::fmt::Display) -> String {
+        self.broadcaster
+            .inner
+            .config
+            .role_room_template
+            .replace("{role}", &role.to_string())
+    }
+
+    /// Exclude a room or a socket id.
+    pub fn except(mut self, room: impl Into<String>) -> Self {
+        push_unique(&mut self.except, room.into());
+        self
+    }
+
+    /// Exclude several rooms / socket ids.
+    pub fn except_rooms<I, S>(mut self, rooms: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        for r in rooms {
+            push_unique(&mut self.except, r.into());
+        }
+        self
+    }
+
+    /// Volatile: clients that cannot take the event right now miss it.
+    pub fn volatile(mut self) -> Self {
+        self.flags.volatile = true;
+        self
+    }
+
+    /// Per-message compression flag.
+    pub fn compress(mut self, compress: bool) -> Self {
+        self.flags.compress = Some(compress);
+        self
+    }
+
+    /// The namespace.
+    pub fn namespace(&self) -> &str {
+        &self.nsp
+    }
+
+    /// The target rooms.
+    pub fn rooms(&self) -> &[String] {
+        &self.rooms
+    }
+
+    fn opts(&self) -> RequestOpts {
+        RequestOpts {
+            rooms: self.rooms.clone(),
+            except: self.except.clone(),
+        }
+    }
+
+    fn channels(&self) -> &Channels {
+        &self.broadcaster.inner.channels
+    }
+
+    /// The message `emit` would publish, without publishing: exactly what the Node emitter
+    /// publishes for the same call (channel and bytes).
+    ///
+    /// `args` is any `serde::Serialize`: a tuple is several arguments, `()` none, anything else
+    /// one argument (see [`switchboard_wire::msgpack::to_args`]). Byte strings
+    /// (`serde_bytes`, `bytes::Bytes`) become binary attachments.
+    pub fn encode<T: Serialize + ?Sized>(
+        &self,
+        event: &str,
+        args: &T,
+    ) -> Result<Encoded, PublishError> {
+        if RESERVED_EVENTS.contains(&event) {
+            return Err(PublishError::ReservedEvent(event.to_string()));
+        }
+        let mut data = vec![Value::from(event)];
+        data.extend(switchboard_wire::msgpack::to_args(args)?);
+        self.encode_values(Value::Array(data))
+    }
+
+    /// Like [`Self::encode`] with `data = [event, ...args]` already built (e.g. from JSON).
+    pub fn encode_values(&self, data: Value) -> Result<Encoded, PublishError> {
+        match &data {
+            Value::Array(items) => match items.first() {
+                Some(Value::String(s)) => {
+                    if let Some(ev) = s.as_str()
+                        && RESERVED_EVENTS.contains(&ev)
+                    {
+                        return Err(PublishError::ReservedEvent(ev.to_string()));
+                    }
+                }
+                _ => {
+                    return Err(PublishError::Encode(WireError::InvalidEvent(
+                        "data must start with the event name".into(),
+                    )));
+                }
+            },
+            _ => {
+                return Err(PublishError::Encode(WireError::InvalidEvent(
+                    "data must be an array [event, ...args]".into(),
+                )));
+            }
+        }
+        let msg = BroadcastMessage {
+            uid: EMITTER_UID.into(),
+            packet: BusPacket::event(self.nsp.clone(), data),
+            opts: BroadcastOptions {
+                rooms: self.rooms.clone(),
+                except: self.except.clone(),
+                flags: self.flags.clone(),
+            },
+        };
+        Ok(Encoded {
+            channel: msg.channel(self.channels()),
+            payload: switchboard_wire::encode_broadcast(&msg),
+        })
+    }
+
+    /// Emit `event` with `args` to the targeted clients. See [`Self::encode`] for `args`.
+    pub async fn emit<T: Serialize + ?Sized>(
+        &self,
+        event: &str,
+        args: &T,
+    ) -> Result<Delivery, PublishError> {
+        let m = self.encode(event, args)?;
+        self.broadcaster.publish(m).await
+    }
+
+    fn request(&self, req: &Request) -> Encoded {
+        Encoded {
+            channel: self.channels().request(&self.nsp),
+            payload: switchboard_wire::encode_request(req),
+        }
+    }
+
+    /// The request `sockets_join` would publish.
+    pub fn encode_sockets_join<I, S>(&self, rooms: I) -> Encoded
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.request(&Request::RemoteJoin(RoomsRequest {
+            opts: Some(self.opts()),
+            rooms: rooms.into_iter().map(Into::into).collect(),
+            ..Default::default()
+        }))
+    }
+
+    /// The request `sockets_leave` would publish.
+    pub fn encode_sockets_leave<I, S>(&self, rooms: I) -> Encoded
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.request(&Request::RemoteLeave(RoomsRequest {
+            opts: Some(self.opts()),
+            rooms: rooms.into_iter().map(Into::into).collect(),
+            ..Default::default()
+        }))
+    }
+
+    /// The request `disconnect_sockets` would publish.
+    pub fn encode_disconnect_sockets(&self, close: bool) -> Encoded {
+        self.request(&Request::RemoteDisconnect(DisconnectRequest {
+            opts: Some(self.opts()),
+            close,
+            ..Default::default()
+        }))
+    }
+
+    /// The request `server_side_emit` would publish.
+    pub fn encode_server_side_emit<T: Serialize + ?Sized>(
+        &self,
+        event: &str,
+        args: &T,
+    ) -> Result<Encoded, PublishError> {
+        let mut data = vec![Value::from(event)];
+        data.extend(switchboard_wire::msgpack::to_args(args)?);
+        Ok(self.request(&Request::ServerSideEmit {
+            uid: Some(EMITTER_UID.into()),
+            request_id: None,
+            data,
+        }))
+    }
+
+    /// Make the targeted sockets join `rooms` (on every server).
+    pub async fn sockets_join<I, S>(&self, rooms: I) -> Result<Delivery, PublishError>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.broadcaster
+            .publish(self.encode_sockets_join(rooms))
+            .await
+    }
+
+    /// Make the targeted sockets leave `rooms` (on every server).
+    pub async fn sockets_leave<I, S>(&self, rooms: I) -> Result<Delivery, PublishError>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.broadcaster
+            .publish(self.encode_sockets_leave(rooms))
+            .await
+    }
+
+    /// Disconnect the targeted sockets; `close` also closes their underlying connection.
+    pub async fn disconnect_sockets(&self, close: bool) -> Result<Delivery, PublishError> {
+        self.broadcaster
+            .publish(self.encode_disconnect_sockets(close))
+            .await
+    }
+
+    /// Send an event to the servers of this namespace (`serverSideEmit`, without ack).
+    pub async fn server_side_emit<T: Serialize + ?Sized>(
+        &self,
+        event: &str,
+        args: &T,
+    ) -> Result<Delivery, PublishError> {
+        let m = self.encode_server_side_emit(event, args)?;
+        self.broadcaster.publish(m).await
+    }
+}
+
+/// Several messages published in one Redis round trip (a pipeline).
+#[derive(Debug)]
+pub struct Batch {
+    broadcaster: Broadcaster,
+    items: Vec<Encoded>,
+}
+
+impl Batch {
+    /// Queue `op.emit(event, args)`.
+    pub fn emit<T: Serialize + ?Sized>(
+        &mut self,
+        op: &BroadcastOperator,
+        event: &str,
+        args: &T,
+    ) -> Result<&mut Self, PublishError> {
+        self.items.push(op.encode(event, args)?);
+        Ok(self)
+    }
+
+    /// Queue an already encoded message.
+    pub fn push(&mut self, message: Encoded) -> &mut Self {
+        self.items.push(message);
+        self
+    }
+
+    /// Number of queued messages.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// True when nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Publish everything; one [`Delivery`] per message, in order.
+    pub async fn send(self) -> Result<Vec<Delivery>, PublishError> {
+        self.broadcaster.emit_many(self.items).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b() -> Broadcaster {
+        Broadcaster::connect("redis://127.0.0.1:1").unwrap()
+    }
+
+    #[test]
+    fn targeting() {
+        let b = b();
+        let op = b
+            .to("a")
+            .to("a")
+            .to_rooms(["b", "a"])
+            .except("x")
+            .except("x");
+        assert_eq!(op.rooms(), ["a", "b"]);
+        assert_eq!(b.to_user(42).rooms(), ["user:42"]);
+        assert_eq!(b.to_role("admin").rooms(), ["role:admin"]);
+        assert_eq!(b.of("chat").namespace(), "/chat");
+        assert_eq!(b.of("/chat").namespace(), "/chat");
+        let e = b.to_user(1).encode("ev", &()).unwrap();
+        assert_eq!(e.channel, "socket.io#/#user:1#");
+        let e = b.to_rooms(["a", "b"]).encode("ev", &()).unwrap();
+        assert_eq!(e.channel, "socket.io#/#");
+        assert!(matches!(
+            b.operator().encode("disconnect", &()),
+            Err(PublishError::ReservedEvent(_))
+        ));
+        assert!(b.operator().encode_values(Value::Nil).is_err());
+        assert!(
+            b.operator()
+                .encode_values(Value::Array(vec![Value::from(1)]))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn config_validation_and_redaction() {
+        assert!(Broadcaster::connect("not a url").is_err());
+        assert!(
+            Broadcaster::from_config(BroadcasterConfig {
+                publish_timeout: Duration::ZERO,
+                ..Default::default()
+            })
+            .is_err()
+        );
+        assert!(
+            Broadcaster::from_config(BroadcasterConfig {
+                user_room_template: "user".into(),
+                ..Default::default()
+            })
+            .is_err()
+        );
+        assert_eq!(redact("redis://:secret@h:1/0"), "redis://:***@h:1/0");
+        assert_eq!(redact("redis://u:secret@h:1"), "redis://u:***@h:1");
+        assert_eq!(redact("redis://h:1"), "redis://h:1");
+        let b = Broadcaster::from_config(BroadcasterConfig {
+            key: "myapp".into(),
+            user_room_template: "u-{id}".into(),
+            role_room_template: "r-{role}".into(),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(
+            b.to_user(1).encode("e", &()).unwrap().channel,
+            "myapp#/#u-1#"
+        );
+        assert_eq!(b.to_role("x").rooms(), ["r-x"]);
+    }
+}

@@ -97,7 +97,10 @@ mod tests {
         assert_eq!(c.broadcast_pattern("/"), "socket.io#/#*");
         assert_eq!(c.request("/"), "socket.io-request#/#");
         assert_eq!(c.response("/"), "socket.io-response#/#");
-        assert_eq!(c.response_for("/", "abc123"), "socket.io-response#/#abc123#");
+        assert_eq!(
+            c.response_for("/", "abc123"),
+            "socket.io-response#/#abc123#"
+        );
         let c = Channels::new("myapp");
         assert_eq!(c.room("/admin", "ops"), "myapp#/admin#ops#");
         assert_eq!(c.request("/admin"), "myapp-request#/admin#");
@@ -109,11 +112,17 @@ mod tests {
         assert_eq!(c.room_of("/", "socket.io#/#"), Some(None));
         assert_eq!(c.room_of("/", "socket.io#/#room#"), Some(Some("room")));
         assert_eq!(c.room_of("/", "socket.io#/#a#b#"), Some(Some("a#b")));
-        assert_eq!(c.room_of("/", "socket.io#/#salle-é#"), Some(Some("salle-é")));
+        assert_eq!(
+            c.room_of("/", "socket.io#/#salle-é#"),
+            Some(Some("salle-é"))
+        );
         // Node: "socket.io#/#x".slice(12, -1) === "" -> namespace-wide.
         assert_eq!(c.room_of("/", "socket.io#/#x"), Some(None));
         assert_eq!(c.room_of("/", "socket.io#/admin#ops#"), None);
-        assert_eq!(c.room_of("/admin", "socket.io#/admin#ops#"), Some(Some("ops")));
+        assert_eq!(
+            c.room_of("/admin", "socket.io#/admin#ops#"),
+            Some(Some("ops"))
+        );
         assert_eq!(c.room_of("/", "other#/#room#"), None);
         assert_eq!(c.room_of("/", "socket.io#/"), None);
         assert_eq!(c.room_of("/", ""), None);

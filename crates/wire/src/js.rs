@@ -155,7 +155,9 @@ impl Js {
                     ("num".into(), Js::Number(num as f64)),
                 ])
             }
-            Js::Array(items) => Js::Array(items.into_iter().map(|i| i.deconstruct(buffers)).collect()),
+            Js::Array(items) => {
+                Js::Array(items.into_iter().map(|i| i.deconstruct(buffers)).collect())
+            }
             Js::Object(entries) => Js::Object(
                 entries
                     .into_iter()
@@ -264,8 +266,9 @@ impl ObjectBuilder {
     pub(crate) fn finish(self) -> Js {
         let mut entries = self.entries;
         if entries.iter().any(|(k, _)| array_index(k).is_some()) {
-            let (mut indices, others): (Vec<_>, Vec<_>) =
-                entries.into_iter().partition(|(k, _)| array_index(k).is_some());
+            let (mut indices, others): (Vec<_>, Vec<_>) = entries
+                .into_iter()
+                .partition(|(k, _)| array_index(k).is_some());
             indices.sort_by_key(|(k, _)| array_index(k).unwrap_or(u32::MAX));
             indices.extend(others);
             entries = indices;
@@ -318,7 +321,11 @@ pub(crate) fn number_to_string(v: f64) -> String {
         return "0".into();
     }
     if v.is_infinite() {
-        return if v > 0.0 { "Infinity".into() } else { "-Infinity".into() };
+        return if v > 0.0 {
+            "Infinity".into()
+        } else {
+            "-Infinity".into()
+        };
     }
     if v < 0.0 {
         return format!("-{}", number_to_string(-v));
@@ -477,12 +484,24 @@ mod tests {
     #[test]
     fn dates_like_js() {
         assert_eq!(date_to_iso(0.0).unwrap(), "1970-01-01T00:00:00.000Z");
-        assert_eq!(date_to_iso(1_700_000_000_123.0).unwrap(), "2023-11-14T22:13:20.123Z");
+        assert_eq!(
+            date_to_iso(1_700_000_000_123.0).unwrap(),
+            "2023-11-14T22:13:20.123Z"
+        );
         assert_eq!(date_to_iso(-1.0).unwrap(), "1969-12-31T23:59:59.999Z");
         assert_eq!(date_to_iso(8.64e15).unwrap(), "+275760-09-13T00:00:00.000Z");
-        assert_eq!(date_to_iso(-8.64e15).unwrap(), "-271821-04-20T00:00:00.000Z");
-        assert_eq!(date_to_iso(-62198755200000.0).unwrap(), "-000001-01-01T00:00:00.000Z");
-        assert_eq!(date_to_iso(253402300800000.0).unwrap(), "+010000-01-01T00:00:00.000Z");
+        assert_eq!(
+            date_to_iso(-8.64e15).unwrap(),
+            "-271821-04-20T00:00:00.000Z"
+        );
+        assert_eq!(
+            date_to_iso(-62198755200000.0).unwrap(),
+            "-000001-01-01T00:00:00.000Z"
+        );
+        assert_eq!(
+            date_to_iso(253402300800000.0).unwrap(),
+            "+010000-01-01T00:00:00.000Z"
+        );
         assert_eq!(date_to_iso(f64::NAN), None);
         assert_eq!(
             date_to_string(0.0),
@@ -509,8 +528,14 @@ mod tests {
     #[test]
     fn strings_escape_like_json_stringify() {
         let mut out = String::new();
-        quote(&mut out, "a\"b\\c\n\r\t\u{8}\u{c}\u{1}\u{1f}\u{7f}é\u{2028}😀");
-        assert_eq!(out, "\"a\\\"b\\\\c\\n\\r\\t\\b\\f\\u0001\\u001f\u{7f}é\u{2028}😀\"");
+        quote(
+            &mut out,
+            "a\"b\\c\n\r\t\u{8}\u{c}\u{1}\u{1f}\u{7f}é\u{2028}😀",
+        );
+        assert_eq!(
+            out,
+            "\"a\\\"b\\\\c\\n\\r\\t\\b\\f\\u0001\\u001f\u{7f}é\u{2028}😀\""
+        );
     }
 
     #[test]

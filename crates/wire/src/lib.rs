@@ -27,6 +27,8 @@
 //! assert_eq!(packet.text, r#"2["ticket_updated",{"id":7}]"#);
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod channel;
 mod js;
 pub mod message;

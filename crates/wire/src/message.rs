@@ -166,7 +166,9 @@ pub(crate) fn room_list(v: Option<&Value>, what: &str) -> Result<Vec<String>, Wi
     match v {
         None | Some(Value::Nil) => Ok(Vec::new()),
         Some(Value::Array(items)) => items.iter().map(room_name).collect(),
-        Some(other) => Err(WireError::Shape(format!("{what} must be an array, got {other}"))),
+        Some(other) => Err(WireError::Shape(format!(
+            "{what} must be an array, got {other}"
+        ))),
     }
 }
 
@@ -186,7 +188,9 @@ pub(crate) fn string_lenient(v: &Value, what: &str) -> Result<String, WireError>
         Value::Integer(_) | Value::F32(_) | Value::F64(_) => {
             Ok(Js::from_msgpack(v).to_property_key())
         }
-        other => Err(WireError::Shape(format!("{what} must be a string, got {other}"))),
+        other => Err(WireError::Shape(format!(
+            "{what} must be a string, got {other}"
+        ))),
     }
 }
 
@@ -351,7 +355,10 @@ mod tests {
         assert!(msg.opts.except.is_empty());
         assert_eq!(msg.opts.flags, BroadcastFlags::default());
         assert_eq!(encode_broadcast(&msg), bytes);
-        assert_eq!(msg.channel(&crate::Channels::default()), "socket.io#/#role:admin#");
+        assert_eq!(
+            msg.channel(&crate::Channels::default()),
+            "socket.io#/#role:admin#"
+        );
     }
 
     #[test]
@@ -364,8 +371,14 @@ mod tests {
                 (Value::from("type"), Value::from(2)),
             ]),
             Value::Map(vec![
-                (Value::from("except"), Value::Array(vec![Value::from("sid1")])),
-                (Value::from("rooms"), Value::Array(vec![Value::from(42), Value::F64(1.5)])),
+                (
+                    Value::from("except"),
+                    Value::Array(vec![Value::from("sid1")]),
+                ),
+                (
+                    Value::from("rooms"),
+                    Value::Array(vec![Value::from(42), Value::F64(1.5)]),
+                ),
                 (
                     Value::from("flags"),
                     Value::Map(vec![
@@ -418,10 +431,18 @@ mod tests {
             vec![0x92, 0xc0, 0x80],
             vec![0x92, 0xa1, b'x', 0x01],
             vec![0x93, 0xa1, b'x', 0x80, 0x01],
-            vec![0x93, 0xa1, b'x', 0x81, 0xa4, b't', b'y', b'p', b'e', 0xa1, b'x', 0x80],
-            vec![0x93, 0xa1, b'x', 0x81, 0xa4, b't', b'y', b'p', b'e', 0x09, 0x80],
-            vec![0x93, 0xa1, b'x', 0x80, 0x81, 0xa5, b'r', b'o', b'o', b'm', b's', 0x01],
-            vec![0x93, 0xa1, b'x', 0x80, 0x81, 0xa5, b'r', b'o', b'o', b'm', b's', 0x91, 0xc0],
+            vec![
+                0x93, 0xa1, b'x', 0x81, 0xa4, b't', b'y', b'p', b'e', 0xa1, b'x', 0x80,
+            ],
+            vec![
+                0x93, 0xa1, b'x', 0x81, 0xa4, b't', b'y', b'p', b'e', 0x09, 0x80,
+            ],
+            vec![
+                0x93, 0xa1, b'x', 0x80, 0x81, 0xa5, b'r', b'o', b'o', b'm', b's', 0x01,
+            ],
+            vec![
+                0x93, 0xa1, b'x', 0x80, 0x81, 0xa5, b'r', b'o', b'o', b'm', b's', 0x91, 0xc0,
+            ],
             b"{\"json\":1}".to_vec(),
         ];
         for c in cases {

@@ -458,7 +458,9 @@ impl ser::Serializer for ArgsSerializer {
         index: u32,
         variant: &'static str,
     ) -> Result<Vec<Value>, WireError> {
-        Ok(vec![ValueSerializer.serialize_unit_variant(name, index, variant)?])
+        Ok(vec![
+            ValueSerializer.serialize_unit_variant(name, index, variant)?,
+        ])
     }
     fn serialize_newtype_struct<T: Serialize + ?Sized>(
         self,
@@ -669,7 +671,9 @@ impl ser::Serializer for ValueSerializer {
         } else if let Ok(i) = i64::try_from(v) {
             Ok(Value::from(i))
         } else {
-            Err(WireError::Serialize(format!("integer {v} does not fit in 64 bits")))
+            Err(WireError::Serialize(format!(
+                "integer {v} does not fit in 64 bits"
+            )))
         }
     }
     fn serialize_u8(self, v: u8) -> Result<Value, WireError> {
@@ -1150,7 +1154,11 @@ mod tests {
         let map32: Vec<_> = (0..65536).map(|i| (Value::from(i), Value::Nil)).collect();
         assert!(enc(Value::Map(map32)).starts_with("df0001000000c0"));
         assert_eq!(
-            enc(Value::Array(vec![Value::Nil, Value::from(true), Value::from(false)])),
+            enc(Value::Array(vec![
+                Value::Nil,
+                Value::from(true),
+                Value::from(false)
+            ])),
             "93c0c3c2"
         );
         assert_eq!(enc(Value::from("é")), "a2c3a9");
@@ -1164,7 +1172,10 @@ mod tests {
         assert_eq!(enc(Value::Ext(5, vec![1, 2])), "d5050102");
         assert_eq!(enc(Value::Ext(5, vec![0; 8])).len(), 2 * 10);
         assert_eq!(enc(Value::Ext(5, vec![0; 16])).len(), 2 * 18);
-        assert_eq!(enc(Value::Ext(-1, vec![0; 12])), format!("c70cff{}", "00".repeat(12)));
+        assert_eq!(
+            enc(Value::Ext(-1, vec![0; 12])),
+            format!("c70cff{}", "00".repeat(12))
+        );
         assert!(enc(Value::Ext(1, vec![0; 3])).starts_with("c70301"));
         assert!(enc(Value::Ext(1, vec![0; 300])).starts_with("c8012c01"));
         assert!(enc(Value::Ext(1, vec![0; 70000])).starts_with("c90001117001"));
@@ -1173,13 +1184,19 @@ mod tests {
     #[test]
     fn decode_roundtrip_and_errors() {
         let v = Value::Map(vec![
-            (Value::from("a"), Value::Array(vec![Value::from(1), Value::F64(1.5)])),
+            (
+                Value::from("a"),
+                Value::Array(vec![Value::from(1), Value::F64(1.5)]),
+            ),
             (Value::from("b"), Value::Binary(vec![1, 2])),
         ]);
         assert_eq!(decode(&encode(&v)).unwrap(), v);
         assert!(matches!(decode(&[]), Err(WireError::Empty)));
         assert!(matches!(decode(&[0x92, 0x01]), Err(WireError::Msgpack(_))));
-        assert!(matches!(decode(&[0x01, 0x02]), Err(WireError::TrailingBytes(1))));
+        assert!(matches!(
+            decode(&[0x01, 0x02]),
+            Err(WireError::TrailingBytes(1))
+        ));
         assert!(matches!(decode(&[0xc1]), Err(WireError::Msgpack(_))));
         // Huge declared lengths must not allocate or panic.
         assert!(decode(&[0xdd, 0xff, 0xff, 0xff, 0xff]).is_err());
@@ -1309,7 +1326,10 @@ mod tests {
     #[test]
     fn args_spread_tuples_only() {
         assert_eq!(to_args(&()).unwrap(), Vec::<Value>::new());
-        assert_eq!(to_args(&(1, "a")).unwrap(), vec![Value::from(1), Value::from("a")]);
+        assert_eq!(
+            to_args(&(1, "a")).unwrap(),
+            vec![Value::from(1), Value::from("a")]
+        );
         assert_eq!(to_args(&(7,)).unwrap(), vec![Value::from(7)]);
         assert_eq!(
             to_args(&vec![1, 2]).unwrap(),
@@ -1329,7 +1349,9 @@ mod tests {
             vec![Value::Binary(vec![1, 2])]
         );
         assert_eq!(
-            to_args(&(serde_bytes::Bytes::new(&[1]), Status::Moved { to: 1 })).unwrap().len(),
+            to_args(&(serde_bytes::Bytes::new(&[1]), Status::Moved { to: 1 }))
+                .unwrap()
+                .len(),
             2
         );
     }

@@ -622,7 +622,9 @@ impl FetchedSocket {
 
     fn from_value(v: &Value) -> Result<Self, WireError> {
         let Value::Map(e) = v else {
-            return Err(WireError::Shape(format!("fetched socket must be a map, got {v}")));
+            return Err(WireError::Shape(format!(
+                "fetched socket must be a map, got {v}"
+            )));
         };
         Ok(FetchedSocket {
             id: req_string(e, "id")?,
@@ -658,7 +660,9 @@ pub fn encode_response(resp: &Response) -> Vec<u8> {
                 Value::Array(sockets.iter().map(FetchedSocket::to_value).collect()),
             ),
         ]),
-        Response::Ack { request_id } => json(vec![kv("requestId", Value::from(request_id.as_str()))]),
+        Response::Ack { request_id } => {
+            json(vec![kv("requestId", Value::from(request_id.as_str()))])
+        }
         Response::ServerSideEmit { request_id, data } => json(vec![
             kv("type", Value::from(RequestType::ServerSideEmit as u8)),
             kv("requestId", Value::from(request_id.as_str())),
@@ -813,7 +817,10 @@ mod tests {
                 request_id: "r1".into()
             }
         );
-        assert_eq!(encode_request(&all), br#"{"uid":"abc123","requestId":"r1","type":1}"#);
+        assert_eq!(
+            encode_request(&all),
+            br#"{"uid":"abc123","requestId":"r1","type":1}"#
+        );
         let fetch = decode_request(
             br#"{"uid":"u","requestId":"r2","type":5,"opts":{"rooms":["a"],"except":["b"]}}"#,
         )
@@ -853,8 +860,9 @@ mod tests {
                 rooms: vec!["a".into(), "1".into()]
             }
         );
-        let sse = decode_request(br#"{"uid":"u","requestId":"r5","type":6,"data":["x",{"2":1,"1":2}]}"#)
-            .unwrap();
+        let sse =
+            decode_request(br#"{"uid":"u","requestId":"r5","type":6,"data":["x",{"2":1,"1":2}]}"#)
+                .unwrap();
         assert_eq!(sse.request_id(), Some("r5"));
         assert_eq!(sse.uid(), Some("u"));
         // Integer-like keys come first in JSON.stringify, as in Node.
@@ -940,7 +948,12 @@ mod tests {
         ];
         for c in cases {
             let bytes = encode_response(&c);
-            assert_eq!(decode_response(&bytes).unwrap(), c, "{}", String::from_utf8_lossy(&bytes));
+            assert_eq!(
+                decode_response(&bytes).unwrap(),
+                c,
+                "{}",
+                String::from_utf8_lossy(&bytes)
+            );
             assert_eq!(c.request_id(), "a");
         }
         assert_eq!(
@@ -999,7 +1012,11 @@ mod tests {
             b"{\"requestId\":\"a\",\"rooms\":{}}",
             b"nope",
         ] {
-            assert!(decode_response(c).is_err(), "{}", String::from_utf8_lossy(c));
+            assert!(
+                decode_response(c).is_err(),
+                "{}",
+                String::from_utf8_lossy(c)
+            );
         }
         // Truncations of a valid msgpack request never panic.
         let full = encode_request(&Request::BroadcastAck {

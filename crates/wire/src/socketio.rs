@@ -91,7 +91,9 @@ pub fn encode_event(
 /// `JSON.stringify` of a msgpack value as a Node server would compute it after notepack
 /// decoding (Buffers become `{"type":"Buffer","data":[...]}`, Dates ISO strings).
 pub fn js_json_string(v: &Value) -> String {
-    Js::from_msgpack(v).stringify().unwrap_or_else(|| "null".into())
+    Js::from_msgpack(v)
+        .stringify()
+        .unwrap_or_else(|| "null".into())
 }
 
 /// Converts a JSON value into the msgpack value JavaScript would encode for it: integers stay
@@ -115,7 +117,9 @@ pub fn json_to_msgpack(v: &serde_json::Value) -> Value {
             }
         }
         serde_json::Value::String(s) => Value::from(s.as_str()),
-        serde_json::Value::Array(items) => Value::Array(items.iter().map(json_to_msgpack).collect()),
+        serde_json::Value::Array(items) => {
+            Value::Array(items.iter().map(json_to_msgpack).collect())
+        }
         serde_json::Value::Object(map) => Value::Map(
             map.iter()
                 .map(|(k, v)| (Value::from(k.as_str()), json_to_msgpack(v)))
@@ -174,7 +178,9 @@ pub fn msgpack_to_json(v: &Value) -> serde_json::Value {
         Value::Ext(ty, data) => {
             serde_json::Value::Array(vec![serde_json::Value::from(*ty), buffer_json(data)])
         }
-        Value::Array(items) => serde_json::Value::Array(items.iter().map(msgpack_to_json).collect()),
+        Value::Array(items) => {
+            serde_json::Value::Array(items.iter().map(msgpack_to_json).collect())
+        }
         Value::Map(entries) => {
             let mut map = serde_json::Map::new();
             for (k, v) in entries {
@@ -267,7 +273,12 @@ mod tests {
     }
 
     fn map(entries: Vec<(&str, Value)>) -> Value {
-        Value::Map(entries.into_iter().map(|(k, v)| (Value::from(k), v)).collect())
+        Value::Map(
+            entries
+                .into_iter()
+                .map(|(k, v)| (Value::from(k), v))
+                .collect(),
+        )
     }
 
     #[test]
@@ -276,10 +287,15 @@ mod tests {
         assert_eq!(encode_event("/", &data, None).unwrap().text, r#"2["ev",1]"#);
         assert_eq!(encode_event("", &data, None).unwrap().text, r#"2["ev",1]"#);
         assert_eq!(
-            encode_event("/admin", &arr(vec![Value::from("ev")]), None).unwrap().text,
+            encode_event("/admin", &arr(vec![Value::from("ev")]), None)
+                .unwrap()
+                .text,
             r#"2/admin,["ev"]"#
         );
-        assert_eq!(encode_event("/", &data, Some(12)).unwrap().text, r#"212["ev",1]"#);
+        assert_eq!(
+            encode_event("/", &data, Some(12)).unwrap().text,
+            r#"212["ev",1]"#
+        );
         assert_eq!(
             encode_event("/admin", &data, Some(3)).unwrap().text,
             r#"2/admin,3["ev",1]"#
@@ -293,14 +309,20 @@ mod tests {
         let data = arr(vec![
             Value::from("file"),
             Value::Binary(vec![1, 2]),
-            map(vec![("nested", Value::Binary(vec![3])), ("n", Value::from(1))]),
+            map(vec![
+                ("nested", Value::Binary(vec![3])),
+                ("n", Value::from(1)),
+            ]),
         ]);
         let p = encode_event("/", &data, None).unwrap();
         assert_eq!(
             p.text,
             r#"52-["file",{"_placeholder":true,"num":0},{"nested":{"_placeholder":true,"num":1},"n":1}]"#
         );
-        assert_eq!(p.attachments, vec![Bytes::from_static(&[1, 2]), Bytes::from_static(&[3])]);
+        assert_eq!(
+            p.attachments,
+            vec![Bytes::from_static(&[1, 2]), Bytes::from_static(&[3])]
+        );
         let p = encode_event("/admin", &data, Some(4)).unwrap();
         assert!(p.text.starts_with("52-/admin,4[\"file\""), "{}", p.text);
     }
@@ -341,7 +363,10 @@ mod tests {
             Value::Map(vec![]),
         ] {
             assert!(
-                matches!(encode_event("/", &bad, None), Err(WireError::InvalidEvent(_))),
+                matches!(
+                    encode_event("/", &bad, None),
+                    Err(WireError::InvalidEvent(_))
+                ),
                 "{bad:?}"
             );
         }
@@ -369,18 +394,30 @@ mod tests {
                 ])
             )])
         );
-        assert_eq!(msgpack_to_json(&m), serde_json::json!({"a": [1, -2, 2, 1.5, null, true, "s"]}));
+        assert_eq!(
+            msgpack_to_json(&m),
+            serde_json::json!({"a": [1, -2, 2, 1.5, null, true, "s"]})
+        );
         let ordered = json_str_to_msgpack(r#"{"z":1,"a":{"y":2.0,"b":1e300}}"#).unwrap();
         assert_eq!(
             ordered,
             map(vec![
                 ("z", Value::from(1)),
-                ("a", map(vec![("y", Value::from(2)), ("b", Value::F64(1e300))]))
+                (
+                    "a",
+                    map(vec![("y", Value::from(2)), ("b", Value::F64(1e300))])
+                )
             ])
         );
-        assert_eq!(json_str_to_msgpack("18446744073709551615").unwrap(), Value::from(u64::MAX));
+        assert_eq!(
+            json_str_to_msgpack("18446744073709551615").unwrap(),
+            Value::from(u64::MAX)
+        );
         assert!(matches!(json_str_to_msgpack("{"), Err(WireError::Json(_))));
-        assert!(matches!(json_str_to_msgpack("1 2"), Err(WireError::Json(_))));
+        assert!(matches!(
+            json_str_to_msgpack("1 2"),
+            Err(WireError::Json(_))
+        ));
         assert!(matches!(json_str_to_msgpack(""), Err(WireError::Json(_))));
         let deep = "[".repeat(10_000);
         assert!(json_str_to_msgpack(&deep).is_err());
@@ -402,6 +439,9 @@ mod tests {
                 "big": u64::MAX,
             })
         );
-        assert_eq!(js_json_string(&odd), r#"{"1":{"type":"Buffer","data":[1,2]},"t":"1970-01-01T00:00:01.000Z","x":[7,{"type":"Buffer","data":[9]}],"nan":null,"big":18446744073709552000}"#);
+        assert_eq!(
+            js_json_string(&odd),
+            r#"{"1":{"type":"Buffer","data":[1,2]},"t":"1970-01-01T00:00:01.000Z","x":[7,{"type":"Buffer","data":[9]}],"nan":null,"big":18446744073709552000}"#
+        );
     }
 }

@@ -34,7 +34,9 @@ const cases = [
   ["nested_json", () => io.emit("nested", { a: [1, { b: null, c: true, d: false }], e: "str", f: {}, g: [], "": 0 })],
   ["integers", () => io.emit("ints", 0, 127, 128, 255, 256, 65535, 65536, 4294967295, 4294967296, 9007199254740991)],
   ["negatives", () => io.emit("neg", -1, -32, -33, -128, -129, -32768, -32769, -2147483648, -2147483649, -9007199254740991)],
-  ["floats", () => io.emit("floats", 1.5, -0.25, 2.0, -0, 0.1, 1e21)],
+  ["floats", () => io.emit("floats", 1.5, -0.25, 2.0, -0, 0.1, 1e-7, 123456.789)],
+  // notepack encodes integer-valued numbers >= 2^64 as uint64 modulo 2^64 (documented deviation)
+  ["float_1e21", () => io.emit("big", 1e21)],
   ["float_huge", () => io.emit("huge", 1e300)],
   ["float_nonfinite", () => io.emit("nonfinite", NaN, Infinity, -Infinity)],
   ["binary", () => io.to("files").emit("file", Buffer.from([0, 1, 2, 255]), { nested: Buffer.alloc(300, 7) })],
@@ -42,6 +44,7 @@ const cases = [
   ["strings_lengths", () => io.emit("s", "a".repeat(31), "b".repeat(32), "c".repeat(255), "d".repeat(256), "e".repeat(65536))],
   ["array_lengths", () => io.emit("arr", Array.from({ length: 15 }, (_, i) => i), Array.from({ length: 16 }, (_, i) => i))],
   ["map_lengths", () => io.emit("map", Object.fromEntries(Array.from({ length: 16 }, (_, i) => ["k" + i, i])))],
+  ["dates", () => io.emit("date", new Date(1700000000123), new Date(0), new Date(-1000))],
   ["broadcast_all", () => io.emit("announcement", { text: "maintenance at 22:00" })],
   ["sockets_join", () => io.to("user:42").socketsJoin("room:new")],
   ["sockets_join_many", () => io.in("a").except("b").socketsJoin(["x", "y"])],

@@ -1,0 +1,352 @@
+//! `switchboard`: publish Socket.IO events to Switchboard gateways from a shell.
+
+use std::io::Read;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use rmpv::Value;
+use switchboard_broadcaster::{
+    BroadcastOperator, Broadcaster, BroadcasterConfig, Delivery, PublishError,
+};
+
+/// Exit code for bad usage or bad input (clap uses it for usage errors too).
+const EXIT_USAGE: u8 = 2;
+/// Exit code when Redis is unreachable, times out or refuses the command.
+const EXIT_REDIS: u8 = 3;
+/// Exit code for `--require-delivery` when no subscriber received the message.
+const EXIT_UNDELIVERED: u8 = 4;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "switchboard",
+    version,
+    about = "Publish Socket.IO events to Switchboard gateways (and Node socket.io servers) through Redis",
+    long_about = "Publish Socket.IO events to Switchboard gateways (and Node Socket.IO servers using \
+@socket.io/redis-adapter) through Redis. Messages are byte-identical to @socket.io/redis-emitter.",
+    after_help = "EXIT CODES:\n  0  published\n  2  bad usage or bad input (invalid JSON, reserved event name...)\n  \
+3  Redis unreachable, timed out or refused the command (check --redis / SWITCHBOARD_REDIS_URL)\n  \
+4  --require-delivery was given and no subscriber received the message\n\n\
+EXAMPLES:\n  switchboard publish --role admin --event ticket_updated --data '{\"id\":7}'\n  \
+switchboard publish --user 42 --event notification --args '[\"assigned\", 7]'\n  \
+echo '{\"id\":7}' | switchboard publish --to room1 --event update --data -\n  \
+switchboard kick --user 42 --close\n  switchboard join --user 42 --room ticket:7"
+)]
+struct Cli {
+    /// Redis URL.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_REDIS_URL",
+        default_value = "redis://127.0.0.1:6379",
+        global = true,
+        help_heading = "Connection"
+    )]
+    redis: String,
+    /// Channel key prefix (the `key` option of the Node adapter/emitter).
+    #[arg(
+        long,
+        env = "SWITCHBOARD_KEY",
+        default_value = "socket.io",
+        global = true,
+        help_heading = "Connection"
+    )]
+    key: String,
+    /// Give up after this many milliseconds.
+    #[arg(
+        long,
+        default_value_t = 2000,
+        global = true,
+        help_heading = "Connection"
+    )]
+    timeout_ms: u64,
+    /// Room name template for --user.
+    #[arg(
+        long,
+        default_value = "user:{id}",
+        global = true,
+        help_heading = "Rooms"
+    )]
+    user_room_template: String,
+    /// Room name template for --role.
+    #[arg(
+        long,
+        default_value = "role:{role}",
+        global = true,
+        help_heading = "Rooms"
+    )]
+    role_room_template: String,
+    /// Exit with code 4 when no subscriber (gateway or server) received the message.
+    #[arg(long, global = true)]
+    require_delivery: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Debug, Default)]
+struct Target {
+    /// Target a room (repeatable; sockets in any of the rooms receive it once).
+    #[arg(long = "to", value_name = "ROOM")]
+    to: Vec<String>,
+    /// Target a user's room (repeatable), `user:{id}` by default.
+    #[arg(long = "user", value_name = "ID")]
+    user: Vec<String>,
+    /// Target a role's room (repeatable), `role:{role}` by default.
+    #[arg(long = "role", value_name = "ROLE")]
+    role: Vec<String>,
+    /// Exclude a room or a socket id (repeatable).
+    #[arg(long = "except", value_name = "ROOM")]
+    except: Vec<String>,
+    /// Namespace.
+    #[arg(long, default_value = "/", value_name = "NSP")]
+    namespace: String,
+}
+
+impl Target {
+    fn is_empty(&self) -> bool {
+        self.to.is_empty() && self.user.is_empty() && self.role.is_empty()
+    }
+
+    fn apply(&self, b: &Broadcaster) -> BroadcastOperator {
+        let mut op = b.of(&self.namespace).to_rooms(self.to.iter().cloned());
+        for u in &self.user {
+            op = op.to_user(u);
+        }
+        for r in &self.role {
+            op = op.to_role(r);
+        }
+        op.except_rooms(self.except.iter().cloned())
+    }
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Emit an event to clients. Without --to/--user/--role it goes to every client of the namespace.
+    Publish {
+        #[command(flatten)]
+        target: Target,
+        /// Event name.
+        #[arg(long)]
+        event: String,
+        /// ONE argument, any JSON (an array is one array argument). `-` reads it from stdin.
+        #[arg(long, group = "payload", value_name = "JSON")]
+        data: Option<String>,
+        /// ONE argument read from a JSON file (`-` for stdin).
+        #[arg(long, group = "payload", value_name = "PATH")]
+        data_file: Option<String>,
+        /// SEVERAL arguments: a JSON array whose elements are the arguments, e.g. '[1,"a"]'.
+        #[arg(long, group = "payload", value_name = "JSON_ARRAY")]
+        args: Option<String>,
+        /// Volatile: clients that cannot take the event right now miss it.
+        #[arg(long)]
+        volatile: bool,
+    },
+    /// Disconnect the targeted sockets (e.g. all sockets of a user).
+    Kick {
+        #[command(flatten)]
+        target: Target,
+        /// Also close the underlying connection (otherwise only the namespace is left).
+        #[arg(long)]
+        close: bool,
+        /// Allow targeting every socket of the namespace (no --to/--user/--role).
+        #[arg(long)]
+        all: bool,
+    },
+    /// Make the targeted sockets join rooms.
+    Join {
+        #[command(flatten)]
+        target: Target,
+        /// Room to join (repeatable).
+        #[arg(long = "room", required = true, value_name = "ROOM")]
+        rooms: Vec<String>,
+        /// Allow targeting every socket of the namespace.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Make the targeted sockets leave rooms.
+    Leave {
+        #[command(flatten)]
+        target: Target,
+        /// Room to leave (repeatable).
+        #[arg(long = "room", required = true, value_name = "ROOM")]
+        rooms: Vec<String>,
+        /// Allow targeting every socket of the namespace.
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+/// A failure with the exit code to use.
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+fn usage(message: impl Into<String>) -> Failure {
+    Failure {
+        code: EXIT_USAGE,
+        message: message.into(),
+    }
+}
+
+fn read_source(path: &str) -> Result<String, Failure> {
+    let mut text = String::new();
+    if path == "-" {
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(|e| usage(format!("cannot read the data from stdin: {e}")))?;
+    } else {
+        text = std::fs::read_to_string(path)
+            .map_err(|e| usage(format!("cannot read --data-file {path}: {e}")))?;
+    }
+    Ok(text)
+}
+
+fn parse_json(text: &str, what: &str) -> Result<Value, Failure> {
+    switchboard_wire::json_str_to_msgpack(text.trim()).map_err(|e| {
+        usage(format!(
+            "{what} is not valid JSON ({e}). Quote strings: --data '\"text\"'"
+        ))
+    })
+}
+
+fn publish_failure(e: PublishError) -> Failure {
+    match e {
+        PublishError::Unreachable { .. } | PublishError::Timeout { .. } => Failure {
+            code: EXIT_REDIS,
+            message: format!(
+                "{e}\nCheck that Redis is running and that --redis / SWITCHBOARD_REDIS_URL points to it."
+            ),
+        },
+        PublishError::Redis(_) => Failure {
+            code: EXIT_REDIS,
+            message: format!(
+                "{e}\nCheck the credentials in the Redis URL and that the server accepts PUBLISH."
+            ),
+        },
+        PublishError::Config(_) => usage(format!("{e}")),
+        PublishError::ReservedEvent(_) => usage(format!(
+            "{e}: Socket.IO clients reserve it. Pick another event name."
+        )),
+        PublishError::Encode(_) => usage(format!("{e}")),
+    }
+}
+
+fn require_target(target: &Target, all: bool, verb: &str) -> Result<(), Failure> {
+    if target.is_empty() && !all {
+        return Err(usage(format!(
+            "{verb} without --to/--user/--role would affect every socket of the namespace; \
+             add a target or pass --all"
+        )));
+    }
+    Ok(())
+}
+
+async fn run(cli: Cli) -> Result<Delivery, Failure> {
+    let b = Broadcaster::from_config(BroadcasterConfig {
+        redis_url: cli.redis.clone(),
+        key: cli.key.clone(),
+        publish_timeout: Duration::from_millis(cli.timeout_ms.max(1)),
+        user_room_template: cli.user_room_template.clone(),
+        role_room_template: cli.role_room_template.clone(),
+        ..Default::default()
+    })
+    .map_err(publish_failure)?;
+    match cli.command {
+        Command::Publish {
+            target,
+            event,
+            data,
+            data_file,
+            args,
+            volatile,
+        } => {
+            let mut values = vec![Value::from(event.as_str())];
+            if let Some(d) = data {
+                let text = if d == "-" { read_source("-")? } else { d };
+                values.push(parse_json(&text, "--data")?);
+            } else if let Some(path) = data_file {
+                let text = read_source(&path)?;
+                values.push(parse_json(&text, "--data-file")?);
+            } else if let Some(a) = args {
+                match parse_json(&a, "--args")? {
+                    Value::Array(items) => values.extend(items),
+                    _ => {
+                        return Err(usage(
+                            "--args must be a JSON array of arguments, e.g. '[1,\"a\"]'; \
+                             use --data for a single argument",
+                        ));
+                    }
+                }
+            }
+            let mut op = target.apply(&b);
+            if volatile {
+                op = op.volatile();
+            }
+            let m = op
+                .encode_values(Value::Array(values))
+                .map_err(publish_failure)?;
+            b.publish(m).await.map_err(publish_failure)
+        }
+        Command::Kick { target, close, all } => {
+            require_target(&target, all, "kick")?;
+            target
+                .apply(&b)
+                .disconnect_sockets(close)
+                .await
+                .map_err(publish_failure)
+        }
+        Command::Join { target, rooms, all } => {
+            require_target(&target, all, "join")?;
+            target
+                .apply(&b)
+                .sockets_join(rooms)
+                .await
+                .map_err(publish_failure)
+        }
+        Command::Leave { target, rooms, all } => {
+            require_target(&target, all, "leave")?;
+            target
+                .apply(&b)
+                .sockets_leave(rooms)
+                .await
+                .map_err(publish_failure)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let require_delivery = cli.require_delivery;
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("switchboard: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(d) => {
+            println!(
+                "published to {}: {} subscriber(s)",
+                d.channel, d.subscribers
+            );
+            if d.subscribers == 0 {
+                eprintln!(
+                    "switchboard: warning: no gateway or server is subscribed to this namespace on \
+                     this Redis (check --redis, --key and --namespace)"
+                );
+                if require_delivery {
+                    return ExitCode::from(EXIT_UNDELIVERED);
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Err(f) => {
+            eprintln!("switchboard: {}", f.message);
+            ExitCode::from(f.code)
+        }
+    }
+}
