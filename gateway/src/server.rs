@@ -46,7 +46,6 @@ pub struct Gateway {
     bus: Arc<Bus>,
     api: PublishApi,
     metrics: Metrics,
-    cluster: Option<Arc<Cluster>>,
     draining: AtomicBool,
 }
 
@@ -66,26 +65,9 @@ impl Gateway {
         let admission = (config.limits.connects_per_sec > 0).then(|| {
             TokenBucket::new(config.limits.connects_per_sec, config.limits.connects_burst)
         });
-        // With Redis, gateways register so peers can forward polls to them.
-        let cluster = match config.redis.url() {
-            Some(_) => {
-                match Cluster::join(bus.clone(), &config.redis.key, config.advertise_addr()?).await
-                {
-                    Ok(cluster) => Some(Arc::new(cluster)),
-                    Err(err) => {
-                        // Redis down at start: run without forwarding rather
-                        // than not at all; sticky sessions still work.
-                        tracing::warn!(%err, "cannot register with peers; polling requests will not be forwarded");
-                        None
-                    }
-                }
-            }
-            None => None,
-        };
         let engine = Engine::new(
             EngineSettings::from(&config),
             admission,
-            cluster.clone(),
             io.clone(),
             metrics.clone(),
         );
@@ -102,7 +84,6 @@ impl Gateway {
                 bus,
                 api,
                 metrics,
-                cluster,
                 draining: AtomicBool::new(false),
             }),
             listener,
@@ -183,8 +164,8 @@ impl BoundGateway {
             .bus
             .start(gateway.io.clone(), shutdown.child_token());
         gateway.io.spawn_expiry_sweeper(shutdown.child_token());
-        if let Some(cluster) = &gateway.cluster {
-            cluster.spawn_refresh(shutdown.child_token());
+        if gateway.config.redis.url().is_some() {
+            spawn_cluster_join(&gateway, shutdown.child_token());
         }
         let http_connections = TaskTracker::new();
         let stop_http = CancellationToken::new();
@@ -239,6 +220,46 @@ impl BoundGateway {
         tracing::info!("switchboard gateway stopped");
         Ok(())
     }
+}
+
+/// Registers with peers for sid forwarding, retrying while Redis is down
+/// (until then this gateway's sids carry no owner tag and sticky sessions
+/// are needed for them).
+fn spawn_cluster_join(gateway: &Arc<Gateway>, shutdown: CancellationToken) {
+    let gateway = gateway.clone();
+    tokio::spawn(async move {
+        let advertise = match gateway.config.advertise_addr() {
+            Ok(addr) => addr,
+            Err(err) => {
+                tracing::error!(%err, "no advertise address; polling requests will not be forwarded");
+                return;
+            }
+        };
+        let mut retry = Duration::from_millis(gateway.config.redis.reconnect_min_ms);
+        loop {
+            let joined = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                joined = Cluster::join(gateway.bus.clone(), &gateway.config.redis.key, advertise) => joined,
+            };
+            match joined {
+                Ok(cluster) => {
+                    let cluster = Arc::new(cluster);
+                    cluster.spawn_refresh(shutdown);
+                    gateway.engine.set_cluster(cluster);
+                    return;
+                }
+                Err(err) => {
+                    tracing::warn!(%err, retry_in_ms = retry.as_millis() as u64, "cannot register with peers yet");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(retry) => {}
+                    }
+                    retry = (retry * 2)
+                        .min(Duration::from_millis(gateway.config.redis.reconnect_max_ms));
+                }
+            }
+        }
+    });
 }
 
 fn serve_connection(

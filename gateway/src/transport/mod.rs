@@ -211,7 +211,9 @@ pub struct Engine<H: EngineHandler> {
     /// Admission of new sessions, for `limits.connects_per_sec`.
     admission: Option<parking_lot::Mutex<TokenBucket>>,
     /// Peers, when several gateways share Redis: sids name their owner.
-    cluster: Option<Arc<Cluster>>,
+    /// Set once the gateway has registered (possibly after a Redis outage
+    /// at start).
+    cluster: std::sync::OnceLock<Arc<Cluster>>,
     handler: Arc<H>,
     metrics: Metrics,
 }
@@ -245,7 +247,6 @@ impl<H: EngineHandler> Engine<H> {
     pub fn new(
         settings: EngineSettings,
         admission: Option<TokenBucket>,
-        cluster: Option<Arc<Cluster>>,
         handler: Arc<H>,
         metrics: Metrics,
     ) -> Arc<Self> {
@@ -254,10 +255,15 @@ impl<H: EngineHandler> Engine<H> {
             sessions: RwLock::new(HashMap::new()),
             per_ip: parking_lot::Mutex::new(HashMap::new()),
             admission: admission.map(parking_lot::Mutex::new),
-            cluster,
+            cluster: std::sync::OnceLock::new(),
             handler,
             metrics,
         })
+    }
+
+    /// Enables sid forwarding once this gateway is registered with its peers.
+    pub fn set_cluster(&self, cluster: Arc<Cluster>) {
+        let _ = self.cluster.set(cluster);
     }
 
     pub fn handler(&self) -> &Arc<H> {
@@ -383,7 +389,7 @@ impl<H: EngineHandler> Engine<H> {
                 None => {
                     // Another gateway's session: forward it to the owner,
                     // once (a forwarded request is never forwarded again).
-                    if let Some(cluster) = &self.cluster
+                    if let Some(cluster) = self.cluster.get()
                         && !req.headers().contains_key(forward::FORWARDED_HEADER)
                         && let Some(tag) = cluster.foreign_owner(raw)
                     {
@@ -430,8 +436,22 @@ impl<H: EngineHandler> Engine<H> {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
+        // Only the headers authentication and per-IP limits read are kept:
+        // a browser's full header set would cost every idle connection a
+        // kilobyte or two.
+        let mut headers = http::HeaderMap::new();
+        for name in [header::AUTHORIZATION, header::COOKIE] {
+            for value in req.headers().get_all(&name) {
+                headers.append(name.clone(), value.clone());
+            }
+        }
+        if self.settings.trust_forwarded_for
+            && let Some(value) = req.headers().get("x-forwarded-for")
+        {
+            headers.insert("x-forwarded-for", value.clone());
+        }
         Handshake {
-            headers: req.headers().clone(),
+            headers,
             query: req.uri().query().unwrap_or("").to_string(),
             remote,
             issued_ms,
@@ -464,7 +484,7 @@ impl<H: EngineHandler> Engine<H> {
         handshake: Handshake,
         kind: TransportKind,
     ) -> Arc<Connection<H::Data>> {
-        let sid = match &self.cluster {
+        let sid = match self.cluster.get() {
             Some(cluster) => cluster.new_sid(),
             None => Sid::new(),
         };
