@@ -42,6 +42,8 @@ pub struct Metrics {
     pub bus_up: IntGauge,
     /// Redis reconnect attempts.
     pub bus_reconnects: IntCounter,
+    /// Times the bus subscription was lost.
+    pub bus_outages: IntCounter,
     /// Publishes to the bus that failed, by origin.
     pub bus_publish_errors: IntCounterVec,
     /// Socket.IO packets queued to clients.
@@ -162,6 +164,11 @@ impl Metrics {
                 &r,
                 "switchboard_bus_up",
                 "1 when the bus is connected and subscribed",
+            ),
+            bus_outages: counter(
+                &r,
+                "switchboard_bus_outages_total",
+                "Times the bus subscription was lost",
             ),
             bus_reconnects: counter(
                 &r,

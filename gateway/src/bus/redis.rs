@@ -155,6 +155,9 @@ impl Subscriber {
 
     fn set_down(&self, error: String) {
         let mut s = self.state.lock();
+        if s.subscribed {
+            self.metrics.bus_outages.inc();
+        }
         s.subscribed = false;
         s.last_error = Some(error);
         self.metrics.bus_up.set(0);
