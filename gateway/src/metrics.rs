@@ -212,6 +212,20 @@ impl Metrics {
             ),
             registry: r,
         }
+        .with_zero_series()
+    }
+
+    /// Creates the labelled series dashboards alert on, so they read 0
+    /// instead of being absent until the first event.
+    fn with_zero_series(self) -> Self {
+        for transport in ["polling", "websocket"] {
+            self.connections.with_label_values(&[transport]);
+        }
+        for kind in ["broadcast", "request"] {
+            self.bus_in.with_label_values(&[kind]);
+            self.bus_decode_errors.with_label_values(&[kind]);
+        }
+        self
     }
 
     /// The text exposition format served on `/metrics`.
