@@ -1,0 +1,378 @@
+//! Shared helpers for the gateway interop tests: gateways in embedded and
+//! Redis mode, tokens, `/metrics` parsing, the publish API, and a raw
+//! Engine.IO websocket for protocol tests.
+//!
+//! Every helper is bounded by a timeout; every process is owned by the test
+//! that started it (dropping it kills it).
+
+#![allow(dead_code)]
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use switchboard_testkit::{
+    GatewayOptions, GatewayProcess,
+    jwt::Claims,
+    net::http_request,
+    node::{ConnectOptions, Connected, NodeDriver},
+    redis::RedisServer,
+};
+use tokio::net::TcpStream;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, tungstenite::Message};
+
+/// HS256 secret every gateway in these tests is started with.
+pub const SECRET: &str = "interop-secret-0123456789abcdef";
+/// API key for `POST /api/v1/emit`.
+pub const API_KEY: &str = "interop-api-key-0123456789abcdef";
+/// Default bound for anything that should happen.
+pub const T: Duration = Duration::from_secs(10);
+/// How long we watch for something that must not happen.
+pub const QUIET: Duration = Duration::from_millis(600);
+
+/// A valid HS256 token for `sub` with no role.
+pub fn token(sub: &str) -> String {
+    Claims::new().sub(sub).sign_hs256(SECRET)
+}
+
+/// A valid HS256 token for `sub` with a single `role` claim.
+pub fn token_role(sub: &str, role: &str) -> String {
+    Claims::new().sub(sub).role(role).sign_hs256(SECRET)
+}
+
+/// Options for a gateway with the test secret and API key, embedded bus.
+pub fn base_opts() -> GatewayOptions {
+    GatewayOptions::new()
+        .secret(SECRET)
+        .env("SWITCHBOARD_API_KEYS", API_KEY)
+        .env("SWITCHBOARD_LOG_LEVEL", "switchboard_gateway=debug,info")
+}
+
+/// Starts a gateway (blocking start on a worker thread).
+pub async fn start(opts: GatewayOptions) -> GatewayProcess {
+    GatewayProcess::start_async(opts)
+        .await
+        .expect("gateway starts")
+}
+
+/// An embedded-bus gateway with the test secret and API key plus `env`.
+pub async fn embedded_gateway(env: &[(&str, &str)]) -> GatewayProcess {
+    let mut opts = base_opts();
+    for (k, v) in env {
+        opts = opts.env(*k, *v);
+    }
+    start(opts).await
+}
+
+/// A Redis-bus gateway on `redis` plus `env`, waited for until `/readyz`
+/// says it is subscribed.
+pub async fn redis_gateway(redis: &RedisServer, env: &[(&str, &str)]) -> GatewayProcess {
+    let mut opts = base_opts().redis(redis.url());
+    for (k, v) in env {
+        opts = opts.env(*k, *v);
+    }
+    let gw = start(opts).await;
+    wait_ready(&gw, T).await;
+    gw
+}
+
+/// Starts a private redis-server.
+pub fn redis() -> RedisServer {
+    RedisServer::start().expect("redis-server starts")
+}
+
+/// Starts the node driver (official socket.io-client and redis-emitter).
+pub async fn node() -> NodeDriver {
+    NodeDriver::start().await.expect("node driver starts")
+}
+
+/// `GET url` on a worker thread: status and body.
+pub async fn get(url: String) -> anyhow::Result<(u16, String)> {
+    tokio::task::spawn_blocking(move || {
+        let r = http_request("GET", &url, &[], None, Duration::from_secs(5))?;
+        Ok((r.status, r.text()))
+    })
+    .await
+    .context("http task panicked")?
+}
+
+/// `GET url` parsed as JSON.
+pub async fn get_json(url: String) -> anyhow::Result<(u16, Value)> {
+    let (status, body) = get(url.clone()).await?;
+    let v = serde_json::from_str(&body).with_context(|| format!("{url} gave non-JSON {body:?}"))?;
+    Ok((status, v))
+}
+
+/// Polls `/readyz` until it answers 200 with `ready: true`; returns the body.
+pub async fn wait_ready(gw: &GatewayProcess, timeout: Duration) -> Value {
+    let url = format!("{}/readyz", gw.url());
+    let deadline = Instant::now() + timeout;
+    loop {
+        let last = get_json(url.clone()).await;
+        if let Ok((200, v)) = &last
+            && v["ready"] == json!(true)
+        {
+            return v.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "gateway not ready within {timeout:?}; last /readyz: {last:?}\nlogs:\n{}",
+            gw.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The `/metrics` text of a gateway.
+pub async fn metrics(gw: &GatewayProcess) -> String {
+    let (status, body) = get(format!("{}/metrics", gw.url()))
+        .await
+        .expect("GET /metrics");
+    assert_eq!(status, 200, "/metrics answered {status}: {body}");
+    body
+}
+
+/// The value of one series in Prometheus text, e.g.
+/// `switchboard_connect_refused_total{reason="expired"}` or
+/// `switchboard_messages_out_total`. `None` if the series is absent.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .find(|(name, _)| *name == series)
+        .and_then(|(_, v)| v.parse().ok())
+}
+
+/// [`metric`] with absent counted as 0 (a labelled counter that was never
+/// incremented is not rendered).
+pub fn metric_or_zero(text: &str, series: &str) -> f64 {
+    metric(text, series).unwrap_or(0.0)
+}
+
+/// Polls `/metrics` until `series` satisfies `pred`; returns its value.
+pub async fn wait_metric(
+    gw: &GatewayProcess,
+    series: &str,
+    timeout: Duration,
+    pred: impl Fn(f64) -> bool,
+) -> f64 {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let text = metrics(gw).await;
+        let v = metric_or_zero(&text, series);
+        if pred(v) {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "metric {series} = {v} did not reach the expected value within {timeout:?}; /metrics:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `POST /api/v1/emit` with the test API key; status and JSON body.
+pub async fn api_emit(gw: &GatewayProcess, body: Value) -> (u16, Value) {
+    let url = format!("{}/api/v1/emit", gw.url());
+    let auth = format!("Bearer {API_KEY}");
+    let resp = tokio::task::spawn_blocking(move || {
+        let bytes = body.to_string().into_bytes();
+        http_request(
+            "POST",
+            &url,
+            &[
+                ("Authorization", auth.as_str()),
+                ("Content-Type", "application/json"),
+            ],
+            Some(&bytes),
+            Duration::from_secs(5),
+        )
+    })
+    .await
+    .expect("api task")
+    .expect("POST /api/v1/emit");
+    let v = serde_json::from_slice(&resp.body).unwrap_or(Value::Null);
+    (resp.status, v)
+}
+
+/// [`api_emit`] that must succeed.
+pub async fn api_emit_ok(gw: &GatewayProcess, body: Value) -> Value {
+    let (status, v) = api_emit(gw, body.clone()).await;
+    assert_eq!(status, 200, "API emit {body} failed: {v}");
+    assert_eq!(v["ok"], json!(true), "API emit {body}: {v}");
+    v
+}
+
+/// Connects a client that must be admitted.
+pub async fn connect(
+    node: &NodeDriver,
+    name: &str,
+    gw: &GatewayProcess,
+    opts: ConnectOptions,
+) -> Connected {
+    match node
+        .connect(name, &gw.url(), opts.timeout(Duration::from_secs(8)))
+        .await
+    {
+        Ok(c) => c,
+        Err(e) => panic!(
+            "{name} could not connect: {e:#}\ngateway logs:\n{}",
+            gw.logs()
+        ),
+    }
+}
+
+/// Waits for `name` on `client` and then makes sure it does not arrive a
+/// second time within [`QUIET`].
+pub async fn expect_once(node: &NodeDriver, client: &str, name: &str) -> Vec<Value> {
+    let args = node
+        .expect_event(client, name, T)
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    node.expect_no_event_named(client, name, QUIET)
+        .await
+        .unwrap_or_else(|e| panic!("{client} got {name:?} twice: {e:#}"));
+    args
+}
+
+/// Asserts `client` receives no event `name` within [`QUIET`].
+pub async fn expect_none(node: &NodeDriver, client: &str, name: &str) {
+    node.expect_no_event_named(client, name, QUIET)
+        .await
+        .unwrap_or_else(|e| panic!("{client} must not receive {name:?}: {e:#}"));
+}
+
+/// A JSON payload with nested objects, unicode, integers and floats.
+pub fn rich_json() -> Value {
+    json!({
+        "nested": {"list": [1, 2, {"deep": {"deeper": [null, true, false]}}], "empty": {}},
+        "unicode": "héllo wörld ✓ 日本語 🎉 \u{0}nul \"quoted\" \\ back",
+        "int": 42,
+        "negative": -7,
+        "big": 9_007_199_254_740_991_u64,
+        "float": 3.25,
+        "pi": 1.234_567_890_123,
+        "tiny": 1.5e-7,
+        "string_number": "12"
+    })
+}
+
+// ------------------------------------------------------------- raw engine.io
+
+/// A raw Engine.IO v4 websocket (no socket.io-client), for protocol tests.
+pub struct RawWs {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    /// Text frames seen while waiting for something else.
+    pub seen: Vec<String>,
+}
+
+/// How a raw websocket ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ended {
+    /// A websocket Close frame arrived.
+    CloseFrame,
+    /// The TCP stream ended or errored without a Close frame.
+    Dropped,
+}
+
+impl RawWs {
+    /// Opens `ws://…/socket.io/?EIO=4&transport=websocket[&extra]`.
+    pub async fn connect(gw: &GatewayProcess, extra_query: &str) -> anyhow::Result<Self> {
+        let mut url = format!(
+            "ws://127.0.0.1:{}/socket.io/?EIO=4&transport=websocket",
+            gw.port()
+        );
+        if !extra_query.is_empty() {
+            url.push('&');
+            url.push_str(extra_query);
+        }
+        let (ws, _) = tokio::time::timeout(T, tokio_tungstenite::connect_async(url.as_str()))
+            .await
+            .context("websocket handshake timed out")?
+            .with_context(|| format!("websocket handshake to {url}"))?;
+        Ok(RawWs {
+            ws,
+            seen: Vec::new(),
+        })
+    }
+
+    /// The next text frame (skipping pings/pongs at the websocket level).
+    pub async fn next_text(&mut self, timeout: Duration) -> anyhow::Result<String> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let msg = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .context("no frame in time")?;
+            match msg {
+                Some(Ok(Message::Text(t))) => return Ok(t.to_string()),
+                Some(Ok(Message::Binary(b))) => bail!("unexpected binary frame {b:?}"),
+                Some(Ok(Message::Close(c))) => bail!("closed: {c:?}"),
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => bail!("websocket error: {e}"),
+                None => bail!("websocket ended"),
+            }
+        }
+    }
+
+    /// Reads the Engine.IO open packet and returns its JSON.
+    pub async fn open_packet(&mut self) -> anyhow::Result<Value> {
+        let t = self.next_text(T).await?;
+        let body = t
+            .strip_prefix('0')
+            .with_context(|| format!("first frame is not an open packet: {t:?}"))?;
+        Ok(serde_json::from_str(body)?)
+    }
+
+    /// Sends one text frame.
+    pub async fn send_text(&mut self, text: &str) -> anyhow::Result<()> {
+        self.ws
+            .send(Message::Text(text.to_string().into()))
+            .await
+            .context("send text frame")
+    }
+
+    /// Reads the open packet, sends a Socket.IO CONNECT to `/` with
+    /// `{"token": token}` and waits for the CONNECT reply; returns the sid.
+    pub async fn socketio_connect(&mut self, token: &str) -> anyhow::Result<String> {
+        self.open_packet().await?;
+        self.send_text(&format!("40{}", json!({ "token": token })))
+            .await?;
+        loop {
+            let t = self.next_text(T).await?;
+            if let Some(body) = t.strip_prefix("40") {
+                let v: Value = serde_json::from_str(body)?;
+                return v["sid"]
+                    .as_str()
+                    .map(str::to_string)
+                    .context("CONNECT reply without sid");
+            }
+            if t.starts_with("44") {
+                bail!("connect refused: {t}");
+            }
+            self.seen.push(t);
+        }
+    }
+
+    /// Waits until the server ends the websocket; text frames that arrive
+    /// first are kept in [`seen`](Self::seen). Errs if it is still open
+    /// after `timeout`.
+    pub async fn expect_closed(&mut self, timeout: Duration) -> anyhow::Result<Ended> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let msg = match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Ok(m) => m,
+                Err(_) => bail!(
+                    "websocket still open after {timeout:?}; frames seen: {:?}",
+                    self.seen
+                ),
+            };
+            match msg {
+                Some(Ok(Message::Text(t))) => self.seen.push(t.to_string()),
+                Some(Ok(Message::Close(_))) => return Ok(Ended::CloseFrame),
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return Ok(Ended::Dropped),
+            }
+        }
+    }
+}
