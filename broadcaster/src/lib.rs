@@ -51,15 +51,7 @@ use switchboard_wire::{
     EMITTER_UID, Request, RequestOpts, RoomsRequest, WireError,
 };
 
-/// Event names a Socket.IO client reserves; the Node emitter refuses them too.
-pub const RESERVED_EVENTS: [&str; 6] = [
-    "connect",
-    "connect_error",
-    "disconnect",
-    "disconnecting",
-    "newListener",
-    "removeListener",
-];
+pub use switchboard_wire::RESERVED_EVENTS;
 
 /// Settings of a [`Broadcaster`].
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -46,7 +46,8 @@ pub use request::{
     decode_request, decode_response, encode_request, encode_response,
 };
 pub use socketio::{
-    EncodedPacket, encode_event, json_str_to_msgpack, json_to_msgpack, msgpack_to_json,
+    EncodedPacket, RESERVED_EVENTS, encode_event, json_str_to_msgpack, json_to_msgpack,
+    msgpack_to_json,
 };
 
 /// Everything that can go wrong decoding or encoding bus messages.

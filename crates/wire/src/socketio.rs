@@ -13,6 +13,17 @@ pub const EVENT: u8 = 2;
 /// Socket.IO packet type BINARY_EVENT.
 pub const BINARY_EVENT: u8 = 5;
 
+/// Event names Socket.IO reserves: clients may not emit them and the Node
+/// emitter refuses to publish them.
+pub const RESERVED_EVENTS: [&str; 6] = [
+    "connect",
+    "connect_error",
+    "disconnect",
+    "disconnecting",
+    "newListener",
+    "removeListener",
+];
+
 /// A Socket.IO v5 packet ready for the Engine.IO layer: the packet text (without the Engine.IO
 /// `4` message prefix) and the binary attachments to send after it, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]

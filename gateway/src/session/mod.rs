@@ -29,6 +29,7 @@ use socketioxide_core::{
     parser::{Parse, ParseConfig, ParseError},
 };
 use socketioxide_parser_common::CommonParser;
+use switchboard_wire::RESERVED_EVENTS;
 
 pub use client::Client;
 pub use socket::Socket;
@@ -48,16 +49,6 @@ type UserKey = (Arc<str>, Box<str>);
 
 /// An Engine.IO connection as the session layer holds it.
 pub type Conn = Arc<Connection<Client>>;
-
-/// Event names a client may not emit (they are reserved by Socket.IO).
-const RESERVED_EVENTS: &[&str] = &[
-    "connect",
-    "connect_error",
-    "disconnect",
-    "disconnecting",
-    "newListener",
-    "removeListener",
-];
 
 /// The Socket.IO server of one gateway: namespaces, authentication, the room
 /// index and the bus it publishes client events to.
