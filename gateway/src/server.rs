@@ -95,7 +95,13 @@ impl Gateway {
         let path = req.uri().path();
         let sio_path = self.config.server.path.as_str();
         if path == sio_path || Some(path) == sio_path.strip_suffix('/') {
-            if self.draining.load(Ordering::Acquire) {
+            // While draining, refuse new sessions only: requests for open
+            // sessions (ours, or forwarded to their owner) still go through.
+            let new_session = !req
+                .uri()
+                .query()
+                .is_some_and(|q| q.split('&').any(|p| p.starts_with("sid=")));
+            if new_session && self.draining.load(Ordering::Acquire) {
                 return json(
                     StatusCode::SERVICE_UNAVAILABLE,
                     &serde_json::json!({"code": 3, "message": "gateway is shutting down"}),
@@ -189,8 +195,8 @@ impl BoundGateway {
                 },
             }
         }
-        drop(listener);
         gateway.draining.store(true, Ordering::Release);
+        drop(listener);
         let deadline = gateway.config.shutdown_deadline();
         let sessions = gateway.engine.session_count();
         tracing::info!(
