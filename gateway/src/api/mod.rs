@@ -38,7 +38,8 @@ const API_UID: &str = "switchboard-api";
 pub struct EmitRequest {
     /// The event name clients listen for.
     pub event: String,
-    /// One argument (any JSON); use `args` for several.
+    /// One argument (any JSON, `null` included); use `args` for several.
+    #[serde(default, deserialize_with = "present")]
     pub data: Option<serde_json::Value>,
     /// Several arguments.
     pub args: Option<Vec<serde_json::Value>>,
@@ -305,6 +306,12 @@ impl PublishApi {
         };
         Ok((channel, encode_broadcast(&msg)))
     }
+}
+
+/// A field that is present is `Some`, even when it is `null`; an absent one
+/// stays `None` (through `#[serde(default)]`).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<serde_json::Value>, D::Error> {
+    serde_json::Value::deserialize(d).map(Some)
 }
 
 async fn read_body(body: Incoming) -> Result<Bytes, ApiError> {

@@ -440,15 +440,18 @@ impl<H: EngineHandler> Engine<H> {
         // a browser's full header set would cost every idle connection a
         // kilobyte or two.
         let mut headers = http::HeaderMap::new();
+        // Values are copied, not cloned: a clone shares hyper's read buffer
+        // and would keep all of it alive for the session's life.
+        let copy = |v: &http::HeaderValue| http::HeaderValue::from_bytes(v.as_bytes()).ok();
         for name in [header::AUTHORIZATION, header::COOKIE] {
-            for value in req.headers().get_all(&name) {
-                headers.append(name.clone(), value.clone());
+            for value in req.headers().get_all(&name).iter().filter_map(copy) {
+                headers.append(name.clone(), value);
             }
         }
         if self.settings.trust_forwarded_for
-            && let Some(value) = req.headers().get("x-forwarded-for")
+            && let Some(value) = req.headers().get("x-forwarded-for").and_then(copy)
         {
-            headers.insert("x-forwarded-for", value.clone());
+            headers.insert("x-forwarded-for", value);
         }
         Handshake {
             headers,

@@ -12,6 +12,7 @@ use futures_util::{SinkExt, StreamExt};
 use http::{HeaderMap, Method, Request, Response, StatusCode, header};
 use hyper::{body::Incoming, upgrade::Upgraded};
 use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
 use tokio_tungstenite::{
     WebSocketStream,
     tungstenite::{
@@ -28,7 +29,7 @@ use super::{
     connection::Heartbeat, str_from_utf8_bytes,
 };
 
-type Ws = WebSocketStream<TokioIo<Upgraded>>;
+type Ws = WebSocketStream<TcpStream>;
 
 /// The read buffer tungstenite allocates eagerly per connection. Small on
 /// purpose: idle connections dominate, and larger messages still arrive,
@@ -104,12 +105,10 @@ pub(super) fn open<H: EngineHandler>(
                 return;
             }
         };
-        let ws = WebSocketStream::from_raw_socket(
-            TokioIo::new(upgraded),
-            Role::Server,
-            Some(ws_config(engine.settings.max_payload)),
-        )
-        .await;
+        let Some(ws) = into_websocket(upgraded, engine.settings.max_payload).await else {
+            engine.release(&handshake);
+            return;
+        };
         let conn = engine.open_session(handshake, TransportKind::Websocket);
         run(&engine, &conn, ws).await;
     });
@@ -135,12 +134,9 @@ pub(super) fn upgrade<H: EngineHandler>(
         let Ok(upgraded) = on_upgrade.await else {
             return;
         };
-        let mut ws = WebSocketStream::from_raw_socket(
-            TokioIo::new(upgraded),
-            Role::Server,
-            Some(ws_config(engine.settings.max_payload)),
-        )
-        .await;
+        let Some(mut ws) = into_websocket(upgraded, engine.settings.max_payload).await else {
+            return;
+        };
         let upgraded =
             tokio::time::timeout(engine.settings.upgrade_timeout, probe(&mut ws, &conn)).await;
         if !matches!(upgraded, Ok(Ok(()))) {
@@ -171,6 +167,31 @@ pub(super) fn upgrade<H: EngineHandler>(
         run(&engine, &conn, ws).await;
     });
     Ok(switching_protocols(accept))
+}
+
+/// Takes the TCP stream back from hyper so that hyper's 8 KiB HTTP read
+/// buffer is freed: kept inside `Upgraded`, it was most of an idle
+/// connection's memory. Bytes hyper had read past the request go to
+/// tungstenite first.
+async fn into_websocket(upgraded: Upgraded, max_payload: u64) -> Option<Ws> {
+    let parts = match upgraded.downcast::<TokioIo<TcpStream>>() {
+        Ok(parts) => parts,
+        Err(_) => {
+            tracing::error!("upgraded connection is not a TCP stream; dropping it");
+            return None;
+        }
+    };
+    let already_read = parts.read_buf.to_vec();
+    drop(parts.read_buf);
+    Some(
+        WebSocketStream::from_partially_read(
+            parts.io.into_inner(),
+            already_read,
+            Role::Server,
+            Some(ws_config(max_payload)),
+        )
+        .await,
+    )
 }
 
 /// Why an upgrade did not complete.
@@ -223,7 +244,14 @@ async fn run<H: EngineHandler>(
 ) {
     let settings = &engine.settings;
     let mut heartbeat = Heartbeat::new(settings.ping_interval);
+    // One timer for the connection's life, moved only when the heartbeat
+    // deadline changes rather than re-armed on every delivery.
+    let timer = tokio::time::sleep_until(heartbeat.deadline());
+    tokio::pin!(timer);
     loop {
+        if timer.deadline() != heartbeat.deadline() {
+            timer.as_mut().reset(heartbeat.deadline());
+        }
         let woken = conn.wake.notified();
         let frames = conn.take_frames();
         if !frames.is_empty() {
@@ -283,7 +311,7 @@ async fn run<H: EngineHandler>(
                     break;
                 }
             }
-            _ = tokio::time::sleep_until(heartbeat.deadline()) => {
+            _ = &mut timer => {
                 if heartbeat
                     .tick(conn, settings.ping_interval, settings.ping_timeout)
                     .is_err()
