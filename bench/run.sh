@@ -1,0 +1,279 @@
+#!/usr/bin/env bash
+# Switchboard benchmark suite: runs each scenario against the Switchboard
+# gateway and the Node reference (socket.io 4 + @socket.io/redis-adapter),
+# alternating which goes first, server pinned to CPU 0, load generator and
+# Redis pinned to CPU 1, and writes the tables to docs/benchmarks.md.
+#
+#   bench/run.sh                      # memory connect fanout ceiling twogw
+#   bench/run.sh memory fanout        # only these
+#   bench/run.sh scale                # optional: 200k idle connections, 11 gateways, 5 min
+#
+# Knobs (environment): MEM_SIZES ("5000 19000"), CONNECT_COUNT (10000),
+# CONNECT_CONCURRENCY (64), FANOUT_CLIENTS (5000), FANOUT_ROOMS (10),
+# FANOUT_RATE (25000 deliveries/s), FANOUT_SECS (20), CEILING_SECS (15),
+# SERVERS ("switchboard node"), REPEAT (1), SERVER_CPU (0), LOAD_CPU (1),
+# SCALE_CONNS (200000), SCALE_GATEWAYS (11), SCALE_SECS (300),
+# SCALE_SERVERS ("switchboard"), NO_BUILD (unset), NO_REPORT (unset).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+BIN=$CARGO_TARGET_DIR/release
+
+MEM_SIZES=${MEM_SIZES:-"5000 19000"}
+CONNECT_COUNT=${CONNECT_COUNT:-10000}
+CONNECT_CONCURRENCY=${CONNECT_CONCURRENCY:-64}
+FANOUT_CLIENTS=${FANOUT_CLIENTS:-5000}
+FANOUT_ROOMS=${FANOUT_ROOMS:-10}
+FANOUT_RATE=${FANOUT_RATE:-25000}
+FANOUT_SECS=${FANOUT_SECS:-20}
+CEILING_SECS=${CEILING_SECS:-15}
+SERVERS=${SERVERS:-"switchboard node"}
+REPEAT=${REPEAT:-1}
+SERVER_CPU=${SERVER_CPU:-0}
+LOAD_CPU=${LOAD_CPU:-1}
+SCALE_CONNS=${SCALE_CONNS:-200000}
+SCALE_GATEWAYS=${SCALE_GATEWAYS:-11}
+SCALE_SECS=${SCALE_SECS:-300}
+SCALE_SERVERS=${SCALE_SERVERS:-"switchboard"}
+
+REDIS_PORT=6390
+REDIS_URL=redis://127.0.0.1:$REDIS_PORT
+BASE_PORT=4100
+export SWITCHBOARD_JWT_SECRET=${SWITCHBOARD_JWT_SECRET:-bench-secret-0123456789abcdef}
+
+if [ $# -gt 0 ]; then SCENARIOS=("$@"); else SCENARIOS=(memory connect fanout ceiling twogw); fi
+for s in "${SCENARIOS[@]}"; do
+  case $s in memory|connect|fanout|ceiling|twogw|scale) ;; *) echo "unknown scenario: $s" >&2; exit 2 ;; esac
+done
+
+log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+
+# --- build -----------------------------------------------------------------
+if [ -z "${NO_BUILD:-}" ]; then
+  log "building (release)"
+  cargo build --release -q -p switchboard-gateway -p switchboard-bench
+  if [ ! -d bench/node-reference/node_modules ]; then
+    log "installing the Node reference (npm ci)"
+    (cd bench/node-reference && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+fi
+ulimit -n "$(ulimit -Hn)"
+
+RESULTS_DIR=$ROOT/bench/results
+mkdir -p "$RESULTS_DIR"
+RUN_RESULTS=$RESULTS_DIR/run-$(date +%Y%m%d-%H%M%S).jsonl
+COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+DIRTY=$(git status --porcelain 2>/dev/null | grep -q . && echo "+dirty" || true)
+export SB_RUN="$(date -u +%Y-%m-%d) commit $COMMIT$DIRTY"
+
+# --- processes ---------------------------------------------------------------
+PIDS=()
+REDIS_PID=
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  [ -n "$REDIS_PID" ] && kill "$REDIS_PID" 2>/dev/null || true
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT
+
+wait_port() {
+  local port=$1 i
+  for i in $(seq 1 200); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+    sleep 0.05
+  done
+  log "nothing listens on $port"; return 1
+}
+
+start_redis() {
+  taskset -c "$LOAD_CPU" redis-server --port $REDIS_PORT --bind 127.0.0.1 --save '' \
+    --appendonly no --loglevel warning --client-output-buffer-limit "pubsub 256mb 64mb 60" \
+    >"$RESULTS_DIR/redis.log" 2>&1 &
+  REDIS_PID=$!
+  wait_port $REDIS_PORT
+}
+
+# start_server KIND PORT [extra args] -> appends the pid to SERVER_PIDS
+SERVER_PIDS=()
+start_server() {
+  local kind=$1 port=$2; shift 2
+  case $kind in
+    switchboard)
+      SWITCHBOARD_LISTEN=127.0.0.1:$port SWITCHBOARD_REDIS_URL=$REDIS_URL SWITCHBOARD_LOG_LEVEL=warn \
+        taskset -c "$SERVER_CPU" "$BIN/switchboard-gateway" >>"$RESULTS_DIR/server.log" 2>&1 &
+      ;;
+    node)
+      PORT=$port REDIS_URL=$REDIS_URL JWT_SECRET=$SWITCHBOARD_JWT_SECRET \
+        taskset -c "$SERVER_CPU" node bench/node-reference/server.js >>"$RESULTS_DIR/server.log" 2>&1 &
+      ;;
+    floor-tcp) taskset -c "$SERVER_CPU" "$BIN/sb-floor" --mode tcp --listen 127.0.0.1:$port >>"$RESULTS_DIR/server.log" 2>&1 & ;;
+    floor-ws) taskset -c "$SERVER_CPU" "$BIN/sb-floor" --mode ws --listen 127.0.0.1:$port >>"$RESULTS_DIR/server.log" 2>&1 & ;;
+    floor-fanout) taskset -c "$SERVER_CPU" "$BIN/sb-floor" --mode fanout --listen 127.0.0.1:$port "$@" >>"$RESULTS_DIR/server.log" 2>&1 & ;;
+  esac
+  local pid=$!
+  PIDS+=("$pid"); SERVER_PIDS+=("$pid")
+  wait_port "$port"
+  sleep 1
+}
+
+stop_servers() {
+  for p in "${SERVER_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${SERVER_PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  SERVER_PIDS=()
+  sleep 1
+}
+
+# Each load-generator run binds to its own block of 64 source addresses.
+SRC_BLOCK=0
+next_src() { SRC_BLOCK=$((SRC_BLOCK + 1)); echo "127.$((SRC_BLOCK % 250 + 1)).0.1"; }
+
+load() {
+  local pidargs=() p
+  for p in "${SERVER_PIDS[@]}"; do pidargs+=(--server-pid "$p"); done
+  taskset -c "$LOAD_CPU" "$BIN/sb-load" "$1" "${@:2}" "${pidargs[@]}" \
+    --src-base "$(next_src)" --results "$RUN_RESULTS"
+}
+
+# Server order alternates between consecutive measurements.
+ORDER_FLIP=0
+ordered_servers() {
+  local s=($SERVERS)
+  if [ $((ORDER_FLIP % 2)) -eq 1 ]; then
+    local r=() i; for ((i=${#s[@]}-1; i>=0; i--)); do r+=("${s[i]}"); done; s=("${r[@]}")
+  fi
+  ORDER_FLIP=$((ORDER_FLIP + 1))
+  echo "${s[@]}"
+}
+
+# --- scenarios ---------------------------------------------------------------
+scenario_memory() {
+  local n srv rep
+  for n in $MEM_SIZES; do
+    for rep in $(seq 1 "$REPEAT"); do
+      for srv in $(ordered_servers) floor-ws floor-tcp; do
+        log "memory: $n idle connections -> $srv"
+        start_server "$srv" $BASE_PORT
+        local raw=(); [ "$srv" = floor-tcp ] && raw=(--raw-tcp)
+        load connect --addr 127.0.0.1:$BASE_PORT --server "$srv" --scenario memory \
+          --count "$n" --concurrency 64 --settle-secs 5 "${raw[@]}" >/dev/null
+        stop_servers
+      done
+    done
+  done
+}
+
+scenario_connect() {
+  local srv rep
+  for rep in $(seq 1 "$REPEAT"); do
+    for srv in $(ordered_servers) floor-ws; do
+      log "connect: $CONNECT_COUNT authenticated connects -> $srv"
+      start_server "$srv" $BASE_PORT
+      load connect --addr 127.0.0.1:$BASE_PORT --server "$srv" --scenario connect \
+        --count "$CONNECT_COUNT" --concurrency "$CONNECT_CONCURRENCY" --settle-secs 0 >/dev/null
+      stop_servers
+    done
+  done
+}
+
+fanout_args() {
+  echo --clients "$FANOUT_CLIENTS" --rooms "$FANOUT_ROOMS" --rate "$FANOUT_RATE" --redis-url "$REDIS_URL"
+}
+
+scenario_fanout() {
+  local srv rep
+  for rep in $(seq 1 "$REPEAT"); do
+    for srv in $(ordered_servers) floor-fanout; do
+      log "fanout: $FANOUT_CLIENTS clients, $FANOUT_RATE deliveries/s for ${FANOUT_SECS}s -> $srv"
+      if [ "$srv" = floor-fanout ]; then
+        start_server floor-fanout $BASE_PORT --rooms "$FANOUT_ROOMS" --rate "$FANOUT_RATE" --secs "$FANOUT_SECS"
+        load fanout --addr 127.0.0.1:$BASE_PORT --server "$srv" --scenario fanout $(fanout_args) \
+          --secs "$FANOUT_SECS" --floor >/dev/null
+      else
+        start_server "$srv" $BASE_PORT
+        load fanout --addr 127.0.0.1:$BASE_PORT --server "$srv" --scenario fanout $(fanout_args) \
+          --secs "$FANOUT_SECS" >/dev/null
+      fi
+      stop_servers
+    done
+  done
+}
+
+scenario_ceiling() {
+  local srv rep
+  for rep in $(seq 1 "$REPEAT"); do
+    for srv in $(ordered_servers); do
+      log "ceiling: $FANOUT_CLIENTS clients, closed-loop publishing for ${CEILING_SECS}s -> $srv"
+      start_server "$srv" $BASE_PORT
+      load fanout --addr 127.0.0.1:$BASE_PORT --server "$srv" --scenario ceiling $(fanout_args) \
+        --secs "$CEILING_SECS" --ceiling >/dev/null
+      stop_servers
+    done
+  done
+}
+
+scenario_twogw() {
+  local srv rep
+  for rep in $(seq 1 "$REPEAT"); do
+    for srv in $(ordered_servers); do
+      log "twogw: fanout split over two $srv servers on one Redis"
+      start_server "$srv" $BASE_PORT
+      start_server "$srv" $((BASE_PORT + 1))
+      load fanout --addr 127.0.0.1:$BASE_PORT --addr 127.0.0.1:$((BASE_PORT + 1)) --server "$srv" \
+        --scenario twogw $(fanout_args) --secs "$FANOUT_SECS" >/dev/null
+      stop_servers
+    done
+  done
+}
+
+scenario_scale() {
+  local srv g
+  local per=$(( (SCALE_CONNS + SCALE_GATEWAYS - 1) / SCALE_GATEWAYS ))
+  if [ "$per" -gt 18500 ]; then
+    log "scale: $per connections per gateway exceeds the 20,000 open-files limit; raise SCALE_GATEWAYS"; return 1
+  fi
+  for srv in $SCALE_SERVERS; do
+    log "scale: $SCALE_CONNS idle connections over $SCALE_GATEWAYS $srv processes for ${SCALE_SECS}s"
+    local gw_pids=()
+    for g in $(seq 0 $((SCALE_GATEWAYS - 1))); do
+      start_server "$srv" $((BASE_PORT + g))
+    done
+    gw_pids=("${SERVER_PIDS[@]}")
+    local loads=()
+    for g in $(seq 0 $((SCALE_GATEWAYS - 1))); do
+      # One generator per gateway, each with its own source block.
+      taskset -c "$LOAD_CPU" "$BIN/sb-load" connect --addr 127.0.0.1:$((BASE_PORT + g)) \
+        --server-pid "${gw_pids[g]}" --server "$srv" --scenario scale --count "$per" \
+        --concurrency 32 --settle-secs "$SCALE_SECS" --src-base "$(next_src)" \
+        --results "$RUN_RESULTS" >/dev/null &
+      loads+=($!)
+    done
+    for p in "${loads[@]}"; do wait "$p"; done
+    stop_servers
+  done
+}
+
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+start_redis
+for s in "${SCENARIOS[@]}"; do "scenario_$s"; done
+
+# --- report ------------------------------------------------------------------
+ALL=$RESULTS_DIR/results.jsonl
+touch "$ALL"
+# Results of the scenarios just run replace earlier ones; the others stay.
+sel=$(printf '"%s",' "${SCENARIOS[@]}"); sel="[${sel%,}]"
+jq -c --argjson s "$sel" 'select(.scenario as $x | $s | index($x) | not)' "$ALL" >"$ALL.tmp" || true
+cat "$RUN_RESULTS" >>"$ALL.tmp"
+mv "$ALL.tmp" "$ALL"
+
+if [ -z "${NO_REPORT:-}" ]; then
+  MODEL=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
+  MEM=$(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)
+  "$BIN/sb-load" report --results "$ALL" --doc docs/benchmarks.md \
+    --line "Last run: $(date -u '+%Y-%m-%d %H:%M UTC'), commit $COMMIT$DIRTY, scenarios: ${SCENARIOS[*]}" \
+    --line "Machine: $(nproc) CPUs ($MODEL), $MEM RAM, $(uname -sr); server on CPU $SERVER_CPU, load generator + Redis on CPU $LOAD_CPU" \
+    --line "Machine load average (1/5/15 min) at start: $LOAD_START, at end: $(cut -d' ' -f1-3 /proc/loadavg) — anything above ~2 means other processes shared the cores" \
+    --line "Versions: $(node --version 2>/dev/null || echo 'node ?') with socket.io $(node -p 'require("./bench/node-reference/node_modules/socket.io/package.json").version' 2>/dev/null || echo '?'), $(redis-server --version | awk '{print $3}')"
+  log "wrote docs/benchmarks.md"
+fi

@@ -1,0 +1,16 @@
+//! The Switchboard benchmark suite: a raw Engine.IO v4 / Socket.IO v5 load
+//! generator (`sb-load`), floor servers that bound what any server could do
+//! on this machine (`sb-floor`), and the report `bench/run.sh` writes to
+//! `docs/benchmarks.md`.
+//!
+//! * [`proto`]: the Engine.IO / Socket.IO frames the generator speaks.
+//! * [`hist`]: a lock-free log-linear latency histogram.
+//! * [`procfs`]: RSS and CPU time of a process from `/proc`.
+//! * [`client`]: connecting and authenticating one client, source addresses.
+//! * [`report`]: results as JSON lines and the markdown table.
+
+pub mod client;
+pub mod hist;
+pub mod procfs;
+pub mod proto;
+pub mod report;

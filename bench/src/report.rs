@@ -1,0 +1,326 @@
+//! Results as JSON lines (one [`Record`] per scenario run against one
+//! server) and the markdown tables `bench/run.sh` puts in
+//! `docs/benchmarks.md` between two marker comments.
+
+use std::{collections::BTreeMap, io::Write, path::Path};
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+/// One scenario at one size against one server.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Record {
+    /// `memory`, `connect`, `fanout`, `ceiling`, `twogw`, `scale`.
+    pub scenario: String,
+    /// `switchboard`, `node`, or a floor (`floor-tcp`, `floor-ws`, `floor-fanout`).
+    pub server: String,
+    /// Size label, e.g. `5000 conns`.
+    pub size: String,
+    /// Metric key -> value; keys are described by [`metric`].
+    pub figures: BTreeMap<String, f64>,
+    /// Which run produced it (date, commit), shown above its table.
+    #[serde(default)]
+    pub run: String,
+}
+
+impl Record {
+    /// Appends this record as one JSON line.
+    pub fn append_to(&self, path: &Path) -> anyhow::Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("open {}", path.display()))?;
+        writeln!(f, "{}", serde_json::to_string(self)?)?;
+        Ok(())
+    }
+}
+
+/// Reads every record of a JSON-lines file.
+pub fn read_records(path: &Path) -> anyhow::Result<Vec<Record>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).with_context(|| format!("bad record: {l}")))
+        .collect()
+}
+
+/// Which way is better for a metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Better {
+    Lower,
+    Higher,
+    /// Context, no ratio.
+    Neither,
+}
+
+/// Label, decimals and direction of a metric key, in display order.
+pub const METRICS: &[(&str, &str, usize, Better)] = &[
+    (
+        "rss_per_conn_kib",
+        "RSS growth per connection (KiB)",
+        2,
+        Better::Lower,
+    ),
+    ("rss_before_mib", "RSS before (MiB)", 1, Better::Neither),
+    ("rss_after_mib", "RSS after (MiB)", 1, Better::Neither),
+    ("connects_per_s", "connects/s", 0, Better::Higher),
+    ("connect_p50_ms", "connect p50 (ms)", 2, Better::Lower),
+    ("connect_p99_ms", "connect p99 (ms)", 2, Better::Lower),
+    (
+        "server_cpu_us_per_connect",
+        "server CPU per connect (µs)",
+        1,
+        Better::Lower,
+    ),
+    (
+        "deliveries_per_s",
+        "deliveries/s (achieved)",
+        0,
+        Better::Higher,
+    ),
+    (
+        "cpu_us_per_delivery",
+        "server CPU per delivery (µs)",
+        2,
+        Better::Lower,
+    ),
+    (
+        "latency_p50_ms",
+        "publish→receive p50 (ms)",
+        2,
+        Better::Lower,
+    ),
+    (
+        "latency_p99_ms",
+        "publish→receive p99 (ms)",
+        2,
+        Better::Lower,
+    ),
+    (
+        "latency_max_ms",
+        "publish→receive max (ms)",
+        1,
+        Better::Lower,
+    ),
+    ("deliveries", "deliveries received", 0, Better::Neither),
+    ("expected", "deliveries expected", 0, Better::Neither),
+    ("lost", "lost", 0, Better::Lower),
+    ("duplicates", "duplicated", 0, Better::Lower),
+    ("disconnects", "clients disconnected", 0, Better::Lower),
+    ("max_rss_mib", "server RSS peak (MiB)", 1, Better::Lower),
+    ("server_cpu_util", "server CPU (cores)", 2, Better::Neither),
+    (
+        "loadgen_cpu_util",
+        "load generator CPU (cores)",
+        2,
+        Better::Neither,
+    ),
+    ("connections", "connections", 0, Better::Neither),
+];
+
+/// The metadata of `key`, if known.
+pub fn metric(key: &str) -> Option<(&'static str, usize, Better)> {
+    METRICS
+        .iter()
+        .find(|(k, ..)| *k == key)
+        .map(|&(_, label, decimals, better)| (label, decimals, better))
+}
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    Some(if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    })
+}
+
+fn fmt(v: Option<f64>, decimals: usize) -> String {
+    match v {
+        Some(v) if v.is_finite() => format!("{v:.decimals$}"),
+        _ => "–".into(),
+    }
+}
+
+/// Switchboard's advantage over Node for one metric: `>1` means Switchboard
+/// is better by that factor.
+pub fn advantage(sb: f64, node: f64, better: Better) -> Option<f64> {
+    match better {
+        Better::Lower if sb > 0.0 && node >= 0.0 => Some(node / sb),
+        Better::Higher if node > 0.0 => Some(sb / node),
+        _ => None,
+    }
+}
+
+/// Markdown tables: one per (scenario, size), rows = metrics, columns =
+/// Switchboard, Node, advantage, floors. Repeated runs show their median.
+pub fn render_tables(records: &[Record]) -> String {
+    // (scenario order, size) -> server -> key -> values
+    type Cells = BTreeMap<String, BTreeMap<String, Vec<f64>>>;
+    let mut runs_of: BTreeMap<(String, String), std::collections::BTreeSet<String>> =
+        BTreeMap::new();
+    let order = ["memory", "connect", "fanout", "ceiling", "twogw", "scale"];
+    let mut groups: Vec<((String, String), Cells)> = Vec::new();
+    for r in records {
+        let key = (r.scenario.clone(), r.size.clone());
+        if !r.run.is_empty() {
+            runs_of
+                .entry(key.clone())
+                .or_default()
+                .insert(r.run.clone());
+        }
+        let idx = match groups.iter().position(|(k, _)| *k == key) {
+            Some(i) => i,
+            None => {
+                groups.push((key, BTreeMap::new()));
+                groups.len() - 1
+            }
+        };
+        let cells = groups[idx].1.entry(r.server.clone()).or_default();
+        for (k, v) in &r.figures {
+            cells.entry(k.clone()).or_default().push(*v);
+        }
+    }
+    groups.sort_by_key(|((s, _), _)| order.iter().position(|o| o == s).unwrap_or(order.len()));
+
+    let mut out = String::new();
+    for ((scenario, size), cells) in &groups {
+        let floors: Vec<&String> = cells.keys().filter(|s| s.starts_with("floor")).collect();
+        out.push_str(&format!("#### `{scenario}` — {size}\n\n"));
+        if let Some(runs) = runs_of.get(&(scenario.clone(), size.clone())) {
+            let runs: Vec<&str> = runs.iter().map(String::as_str).collect();
+            out.push_str(&format!("Measured: {}\n\n", runs.join("; ")));
+        }
+        out.push_str("| metric | Switchboard | Node | Switchboard advantage |");
+        for f in &floors {
+            out.push_str(&format!(" {f} |"));
+        }
+        out.push_str("\n|---|---:|---:|---:|");
+        for _ in &floors {
+            out.push_str("---:|");
+        }
+        out.push('\n');
+        let runs = |server: &str| {
+            cells
+                .get(server)
+                .and_then(|m| m.values().map(Vec::len).max())
+                .unwrap_or(0)
+        };
+        for &(key, label, decimals, better) in METRICS {
+            let get = |server: &str| {
+                cells
+                    .get(server)
+                    .and_then(|m| m.get(key))
+                    .and_then(|v| median(v.clone()))
+            };
+            let (sb, node) = (get("switchboard"), get("node"));
+            let floor_vals: Vec<Option<f64>> = floors.iter().map(|f| get(f)).collect();
+            if sb.is_none() && node.is_none() && floor_vals.iter().all(Option::is_none) {
+                continue;
+            }
+            let adv = match (sb, node) {
+                (Some(s), Some(n)) => advantage(s, n, better)
+                    .map(|a| format!("×{a:.1}"))
+                    .unwrap_or_else(|| "".into()),
+                _ => "".into(),
+            };
+            out.push_str(&format!(
+                "| {label} | {} | {} | {adv} |",
+                fmt(sb, decimals),
+                fmt(node, decimals)
+            ));
+            for v in floor_vals {
+                out.push_str(&format!(" {} |", fmt(v, decimals)));
+            }
+            out.push('\n');
+        }
+        out.push_str(&format!(
+            "\nRuns: Switchboard {}, Node {} (median shown).\n\n",
+            runs("switchboard"),
+            runs("node")
+        ));
+    }
+    out
+}
+
+pub const BEGIN: &str = "<!-- results:begin (written by bench/run.sh) -->";
+pub const END: &str = "<!-- results:end -->";
+
+/// Replaces what lies between [`BEGIN`] and [`END`] in `doc` with `body`
+/// (appending both markers when absent).
+pub fn splice(doc: &str, body: &str) -> String {
+    match (doc.find(BEGIN), doc.find(END)) {
+        (Some(b), Some(e)) if b < e => {
+            format!("{}{BEGIN}\n{body}{}", &doc[..b], &doc[e..])
+        }
+        _ => format!("{doc}\n{BEGIN}\n{body}{END}\n"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(server: &str, k: &str, v: f64) -> Record {
+        Record {
+            scenario: "memory".into(),
+            server: server.into(),
+            size: "5000 conns".into(),
+            figures: [(k.to_string(), v)].into_iter().collect(),
+            run: "2024-01-01 abc1234".into(),
+        }
+    }
+
+    #[test]
+    fn advantage_direction() {
+        assert_eq!(advantage(5.0, 10.0, Better::Lower), Some(2.0));
+        assert_eq!(advantage(100.0, 50.0, Better::Higher), Some(2.0));
+        assert_eq!(advantage(1.0, 1.0, Better::Neither), None);
+        assert_eq!(advantage(0.0, 1.0, Better::Lower), None);
+    }
+
+    #[test]
+    fn table_has_both_servers_ratio_and_floor() {
+        let records = vec![
+            rec("switchboard", "rss_per_conn_kib", 4.0),
+            rec("switchboard", "rss_per_conn_kib", 6.0),
+            rec("node", "rss_per_conn_kib", 12.0),
+            rec("floor-tcp", "rss_per_conn_kib", 1.5),
+        ];
+        let t = render_tables(&records);
+        assert!(t.contains("#### `memory` — 5000 conns"), "{t}");
+        assert!(
+            t.contains("| RSS growth per connection (KiB) | 5.00 | 12.00 | ×2.4 | 1.50 |"),
+            "{t}"
+        );
+        assert!(t.contains("Runs: Switchboard 2, Node 1"), "{t}");
+        assert!(t.contains("Measured: 2024-01-01 abc1234"), "{t}");
+    }
+
+    #[test]
+    fn splice_replaces_between_markers() {
+        let doc = format!("# T\n{BEGIN}\nold\n{END}\ntail\n");
+        let out = splice(&doc, "new\n");
+        assert_eq!(out, format!("# T\n{BEGIN}\nnew\n{END}\ntail\n"));
+        let out = splice("# T\n", "x\n");
+        assert!(out.ends_with(&format!("{BEGIN}\nx\n{END}\n")));
+    }
+
+    #[test]
+    fn records_round_trip_through_a_file() {
+        let dir = std::env::temp_dir().join(format!("sb-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("r.jsonl");
+        let _ = std::fs::remove_file(&path);
+        let r = rec("node", "lost", 0.0);
+        r.append_to(&path).unwrap();
+        r.append_to(&path).unwrap();
+        assert_eq!(read_records(&path).unwrap(), vec![r.clone(), r]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
