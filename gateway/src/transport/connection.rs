@@ -132,11 +132,21 @@ pub(crate) struct TransportState {
 }
 
 /// The queue of frames waiting for the writer, with its size in bytes.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Outbox {
     pub frames: VecDeque<Frame>,
     pub bytes: usize,
+    /// When the writer last took frames: a writer that keeps taking is a
+    /// client that keeps reading, whatever the size of a burst.
+    pub last_drain: Instant,
 }
+
+/// A reading client may hold this many times `max_queue_bytes` during a
+/// burst; a client whose writer has stalled is cut at `max_queue_bytes`.
+const BURST_FACTOR: usize = 4;
+/// How long the writer may go without taking frames before a full queue
+/// counts as a stalled (slow) consumer.
+const STALL_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How much one connection may have waiting for its writer.
 #[derive(Debug, Clone, Copy)]
@@ -182,7 +192,11 @@ impl<D> Connection<D> {
         Connection {
             sid,
             handshake,
-            outbox: Mutex::new(Outbox::default()),
+            outbox: Mutex::new(Outbox {
+                frames: VecDeque::new(),
+                bytes: 0,
+                last_drain: Instant::now(),
+            }),
             wake: Notify::new(),
             closed_signal: Notify::new(),
             state: Mutex::new(TransportState {
@@ -204,17 +218,29 @@ impl<D> Connection<D> {
     /// past its bound, in which case the client is too slow to keep up and
     /// the session is closed as a slow consumer rather than letting its
     /// queue grow (nothing is silently dropped from a live session).
+    ///
+    /// The bound is `limits.max_queue_bytes`/`max_queue_frames` once the
+    /// writer has not taken frames for a second, and four times that while
+    /// it keeps taking them, so a burst larger than the bound (a batch
+    /// publish) does not cut clients that are reading.
     pub fn send_all(&self, frames: impl IntoIterator<Item = Frame>) -> bool {
         if self.is_closed() {
             return false;
         }
         let overflow = {
             let mut outbox = self.outbox.lock();
+            let stalled = outbox.last_drain.elapsed() > STALL_AFTER;
+            let (max_bytes, max_frames) = if stalled {
+                (self.limits.max_bytes, self.limits.max_frames)
+            } else {
+                (
+                    self.limits.max_bytes.saturating_mul(BURST_FACTOR),
+                    self.limits.max_frames.saturating_mul(BURST_FACTOR),
+                )
+            };
             let mut overflow = false;
             for frame in frames {
-                if outbox.bytes + frame.len() > self.limits.max_bytes
-                    || outbox.frames.len() >= self.limits.max_frames
-                {
+                if outbox.bytes + frame.len() > max_bytes || outbox.frames.len() >= max_frames {
                     overflow = true;
                     break;
                 }
@@ -245,6 +271,7 @@ impl<D> Connection<D> {
     pub(crate) fn take_frames(&self) -> VecDeque<Frame> {
         let mut outbox = self.outbox.lock();
         outbox.bytes = 0;
+        outbox.last_drain = Instant::now();
         std::mem::take(&mut outbox.frames)
     }
 
