@@ -75,7 +75,7 @@ impl Gateway {
         let listener = TcpListener::bind(addr).await.map_err(|e| {
             anyhow::anyhow!("cannot listen on {addr} (server.listen / SWITCHBOARD_PORT): {e}")
         })?;
-        let api = PublishApi::new(&config, bus.clone(), io.clone(), metrics.clone());
+        let api = PublishApi::new(&config, bus.clone(), metrics.clone());
         Ok(BoundGateway {
             gateway: Arc::new(Gateway {
                 config,

@@ -20,9 +20,7 @@ use switchboard_wire::{
     json_to_msgpack,
 };
 
-use crate::{
-    bus::Bus, config::Config, metrics::Metrics, server::json, session::SocketIo, transport::Body,
-};
+use crate::{bus::Bus, config::Config, metrics::Metrics, server::json, transport::Body};
 
 /// Largest request body the API reads.
 const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -106,7 +104,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 impl PublishApi {
-    pub fn new(config: &Config, bus: Arc<Bus>, _io: Arc<SocketIo>, metrics: Metrics) -> Self {
+    pub fn new(config: &Config, bus: Arc<Bus>, metrics: Metrics) -> Self {
         let user_claim = format!("{{{}}}", config.auth.user_claim);
         PublishApi {
             keys: config

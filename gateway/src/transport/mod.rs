@@ -423,7 +423,7 @@ impl<H: EngineHandler> Engine<H> {
                 websocket::open(self, req, handshake)
             }
             (Some(conn), TransportKind::Polling) => match *req.method() {
-                Method::GET => polling::poll(self, conn).await,
+                Method::GET => polling::poll(conn).await,
                 Method::POST => polling::post(self, conn, req).await,
                 _ => Err(EngineError::BadRequest),
             },

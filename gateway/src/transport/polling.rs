@@ -82,10 +82,7 @@ fn begin<D>(conn: &Connection<D>, get: bool) -> Result<InFlight<'_, D>, EngineEr
 
 /// A long-polling GET: answers with every queued frame as soon as there is
 /// one, with `1` (close) if the session ends while waiting.
-pub(super) async fn poll<H: EngineHandler>(
-    _engine: &Arc<Engine<H>>,
-    conn: Arc<Connection<H::Data>>,
-) -> Result<Response<Body>, EngineError> {
+pub(super) async fn poll<D>(conn: Arc<Connection<D>>) -> Result<Response<Body>, EngineError> {
     let _in_flight = begin(&conn, true)?;
     loop {
         let woken = conn.wake.notified();
