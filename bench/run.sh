@@ -6,14 +6,15 @@
 #
 #   bench/run.sh                      # memory connect fanout ceiling twogw
 #   bench/run.sh memory fanout        # only these
-#   bench/run.sh scale                # optional: 200k idle connections, 11 gateways, 5 min
+#   bench/run.sh scale                # optional: 200k idle connections, 11 processes, 5 min hold, + broadcast
 #
 # Knobs (environment): MEM_SIZES ("5000 19000"), CONNECT_COUNT (10000),
 # CONNECT_CONCURRENCY (64), FANOUT_CLIENTS (5000), FANOUT_ROOMS (10),
 # FANOUT_RATE (25000 deliveries/s), FANOUT_SECS (20), CEILING_SECS (15),
 # SERVERS ("switchboard node"), REPEAT (1), SERVER_CPU (0), LOAD_CPU (1),
 # SCALE_CONNS (200000), SCALE_GATEWAYS (11), SCALE_SECS (300),
-# SCALE_SERVERS ("switchboard"), NO_BUILD (unset), NO_REPORT (unset).
+# SCALE_SERVERS ("switchboard node"), SCALE_NODE_CONNS (SCALE_CONNS),
+# SCALE_READY_SECS (900: time allowed for connecting), NO_BUILD (unset), NO_REPORT (unset).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -36,7 +37,9 @@ LOAD_CPU=${LOAD_CPU:-1}
 SCALE_CONNS=${SCALE_CONNS:-200000}
 SCALE_GATEWAYS=${SCALE_GATEWAYS:-11}
 SCALE_SECS=${SCALE_SECS:-300}
-SCALE_SERVERS=${SCALE_SERVERS:-"switchboard"}
+SCALE_SERVERS=${SCALE_SERVERS:-"switchboard node"}
+SCALE_NODE_CONNS=${SCALE_NODE_CONNS:-$SCALE_CONNS}
+SCALE_READY_SECS=${SCALE_READY_SECS:-900}
 
 REDIS_PORT=6390
 REDIS_URL=redis://127.0.0.1:$REDIS_PORT
@@ -227,30 +230,46 @@ scenario_twogw() {
   done
 }
 
+# 200k idle sessions over SCALE_GATEWAYS processes sharing one Redis, one
+# generator per process. `sb-load scale-coord` takes the baseline RSS, waits for
+# every generator, measures each process's CPU time and RSS over the hold,
+# PUBLISHes one broadcast to everyone on socket.io#/# and adds up the
+# generators' exactly-once checks. Every process is bounded by `timeout`.
 scenario_scale() {
-  local srv g
-  local per=$(( (SCALE_CONNS + SCALE_GATEWAYS - 1) / SCALE_GATEWAYS ))
-  if [ "$per" -gt 18500 ]; then
-    log "scale: $per connections per gateway exceeds the 20,000 open-files limit; raise SCALE_GATEWAYS"; return 1
-  fi
+  local srv g p
   for srv in $SCALE_SERVERS; do
-    log "scale: $SCALE_CONNS idle connections over $SCALE_GATEWAYS $srv processes for ${SCALE_SECS}s"
-    local gw_pids=()
+    local conns=$SCALE_CONNS
+    [ "$srv" = node ] && conns=$SCALE_NODE_CONNS
+    local per=$(( (conns + SCALE_GATEWAYS - 1) / SCALE_GATEWAYS ))
+    if [ "$per" -gt 18500 ]; then
+      log "scale: $per connections per process exceeds the 20,000 open-files limit; raise SCALE_GATEWAYS"; return 1
+    fi
+    log "scale: $((per * SCALE_GATEWAYS)) idle connections over $SCALE_GATEWAYS $srv processes, ${SCALE_SECS}s hold"
     for g in $(seq 0 $((SCALE_GATEWAYS - 1))); do
       start_server "$srv" $((BASE_PORT + g))
     done
-    gw_pids=("${SERVER_PIDS[@]}")
+    local gw_pids=("${SERVER_PIDS[@]}") pidargs=()
+    for p in "${gw_pids[@]}"; do pidargs+=(--server-pid "$p"); done
+    local sync; sync=$(mktemp -d "$RESULTS_DIR/scale-sync.XXXXXX")
+    local limit=$((SCALE_READY_SECS + SCALE_SECS + 240))
+    timeout "$limit" taskset -c "$LOAD_CPU" "$BIN/sb-load" scale-coord "${pidargs[@]}" --server "$srv" \
+      --conns $((per * SCALE_GATEWAYS)) --sync-dir "$sync" --hold-secs "$SCALE_SECS" \
+      --ready-timeout-secs "$SCALE_READY_SECS" --redis-url "$REDIS_URL" --results "$RUN_RESULTS" >/dev/null &
+    local coord=$!
+    for _ in $(seq 1 100); do [ -e "$sync/started" ] && break; sleep 0.1; done
     local loads=()
     for g in $(seq 0 $((SCALE_GATEWAYS - 1))); do
-      # One generator per gateway, each with its own source block.
-      taskset -c "$LOAD_CPU" "$BIN/sb-load" connect --addr 127.0.0.1:$((BASE_PORT + g)) \
-        --server-pid "${gw_pids[g]}" --server "$srv" --scenario scale --count "$per" \
-        --concurrency 32 --settle-secs "$SCALE_SECS" --src-base "$(next_src)" \
-        --results "$RUN_RESULTS" >/dev/null &
+      timeout "$limit" taskset -c "$LOAD_CPU" "$BIN/sb-load" scale --addr 127.0.0.1:$((BASE_PORT + g)) \
+        --server "$srv" --count "$per" --index "$g" --sync-dir "$sync" --concurrency 32 \
+        --wait-secs $((SCALE_READY_SECS + SCALE_SECS + 120)) --src-base "$(next_src)" &
       loads+=($!)
     done
-    for p in "${loads[@]}"; do wait "$p"; done
+    local rc=0
+    wait "$coord" || rc=$?
+    for p in "${loads[@]}"; do wait "$p" || true; done
+    [ "$rc" -eq 0 ] || log "scale: the coordinator failed (exit $rc) for $srv"
     stop_servers
+    rm -rf "$sync"
   done
 }
 

@@ -223,12 +223,64 @@ pub struct RecvStats {
     pub last_event_us: AtomicU64,
 }
 
+/// Per-connection receive counts, for runs that check every connection got
+/// each event exactly once (the `scale` broadcast).
+pub struct Tally {
+    counts: Box<[AtomicU32]>,
+    /// Publish-to-receive time of the first arrival, µs.
+    first_latency_us: Box<[AtomicU64]>,
+}
+
+impl Tally {
+    pub fn new(n: usize) -> Self {
+        Tally {
+            counts: (0..n).map(|_| AtomicU32::new(0)).collect(),
+            first_latency_us: (0..n).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.counts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.counts.is_empty()
+    }
+
+    /// One `bench` event arrived on connection `i`, `latency_us` after publishing.
+    pub fn record(&self, i: usize, latency_us: u64) {
+        if let Some(c) = self.counts.get(i)
+            && c.fetch_add(1, Relaxed) == 0
+        {
+            self.first_latency_us[i].store(latency_us, Relaxed);
+        }
+    }
+
+    /// Events connection `i` received.
+    pub fn count(&self, i: usize) -> u32 {
+        self.counts.get(i).map_or(0, |c| c.load(Relaxed))
+    }
+
+    /// Publish-to-receive time of connection `i`'s first event, µs.
+    pub fn latency_us(&self, i: usize) -> u64 {
+        self.first_latency_us.get(i).map_or(0, |l| l.load(Relaxed))
+    }
+}
+
+/// Where one connection records into a [`Tally`].
+pub struct Slot {
+    pub tally: Arc<Tally>,
+    pub index: usize,
+}
+
 /// Answers pings and counts `bench` events until `stop` turns true or the
 /// server closes. Sockets end here, without a close handshake when stopped.
+/// With a `slot`, every event is also counted for this connection alone.
 pub async fn drive(
     mut ws: Ws,
     stats: Arc<RecvStats>,
     mut stop: tokio::sync::watch::Receiver<bool>,
+    slot: Option<Slot>,
 ) {
     let mut last_seq: Option<u64> = None;
     loop {
@@ -269,8 +321,12 @@ pub async fn drive(
                     continue;
                 };
                 let now = now_us();
+                let latency = now.saturating_sub(stamp.t_us);
                 stats.deliveries.fetch_add(1, Relaxed);
-                stats.latency.record(now.saturating_sub(stamp.t_us));
+                stats.latency.record(latency);
+                if let Some(slot) = &slot {
+                    slot.tally.record(slot.index, latency);
+                }
                 stats.last_event_us.store(now, Relaxed);
                 if last_seq.is_some_and(|l| stamp.seq <= l) {
                     stats.duplicates.fetch_add(1, Relaxed);

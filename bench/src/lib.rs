@@ -8,9 +8,11 @@
 //! * [`procfs`]: RSS and CPU time of a process from `/proc`.
 //! * [`client`]: connecting and authenticating one client, source addresses.
 //! * [`report`]: results as JSON lines and the markdown table.
+//! * [`scale`]: files the `scale` generators and coordinator exchange.
 
 pub mod client;
 pub mod hist;
 pub mod procfs;
 pub mod proto;
 pub mod report;
+pub mod scale;

@@ -117,7 +117,120 @@ pub const METRICS: &[(&str, &str, usize, Better)] = &[
         Better::Neither,
     ),
     ("connections", "connections", 0, Better::Neither),
+    ("connect_failures", "connects that failed", 0, Better::Lower),
+    ("hold_s", "idle hold measured (s)", 0, Better::Neither),
+    (
+        "total_rss_mib",
+        "total server RSS, end of hold (MiB)",
+        1,
+        Better::Lower,
+    ),
+    (
+        "gw_rss_max_mib",
+        "largest single-process RSS (MiB)",
+        1,
+        Better::Lower,
+    ),
+    (
+        "idle_cpu_pct",
+        "idle CPU, all processes (% of one core)",
+        2,
+        Better::Lower,
+    ),
+    (
+        "gw_idle_cpu_max_pct",
+        "idle CPU, busiest process (% of one core)",
+        2,
+        Better::Lower,
+    ),
+    ("pongs", "pings answered (whole run)", 0, Better::Neither),
+    (
+        "redis_receivers",
+        "broadcast: Redis subscribers reached",
+        0,
+        Better::Neither,
+    ),
+    (
+        "received_once",
+        "broadcast: connections that got it exactly once",
+        0,
+        Better::Higher,
+    ),
+    (
+        "bcast_p50_ms",
+        "broadcast publish→receive p50 (ms)",
+        1,
+        Better::Lower,
+    ),
+    (
+        "bcast_p99_ms",
+        "broadcast publish→receive p99 (ms)",
+        1,
+        Better::Lower,
+    ),
+    (
+        "bcast_last_ms",
+        "broadcast publish→last receive (ms)",
+        1,
+        Better::Lower,
+    ),
 ];
+
+/// Columns of the per-process table of the `scale` scenario (records that
+/// carry a `gateway` figure).
+const GATEWAY_COLUMNS: &[(&str, &str, usize)] = &[
+    ("connections", "conns", 0),
+    ("rss_before_mib", "RSS before (MiB)", 1),
+    ("rss_after_mib", "RSS end of hold (MiB)", 1),
+    ("idle_cpu_pct", "idle CPU (% core)", 2),
+    ("received_once", "got it once", 0),
+    ("lost", "missed", 0),
+    ("duplicates", "dup.", 0),
+    ("disconnects", "disc.", 0),
+    ("bcast_p50_ms", "p50 (ms)", 1),
+    ("bcast_p99_ms", "p99 (ms)", 1),
+    ("bcast_last_ms", "last (ms)", 1),
+];
+
+/// One row per process of a multi-process scenario, Switchboard first.
+fn render_gateway_table(rows: &[&Record]) -> String {
+    let mut rows = rows.to_vec();
+    let rank = |s: &str| match s {
+        "switchboard" => 0,
+        "node" => 1,
+        _ => 2,
+    };
+    let gw = |r: &Record| r.figures.get("gateway").copied().unwrap_or(0.0);
+    rows.sort_by(|a, b| {
+        rank(&a.server)
+            .cmp(&rank(&b.server))
+            .then(a.server.cmp(&b.server))
+            .then(gw(a).total_cmp(&gw(b)))
+    });
+    let mut out = String::from(
+        "Per process (broadcast columns: publish→receive per connection):\n\n| server | # |",
+    );
+    for (_, label, _) in GATEWAY_COLUMNS {
+        out.push_str(&format!(" {label} |"));
+    }
+    out.push_str("\n|---|---:|");
+    for _ in GATEWAY_COLUMNS {
+        out.push_str("---:|");
+    }
+    out.push('\n');
+    for r in rows {
+        out.push_str(&format!("| {} | {} |", r.server, gw(r)));
+        for (key, _, decimals) in GATEWAY_COLUMNS {
+            out.push_str(&format!(
+                " {} |",
+                fmt(r.figures.get(*key).copied(), *decimals)
+            ));
+        }
+        out.push('\n');
+    }
+    out.push('\n');
+    out
+}
 
 /// The metadata of `key`, if known.
 pub fn metric(key: &str) -> Option<(&'static str, usize, Better)> {
@@ -166,6 +279,9 @@ pub fn render_tables(records: &[Record]) -> String {
         BTreeMap::new();
     let order = ["memory", "connect", "fanout", "ceiling", "twogw", "scale"];
     let mut groups: Vec<((String, String), Cells)> = Vec::new();
+    let (per_process, records): (Vec<&Record>, Vec<&Record>) = records
+        .iter()
+        .partition(|r| r.figures.contains_key("gateway"));
     for r in records {
         let key = (r.scenario.clone(), r.size.clone());
         if !r.run.is_empty() {
@@ -244,6 +360,14 @@ pub fn render_tables(records: &[Record]) -> String {
             runs("switchboard"),
             runs("node")
         ));
+        let rows: Vec<&Record> = per_process
+            .iter()
+            .copied()
+            .filter(|r| r.scenario == *scenario && r.size == *size)
+            .collect();
+        if !rows.is_empty() {
+            out.push_str(&render_gateway_table(&rows));
+        }
     }
     out
 }
@@ -300,6 +424,35 @@ mod tests {
         );
         assert!(t.contains("Runs: Switchboard 2, Node 1"), "{t}");
         assert!(t.contains("Measured: 2024-01-01 abc1234"), "{t}");
+    }
+
+    #[test]
+    fn per_process_rows_get_their_own_table() {
+        let mut total = rec("switchboard", "total_rss_mib", 900.0);
+        total.scenario = "scale".into();
+        let gw = |server: &str, g: f64, rss: f64| {
+            let mut r = rec(server, "rss_after_mib", rss);
+            r.scenario = "scale".into();
+            r.figures.insert("gateway".into(), g);
+            r
+        };
+        let records = vec![
+            total,
+            gw("node", 0.0, 300.0),
+            gw("switchboard", 1.0, 82.0),
+            gw("switchboard", 0.0, 81.0),
+        ];
+        let t = render_tables(&records);
+        assert!(
+            t.contains("| total server RSS, end of hold (MiB) | 900.0 | – |"),
+            "{t}"
+        );
+        // Per-process figures stay out of the main table.
+        assert!(!t.contains("| RSS after (MiB) |"), "{t}");
+        let sb0 = t.find("| switchboard | 0 | – | – | 81.0 |").expect(&t);
+        let sb1 = t.find("| switchboard | 1 | – | – | 82.0 |").expect(&t);
+        let node0 = t.find("| node | 0 | – | – | 300.0 |").expect(&t);
+        assert!(sb0 < sb1 && sb1 < node0, "{t}");
     }
 
     #[test]
