@@ -312,17 +312,44 @@ impl<D> Connection<D> {
 pub(crate) struct Heartbeat {
     deadline: Instant,
     ping_sent_at: Option<Instant>,
+    quantum: std::time::Duration,
 }
 
 /// The client missed its pong.
 #[derive(Debug)]
 pub(crate) struct PingTimedOut;
 
+/// Heartbeat deadlines are rounded up to a shared grid so that one timer
+/// wake-up serves every connection due in the same slot: with hundreds of
+/// thousands of idle connections, waking once per connection (a context
+/// switch each) was most of the idle CPU.
+const HEARTBEAT_GRID: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// The origin of the heartbeat grid, shared by every connection.
+fn grid_epoch() -> Instant {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// `t` rounded up to the next multiple of `quantum` past the grid epoch.
+fn on_grid(t: Instant, quantum: std::time::Duration) -> Instant {
+    let epoch = grid_epoch();
+    let q = quantum.as_nanos().max(1);
+    let since = t.saturating_duration_since(epoch).as_nanos();
+    let slots = since.div_ceil(q);
+    let offset = u64::try_from(slots * q).unwrap_or(u64::MAX);
+    epoch + std::time::Duration::from_nanos(offset)
+}
+
 impl Heartbeat {
-    pub fn new(interval: std::time::Duration) -> Self {
+    pub fn new(interval: std::time::Duration, timeout: std::time::Duration) -> Self {
+        // The grid step stays well inside both periods, so rounding never
+        // makes a client miss its ping (it waits interval + timeout).
+        let quantum = HEARTBEAT_GRID.min(interval / 4).min(timeout / 4);
         Heartbeat {
-            deadline: Instant::now() + interval,
+            deadline: on_grid(Instant::now() + interval, quantum),
             ping_sent_at: None,
+            quantum,
         }
     }
 
@@ -343,15 +370,38 @@ impl Heartbeat {
                 if conn.state.lock().awaiting_pong {
                     return Err(PingTimedOut);
                 }
-                self.deadline = (sent + interval).max(now);
+                self.deadline = on_grid((sent + interval).max(now), self.quantum);
             }
             None => {
                 conn.state.lock().awaiting_pong = true;
                 conn.send(Frame::text("2"));
                 self.ping_sent_at = Some(now);
-                self.deadline = now + timeout;
+                self.deadline = on_grid(now + timeout, self.quantum);
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn grid_rounds_up_within_one_step_and_groups_deadlines() {
+        let q = Duration::from_millis(250);
+        let base = Instant::now();
+        for offset_ms in [0u64, 1, 100, 249, 250, 251, 10_000] {
+            let t = base + Duration::from_millis(offset_ms);
+            let g = on_grid(t, q);
+            assert!(g >= t, "rounded down at {offset_ms} ms");
+            assert!(g - t < q, "moved by a whole step or more at {offset_ms} ms");
+        }
+        let slot = on_grid(base, q);
+        let a = on_grid(slot + Duration::from_millis(10), q);
+        let b = on_grid(slot + Duration::from_millis(20), q);
+        assert_eq!(a, b, "deadlines in one slot share a wake-up");
+        assert_eq!(a - slot, q, "the next slot is one step later");
     }
 }

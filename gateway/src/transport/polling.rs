@@ -142,7 +142,7 @@ pub(super) async fn drive<H: EngineHandler>(
     conn: Arc<Connection<H::Data>>,
 ) {
     let settings = &engine.settings;
-    let mut heartbeat = Heartbeat::new(settings.ping_interval);
+    let mut heartbeat = Heartbeat::new(settings.ping_interval, settings.ping_timeout);
     loop {
         let closed = conn.closed_signal.notified();
         futures_util::pin_mut!(closed);

@@ -243,7 +243,7 @@ async fn run<H: EngineHandler>(
     mut ws: Ws,
 ) {
     let settings = &engine.settings;
-    let mut heartbeat = Heartbeat::new(settings.ping_interval);
+    let mut heartbeat = Heartbeat::new(settings.ping_interval, settings.ping_timeout);
     // One timer for the connection's life, moved only when the heartbeat
     // deadline changes rather than re-armed on every delivery.
     let timer = tokio::time::sleep_until(heartbeat.deadline());
