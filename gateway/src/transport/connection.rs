@@ -323,7 +323,7 @@ pub(crate) struct PingTimedOut;
 /// wake-up serves every connection due in the same slot: with hundreds of
 /// thousands of idle connections, waking once per connection (a context
 /// switch each) was most of the idle CPU.
-const HEARTBEAT_GRID: std::time::Duration = std::time::Duration::from_millis(250);
+const HEARTBEAT_GRID: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The origin of the heartbeat grid, shared by every connection.
 fn grid_epoch() -> Instant {
@@ -374,7 +374,7 @@ impl Heartbeat {
             }
             None => {
                 conn.state.lock().awaiting_pong = true;
-                conn.send(Frame::text("2"));
+                conn.send(Frame::Text(Utf8Bytes::from_static("2")));
                 self.ping_sent_at = Some(now);
                 self.deadline = on_grid(now + timeout, self.quantum);
             }
