@@ -280,9 +280,10 @@ for s in "${SCENARIOS[@]}"; do "scenario_$s"; done
 # --- report ------------------------------------------------------------------
 ALL=$RESULTS_DIR/results.jsonl
 touch "$ALL"
-# Results of the scenarios just run replace earlier ones; the others stay.
-sel=$(printf '"%s",' "${SCENARIOS[@]}"); sel="[${sel%,}]"
-jq -c --argjson s "$sel" 'select(.scenario as $x | $s | index($x) | not)' "$ALL" >"$ALL.tmp" || true
+# Results of the (scenario, server) pairs just run replace earlier ones; the
+# others stay (a Switchboard-only run keeps Node's figures).
+ran=$(jq -sc 'map([.scenario, .server]) | unique' "$RUN_RESULTS")
+jq -c --argjson ran "$ran" 'select([.scenario, .server] as $k | $ran | index([$k]) | not)' "$ALL" >"$ALL.tmp" || true
 cat "$RUN_RESULTS" >>"$ALL.tmp"
 mv "$ALL.tmp" "$ALL"
 
