@@ -1,52 +1,12 @@
 //! The `switchboard` binary: exit codes, data sources, and bytes on the wire.
 
 use std::io::Write;
-use std::net::TcpListener;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use switchboard_testkit::{net::free_port, redis::RedisServer};
+
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-struct RedisServer(Child, u16);
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn redis() -> RedisServer {
-    let port = free_port();
-    let child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("redis-server must be installed");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "redis-server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    RedisServer(child, port)
-}
 
 fn run(args: &[&str], stdin: Option<&str>, redis_url: &str) -> Output {
     let mut child = Command::new(BIN)
@@ -100,8 +60,8 @@ fn exit_codes() {
 
 #[test]
 fn publishes_what_the_library_encodes() {
-    let server = redis();
-    let url = format!("redis://127.0.0.1:{}", server.1);
+    let server = RedisServer::start().expect("redis-server");
+    let url = server.url();
     let client = redis::Client::open(url.as_str()).unwrap();
     let mut sub = client.get_connection().unwrap();
     let mut pubsub = sub.as_pubsub();

@@ -1,70 +1,15 @@
 //! Against a real `redis-server` started on a free port (never the shared one on 6379).
 
 use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use switchboard_broadcaster::{Broadcaster, BroadcasterConfig, PublishError};
-
-/// A private redis-server, killed on drop.
-struct RedisServer {
-    child: Child,
-    port: u16,
-}
-
-impl RedisServer {
-    fn start() -> RedisServer {
-        let port = free_port();
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed for this test");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        RedisServer { child, port }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
+use switchboard_testkit::{net::free_port, redis::RedisServer};
 
 #[tokio::test]
 async fn publish_reaches_a_subscriber_then_fails_fast_when_redis_dies() {
-    let mut server = RedisServer::start();
+    let mut server = RedisServer::start().expect("redis-server");
     let client = redis::Client::open(server.url()).unwrap();
     let mut sub = client.get_async_pubsub().await.unwrap();
     sub.subscribe("socket.io#/#role:admin#").await.unwrap();
@@ -132,7 +77,7 @@ async fn publish_reaches_a_subscriber_then_fails_fast_when_redis_dies() {
 
 #[tokio::test]
 async fn exactly_one_subscriber_counts_one() {
-    let server = RedisServer::start();
+    let server = RedisServer::start().expect("redis-server");
     let client = redis::Client::open(server.url()).unwrap();
     let mut sub = client.get_async_pubsub().await.unwrap();
     sub.subscribe("socket.io#/#").await.unwrap();
