@@ -24,11 +24,19 @@ fn golden_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../crates/wire/golden")
 }
 
+/// Installs the golden scripts' npm packages once. nextest runs each test in
+/// its own process, so a file lock (not only the `OnceLock`) keeps two
+/// tests from running `npm ci` in the same folder at once.
 fn ensure_node_modules() {
     static READY: OnceLock<()> = OnceLock::new();
     READY.get_or_init(|| {
         let dir = golden_dir();
-        if dir.join("node_modules/@socket.io/redis-emitter").exists() {
+        let lock = std::fs::File::create(dir.join(".npm-install.lock"))
+            .expect("create the npm install lock file");
+        lock.lock().expect("take the npm install lock");
+        if dir.join("node_modules/@socket.io/redis-emitter").exists()
+            && dir.join("node_modules/socket.io-parser").exists()
+        {
             return;
         }
         let status = Command::new("npm")
