@@ -10,6 +10,10 @@
 //!   `@socket.io/redis-emitter`, and Node `socket.io` servers with the
 //!   official `@socket.io/redis-adapter`.
 //! - [`python::run_client`]: the official `python-socketio` client.
+//! - [`browser::Browser`]: a real headless Chromium (selenium with the
+//!   system chromedriver) and [`browser::StaticSite`] to serve test pages.
+//! - [`tools`]: external programs a test needs, and loud skips where one is
+//!   missing.
 //! - [`jwt`]: HS256 tokens for tests.
 //! - [`net`]: free ports and a tiny blocking HTTP GET.
 //!
@@ -17,12 +21,14 @@
 
 #![warn(missing_docs)]
 
+pub mod browser;
 pub mod gateway;
 pub mod jwt;
 pub mod net;
 pub mod node;
 pub mod python;
 pub mod redis;
+pub mod tools;
 
 mod lock;
 mod proc;

@@ -21,6 +21,16 @@ pub(crate) fn signal(pid: u32, signal: libc::c_int) -> std::io::Result<()> {
     }
 }
 
+/// SIGKILLs every process left in the process group `pgid` (a child
+/// started with `process_group(0)` leads its own group, `pgid` = its pid).
+pub(crate) fn kill_group(pgid: u32) {
+    if let Ok(pgid) = libc::pid_t::try_from(pgid) {
+        // SAFETY: kill(2) has no memory-safety preconditions; a negative pid
+        // addresses the group, which only holds processes this test started.
+        unsafe { libc::kill(-pgid, libc::SIGKILL) };
+    }
+}
+
 /// Polls `child` until it exits or `timeout` passes; `None` on timeout.
 pub(crate) fn wait_timeout(
     child: &mut Child,
