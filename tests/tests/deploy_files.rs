@@ -464,7 +464,15 @@ fn compose_file() {
     assert_eq!(docs.len(), 1);
     let c = &docs[0];
     let services = get(c, "services").as_mapping().unwrap();
-    for s in ["redis", "gateway-1", "gateway-2", "nginx", "api"] {
+    for s in [
+        "redis",
+        "gateway-1",
+        "gateway-2",
+        "nginx",
+        "api",
+        "prometheus",
+        "grafana",
+    ] {
         assert!(services.contains_key(s), "compose lacks service {s}");
     }
     let compose_dir = repo().join("deploy/compose");
@@ -504,6 +512,15 @@ fn compose_file() {
             }
         }
         check_config(&vars).unwrap_or_else(|e| panic!("compose {s}: {e}"));
+    }
+    // One network for all: a service outside it could not resolve the others.
+    for (name, svc) in services {
+        assert!(
+            svc.get("networks")
+                .and_then(|n| n.get("switchboard"))
+                .is_some(),
+            "compose service {name:?} is not on the switchboard network"
+        );
     }
     let nginx = get(c, "services.nginx");
     let vol = string(nginx, "volumes.0");
@@ -687,4 +704,192 @@ fn dockerfile_healthcheck_command_works() {
     );
     let dead = switchboard_testkit::free_port();
     assert!(!run(dead), "HEALTHCHECK passed with nothing listening");
+}
+
+/// The compose volume of `svc` whose container path is `target`: its
+/// source, resolved against `deploy/compose`.
+fn volume_source(svc: &Yaml, target: &str) -> Option<std::path::PathBuf> {
+    get(svc, "volumes").as_sequence()?.iter().find_map(|v| {
+        let mut parts = v.as_str()?.split(':');
+        let (src, dst) = (parts.next()?, parts.next()?);
+        (dst == target).then(|| repo().join("deploy/compose").join(src))
+    })
+}
+
+/// Every panel of the dashboard, the ones inside collapsed rows included.
+fn dashboard_panels(panels: &serde_json::Value) -> Vec<&serde_json::Value> {
+    let mut out = Vec::new();
+    for p in panels.as_array().into_iter().flatten() {
+        out.push(p);
+        out.extend(dashboard_panels(&p["panels"]));
+    }
+    out
+}
+
+/// Grafana and Prometheus in the compose file are wired to the shipped
+/// files: the provisioned datasource is the one the dashboard names and
+/// points at the Prometheus service; the dashboard provider's folder is
+/// where the dashboard is mounted; Prometheus loads the shipped config and
+/// alert rules and scrapes exactly the compose gateways.
+#[test]
+fn grafana_and_prometheus_provisioning() {
+    let compose = &yaml_docs("compose/docker-compose.yml")[0];
+    let services = get(compose, "services").as_mapping().unwrap();
+
+    // The dashboard: valid JSON, unique panel ids, on the 24-column grid,
+    // every datasource reference is the provisioned one.
+    let dash: serde_json::Value =
+        serde_json::from_str(&deploy_file("grafana/switchboard.json")).expect("dashboard JSON");
+    assert_eq!(dash["uid"], "switchboard");
+    let panels = dashboard_panels(&dash["panels"]);
+    let mut ids = std::collections::BTreeSet::new();
+    let mut uids = std::collections::BTreeSet::new();
+    for p in &panels {
+        let id = p["id"].as_u64().expect("panel id");
+        assert!(ids.insert(id), "duplicate panel id {id}");
+        let pos = &p["gridPos"];
+        let (x, w) = (pos["x"].as_u64().unwrap(), pos["w"].as_u64().unwrap());
+        assert!(
+            x + w <= 24 && pos["h"].as_u64().unwrap() > 0,
+            "panel {id} gridPos {pos}"
+        );
+        for ds in std::iter::once(&p["datasource"])
+            .chain(
+                p["targets"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|t| &t["datasource"]),
+            )
+            .filter(|d| !d.is_null())
+        {
+            assert_eq!(ds["type"], "prometheus", "panel {id}");
+            uids.insert(ds["uid"].as_str().expect("datasource uid").to_string());
+        }
+    }
+    for v in dash["templating"]["list"].as_array().unwrap() {
+        uids.insert(v["datasource"]["uid"].as_str().unwrap().to_string());
+    }
+    let datasources: Yaml = serde_yaml::from_str(&deploy_file(
+        "grafana/provisioning/datasources/prometheus.yml",
+    ))
+    .unwrap();
+    let ds = get(&datasources, "datasources.0");
+    assert_eq!(
+        uids.into_iter().collect::<Vec<_>>(),
+        [string(ds, "uid")],
+        "the dashboard must use only the provisioned datasource"
+    );
+    assert_eq!(string(ds, "type"), "prometheus");
+    // The datasource URL is the compose Prometheus service on its port.
+    let url = string(ds, "url");
+    let host_port = url.strip_prefix("http://").expect("http:// datasource URL");
+    let (host, port) = host_port.split_once(':').expect("host:port");
+    assert!(
+        services.contains_key(host),
+        "datasource host {host} is not a compose service"
+    );
+    assert_eq!(port, "9090", "Prometheus listens on 9090");
+
+    // Grafana mounts the provisioning folder and the dashboard where the
+    // provider looks for it.
+    let grafana = get(compose, "services.grafana");
+    let provisioning =
+        volume_source(grafana, "/etc/grafana/provisioning").expect("provisioning mount");
+    for f in ["datasources/prometheus.yml", "dashboards/switchboard.yml"] {
+        assert!(
+            provisioning.join(f).is_file(),
+            "{} lacks {f}",
+            provisioning.display()
+        );
+    }
+    let providers: Yaml = serde_yaml::from_str(&deploy_file(
+        "grafana/provisioning/dashboards/switchboard.yml",
+    ))
+    .unwrap();
+    let folder = string(get(&providers, "providers.0"), "options.path");
+    let mounted = volume_source(grafana, &format!("{folder}/switchboard.json"))
+        .expect("the dashboard is mounted into the provider's folder");
+    assert_eq!(
+        fs::canonicalize(mounted).unwrap(),
+        fs::canonicalize(repo().join("deploy/grafana/switchboard.json")).unwrap()
+    );
+    let home = string(
+        grafana,
+        "environment.GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH",
+    );
+    assert_eq!(home, format!("{folder}/switchboard.json"));
+
+    // Prometheus loads the shipped config, and the rule files it names sit
+    // next to it in the container.
+    let prometheus = get(compose, "services.prometheus");
+    let config_path = get(prometheus, "command")
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find_map(|a| a.as_str()?.strip_prefix("--config.file="))
+        .expect("--config.file")
+        .to_string();
+    let config_src = volume_source(prometheus, &config_path).expect("config mounted");
+    assert_eq!(
+        fs::canonicalize(&config_src).unwrap(),
+        fs::canonicalize(repo().join("deploy/prometheus/prometheus.yml")).unwrap()
+    );
+    let config: Yaml = serde_yaml::from_str(&deploy_file("prometheus/prometheus.yml")).unwrap();
+    let config_dir = config_path.rsplit_once('/').unwrap().0;
+    for rule_file in get(&config, "rule_files").as_sequence().unwrap() {
+        let rule_file = rule_file.as_str().unwrap();
+        let src = volume_source(prometheus, &format!("{config_dir}/{rule_file}"))
+            .unwrap_or_else(|| panic!("rule file {rule_file} is not mounted next to the config"));
+        assert!(src.is_file(), "{}", src.display());
+    }
+
+    // The scrape job covers exactly the compose gateways, on their port.
+    let job = get(&config, "scrape_configs.0");
+    assert_eq!(string(job, "job_name"), "switchboard");
+    let mut targets: Vec<String> = get(job, "static_configs.0.targets")
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap().to_string())
+        .collect();
+    targets.sort();
+    let mut gateways: Vec<String> = services
+        .iter()
+        .filter(|(_, svc)| {
+            svc.get("image").and_then(Yaml::as_str) == Some("switchboard-gateway:local")
+        })
+        .map(|(name, svc)| {
+            let listen = string(svc, "environment.SWITCHBOARD_LISTEN");
+            let port = listen.rsplit_once(':').unwrap().1.to_string();
+            format!("{}:{port}", name.as_str().unwrap())
+        })
+        .collect();
+    gateways.sort();
+    assert!(gateways.len() >= 2, "{gateways:?}");
+    assert_eq!(
+        targets, gateways,
+        "Prometheus must scrape every compose gateway"
+    );
+    // Every dashboard query and alert selects that job, and only that job.
+    let job_name = string(job, "job_name");
+    let queries = promql::dashboard_queries()
+        .into_iter()
+        .chain(promql::alert_queries());
+    for q in queries {
+        let jobs: Vec<&str> = q
+            .expr
+            .match_indices("job=\"")
+            .map(|(at, m)| {
+                let rest = &q.expr[at + m.len()..];
+                &rest[..rest.find('"').unwrap()]
+            })
+            .collect();
+        assert!(
+            !jobs.is_empty() && jobs.iter().all(|j| *j == job_name),
+            "{} must select job=\"{job_name}\": {}",
+            q.source,
+            q.expr
+        );
+    }
 }

@@ -12,6 +12,9 @@ use std::{
 };
 
 use anyhow::{Context, bail};
+pub use switchboard_testkit::tools::find_tool;
+
+pub mod promql;
 
 /// Set to `1` to turn every "tool not installed" skip into a failure.
 pub const REQUIRE_TOOLS_VAR: &str = "SWITCHBOARD_REQUIRE_DEPLOY_TOOLS";
@@ -39,13 +42,14 @@ pub fn skip(check: &str, reason: &str) {
     eprintln!("\n===== {msg} =====\n");
 }
 
-/// An executable named `name` on PATH (or in /usr/sbin, /sbin).
-pub fn find_tool(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
+/// [`skip`] for a check that needs `tool`; also fails when
+/// `SWITCHBOARD_REQUIRE_TOOLS` lists it (as `.ci/run` does for what it
+/// installs).
+pub fn skip_tool(tool: &str, check: &str, reason: &str) {
+    if switchboard_testkit::tools::required(tool) {
+        switchboard_testkit::tools::skip_missing(tool, check, reason);
+    }
+    skip(check, reason);
 }
 
 /// The shipped site with ONLY the upstream `server` lines and the `listen`
