@@ -459,3 +459,44 @@ fn promtool_parses_every_dashboard_query() {
     );
     assert!(started.elapsed() < Duration::from_secs(60));
 }
+
+/// Each alert links to its section of docs/operations.md, and the section
+/// exists, so the on-call engineer lands on what to do.
+#[test]
+fn every_alert_has_a_runbook_section() {
+    let rules: serde_yaml::Value =
+        serde_yaml::from_str(&deploy_support::deploy_file("prometheus/alerts.yml")).unwrap();
+    let docs = fs::read_to_string(repo().join("docs/operations.md")).unwrap();
+    let mut count = 0;
+    for group in rules["groups"].as_sequence().unwrap() {
+        for rule in group["rules"].as_sequence().unwrap() {
+            let Some(name) = rule["alert"].as_str() else {
+                continue;
+            };
+            count += 1;
+            for key in ["summary", "description"] {
+                assert!(
+                    rule["annotations"][key]
+                        .as_str()
+                        .is_some_and(|s| !s.is_empty()),
+                    "{name} lacks a {key}"
+                );
+            }
+            assert!(
+                ["critical", "warning"]
+                    .contains(&rule["labels"]["severity"].as_str().unwrap_or("")),
+                "{name}: severity must be critical or warning"
+            );
+            assert_eq!(
+                rule["annotations"]["runbook"].as_str(),
+                Some(format!("docs/operations.md#{}", name.to_lowercase()).as_str()),
+                "{name}: runbook link"
+            );
+            assert!(
+                docs.lines().any(|l| l == format!("#### {name}")),
+                "docs/operations.md has no `#### {name}` section"
+            );
+        }
+    }
+    assert!(count >= 10, "only {count} alerts");
+}
