@@ -137,22 +137,10 @@ pub struct Uses {
     pub grouping: BTreeSet<String>,
 }
 
-/// Keywords that are never metric names.
+/// Operators and constants that are never metric names (the clauses in
+/// [`LABEL_LISTS`] neither).
 const KEYWORDS: &[&str] = &[
-    "and",
-    "or",
-    "unless",
-    "by",
-    "without",
-    "on",
-    "ignoring",
-    "group_left",
-    "group_right",
-    "offset",
-    "bool",
-    "atan2",
-    "inf",
-    "nan",
+    "and", "or", "unless", "offset", "bool", "atan2", "inf", "nan",
 ];
 /// Aggregation operators: followed by `(` or by a `by`/`without` clause.
 const AGGREGATIONS: &[&str] = &[
