@@ -6,6 +6,19 @@
 
 use rmpv::Value;
 
+/// `hasBinary` (socket.io-parser, and the adapters' copy of it) of the JavaScript value that
+/// `v` decodes to, without building that value: a Buffer anywhere in it (an ext value counts
+/// when it decodes to one, i.e. every ext but dates and notepack's legacy `undefined`).
+pub(crate) fn value_has_binary(v: &Value) -> bool {
+    match v {
+        Value::Binary(_) => true,
+        Value::Ext(ty, data) => Js::from_ext(*ty, data).has_binary(),
+        Value::Array(items) => items.iter().any(value_has_binary),
+        Value::Map(entries) => entries.iter().any(|(_, v)| value_has_binary(v)),
+        _ => false,
+    }
+}
+
 /// A JavaScript value as notepack.io 3.x decodes it.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Js {

@@ -3,13 +3,23 @@
 //! Everything here is byte-compatible with the official Node packages:
 //! `@socket.io/redis-emitter` 5.x (what API services publish) and
 //! `@socket.io/redis-adapter` 8.x in classic (`PUBLISH`/`PSUBSCRIBE`) mode (what Node
-//! Socket.IO servers on the same Redis publish and expect to receive).
+//! Socket.IO servers on the same Redis publish and expect to receive), and the two adapters
+//! built on socket.io-adapter 2.5's `ClusterAdapter`: `@socket.io/redis-adapter` 8.3's
+//! `createShardedAdapter` and `@socket.io/redis-streams-adapter` 0.3 (with connection state
+//! recovery).
 //!
 //! * [`channel`]: channel names (`socket.io#/#`, `socket.io#/#room#`, request/response channels).
 //! * [`message`]: the broadcast message `[uid, packet, opts]` published on broadcast channels.
 //! * [`request`]: the request/response channel messages (types 0..9).
 //! * [`msgpack`]: a notepack.io 3.x compatible MessagePack encoder for [`rmpv::Value`],
 //!   a never-panicking decoder, and a serde serializer into [`rmpv::Value`].
+//! * [`cluster`]: the `ClusterAdapter` message `{type, data, uid, nsp}` (types 1..13) and its
+//!   channel names, shared by the two formats below.
+//! * [`sharded`]: the sharded adapter's encoding (JSON, or notepack with binary) and its
+//!   publishing rule (`computeChannel`).
+//! * [`streams`]: the streams adapter's stream keys (`hashCode` sharding), XADD fields and
+//!   pub/sub messages.
+//! * [`recovery`]: connection state recovery: session records, offsets, replay filtering.
 //! * [`socketio`]: turns bus packet data into the Socket.IO v5 packet text (plus binary
 //!   attachments) exactly as a Node `socket.io` 4.x server would, and JSON <-> msgpack values.
 //!
@@ -30,13 +40,18 @@
 #![warn(missing_docs)]
 
 pub mod channel;
+pub mod cluster;
 mod js;
 pub mod message;
 pub mod msgpack;
+pub mod recovery;
 pub mod request;
+pub mod sharded;
 pub mod socketio;
+pub mod streams;
 
 pub use channel::Channels;
+pub use cluster::{ClusterBody, ClusterChannels, ClusterMessage, MessageType};
 pub use message::{
     BroadcastFlags, BroadcastMessage, BroadcastOptions, BusPacket, EMITTER_UID, decode_broadcast,
     encode_broadcast,

@@ -40,12 +40,39 @@ pub fn encode(value: &Value) -> Vec<u8> {
 
 /// Appends the notepack-compatible encoding of `value` to `out`.
 pub fn encode_into(out: &mut Vec<u8>, value: &Value) {
+    encode_flavored(out, value, Flavor::Notepack);
+}
+
+/// Encodes `value` exactly as `@msgpack/msgpack` 2.x (`encode` with default options) encodes
+/// the equivalent JavaScript value: what `@socket.io/redis-streams-adapter` 0.3 writes.
+///
+/// The one difference from [`encode`] is the integer test for numbers: `@msgpack/msgpack` uses
+/// `Number.isSafeInteger`, so an integer-valued float beyond ±(2^53 - 1) stays a float64
+/// (notepack writes it as an int64/uint64). Everything else (smallest int forms, str8, bin8,
+/// fixext) is the same. JavaScript `undefined` (which `@msgpack/msgpack` writes as nil,
+/// notepack drops from maps) has no [`Value`]; callers decide where nil stands for it.
+pub fn encode_msgpack_js(value: &Value) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    encode_flavored(&mut out, value, Flavor::MsgpackJs);
+    out
+}
+
+/// Which JavaScript MessagePack library's output to reproduce.
+#[derive(Clone, Copy)]
+enum Flavor {
+    /// notepack.io 3.x.
+    Notepack,
+    /// @msgpack/msgpack 2.x.
+    MsgpackJs,
+}
+
+fn encode_flavored(out: &mut Vec<u8>, value: &Value, flavor: Flavor) {
     match value {
         Value::Nil => out.push(0xc0),
         Value::Boolean(b) => out.push(if *b { 0xc3 } else { 0xc2 }),
         Value::Integer(i) => encode_integer(out, *i),
-        Value::F32(f) => encode_f64(out, f64::from(*f)),
-        Value::F64(f) => encode_f64(out, *f),
+        Value::F32(f) => encode_f64(out, f64::from(*f), flavor),
+        Value::F64(f) => encode_f64(out, *f, flavor),
         Value::String(s) => {
             let bytes = s.as_bytes();
             let len = bytes.len();
@@ -87,7 +114,7 @@ pub fn encode_into(out: &mut Vec<u8>, value: &Value) {
                 out.extend_from_slice(&(len as u32).to_be_bytes());
             }
             for item in items {
-                encode_into(out, item);
+                encode_flavored(out, item, flavor);
             }
         }
         Value::Map(entries) => {
@@ -102,8 +129,8 @@ pub fn encode_into(out: &mut Vec<u8>, value: &Value) {
                 out.extend_from_slice(&(len as u32).to_be_bytes());
             }
             for (k, v) in entries {
-                encode_into(out, k);
-                encode_into(out, v);
+                encode_flavored(out, k, flavor);
+                encode_flavored(out, v, flavor);
             }
         }
         Value::Ext(ty, data) => {
@@ -175,8 +202,17 @@ fn encode_negative(out: &mut Vec<u8>, n: i64) {
     }
 }
 
-fn encode_f64(out: &mut Vec<u8>, f: f64) {
-    match integral(f) {
+/// 2^53 - 1, `Number.MAX_SAFE_INTEGER`.
+const MAX_SAFE_INTEGER: f64 = 9_007_199_254_740_991.0;
+
+fn encode_f64(out: &mut Vec<u8>, f: f64, flavor: Flavor) {
+    let integral = match flavor {
+        Flavor::Notepack => integral(f),
+        // `Number.isSafeInteger(f)`.
+        Flavor::MsgpackJs if f.abs() <= MAX_SAFE_INTEGER => integral(f),
+        Flavor::MsgpackJs => None,
+    };
+    match integral {
         Some(Integral::Unsigned(u)) => encode_unsigned(out, u),
         Some(Integral::Negative(n)) => encode_negative(out, n),
         None => {
