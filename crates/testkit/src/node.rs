@@ -61,7 +61,13 @@ pub fn node_dir() -> PathBuf {
 /// running `npm ci` (under a file lock, so parallel tests and processes do
 /// not race) if it is missing or stale. Blocking.
 pub fn ensure_node_modules() -> anyhow::Result<()> {
-    let dir = node_dir();
+    ensure_npm_ci(&node_dir())
+}
+
+/// Makes sure `dir/node_modules` matches `dir/package-lock.json`, running
+/// `npm ci` there (under a file lock in `dir`, so parallel tests and
+/// processes do not race) if it is missing or stale. Blocking.
+pub fn ensure_npm_ci(dir: &Path) -> anyhow::Result<()> {
     let lockfile = std::fs::read(dir.join("package-lock.json"))
         .with_context(|| format!("read {}/package-lock.json", dir.display()))?;
     let marker = dir.join("node_modules").join(".switchboard-installed");
@@ -76,8 +82,8 @@ pub fn ensure_node_modules() -> anyhow::Result<()> {
     run_install(
         StdCommand::new("npm")
             .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
-            .current_dir(&dir),
-        "npm ci (in tests/node)",
+            .current_dir(dir),
+        &format!("npm ci (in {})", dir.display()),
         "install Node.js and npm: apt-get install nodejs npm",
         NPM_CI_TIMEOUT,
     )?;

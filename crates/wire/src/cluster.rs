@@ -521,10 +521,7 @@ impl ClusterMessage {
     }
 }
 
-fn body_from_data(
-    ty: MessageType,
-    data: &mut [(Value, Value)],
-) -> Result<ClusterBody, WireError> {
+fn body_from_data(ty: MessageType, data: &mut [(Value, Value)]) -> Result<ClusterBody, WireError> {
     Ok(match ty {
         MessageType::Broadcast => ClusterBody::Broadcast(ClusterBroadcast {
             packet: match take(data, "packet") {
