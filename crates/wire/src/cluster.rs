@@ -372,7 +372,12 @@ impl ClusterMessage {
     pub fn has_binary(&self) -> bool {
         self.message_type().may_contain_binary()
             && match &self.body {
-                ClusterBody::Broadcast(b) => value_has_binary(&b.packet.data),
+                // Node checks the whole data object; only the event and unknown flags can hold
+                // binary (rooms are strings).
+                ClusterBody::Broadcast(b) => {
+                    value_has_binary(&b.packet.data)
+                        || b.opts.flags.other.iter().any(|(_, v)| value_has_binary(v))
+                }
                 ClusterBody::FetchSocketsResponse(r) => r
                     .sockets
                     .iter()
