@@ -32,7 +32,9 @@ use rmpv::Value;
 
 use crate::WireError;
 use crate::js::value_has_binary;
-use crate::message::{BroadcastOptions, as_u64_lenient, get, room_list, string_lenient, truthy};
+use crate::message::{
+    BroadcastOptions, as_u64_lenient, get, packet_type, room_list, string_lenient, truthy,
+};
 use crate::request::FetchedSocket;
 
 /// The default `channelPrefix` of both adapters.
@@ -224,19 +226,7 @@ impl ClusterPacket {
                 "data.packet must be a map, got {v}"
             )));
         };
-        let packet_type = match get(&entries, "type") {
-            None | Some(Value::Nil) => crate::socketio::EVENT,
-            Some(Value::Integer(i)) => i
-                .as_u64()
-                .filter(|t| *t <= 6)
-                .map(|t| t as u8)
-                .ok_or_else(|| WireError::Shape(format!("packet.type {i} is not 0..6")))?,
-            Some(other) => {
-                return Err(WireError::Shape(format!(
-                    "packet.type must be an integer, got {other}"
-                )));
-            }
-        };
+        let packet_type = packet_type(get(&entries, "type"))?;
         let id = get(&entries, "id").and_then(as_u64_lenient);
         let data = take(&mut entries, "data").unwrap_or(Value::Nil);
         Ok(ClusterPacket {

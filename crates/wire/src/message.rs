@@ -194,6 +194,21 @@ pub(crate) fn string_lenient(v: &Value, what: &str) -> Result<String, WireError>
     }
 }
 
+/// A packet's `type`: absent or nil means EVENT, else an integer 0..6.
+pub(crate) fn packet_type(v: Option<&Value>) -> Result<u8, WireError> {
+    match v {
+        None | Some(Value::Nil) => Ok(crate::socketio::EVENT),
+        Some(Value::Integer(i)) => i
+            .as_u64()
+            .filter(|t| *t <= 6)
+            .map(|t| t as u8)
+            .ok_or_else(|| WireError::Shape(format!("packet.type {i} is not 0..6"))),
+        Some(other) => Err(WireError::Shape(format!(
+            "packet.type must be an integer, got {other}"
+        ))),
+    }
+}
+
 impl BusPacket {
     /// Reads a packet map `{type, data, nsp, id?}`; a missing `type` means EVENT and a missing
     /// `nsp` means `"/"` (as the Node adapter assumes).
@@ -201,19 +216,7 @@ impl BusPacket {
         let Value::Map(entries) = v else {
             return Err(WireError::Shape(format!("packet must be a map, got {v}")));
         };
-        let packet_type = match get(entries, "type") {
-            None | Some(Value::Nil) => crate::socketio::EVENT,
-            Some(Value::Integer(i)) => i
-                .as_u64()
-                .filter(|t| *t <= 6)
-                .map(|t| t as u8)
-                .ok_or_else(|| WireError::Shape(format!("packet.type {i} is not 0..6")))?,
-            Some(other) => {
-                return Err(WireError::Shape(format!(
-                    "packet.type must be an integer, got {other}"
-                )));
-            }
-        };
+        let packet_type = packet_type(get(entries, "type"))?;
         let data = get(entries, "data").cloned().unwrap_or(Value::Nil);
         let nsp = match get(entries, "nsp") {
             None | Some(Value::Nil) => "/".to_string(),
