@@ -29,18 +29,7 @@ fn text(v: &Json) -> String {
 }
 
 fn node_writes(mode: SubscriptionMode) {
-    let redis = RedisServer::start().expect("redis-server");
-    let port = redis.port().to_string();
-    let arg = format!("sharded-{}", mode.as_str());
-    let mut script = NodeScript::start("cluster-capture.js", &[&port, &arg]);
-    let mut lines = Vec::new();
-    let meta = script.expect("meta", &mut lines);
-    lines.extend(script.collect_until("done", |l| l.last().is_some_and(|l| l["kind"] == "done")));
-    let ids = Ids {
-        uid_a: text(&meta["uidA"]),
-        uid_b: text(&meta["uidB"]),
-        sid: text(&meta["sid"]),
-    };
+    let (lines, ids, _) = capture(&format!("sharded-{}", mode.as_str()));
     let options = ShardedOptions::new("socket.io", mode);
     let own_channel = options.response_channel("/", &ids.uid_a);
 

@@ -37,17 +37,7 @@ fn unhex_str(v: &Json) -> String {
 
 #[test]
 fn node_writes_what_we_decode_and_encode() {
-    let redis = RedisServer::start().expect("redis-server");
-    let port = redis.port().to_string();
-    let mut script = NodeScript::start("cluster-capture.js", &[&port, "streams"]);
-    let mut lines = Vec::new();
-    let meta = script.expect("meta", &mut lines);
-    lines.extend(script.collect_until("done", |l| l.last().is_some_and(|l| l["kind"] == "done")));
-    let ids = Ids {
-        uid_a: text(&meta["uidA"]),
-        uid_b: text(&meta["uidB"]),
-        sid: text(&meta["sid"]),
-    };
+    let (lines, ids, meta) = capture("streams");
     let pid = text(&meta["pid"]);
     let s = scenario(&ids, 5000);
     let options = StreamsOptions::default();

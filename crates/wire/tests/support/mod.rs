@@ -124,6 +124,24 @@ impl Drop for NodeScript {
     }
 }
 
+/// Runs `cluster-capture.js` in `mode` against a fresh redis-server to the end; returns all
+/// its lines, the ids it reported and its `meta` line.
+pub fn capture(mode: &str) -> (Vec<Json>, Ids, Json) {
+    let redis = switchboard_testkit::redis::RedisServer::start().expect("redis-server");
+    let port = redis.port().to_string();
+    let mut script = NodeScript::start("cluster-capture.js", &[&port, mode]);
+    let mut lines = Vec::new();
+    let meta = script.expect("meta", &mut lines);
+    lines.extend(script.collect_until("done", |l| l.last().is_some_and(|l| l["kind"] == "done")));
+    let text = |k: &str| meta[k].as_str().expect("meta id").to_string();
+    let ids = Ids {
+        uid_a: text("uidA"),
+        uid_b: text("uidB"),
+        sid: text("sid"),
+    };
+    (lines, ids, meta)
+}
+
 /// Lines of `kind`.
 pub fn of_kind<'a>(lines: &'a [Json], kind: &str) -> Vec<&'a Json> {
     lines.iter().filter(|l| l["kind"] == kind).collect()
