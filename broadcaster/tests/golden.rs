@@ -8,7 +8,7 @@
 //! socket.io server sends its clients) and this test compares `switchboard_wire::encode_event`.
 //!
 //! Needs `node` and `npm`; installs the pinned packages with `npm ci` when `node_modules` is
-//! missing.
+//! missing or does not match `package-lock.json`.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -24,27 +24,13 @@ fn golden_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../crates/wire/golden")
 }
 
-/// Installs the golden scripts' npm packages once. nextest runs each test in
-/// its own process, so a file lock (not only the `OnceLock`) keeps two
-/// tests from running `npm ci` in the same folder at once.
+/// Installs the golden scripts' npm packages when `node_modules` does not match the lock
+/// file (the testkit's `npm ci` under a file lock, shared with switchboard-wire's tests).
 fn ensure_node_modules() {
     static READY: OnceLock<()> = OnceLock::new();
     READY.get_or_init(|| {
-        let dir = golden_dir();
-        let lock = std::fs::File::create(dir.join(".npm-install.lock"))
-            .expect("create the npm install lock file");
-        lock.lock().expect("take the npm install lock");
-        if dir.join("node_modules/@socket.io/redis-emitter").exists()
-            && dir.join("node_modules/socket.io-parser").exists()
-        {
-            return;
-        }
-        let status = Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund"])
-            .current_dir(&dir)
-            .status()
-            .expect("npm is required for the golden tests (install Node.js 18+)");
-        assert!(status.success(), "npm ci failed in {}", dir.display());
+        switchboard_testkit::node::ensure_npm_ci(&golden_dir())
+            .expect("npm ci in crates/wire/golden (needs Node.js 18+ and npm)");
     });
 }
 
