@@ -169,14 +169,14 @@ pub fn is_ephemeral(msg: &ClusterMessage) -> bool {
 /// `only_plaintext` is false, standard base64 (with padding) of `@msgpack/msgpack`'s encoding
 /// of the data.
 pub fn encode_fields(msg: &ClusterMessage, only_plaintext: bool) -> StreamFields {
-    let data = msg.data_value(Undefined::Omit).map(|data| {
-        if !only_plaintext && msg.has_binary() {
-            let data = msg.data_value(Undefined::Nil).unwrap_or(data);
+    let data = if !only_plaintext && msg.has_binary() {
+        msg.data_value(Undefined::Nil).map(|data| {
             base64::engine::general_purpose::STANDARD.encode(msgpack::encode_msgpack_js(&data))
-        } else {
-            js_json_string(&data)
-        }
-    });
+        })
+    } else {
+        msg.data_value(Undefined::Omit)
+            .map(|data| js_json_string(&data))
+    };
     StreamFields {
         uid: msg.uid.clone(),
         nsp: msg.nsp.clone(),
