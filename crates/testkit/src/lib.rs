@@ -2,7 +2,11 @@
 //! official Socket.IO clients.
 //!
 //! - [`redis::RedisServer`]: a private `redis-server` per test (never the
-//!   shared one on 6379), with `kill`/`restart` for chaos tests.
+//!   shared one on 6379), with `kill`/`restart` for chaos tests, TLS and ACL
+//!   users ([`redis::RedisOptions`]); [`tls::TestPki`]: throwaway certificates;
+//!   [`sentinel::SentinelSet`]: master, replica and three sentinels, with a
+//!   way to kill the master and wait for the failover;
+//!   [`cluster::RedisCluster`]: a Redis Cluster with a slot-migration helper.
 //! - [`gateway::GatewayProcess`]: the built `switchboard-gateway` binary on a
 //!   free port, waited for until `/healthz` answers, with captured logs.
 //! - [`node::NodeDriver`]: one long-running `node tests/node/driver.mjs` that
@@ -22,12 +26,15 @@
 #![warn(missing_docs)]
 
 pub mod browser;
+pub mod cluster;
 pub mod gateway;
 pub mod jwt;
 pub mod net;
 pub mod node;
 pub mod python;
 pub mod redis;
+pub mod sentinel;
+pub mod tls;
 pub mod tools;
 
 mod lock;

@@ -3,6 +3,7 @@
 use std::{
     io::{BufRead, BufReader, Write},
     net::TcpStream,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     thread,
     time::{Duration, Instant},
@@ -13,16 +14,87 @@ use anyhow::{Context, bail};
 use crate::{
     net::free_port,
     proc::{LogBuffer, kill_and_reap},
+    tls::TestPki,
 };
 
 /// How long [`RedisServer::start`] and [`RedisServer::restart`] wait for PONG.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How a [`RedisServer`] is started beyond the defaults (loopback, no
+/// persistence): TLS, ACL users, extra configuration directives.
+#[derive(Debug, Clone, Default)]
+pub struct RedisOptions {
+    tls: Option<ServerTls>,
+    users: Vec<String>,
+    args: Vec<String>,
+    config_file: Option<String>,
+}
+
+/// The server side of TLS: certificate, key, the CA clients are checked
+/// against, and whether clients must present a certificate.
+#[derive(Debug, Clone)]
+struct ServerTls {
+    cert: PathBuf,
+    key: PathBuf,
+    ca: PathBuf,
+    auth_clients: bool,
+}
+
+/// Password of the `admin` ACL user the harness adds when ACL users are
+/// configured (the `default` user is then disabled).
+pub const ADMIN_PASSWORD: &str = "testkit-admin-password";
+
+impl RedisOptions {
+    /// Serve TLS with `pki`'s server certificate on the client port
+    /// ([`RedisServer::url`] becomes `rediss://`). With `require_client_cert`
+    /// clients must present a certificate signed by `pki`'s CA (mutual TLS).
+    /// A plain port stays open on loopback for the harness's own commands
+    /// ([`RedisServer::command`]).
+    pub fn tls(mut self, pki: &TestPki, require_client_cert: bool) -> Self {
+        self.tls = Some(ServerTls {
+            cert: pki.server_cert_file(),
+            key: pki.server_key_file(),
+            ca: pki.ca_file(),
+            auth_clients: require_client_cert,
+        });
+        self
+    }
+
+    /// Adds an ACL user, as a `user` directive: e.g.
+    /// `"publisher on >secret resetchannels &socket.io* -@all +publish"`.
+    /// The first user also disables the `default` user and adds `admin`
+    /// (password [`ADMIN_PASSWORD`]), which the harness authenticates as.
+    pub fn user(mut self, rule: impl Into<String>) -> Self {
+        self.users.push(rule.into());
+        self
+    }
+
+    /// Adds raw command-line arguments (configuration directives), e.g.
+    /// `["--cluster-enabled", "yes"]`.
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Writes `contents` as the configuration file, passed first on the
+    /// command line (Sentinel needs a writable one).
+    pub fn config_file(mut self, contents: impl Into<String>) -> Self {
+        self.config_file = Some(contents.into());
+        self
+    }
+}
 
 /// A `redis-server` child process bound to `127.0.0.1` on a free port, with
 /// persistence off and its own working directory. Dropping it SIGKILLs and
 /// reaps the process and removes the directory.
 pub struct RedisServer {
     port: u16,
+    tls_port: Option<u16>,
+    options: RedisOptions,
     dir: tempfile::TempDir,
     child: Option<Child>,
     logs: LogBuffer,
@@ -35,12 +107,19 @@ impl RedisServer {
     /// binary is not on `PATH`. If the chosen port was taken in the meantime
     /// it retries on another port.
     pub fn start() -> anyhow::Result<Self> {
+        Self::start_with(RedisOptions::default())
+    }
+
+    /// Like [`start`](Self::start) with TLS, ACL users or extra directives.
+    pub fn start_with(options: RedisOptions) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("switchboard-redis-")
             .tempdir()
             .context("create redis working directory")?;
         let mut server = Self {
             port: free_port(),
+            tls_port: options.tls.as_ref().map(|_| free_port()),
+            options,
             dir,
             child: None,
             logs: LogBuffer::default(),
@@ -52,6 +131,7 @@ impl RedisServer {
                 Err(e) if server.logs.text().contains("Address already in use") => {
                     last_err = Some(e);
                     server.port = free_port();
+                    server.tls_port = server.tls_port.map(|_| free_port());
                     server.logs = LogBuffer::default();
                 }
                 Err(e) => return Err(e),
@@ -60,14 +140,33 @@ impl RedisServer {
         Err(last_err.unwrap_or_else(|| anyhow::anyhow!("redis-server did not start")))
     }
 
-    /// `redis://127.0.0.1:PORT`.
+    /// `redis://127.0.0.1:PORT`, or `rediss://127.0.0.1:TLS_PORT` with TLS.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        match self.tls_port {
+            Some(port) => format!("rediss://127.0.0.1:{port}"),
+            None => format!("redis://127.0.0.1:{}", self.port),
+        }
     }
 
-    /// The TCP port the server listens on (stable across [`restart`](Self::restart)).
+    /// The port clients use (the TLS port with TLS); stable across
+    /// [`restart`](Self::restart).
     pub fn port(&self) -> u16 {
+        self.tls_port.unwrap_or(self.port)
+    }
+
+    /// The plain-TCP port (the same as [`port`](Self::port) without TLS).
+    pub fn plain_port(&self) -> u16 {
         self.port
+    }
+
+    /// The server's working directory.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The process id while the server runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// SIGKILLs the server and reaps it (no-op if it is not running). Data is
@@ -112,7 +211,8 @@ impl RedisServer {
         self.logs.text()
     }
 
-    /// Runs one command over a fresh connection and returns its reply, e.g.
+    /// Runs one command over a fresh plain connection (as `admin` when ACL
+    /// users are configured) and returns its reply, e.g.
     /// `redis.command(&["PUBSUB", "NUMSUB", "socket.io#/#"])`. 5 s timeout.
     pub fn command(&self, args: &[&str]) -> anyhow::Result<Resp> {
         let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
@@ -122,17 +222,67 @@ impl RedisServer {
     /// Like [`command`](Self::command) with binary-safe arguments (e.g. a
     /// msgpack payload for `PUBLISH`).
     pub fn command_bytes(&self, args: &[&[u8]]) -> anyhow::Result<Resp> {
-        resp_command(self.port, args, Duration::from_secs(5))
+        resp_command(self.port, self.admin(), args, Duration::from_secs(5))
+    }
+
+    /// `INFO commandstats` as (command, calls) pairs, e.g. `("publish", 1000)`;
+    /// subcommands look like `client|setinfo`.
+    pub fn command_calls(&self) -> anyhow::Result<Vec<(String, u64)>> {
+        let info = self
+            .command(&["INFO", "commandstats"])?
+            .as_str()
+            .context("INFO commandstats did not answer a string")?;
+        Ok(parse_commandstats(&info))
+    }
+
+    fn admin(&self) -> Option<(&'static str, &'static str)> {
+        (!self.options.users.is_empty()).then_some(("admin", ADMIN_PASSWORD))
+    }
+
+    fn command_line(&self) -> anyhow::Result<Vec<String>> {
+        let o = &self.options;
+        let mut args = Vec::new();
+        if let Some(contents) = &o.config_file {
+            let path = self.dir.path().join("redis.conf");
+            std::fs::write(&path, contents).with_context(|| format!("write {}", path.display()))?;
+            args.push(path.display().to_string());
+        }
+        let s = |v: &str| v.to_string();
+        args.extend([
+            s("--port"),
+            self.port.to_string(),
+            s("--bind"),
+            s("127.0.0.1"),
+        ]);
+        args.extend([s("--save"), s(""), s("--appendonly"), s("no")]);
+        args.extend([s("--daemonize"), s("no"), s("--logfile"), s("")]);
+        args.extend([s("--dir"), self.dir.path().display().to_string()]);
+        if let (Some(tls), Some(port)) = (&o.tls, self.tls_port) {
+            args.extend([s("--tls-port"), port.to_string()]);
+            args.extend([s("--tls-cert-file"), tls.cert.display().to_string()]);
+            args.extend([s("--tls-key-file"), tls.key.display().to_string()]);
+            args.extend([s("--tls-ca-cert-file"), tls.ca.display().to_string()]);
+            let auth = if tls.auth_clients { "yes" } else { "no" };
+            args.extend([s("--tls-auth-clients"), s(auth)]);
+        }
+        if !o.users.is_empty() {
+            // One argument per ACL rule: redis-server quotes each argument.
+            let admin = format!("admin on >{ADMIN_PASSWORD} ~* &* +@all");
+            for rule in [admin.as_str(), "default off"]
+                .into_iter()
+                .chain(o.users.iter().map(String::as_str))
+            {
+                args.push(s("--user"));
+                args.extend(rule.split_whitespace().map(s));
+            }
+        }
+        args.extend(o.args.iter().cloned());
+        Ok(args)
     }
 
     fn spawn_and_wait(&mut self) -> anyhow::Result<()> {
-        let port = self.port.to_string();
         let mut child = Command::new("redis-server")
-            .args(["--port", &port, "--bind", "127.0.0.1", "--save", ""])
-            .args(["--appendonly", "no", "--daemonize", "no"])
-            .arg("--dir")
-            .arg(self.dir.path())
-            .args(["--logfile", ""])
+            .args(self.command_line()?)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -163,9 +313,12 @@ impl RedisServer {
                     self.logs.tail(20)
                 );
             }
-            if let Ok(Resp::Simple(s)) =
-                resp_command(self.port, &[b"PING"], Duration::from_millis(500))
-                && s == "PONG"
+            if let Ok(Resp::Simple(s)) = resp_command(
+                self.port,
+                self.admin(),
+                &[b"PING"],
+                Duration::from_millis(500),
+            ) && s == "PONG"
             {
                 self.child = Some(child);
                 return Ok(());
@@ -232,22 +385,52 @@ impl Resp {
     }
 }
 
-/// Sends one command to `127.0.0.1:port` and reads one reply.
-fn resp_command(port: u16, args: &[&[u8]], timeout: Duration) -> anyhow::Result<Resp> {
+/// Parses the text of `INFO commandstats` into (command, calls) pairs.
+fn parse_commandstats(info: &str) -> Vec<(String, u64)> {
+    info.lines()
+        .filter_map(|line| {
+            let (name, rest) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = rest.split(',').find_map(|kv| kv.strip_prefix("calls="))?;
+            Some((name.to_string(), calls.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Sends one command to `127.0.0.1:port` (after `AUTH user pass` when
+/// `auth` is given) and reads its reply.
+pub(crate) fn resp_command(
+    port: u16,
+    auth: Option<(&str, &str)>,
+    args: &[&[u8]],
+    timeout: Duration,
+) -> anyhow::Result<Resp> {
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let mut stream = TcpStream::connect_timeout(&addr, timeout)
         .with_context(|| format!("connect to redis on port {port}"))?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
-    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    let mut out = Vec::new();
+    if let Some((user, pass)) = auth {
+        encode_command(&mut out, &[b"AUTH", user.as_bytes(), pass.as_bytes()]);
+    }
+    encode_command(&mut out, args);
+    stream.write_all(&out)?;
+    let mut reader = BufReader::new(stream);
+    if auth.is_some()
+        && let Resp::Error(e) = read_resp(&mut reader)?
+    {
+        bail!("AUTH as the harness's admin user failed: {e}");
+    }
+    read_resp(&mut reader)
+}
+
+fn encode_command(out: &mut Vec<u8>, args: &[&[u8]]) {
+    out.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
     for a in args {
         out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
         out.extend_from_slice(a);
         out.extend_from_slice(b"\r\n");
     }
-    stream.write_all(&out)?;
-    let mut reader = BufReader::new(stream);
-    read_resp(&mut reader)
 }
 
 fn read_resp(r: &mut impl BufRead) -> anyhow::Result<Resp> {

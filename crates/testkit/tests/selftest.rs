@@ -539,3 +539,100 @@ async fn node_driver_survives_redis_restart() {
     }
     node.ping().await.unwrap();
 }
+
+#[test]
+fn redis_over_tls_with_acl_users() {
+    use switchboard_testkit::{redis::RedisOptions, tls::TestPki};
+    let pki = TestPki::generate().unwrap();
+    let redis = RedisServer::start_with(
+        RedisOptions::default()
+            .tls(&pki, true)
+            .user("app on >app-secret ~* &* +@all"),
+    )
+    .unwrap();
+    assert!(redis.url().starts_with("rediss://127.0.0.1:"));
+    assert_ne!(redis.port(), redis.plain_port());
+    assert_eq!(
+        redis
+            .command(&["ACL", "WHOAMI"])
+            .unwrap()
+            .as_str()
+            .as_deref(),
+        Some("admin")
+    );
+    let out = std::process::Command::new("redis-cli")
+        .args(["--tls", "--cacert"])
+        .arg(pki.ca_file())
+        .arg("--cert")
+        .arg(pki.client_cert_file())
+        .arg("--key")
+        .arg(pki.client_key_file())
+        .args([
+            "-p",
+            &redis.port().to_string(),
+            "--user",
+            "app",
+            "--pass",
+            "app-secret",
+        ])
+        .args(["--no-auth-warning", "ACL", "WHOAMI"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "app",
+        "{out:?}"
+    );
+}
+
+#[test]
+fn sentinel_fails_over_when_the_master_dies() {
+    use switchboard_testkit::sentinel::SentinelSet;
+    let mut set = SentinelSet::start().unwrap();
+    assert_eq!(set.sentinel_addrs().len(), 3);
+    let old = set.master_port().unwrap();
+    assert_eq!(old, set.servers()[0].port());
+    let killed = set.kill_master().unwrap();
+    assert_eq!(killed, old);
+    let started = std::time::Instant::now();
+    let new = set.wait_for_failover(old, Duration::from_secs(30)).unwrap();
+    assert_eq!(new, set.servers()[1].port());
+    eprintln!("failover took {:?}", started.elapsed());
+}
+
+#[test]
+fn cluster_of_three_masters_migrates_a_slot() {
+    use switchboard_testkit::cluster::RedisCluster;
+    let cluster = RedisCluster::start(3, 0).unwrap();
+    assert_eq!(cluster.master_ports().unwrap().len(), 3);
+    let slot = cluster.key_slot("k").unwrap();
+    let owner = cluster.slot_owner(slot).unwrap();
+    let node = cluster.node(owner).unwrap();
+    assert_eq!(
+        node.command(&["SET", "k", "v"]).unwrap(),
+        Resp::Simple("OK".into())
+    );
+    let target = cluster
+        .master_ports()
+        .unwrap()
+        .into_iter()
+        .find(|p| *p != owner)
+        .unwrap();
+    cluster.migrate_slot(slot, target).unwrap();
+    assert_eq!(cluster.slot_owner(slot).unwrap(), target);
+    let moved = node.command(&["GET", "k"]).unwrap();
+    assert!(
+        matches!(&moved, Resp::Error(e) if e.starts_with("MOVED")),
+        "{moved:?}"
+    );
+    assert_eq!(
+        cluster
+            .node(target)
+            .unwrap()
+            .command(&["GET", "k"])
+            .unwrap()
+            .as_str()
+            .as_deref(),
+        Some("v")
+    );
+}
