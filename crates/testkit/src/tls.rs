@@ -21,8 +21,16 @@ pub struct TestPki {
 
 impl TestPki {
     /// Generates a fresh CA, server and client certificates (and an unrelated
-    /// CA) and writes them as PEM files.
+    /// CA) and writes them as PEM files. The server certificate is valid for
+    /// `localhost` and `127.0.0.1`.
     pub fn generate() -> anyhow::Result<Self> {
+        Self::generate_for(&["localhost", "127.0.0.1"])
+    }
+
+    /// Like [`generate`](Self::generate), with a server certificate valid
+    /// only for `server_names` (host names or IPs): a client connecting to
+    /// another name must refuse it.
+    pub fn generate_for(server_names: &[&str]) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("switchboard-pki-")
             .tempdir()
@@ -35,7 +43,8 @@ impl TestPki {
         pki.write("ca.crt", &ca_cert.pem())?;
 
         let server_key = KeyPair::generate()?;
-        let mut server = CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])?;
+        let names: Vec<String> = server_names.iter().map(|n| n.to_string()).collect();
+        let mut server = CertificateParams::new(names)?;
         server.distinguished_name = name("redis test server");
         server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         let server_cert = server.signed_by(&server_key, &issuer)?;
@@ -65,7 +74,7 @@ impl TestPki {
         self.path("other-ca.crt")
     }
 
-    /// The server certificate (SANs `localhost`, `127.0.0.1`).
+    /// The server certificate.
     pub fn server_cert_file(&self) -> PathBuf {
         self.path("server.crt")
     }
