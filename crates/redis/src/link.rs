@@ -243,7 +243,7 @@ async fn supervise<C: Connector>(shared: Arc<Shared<C>>) {
 }
 
 /// `min * 2^(failures-1)`, capped at `max`, times a random factor in [0.5, 1).
-fn backoff(target: &Target, failures: u32) -> Duration {
+pub(crate) fn backoff(target: &Target, failures: u32) -> Duration {
     let b = target.backoff;
     let exp = b
         .min

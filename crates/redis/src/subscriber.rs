@@ -16,12 +16,12 @@ use std::{
 
 use futures_util::future::BoxFuture;
 use redis::{PushInfo, PushKind, RedisResult, Value, aio::MultiplexedConnection};
-use tokio::sync::mpsc;
+use tokio::{sync::mpsc, task::AbortHandle};
 
 use crate::{
     Error,
     connectors::{ClusterConnector, MasterConnector, OnConnect},
-    link::{Link, PushHandler},
+    link::{Link, PushHandler, backoff},
     target::Target,
 };
 
@@ -121,23 +121,68 @@ enum Backend {
         link: Link<MasterConnector>,
         tracked: Tracked,
     },
-    Cluster(Link<ClusterConnector>),
+    Cluster {
+        link: Arc<Link<ClusterConnector>>,
+        /// Only the shard channels: the server drops those when their slot
+        /// moves, and [`restore_shard_channels`] subscribes them again.
+        tracked: Tracked,
+        restorer: AbortHandle,
+    },
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Backend::Cluster { restorer, .. } = &self.backend {
+            restorer.abort();
+        }
+    }
 }
 
 impl Subscriber {
     pub(crate) fn new(target: Arc<Target>) -> RedisResult<(Subscriber, Messages)> {
         let (tx, rx) = mpsc::unbounded_channel();
-        let forward: PushHandler = Box::new(move |push| {
-            if let Some(m) = Message::from_push(push) {
-                let _ = tx.send(m);
-            }
-        });
+        let tracked: Tracked = Arc::default();
         let backend = match ClusterConnector::new(&target) {
             Some(connector) => {
-                Backend::Cluster(Link::new(target.clone(), connector, Some(forward)))
+                // When a slot moves, its old owner unsubscribes the shard
+                // channels of that slot (a `sunsubscribe` push nobody asked
+                // for); those still wanted are subscribed again, which
+                // redis-rs routes to the new owner.
+                let (lost_tx, lost_rx) = mpsc::unbounded_channel();
+                let wanted = tracked.clone();
+                let forward: PushHandler = Box::new(move |push| {
+                    if push.kind == PushKind::SUnsubscribe {
+                        if let Some(Value::BulkString(channel)) = push.data.first()
+                            && lock(&wanted).shard_channels.contains(channel)
+                        {
+                            let _ = lost_tx.send(channel.clone());
+                        }
+                        return;
+                    }
+                    if let Some(m) = Message::from_push(push) {
+                        let _ = tx.send(m);
+                    }
+                });
+                let link = Arc::new(Link::new(target.clone(), connector, Some(forward)));
+                let restorer = tokio::spawn(restore_shard_channels(
+                    link.clone(),
+                    tracked.clone(),
+                    lost_rx,
+                    target.clone(),
+                ))
+                .abort_handle();
+                Backend::Cluster {
+                    link,
+                    tracked,
+                    restorer,
+                }
             }
             None => {
-                let tracked: Tracked = Arc::default();
+                let forward: PushHandler = Box::new(move |push| {
+                    if let Some(m) = Message::from_push(push) {
+                        let _ = tx.send(m);
+                    }
+                });
                 let restore = tracked.clone();
                 let on_connect: OnConnect = Box::new(move |conn| resubscribe(conn, &restore));
                 let connector =
@@ -193,7 +238,7 @@ impl Subscriber {
     pub fn is_connected(&self) -> bool {
         match &self.inner.backend {
             Backend::Master { link, .. } => link.is_up(),
-            Backend::Cluster(link) => link.is_up(),
+            Backend::Cluster { link, .. } => link.is_up(),
         }
     }
 
@@ -201,7 +246,7 @@ impl Subscriber {
     pub fn last_error(&self) -> Option<Error> {
         match &self.inner.backend {
             Backend::Master { link, .. } => link.last_error(),
-            Backend::Cluster(link) => link.last_error(),
+            Backend::Cluster { link, .. } => link.last_error(),
         }
     }
 
@@ -220,16 +265,7 @@ impl Subscriber {
             match &self.inner.backend {
                 Backend::Master { link, tracked } => {
                     // Remember first: a reconnection from now on restores it.
-                    {
-                        let mut t = lock(tracked);
-                        for n in &names {
-                            if add {
-                                t.set(kind).insert(n.clone());
-                            } else {
-                                t.set(kind).remove(n);
-                            }
-                        }
-                    }
+                    track(tracked, kind, add, &names);
                     if !add && !link.is_up() {
                         // Nothing to undo on a connection that is gone.
                         return Ok(());
@@ -242,15 +278,32 @@ impl Subscriber {
                         Error::from_redis(target, &e)
                     })
                 }
-                Backend::Cluster(link) => {
+                Backend::Cluster { link, tracked, .. } => {
+                    if kind == SubscriptionKind::Shard {
+                        track(tracked, kind, add, &names);
+                    }
                     let (mut conn, _) = link.get().await?;
                     let r = match (kind, add) {
                         (SubscriptionKind::Channel, true) => conn.subscribe(names).await,
                         (SubscriptionKind::Channel, false) => conn.unsubscribe(names).await,
                         (SubscriptionKind::Pattern, true) => conn.psubscribe(names).await,
                         (SubscriptionKind::Pattern, false) => conn.punsubscribe(names).await,
-                        (SubscriptionKind::Shard, true) => conn.ssubscribe(names).await,
-                        (SubscriptionKind::Shard, false) => conn.sunsubscribe(names).await,
+                        // One command per slot: Redis refuses shard channels
+                        // of several slots in one (CROSSSLOT).
+                        (SubscriptionKind::Shard, add) => {
+                            let mut result = Ok(());
+                            for group in by_slot(names) {
+                                result = if add {
+                                    conn.ssubscribe(group).await
+                                } else {
+                                    conn.sunsubscribe(group).await
+                                };
+                                if result.is_err() {
+                                    break;
+                                }
+                            }
+                            result
+                        }
                     };
                     r.map_err(|e| Error::from_redis(target, &e))
                 }
@@ -288,6 +341,62 @@ async fn send_master(
             Ok(())
         }
     }
+}
+
+/// Records a subscription change.
+fn track(tracked: &Tracked, kind: SubscriptionKind, add: bool, names: &[Vec<u8>]) {
+    let mut t = lock(tracked);
+    for n in names {
+        if add {
+            t.set(kind).insert(n.clone());
+        } else {
+            t.set(kind).remove(n);
+        }
+    }
+}
+
+/// Subscribes again, on whichever node now owns its slot, every shard
+/// channel the server dropped while it is still wanted; retries with
+/// backoff until it succeeds or the channel is no longer wanted.
+async fn restore_shard_channels(
+    link: Arc<Link<ClusterConnector>>,
+    tracked: Tracked,
+    mut lost: mpsc::UnboundedReceiver<Vec<u8>>,
+    target: Arc<Target>,
+) {
+    while let Some(channel) = lost.recv().await {
+        let mut failures = 0;
+        while lock(&tracked).shard_channels.contains(&channel) {
+            let attempt = tokio::time::timeout(target.timeout, async {
+                let (mut conn, _) = link.get().await?;
+                conn.ssubscribe(&channel)
+                    .await
+                    .map_err(|e| Error::from_redis(&target, &e))
+            })
+            .await;
+            match attempt {
+                Ok(Ok(())) => {
+                    tracing::info!(redis = %target.describe, channel = %String::from_utf8_lossy(&channel), "shard channel subscribed again after its slot moved");
+                    break;
+                }
+                Ok(Err(e)) => {
+                    failures += 1;
+                    tracing::warn!(redis = %target.describe, channel = %String::from_utf8_lossy(&channel), error = %e, "cannot subscribe a moved shard channel again; retrying");
+                }
+                Err(_) => failures += 1,
+            }
+            tokio::time::sleep(backoff(&target, failures)).await;
+        }
+    }
+}
+
+/// `names` grouped by hash slot.
+fn by_slot(names: Vec<Vec<u8>>) -> Vec<Vec<Vec<u8>>> {
+    let mut groups: std::collections::BTreeMap<u16, Vec<Vec<u8>>> = Default::default();
+    for n in names {
+        groups.entry(crate::slot::slot(&n)).or_default().push(n);
+    }
+    groups.into_values().collect()
 }
 
 /// Subscribes a new connection to everything tracked.
