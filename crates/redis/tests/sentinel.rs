@@ -121,7 +121,7 @@ async fn failover_under_a_steady_publish_rate() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     producer.await.unwrap();
 
-    let outcomes = outcomes.lock().unwrap();
+    let outcomes = std::mem::take(&mut *outcomes.lock().unwrap());
     let failed: Vec<&Outcome> = outcomes.iter().filter(|o| o.result.is_err()).collect();
     // Only what was in flight when the master died failed: publishes started
     // before the kill, or in the instant before the client saw the
