@@ -42,8 +42,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use deadpool_redis::{Manager, Pool, Runtime};
-use redis::AsyncConnectionConfig;
 use rmpv::Value;
 use serde::Serialize;
 use switchboard_wire::{
@@ -51,35 +49,61 @@ use switchboard_wire::{
     EMITTER_UID, Request, RequestOpts, RoomsRequest, WireError,
 };
 
+pub use switchboard_redis::{Mode, RedisSettings, Secret};
 pub use switchboard_wire::RESERVED_EVENTS;
 
+use switchboard_redis::{Publication, PublishKind, Publisher, Redis};
+
 /// Settings of a [`Broadcaster`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct BroadcasterConfig {
-    /// Redis URL, e.g. `redis://127.0.0.1:6379` or `rediss://user:pass@host:6380/0`.
+    /// Redis URL, e.g. `redis://127.0.0.1:6379` or `rediss://user:pass@host:6380/0`: the
+    /// standalone server, used unless `redis.url` is set or `redis.mode` is not standalone.
     pub redis_url: String,
+    /// Everything else about reaching Redis: TLS files, ACL user and password (or password
+    /// file), `mode = Sentinel` with `sentinels` and `master_name`, `mode = Cluster` with
+    /// `nodes`. See the README's "Broadcaster and CLI" configuration. Its `timeout_ms` is
+    /// replaced by `publish_timeout`.
+    pub redis: RedisSettings,
     /// Channel key prefix, the `key` option of the Node adapter/emitter (`"socket.io"`).
     pub key: String,
-    /// Upper bound for one publish (connecting included). Default 2 s.
+    /// Upper bound for one publish (waiting for a connection included). Default 2 s.
     pub publish_timeout: Duration,
     /// Room of a user; `{id}` is replaced by the user id. Default `"user:{id}"`.
     pub user_room_template: String,
     /// Room of a role; `{role}` is replaced by the role name. Default `"role:{role}"`.
     pub role_room_template: String,
-    /// Maximum number of pooled Redis connections. Default 8.
+    /// Ignored. Publishes are pipelined on `redis.connections` shared multiplexed connections
+    /// (default 1) instead of taking a pooled connection each.
+    #[deprecated(note = "publishes are pipelined on shared connections; see `redis.connections`")]
     pub pool_size: usize,
 }
 
 impl Default for BroadcasterConfig {
+    #[allow(deprecated)]
     fn default() -> Self {
         BroadcasterConfig {
             redis_url: "redis://127.0.0.1:6379".into(),
+            redis: RedisSettings::default(),
             key: switchboard_wire::channel::DEFAULT_KEY.into(),
             publish_timeout: Duration::from_secs(2),
             user_room_template: "user:{id}".into(),
             role_room_template: "role:{role}".into(),
             pool_size: 8,
         }
+    }
+}
+
+impl BroadcasterConfig {
+    /// The Redis settings in effect: `redis` with `redis_url` filled in for a standalone
+    /// server and the timeout taken from `publish_timeout`.
+    pub fn redis_settings(&self) -> RedisSettings {
+        let mut settings = self.redis.clone();
+        if settings.mode == Mode::Standalone && settings.url.as_deref().is_none_or(str::is_empty) {
+            settings.url = Some(self.redis_url.clone());
+        }
+        settings.timeout_ms = u64::try_from(self.publish_timeout.as_millis()).unwrap_or(u64::MAX);
+        settings
     }
 }
 
@@ -105,26 +129,49 @@ impl Delivery {
 /// timeout.
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
-    /// The configuration is unusable (bad Redis URL, zero timeout...).
+    /// The configuration is unusable (bad Redis URL, unreadable TLS file, zero timeout...);
+    /// the message names the setting.
     #[error("invalid broadcaster configuration: {0}")]
     Config(String),
     /// Redis could not be reached or the connection broke.
     #[error("Redis at {url} is unreachable: {reason}")]
     Unreachable {
-        /// The Redis URL, password removed.
+        /// The Redis URL (or addresses), password removed.
         url: String,
         /// What failed.
         reason: String,
     },
     /// The publish did not complete within the configured timeout.
-    #[error("publishing to Redis at {url} timed out after {after:?}")]
+    #[error("publishing to Redis at {url} timed out after {after:?}{}", match .last_error {
+        Some(e) => format!(" (last connection error: {e})"),
+        None => String::new(),
+    })]
     Timeout {
-        /// The Redis URL, password removed.
+        /// The Redis URL (or addresses), password removed.
         url: String,
         /// The configured timeout.
         after: Duration,
+        /// Why no connection could be made while waiting, if that was the cause.
+        last_error: Option<String>,
     },
-    /// Redis answered with an error (e.g. NOAUTH, READONLY).
+    /// Redis refused the credentials (`WRONGPASS`, `NOAUTH`).
+    #[error("Redis at {url} refused the credentials: {reason}")]
+    Auth {
+        /// The Redis URL (or addresses), password removed.
+        url: String,
+        /// Redis's answer, the user, and what to check.
+        reason: String,
+    },
+    /// The TLS handshake failed (certificate not trusted or not for this host, client
+    /// certificate refused or missing).
+    #[error("TLS with Redis at {url} failed: {reason}")]
+    Tls {
+        /// The Redis URL (or addresses), password removed.
+        url: String,
+        /// What the TLS layer reported, and which setting to check.
+        reason: String,
+    },
+    /// Redis answered with an error (e.g. NOPERM for an ACL user, READONLY from a replica).
     #[error("Redis refused the publish: {0}")]
     Redis(String),
     /// The event name is reserved by Socket.IO.
@@ -137,12 +184,53 @@ pub enum PublishError {
 
 impl PublishError {
     /// True for errors caused by Redis availability (unreachable or timed out), as opposed to
-    /// bad input or configuration.
+    /// bad input, configuration, credentials or certificates.
     pub fn is_unavailable(&self) -> bool {
         matches!(
             self,
             PublishError::Unreachable { .. } | PublishError::Timeout { .. }
         )
+    }
+}
+
+impl From<switchboard_redis::Error> for PublishError {
+    fn from(e: switchboard_redis::Error) -> Self {
+        use switchboard_redis::Error as E;
+        match e {
+            E::Unreachable { target, reason } => PublishError::Unreachable {
+                url: target,
+                reason,
+            },
+            E::Timeout {
+                target,
+                after,
+                last_error,
+            } => PublishError::Timeout {
+                url: target,
+                after,
+                last_error,
+            },
+            E::Auth {
+                target,
+                user,
+                reason,
+            } => PublishError::Auth {
+                url: target,
+                reason: match user {
+                    Some(u) => format!(
+                        "user \"{u}\": {reason}; check the user and password (redis.username and redis.password / password_file, or the URL)"
+                    ),
+                    None => format!(
+                        "{reason}; check the password (redis.password / password_file, or the URL)"
+                    ),
+                },
+            },
+            E::Tls { target, reason } => PublishError::Tls {
+                url: target,
+                reason,
+            },
+            e @ E::Server { .. } => PublishError::Redis(e.to_string()),
+        }
     }
 }
 
@@ -157,10 +245,9 @@ pub struct Encoded {
 }
 
 struct Inner {
-    pool: Pool,
+    publisher: Publisher,
     config: BroadcasterConfig,
     channels: Channels,
-    display_url: String,
 }
 
 /// Publishes Socket.IO events to Redis. Cheap to clone (an `Arc` inside); share one per process.
@@ -172,21 +259,10 @@ pub struct Broadcaster {
 impl std::fmt::Debug for Broadcaster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Broadcaster")
-            .field("redis", &self.inner.display_url)
+            .field("redis", &self.inner.publisher.target())
             .field("key", &self.inner.config.key)
             .finish()
     }
-}
-
-/// The URL without its password, for messages.
-fn redact(url: &str) -> String {
-    if let Some((scheme, rest)) = url.split_once("://")
-        && let Some((auth, host)) = rest.rsplit_once('@')
-    {
-        let user = auth.split(':').next().unwrap_or("");
-        return format!("{scheme}://{user}:***@{host}");
-    }
-    url.to_string()
 }
 
 impl Broadcaster {
@@ -202,7 +278,8 @@ impl Broadcaster {
         })
     }
 
-    /// A broadcaster with explicit settings.
+    /// A broadcaster with explicit settings. Reads the TLS and password files the settings
+    /// name; an error names the setting that is wrong.
     pub fn from_config(config: BroadcasterConfig) -> Result<Self, PublishError> {
         if config.publish_timeout.is_zero() {
             return Err(PublishError::Config("publish_timeout must be > 0".into()));
@@ -217,26 +294,15 @@ impl Broadcaster {
                 "role_room_template must contain {role}".into(),
             ));
         }
-        let display_url = redact(&config.redis_url);
-        let conn_config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(config.publish_timeout))
-            .set_response_timeout(Some(config.publish_timeout));
-        let manager = Manager::new_with_config(config.redis_url.as_str(), conn_config)
-            .map_err(|e| PublishError::Config(format!("bad Redis URL {display_url}: {e}")))?;
-        let pool = Pool::builder(manager)
-            .max_size(config.pool_size.max(1))
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(config.publish_timeout))
-            .create_timeout(Some(config.publish_timeout))
-            .recycle_timeout(Some(config.publish_timeout))
-            .build()
-            .map_err(|e| PublishError::Config(e.to_string()))?;
+        let config_error =
+            |e: switchboard_redis::SettingsError| PublishError::Config(e.to_string());
+        let redis = Redis::new(&config.redis_settings()).map_err(config_error)?;
+        let publisher = redis.publisher().map_err(config_error)?;
         Ok(Broadcaster {
             inner: Arc::new(Inner {
-                pool,
+                publisher,
                 channels: Channels::new(config.key.clone()),
                 config,
-                display_url,
             }),
         })
     }
@@ -323,104 +389,86 @@ impl Broadcaster {
         }
     }
 
-    /// Publishes already encoded messages in one pipeline; one [`Delivery`] per message, in
-    /// order. All or nothing from the caller's point of view: on error, any subset may have
-    /// been published.
+    /// Publishes already encoded messages in one pipeline (one per slot in a cluster); one
+    /// [`Delivery`] per message, in order. All or nothing from the caller's point of view: on
+    /// error, any subset may have been published.
     pub async fn emit_many(
         &self,
+        messages: impl IntoIterator<Item = Encoded>,
+    ) -> Result<Vec<Delivery>, PublishError> {
+        self.publish_many(PublishKind::Classic, messages).await
+    }
+
+    /// Publishes one encoded message (`PUBLISH`).
+    pub async fn publish(&self, message: Encoded) -> Result<Delivery, PublishError> {
+        self.publish_one(PublishKind::Classic, message).await
+    }
+
+    /// Publishes one encoded message on a shard channel (`SPUBLISH`, Redis >= 7): in a
+    /// cluster it goes to the shard that owns the channel's slot, and only subscribers there
+    /// (`SSUBSCRIBE`) receive it. For fleets on sharded pub/sub.
+    pub async fn spublish(&self, message: Encoded) -> Result<Delivery, PublishError> {
+        self.publish_one(PublishKind::Sharded, message).await
+    }
+
+    /// [`Self::emit_many`] with `SPUBLISH`.
+    pub async fn spublish_many(
+        &self,
+        messages: impl IntoIterator<Item = Encoded>,
+    ) -> Result<Vec<Delivery>, PublishError> {
+        self.publish_many(PublishKind::Sharded, messages).await
+    }
+
+    async fn publish_one(
+        &self,
+        kind: PublishKind,
+        message: Encoded,
+    ) -> Result<Delivery, PublishError> {
+        let Encoded { channel, payload } = message;
+        let subscribers = self
+            .inner
+            .publisher
+            .publish_kind(kind, channel.as_bytes(), &payload)
+            .await?;
+        Ok(Delivery {
+            channel,
+            subscribers,
+        })
+    }
+
+    async fn publish_many(
+        &self,
+        kind: PublishKind,
         messages: impl IntoIterator<Item = Encoded>,
     ) -> Result<Vec<Delivery>, PublishError> {
         let messages: Vec<Encoded> = messages.into_iter().collect();
         if messages.is_empty() {
             return Ok(Vec::new());
         }
-        let mut pipe = redis::pipe();
-        for m in &messages {
-            pipe.cmd("PUBLISH").arg(&m.channel).arg(&m.payload);
-        }
-        let counts: Vec<i64> = self
-            .run(|mut conn| async move { pipe.query_async(&mut conn).await })
-            .await?;
+        let batch: Vec<Publication<'_>> = messages
+            .iter()
+            .map(|m| Publication {
+                kind,
+                channel: m.channel.as_bytes(),
+                payload: &m.payload,
+            })
+            .collect();
+        let counts = self.inner.publisher.publish_batch(&batch).await?;
+        drop(batch);
         Ok(messages
             .into_iter()
             .zip(counts)
-            .map(|(m, n)| Delivery {
+            .map(|(m, subscribers)| Delivery {
                 channel: m.channel,
-                subscribers: n.max(0) as u64,
+                subscribers,
             })
             .collect())
     }
 
-    /// Publishes one encoded message.
-    pub async fn publish(&self, message: Encoded) -> Result<Delivery, PublishError> {
-        let Encoded { channel, payload } = message;
-        let ch = channel.clone();
-        let n: i64 = self
-            .run(|mut conn| async move {
-                redis::cmd("PUBLISH")
-                    .arg(&ch)
-                    .arg(&payload)
-                    .query_async(&mut conn)
-                    .await
-            })
-            .await?;
-        Ok(Delivery {
-            channel,
-            subscribers: n.max(0) as u64,
-        })
-    }
-
-    /// Checks that Redis answers within the publish timeout.
+    /// Checks that Redis answers (`PING`) within the publish timeout, with these credentials
+    /// and certificates: a startup check. Publishing itself never sends `PING`.
     pub async fn ping(&self) -> Result<(), PublishError> {
-        let _: String = self
-            .run(|mut conn| async move { redis::cmd("PING").query_async(&mut conn).await })
-            .await?;
-        Ok(())
-    }
-
-    /// Runs `f` on a pooled connection, bounded by the publish timeout.
-    async fn run<T, F, Fut>(&self, f: F) -> Result<T, PublishError>
-    where
-        F: FnOnce(deadpool_redis::Connection) -> Fut,
-        Fut: std::future::Future<Output = redis::RedisResult<T>>,
-    {
-        let inner = &self.inner;
-        let after = inner.config.publish_timeout;
-        let timeout = || PublishError::Timeout {
-            url: inner.display_url.clone(),
-            after,
-        };
-        let classify = |e: redis::RedisError| {
-            if e.is_timeout() {
-                timeout()
-            } else if e.is_io_error()
-                || e.is_connection_dropped()
-                || e.is_connection_refusal()
-                || e.is_unrecoverable_error()
-            {
-                PublishError::Unreachable {
-                    url: inner.display_url.clone(),
-                    reason: e.to_string(),
-                }
-            } else {
-                PublishError::Redis(e.to_string())
-            }
-        };
-        let work = async {
-            let conn = inner.pool.get().await.map_err(|e| match e {
-                deadpool_redis::PoolError::Timeout(_) => timeout(),
-                deadpool_redis::PoolError::Backend(e) => classify(e),
-                other => PublishError::Unreachable {
-                    url: inner.display_url.clone(),
-                    reason: other.to_string(),
-                },
-            })?;
-            f(conn).await.map_err(classify)
-        };
-        match tokio::time::timeout(after, work).await {
-            Ok(result) => result,
-            Err(_) => Err(timeout()),
-        }
+        Ok(self.inner.publisher.ping().await?)
     }
 }
 
@@ -812,9 +860,38 @@ mod tests {
             })
             .is_err()
         );
-        assert_eq!(redact("redis://:secret@h:1/0"), "redis://:***@h:1/0");
-        assert_eq!(redact("redis://u:secret@h:1"), "redis://u:***@h:1");
-        assert_eq!(redact("redis://h:1"), "redis://h:1");
+        let err = Broadcaster::from_config(BroadcasterConfig {
+            redis_url: "rediss://u:secret@h:1".into(),
+            redis: RedisSettings {
+                tls_ca_file: Some("/nonexistent/ca.pem".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("`redis.tls_ca_file`: cannot read /nonexistent/ca.pem"),
+            "{err}"
+        );
+        assert!(!err.contains("secret"), "{err}");
+        let b = Broadcaster::connect("redis://u:secret@h:1").unwrap();
+        assert!(!format!("{b:?}").contains("secret"), "{b:?}");
+        // A sentinel setup ignores the default standalone URL.
+        let sentinel = BroadcasterConfig {
+            redis: RedisSettings {
+                mode: Mode::Sentinel,
+                sentinels: vec!["127.0.0.1:26379".into()],
+                master_name: Some("mymaster".into()),
+                ..Default::default()
+            },
+            publish_timeout: Duration::from_millis(1500),
+            ..Default::default()
+        };
+        let settings = sentinel.redis_settings();
+        assert_eq!(settings.url, None);
+        assert_eq!(settings.timeout_ms, 1500);
+        assert!(Broadcaster::from_config(sentinel).is_ok());
         let b = Broadcaster::from_config(BroadcasterConfig {
             key: "myapp".into(),
             user_room_template: "u-{id}".into(),

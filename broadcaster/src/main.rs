@@ -4,10 +4,11 @@ use std::io::Read;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use rmpv::Value;
 use switchboard_broadcaster::{
-    BroadcastOperator, Broadcaster, BroadcasterConfig, Delivery, PublishError,
+    BroadcastOperator, Broadcaster, BroadcasterConfig, Delivery, Mode, PublishError, RedisSettings,
+    Secret,
 };
 
 /// Exit code for bad usage or bad input (clap uses it for usage errors too).
@@ -24,8 +25,10 @@ const EXIT_UNDELIVERED: u8 = 4;
     about = "Publish Socket.IO events to Switchboard gateways (and Node socket.io servers) through Redis",
     long_about = "Publish Socket.IO events to Switchboard gateways (and Node Socket.IO servers using \
 @socket.io/redis-adapter) through Redis. Messages are byte-identical to @socket.io/redis-emitter.",
-    after_help = "EXIT CODES:\n  0  published\n  2  bad usage or bad input (invalid JSON, reserved event name...)\n  \
-3  Redis unreachable, timed out or refused the command (check --redis / SWITCHBOARD_REDIS_URL)\n  \
+    after_help = "PASSWORDS are read from the environment, never from flags: SWITCHBOARD_REDIS__PASSWORD \
+(or --password-file), SWITCHBOARD_REDIS__SENTINEL_PASSWORD; or in the --redis URL.\n\n\
+EXIT CODES:\n  0  published\n  2  bad usage or bad input (invalid JSON, reserved event name, bad setting...)\n  \
+3  Redis unreachable, timed out, refused the credentials, the TLS handshake or the command (check --redis / SWITCHBOARD_REDIS_URL)\n  \
 4  --require-delivery was given and no subscriber received the message\n\n\
 EXAMPLES:\n  switchboard publish --role admin --event ticket_updated --data '{\"id\":7}'\n  \
 switchboard publish --user 42 --event notification --args '[\"assigned\", 7]'\n  \
@@ -33,7 +36,7 @@ echo '{\"id\":7}' | switchboard publish --to room1 --event update --data -\n  \
 switchboard kick --user 42 --close\n  switchboard join --user 42 --room ticket:7"
 )]
 struct Cli {
-    /// Redis URL.
+    /// Redis URL (standalone mode): redis://host:6379, rediss://user:password@host:6380 for TLS.
     #[arg(
         long,
         env = "SWITCHBOARD_REDIS_URL",
@@ -42,6 +45,8 @@ struct Cli {
         help_heading = "Connection"
     )]
     redis: String,
+    #[command(flatten)]
+    connection: Connection,
     /// Channel key prefix (the `key` option of the Node adapter/emitter).
     #[arg(
         long,
@@ -80,6 +85,180 @@ struct Cli {
     require_delivery: bool,
     #[command(subcommand)]
     command: Command,
+}
+
+/// How to reach Redis beyond a standalone URL: TLS files, ACL user, Sentinel, Cluster. The
+/// environment variables are the gateway's (`SWITCHBOARD_REDIS__<KEY>`).
+#[derive(Args, Debug)]
+struct Connection {
+    /// standalone (--redis), sentinel (--sentinel, --master-name) or cluster (--node).
+    #[arg(
+        long,
+        value_enum,
+        env = "SWITCHBOARD_REDIS__MODE",
+        default_value = "standalone",
+        global = true,
+        help_heading = "Connection"
+    )]
+    mode: ModeArg,
+    /// A sentinel, HOST:PORT (repeatable, or comma-separated in the variable).
+    #[arg(
+        long = "sentinel",
+        value_name = "HOST:PORT",
+        env = "SWITCHBOARD_REDIS__SENTINELS",
+        value_delimiter = ',',
+        global = true,
+        help_heading = "Connection"
+    )]
+    sentinels: Vec<String>,
+    /// The master's name in the sentinels' configuration.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_REDIS__MASTER_NAME",
+        global = true,
+        help_heading = "Connection"
+    )]
+    master_name: Option<String>,
+    /// A cluster node, HOST:PORT (repeatable, or comma-separated in the variable).
+    #[arg(
+        long = "node",
+        value_name = "HOST:PORT",
+        env = "SWITCHBOARD_REDIS__NODES",
+        value_delimiter = ',',
+        global = true,
+        help_heading = "Connection"
+    )]
+    nodes: Vec<String>,
+    /// Use TLS with the --sentinel / --node addresses (a rediss:// URL implies it).
+    #[arg(
+        long,
+        env = "SWITCHBOARD_REDIS__TLS",
+        global = true,
+        help_heading = "TLS and ACL"
+    )]
+    tls: bool,
+    /// PEM file of the CA that signed the server's certificate (default: system roots).
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "SWITCHBOARD_REDIS__TLS_CA_FILE",
+        global = true,
+        help_heading = "TLS and ACL"
+    )]
+    tls_ca_file: Option<std::path::PathBuf>,
+    /// PEM client certificate, for servers that require one (mutual TLS).
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "SWITCHBOARD_REDIS__TLS_CERT_FILE",
+        global = true,
+        help_heading = "TLS and ACL"
+    )]
+    tls_cert_file: Option<std::path::PathBuf>,
+    /// PEM private key of --tls-cert-file.
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "SWITCHBOARD_REDIS__TLS_KEY_FILE",
+        global = true,
+        help_heading = "TLS and ACL"
+    )]
+    tls_key_file: Option<std::path::PathBuf>,
+    /// ACL user (its password: SWITCHBOARD_REDIS__PASSWORD or --password-file).
+    #[arg(
+        long,
+        env = "SWITCHBOARD_REDIS__USERNAME",
+        global = true,
+        help_heading = "TLS and ACL"
+    )]
+    username: Option<String>,
+    /// File holding the Redis password.
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "SWITCHBOARD_REDIS__PASSWORD_FILE",
+        global = true,
+        help_heading = "TLS and ACL"
+    )]
+    password_file: Option<std::path::PathBuf>,
+    /// ACL user of the sentinels, if they require one (password: SWITCHBOARD_REDIS__SENTINEL_PASSWORD).
+    #[arg(
+        long,
+        env = "SWITCHBOARD_REDIS__SENTINEL_USERNAME",
+        global = true,
+        help_heading = "TLS and ACL"
+    )]
+    sentinel_username: Option<String>,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy)]
+enum ModeArg {
+    Standalone,
+    Sentinel,
+    Cluster,
+}
+
+/// The flag (or variable) that sets a `redis.<key>` setting, for error messages.
+fn flag_of(key: &str) -> &'static str {
+    match key {
+        "url" => "--redis",
+        "sentinels" => "--sentinel",
+        "master_name" => "--master-name",
+        "nodes" => "--node",
+        "tls_ca_file" => "--tls-ca-file",
+        "tls_cert_file" => "--tls-cert-file",
+        "tls_key_file" => "--tls-key-file",
+        "username" => "--username",
+        "password" => "SWITCHBOARD_REDIS__PASSWORD",
+        "password_file" => "--password-file",
+        "sentinel_password" => "SWITCHBOARD_REDIS__SENTINEL_PASSWORD",
+        "timeout_ms" => "--timeout-ms",
+        _ => "a connection setting",
+    }
+}
+
+impl Connection {
+    /// The Redis settings these flags and the environment describe.
+    fn settings(&self, url: &str, timeout_ms: u64) -> Result<RedisSettings, Failure> {
+        let env_secret = |name: &str| {
+            std::env::var(name)
+                .ok()
+                .filter(|v| !v.is_empty())
+                .map(Secret::new)
+        };
+        let mode = match self.mode {
+            ModeArg::Standalone => Mode::Standalone,
+            ModeArg::Sentinel => Mode::Sentinel,
+            ModeArg::Cluster => Mode::Cluster,
+        };
+        let settings = RedisSettings {
+            mode,
+            url: (mode == Mode::Standalone).then(|| url.to_string()),
+            sentinels: self.sentinels.clone(),
+            master_name: self.master_name.clone(),
+            nodes: self.nodes.clone(),
+            tls: self.tls,
+            tls_ca_file: self.tls_ca_file.clone(),
+            tls_cert_file: self.tls_cert_file.clone(),
+            tls_key_file: self.tls_key_file.clone(),
+            username: self.username.clone(),
+            password: env_secret("SWITCHBOARD_REDIS__PASSWORD"),
+            password_file: self.password_file.clone(),
+            sentinel_username: self.sentinel_username.clone(),
+            sentinel_password: env_secret("SWITCHBOARD_REDIS__SENTINEL_PASSWORD"),
+            timeout_ms: timeout_ms.max(1),
+            ..RedisSettings::default()
+        };
+        settings.validate().map_err(|e| {
+            usage(format!(
+                "invalid {} (redis.{}): {}",
+                flag_of(e.key),
+                e.key,
+                e.message
+            ))
+        })?;
+        Ok(settings)
+    }
 }
 
 #[derive(Args, Debug, Default)]
@@ -217,10 +396,23 @@ fn publish_failure(e: PublishError) -> Failure {
                 "{e}\nCheck that Redis is running and that --redis / SWITCHBOARD_REDIS_URL points to it."
             ),
         },
+        PublishError::Auth { .. } => Failure {
+            code: EXIT_REDIS,
+            message: format!(
+                "{e}\nCheck --username and SWITCHBOARD_REDIS__PASSWORD / --password-file (or the user and password in --redis)."
+            ),
+        },
+        PublishError::Tls { .. } => Failure {
+            code: EXIT_REDIS,
+            message: format!(
+                "{e}\nCheck --tls-ca-file (the CA that signed the server's certificate), --tls-cert-file / --tls-key-file \
+                 if the server requires a client certificate, and that the host name is one the certificate names."
+            ),
+        },
         PublishError::Redis(_) => Failure {
             code: EXIT_REDIS,
             message: format!(
-                "{e}\nCheck the credentials in the Redis URL and that the server accepts PUBLISH."
+                "{e}\nCheck the credentials and that the ACL user may PUBLISH on this channel."
             ),
         },
         PublishError::Config(_) => usage(format!("{e}")),
@@ -242,8 +434,10 @@ fn require_target(target: &Target, all: bool, verb: &str) -> Result<(), Failure>
 }
 
 async fn run(cli: Cli) -> Result<Delivery, Failure> {
+    let redis = cli.connection.settings(&cli.redis, cli.timeout_ms)?;
     let b = Broadcaster::from_config(BroadcasterConfig {
         redis_url: cli.redis.clone(),
+        redis,
         key: cli.key.clone(),
         publish_timeout: Duration::from_millis(cli.timeout_ms.max(1)),
         user_room_template: cli.user_room_template.clone(),

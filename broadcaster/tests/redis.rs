@@ -72,6 +72,66 @@ async fn publish_reaches_a_subscriber_then_fails_fast_when_redis_dies() {
             "{:?}",
             started.elapsed()
         );
+        assert!(err.to_string().contains(&server.url()), "{err}");
+    }
+
+    // Back on the same port: the same broadcaster publishes again by itself.
+    server.restart().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match b.broadcast("after_restart", &()).await {
+            Ok(d) => {
+                assert_eq!(d.subscribers, 0);
+                break;
+            }
+            Err(e) => assert!(
+                Instant::now() < deadline,
+                "no recovery 10 s after Redis came back: {e}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Issue #18: the only command a publish sends is its PUBLISH (no PING per
+/// publish, nothing else), concurrent publishes sharing the connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_sends_one_publish_and_nothing_else() {
+    const TASKS: u64 = 32;
+    const PER_TASK: u64 = 100;
+    let server = RedisServer::start().expect("redis-server");
+    let b = Broadcaster::connect(server.url()).unwrap();
+    let before = server.command_calls().unwrap();
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|t| {
+            let b = b.clone();
+            tokio::spawn(async move {
+                for i in 0..PER_TASK {
+                    b.to_user(t).emit("n", &i).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let mut batch = b.pipeline();
+    for i in 0..10 {
+        batch.emit(&b.to_role("admin"), "batch", &i).unwrap();
+    }
+    assert_eq!(batch.send().await.unwrap().len(), 10);
+    let after = server.command_calls().unwrap();
+    let calls =
+        |v: &[(String, u64)], name: &str| v.iter().find(|(n, _)| n == name).map_or(0, |(_, c)| *c);
+    for (name, total) in &after {
+        let delta = total - calls(&before, name);
+        match name.as_str() {
+            "publish" => assert_eq!(delta, TASKS * PER_TASK + 10),
+            // The connection's handshake, once; and this test's own INFO.
+            "hello" | "client|setinfo" => assert!(delta <= 2, "{name} x{delta}"),
+            "info" => assert_eq!(delta, 1),
+            other => assert_eq!(delta, 0, "{other} x{delta} besides the publishes"),
+        }
     }
 }
 

@@ -141,7 +141,7 @@ impl Error {
         }
         let hint = match code.as_deref() {
             Some("NOPERM") => format!(
-                "; the ACL user {} lacks a permission (it needs at least +publish, +spublish for sharded channels, and &<channels>)",
+                "; the ACL user {} lacks a permission: publishing needs +publish (+spublish for shard channels), subscribing +subscribe / +psubscribe / +ssubscribe, and both the channels (&socket.io* or allchannels)",
                 match &target.username {
                     Some(u) => format!("\"{u}\""),
                     None => "\"default\"".into(),

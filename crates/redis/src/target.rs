@@ -97,7 +97,10 @@ impl Target {
             username: s.username.clone().filter(|u| !u.is_empty()),
             password,
         };
-        if credentials.username.is_some() && credentials.password.is_none() {
+        if credentials.username.is_some()
+            && credentials.password.is_none()
+            && s.mode != Mode::Standalone
+        {
             return Err(invalid(
                 "password",
                 "redis.username is set without a password: set redis.password or redis.password_file",
@@ -197,19 +200,31 @@ fn standalone(s: &RedisSettings, creds: &Credentials) -> Result<Resolved, Settin
     let info = url
         .into_connection_info()
         .map_err(|e| invalid("url", format!("{describe:?} does not parse: {e}")))?;
+    // The URL may carry the user and the settings the password (kept out of
+    // the URL), but not both giving the same one.
     let from_url = info.redis_settings();
-    if (from_url.username().is_some() || from_url.password().is_some())
-        && (creds.username.is_some() || creds.password.is_some())
-    {
+    if from_url.username().is_some() && creds.username.is_some() {
+        return Err(invalid(
+            "username",
+            "the user is given both in redis.url and in redis.username; use one",
+        ));
+    }
+    if from_url.password().is_some() && creds.password.is_some() {
         return Err(invalid(
             "password",
-            "credentials are given both in redis.url and in redis.username/password; use one",
+            "the password is given both in redis.url and in redis.password (or password_file); use one",
         ));
     }
     let username = creds
         .username
         .clone()
         .or_else(|| from_url.username().map(str::to_string));
+    if username.is_some() && from_url.password().is_none() && creds.password.is_none() {
+        return Err(invalid(
+            "password",
+            "a user is set without a password: set redis.password or redis.password_file (or put it in the URL)",
+        ));
+    }
     let mut redis = from_url.clone();
     if let Some(u) = &creds.username {
         redis = redis.set_username(u);
@@ -640,6 +655,31 @@ mod tests {
             key_of(RedisSettings {
                 url: Some("redis://u:p@127.0.0.1".into()),
                 password: Some("q".into()),
+                ..base.clone()
+            }),
+            "password"
+        );
+        assert_eq!(
+            key_of(RedisSettings {
+                url: Some("redis://u@127.0.0.1".into()),
+                username: Some("v".into()),
+                password: Some("q".into()),
+                ..base.clone()
+            }),
+            "username"
+        );
+        // The user in the URL, the password kept out of it.
+        assert_eq!(
+            key_of(RedisSettings {
+                url: Some("redis://u@127.0.0.1".into()),
+                password: Some("q".into()),
+                ..base.clone()
+            }),
+            ""
+        );
+        assert_eq!(
+            key_of(RedisSettings {
+                url: Some("redis://u@127.0.0.1".into()),
                 ..base.clone()
             }),
             "password"
