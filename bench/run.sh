@@ -7,6 +7,7 @@
 #   bench/run.sh                      # memory connect fanout ceiling twogw
 #   bench/run.sh memory fanout        # only these
 #   bench/run.sh scale                # optional: 200k idle connections, 11 processes, 5 min hold, + broadcast
+#   bench/run.sh publish              # issue #18: broadcaster crate vs @socket.io/redis-emitter, publishes/s and p50/p99
 #
 # Knobs (environment): MEM_SIZES ("5000 19000"), CONNECT_COUNT (10000),
 # CONNECT_CONCURRENCY (64), FANOUT_CLIENTS (5000), FANOUT_ROOMS (10),
@@ -14,7 +15,8 @@
 # SERVERS ("switchboard node"), REPEAT (1), SERVER_CPU (0), LOAD_CPU (1),
 # SCALE_CONNS (200000), SCALE_GATEWAYS (11), SCALE_SECS (300),
 # SCALE_SERVERS ("switchboard node"), SCALE_NODE_CONNS (SCALE_CONNS),
-# SCALE_READY_SECS (900: time allowed for connecting), NO_BUILD (unset), NO_REPORT (unset).
+# SCALE_READY_SECS (900: time allowed for connecting), NO_BUILD (unset), NO_REPORT (unset),
+# PUBLISH_COUNT (100000), PUBLISH_WARMUP (10000), PUBLISH_CONCURRENCY ("1 32 256").
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -40,6 +42,9 @@ SCALE_SECS=${SCALE_SECS:-300}
 SCALE_SERVERS=${SCALE_SERVERS:-"switchboard node"}
 SCALE_NODE_CONNS=${SCALE_NODE_CONNS:-$SCALE_CONNS}
 SCALE_READY_SECS=${SCALE_READY_SECS:-900}
+PUBLISH_COUNT=${PUBLISH_COUNT:-100000}
+PUBLISH_WARMUP=${PUBLISH_WARMUP:-10000}
+PUBLISH_CONCURRENCY=${PUBLISH_CONCURRENCY:-"1 32 256"}
 
 REDIS_PORT=6390
 REDIS_URL=redis://127.0.0.1:$REDIS_PORT
@@ -48,7 +53,7 @@ export SWITCHBOARD_JWT_SECRET=${SWITCHBOARD_JWT_SECRET:-bench-secret-0123456789a
 
 if [ $# -gt 0 ]; then SCENARIOS=("$@"); else SCENARIOS=(memory connect fanout ceiling twogw); fi
 for s in "${SCENARIOS[@]}"; do
-  case $s in memory|connect|fanout|ceiling|twogw|scale) ;; *) echo "unknown scenario: $s" >&2; exit 2 ;; esac
+  case $s in memory|connect|fanout|ceiling|twogw|scale|publish) ;; *) echo "unknown scenario: $s" >&2; exit 2 ;; esac
 done
 
 log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
@@ -57,7 +62,7 @@ log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 if [ -z "${NO_BUILD:-}" ]; then
   log "building (release)"
   cargo build --release -q -p switchboard-gateway -p switchboard-bench
-  if [ ! -d bench/node-reference/node_modules ]; then
+  if [ ! -d bench/node-reference/node_modules/@socket.io/redis-emitter ]; then
     log "installing the Node reference (npm ci)"
     (cd bench/node-reference && npm ci --no-audit --no-fund --loglevel=error)
   fi
@@ -270,6 +275,24 @@ scenario_scale() {
     [ "$rc" -eq 0 ] || log "scale: the coordinator failed (exit $rc) for $srv"
     stop_servers
     rm -rf "$sync"
+  done
+}
+
+# Issue #18: PUBLISH_COUNT small events to role:admin against the one Redis
+# (on LOAD_CPU), the publisher on SERVER_CPU: the broadcaster crate from a
+# one-thread Tokio program (C tasks awaiting one emit each) vs
+# @socket.io/redis-emitter on node-redis 4 (C fire-and-forget emits per PING).
+scenario_publish() {
+  local c srv rep
+  for rep in $(seq 1 "$REPEAT"); do
+    for c in $PUBLISH_CONCURRENCY; do
+      for srv in $(ordered_servers); do
+        log "publish: $PUBLISH_COUNT publishes at concurrency $c -> $srv"
+        taskset -c "$SERVER_CPU" "$BIN/sb-publish" --publisher "$srv" --redis-url "$REDIS_URL" \
+          --count "$PUBLISH_COUNT" --warmup "$PUBLISH_WARMUP" --concurrency "$c" \
+          --results "$RUN_RESULTS" >/dev/null
+      done
+    done
   done
 }
 

@@ -174,6 +174,40 @@ pub const METRICS: &[(&str, &str, usize, Better)] = &[
         1,
         Better::Lower,
     ),
+    ("publishes_per_s", "publishes/s", 0, Better::Higher),
+    ("publish_p50_us", "one publish p50 (µs)", 0, Better::Lower),
+    ("publish_p99_us", "one publish p99 (µs)", 0, Better::Lower),
+    (
+        "cpu_us_per_publish",
+        "publisher CPU per publish (µs)",
+        2,
+        Better::Lower,
+    ),
+    (
+        "publisher_cpu_util",
+        "publisher CPU (cores)",
+        2,
+        Better::Neither,
+    ),
+    (
+        "redis_cmds_per_publish",
+        "Redis commands per publish",
+        3,
+        Better::Lower,
+    ),
+    ("pings_per_publish", "of which PING", 3, Better::Lower),
+    (
+        "redis_cpu_us_per_publish",
+        "Redis CPU per publish (µs)",
+        2,
+        Better::Lower,
+    ),
+    (
+        "allocs_per_publish",
+        "heap allocations per publish",
+        1,
+        Better::Lower,
+    ),
 ];
 
 /// Columns of the per-process table of the `scale` scenario (records that
@@ -277,7 +311,9 @@ pub fn render_tables(records: &[Record]) -> String {
     type Cells = BTreeMap<String, BTreeMap<String, Vec<f64>>>;
     let mut runs_of: BTreeMap<(String, String), std::collections::BTreeSet<String>> =
         BTreeMap::new();
-    let order = ["memory", "connect", "fanout", "ceiling", "twogw", "scale"];
+    let order = [
+        "memory", "connect", "fanout", "ceiling", "twogw", "scale", "publish",
+    ];
     let mut groups: Vec<((String, String), Cells)> = Vec::new();
     let (per_process, records): (Vec<&Record>, Vec<&Record>) = records
         .iter()

@@ -39,19 +39,24 @@
 
 #![warn(missing_docs)]
 
-use std::sync::Arc;
+mod framing;
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use rmpv::Value;
 use serde::Serialize;
 use switchboard_wire::{
-    BroadcastFlags, BroadcastMessage, BroadcastOptions, BusPacket, Channels, DisconnectRequest,
-    EMITTER_UID, Request, RequestOpts, RoomsRequest, WireError,
+    BroadcastFlags, Channels, DisconnectRequest, EMITTER_UID, Request, RequestOpts, RoomsRequest,
+    WireError,
 };
 
 pub use switchboard_redis::{Mode, RedisSettings, Secret};
 pub use switchboard_wire::RESERVED_EVENTS;
 
+use framing::{Framing, FramingCache};
 use switchboard_redis::{Publication, PublishKind, Publisher, Redis};
 
 /// Settings of a [`Broadcaster`].
@@ -248,6 +253,7 @@ struct Inner {
     publisher: Publisher,
     config: BroadcasterConfig,
     channels: Channels,
+    framings: FramingCache,
 }
 
 /// Publishes Socket.IO events to Redis. Cheap to clone (an `Arc` inside); share one per process.
@@ -303,6 +309,7 @@ impl Broadcaster {
                 publisher,
                 channels: Channels::new(config.key.clone()),
                 config,
+                framings: FramingCache::default(),
             }),
         })
     }
@@ -316,10 +323,11 @@ impl Broadcaster {
     pub fn operator(&self) -> BroadcastOperator {
         BroadcastOperator {
             broadcaster: self.clone(),
-            nsp: "/".into(),
+            nsp: Cow::Borrowed("/"),
             rooms: Vec::new(),
             except: Vec::new(),
             flags: BroadcastFlags::default(),
+            framing: OnceLock::new(),
         }
     }
 
@@ -478,10 +486,29 @@ impl Broadcaster {
 #[derive(Debug, Clone)]
 pub struct BroadcastOperator {
     broadcaster: Broadcaster,
-    nsp: String,
+    /// Borrowed for the default namespace: most operators never allocate it.
+    nsp: Cow<'static, str>,
     rooms: Vec<String>,
     except: Vec<String>,
     flags: BroadcastFlags,
+    /// The encoded message around its data, computed on the first `encode` and reused by
+    /// later ones on this operator (and its clones); reset by every builder method.
+    framing: OnceLock<Arc<Framing>>,
+}
+
+/// `template` with every `placeholder` replaced by `value`, in one allocation
+/// for the usual one-placeholder template.
+fn fill(template: &str, placeholder: &str, value: impl std::fmt::Display) -> String {
+    let mut out = String::with_capacity(template.len() + 16);
+    let mut parts = template.split(placeholder);
+    if let Some(first) = parts.next() {
+        out.push_str(first);
+    }
+    for part in parts {
+        let _ = write!(out, "{value}");
+        out.push_str(part);
+    }
+    out
 }
 
 fn push_unique(list: &mut Vec<String>, item: String) {
@@ -493,16 +520,18 @@ fn push_unique(list: &mut Vec<String>, item: String) {
 impl BroadcastOperator {
     /// Switch to namespace `nsp` (a leading `/` is added if missing).
     pub fn of(mut self, nsp: &str) -> Self {
-        self.nsp = if nsp.starts_with('/') {
+        self.framing = OnceLock::new();
+        self.nsp = Cow::Owned(if nsp.starts_with('/') {
             nsp.to_string()
         } else {
             format!("/{nsp}")
-        };
+        });
         self
     }
 
     /// Add a target room.
     pub fn to(mut self, room: impl Into<String>) -> Self {
+        self.framing = OnceLock::new();
         push_unique(&mut self.rooms, room.into());
         self
     }
@@ -513,6 +542,7 @@ impl BroadcastOperator {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
+        self.framing = OnceLock::new();
         for r in rooms {
             push_unique(&mut self.rooms, r.into());
         }
@@ -533,24 +563,25 @@ impl BroadcastOperator {
 
     /// The room name of a user under the configured template.
     pub fn user_room(&self, id: impl std::fmt::Display) -> String {
-        self.broadcaster
-            .inner
-            .config
-            .user_room_template
-            .replace("{id}", &id.to_string())
+        fill(
+            &self.broadcaster.inner.config.user_room_template,
+            "{id}",
+            id,
+        )
     }
 
     /// The room name of a role under the configured template.
     pub fn role_room(&self, role: impl std::fmt::Display) -> String {
-        self.broadcaster
-            .inner
-            .config
-            .role_room_template
-            .replace("{role}", &role.to_string())
+        fill(
+            &self.broadcaster.inner.config.role_room_template,
+            "{role}",
+            role,
+        )
     }
 
     /// Exclude a room or a socket id.
     pub fn except(mut self, room: impl Into<String>) -> Self {
+        self.framing = OnceLock::new();
         push_unique(&mut self.except, room.into());
         self
     }
@@ -561,6 +592,7 @@ impl BroadcastOperator {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
+        self.framing = OnceLock::new();
         for r in rooms {
             push_unique(&mut self.except, r.into());
         }
@@ -569,12 +601,14 @@ impl BroadcastOperator {
 
     /// Volatile: clients that cannot take the event right now miss it.
     pub fn volatile(mut self) -> Self {
+        self.framing = OnceLock::new();
         self.flags.volatile = true;
         self
     }
 
     /// Per-message compression flag.
     pub fn compress(mut self, compress: bool) -> Self {
+        self.framing = OnceLock::new();
         self.flags.compress = Some(compress);
         self
     }
@@ -614,8 +648,10 @@ impl BroadcastOperator {
         if RESERVED_EVENTS.contains(&event) {
             return Err(PublishError::ReservedEvent(event.to_string()));
         }
-        let mut data = vec![Value::from(event)];
-        data.extend(switchboard_wire::msgpack::to_args(args)?);
+        let args = switchboard_wire::msgpack::to_args(args)?;
+        let mut data = Vec::with_capacity(1 + args.len());
+        data.push(Value::from(event));
+        data.extend(args);
         self.encode_values(Value::Array(data))
     }
 
@@ -642,19 +678,18 @@ impl BroadcastOperator {
                 )));
             }
         }
-        let msg = BroadcastMessage {
-            uid: EMITTER_UID.into(),
-            packet: BusPacket::event(self.nsp.clone(), data),
-            opts: BroadcastOptions {
-                rooms: self.rooms.clone(),
-                except: self.except.clone(),
-                flags: self.flags.clone(),
-            },
-        };
-        Ok(Encoded {
-            channel: msg.channel(self.channels()),
-            payload: switchboard_wire::encode_broadcast(&msg),
-        })
+        let framing = self.framing.get_or_init(|| {
+            self.broadcaster.inner.framings.get(
+                framing::Target {
+                    nsp: &self.nsp,
+                    rooms: &self.rooms,
+                    except: &self.except,
+                    flags: &self.flags,
+                },
+                self.channels(),
+            )
+        });
+        Ok(framing.encode(&data))
     }
 
     /// Emit `event` with `args` to the targeted clients. See [`Self::encode`] for `args`.
@@ -825,6 +860,8 @@ mod tests {
         assert_eq!(op.rooms(), ["a", "b"]);
         assert_eq!(b.to_user(42).rooms(), ["user:42"]);
         assert_eq!(b.to_role("admin").rooms(), ["role:admin"]);
+        assert_eq!(fill("{id}/x/{id}", "{id}", 7), "7/x/7");
+        assert_eq!(fill("plain", "{id}", 7), "plain");
         assert_eq!(b.of("chat").namespace(), "/chat");
         assert_eq!(b.of("/chat").namespace(), "/chat");
         let e = b.to_user(1).encode("ev", &()).unwrap();
