@@ -160,11 +160,16 @@ pub enum PublishError {
         last_error: Option<String>,
     },
     /// Redis refused the credentials (`WRONGPASS`, `NOAUTH`).
-    #[error("Redis at {url} refused the credentials: {reason}")]
+    #[error("Redis at {url} refused the credentials{}: {reason}", match .user {
+        Some(u) => format!(" for user \"{u}\""),
+        None => String::new(),
+    })]
     Auth {
         /// The Redis URL (or addresses), password removed.
         url: String,
-        /// Redis's answer, the user, and what to check.
+        /// The ACL user, if one was given.
+        user: Option<String>,
+        /// Redis's answer, and what to check.
         reason: String,
     },
     /// The TLS handshake failed (certificate not trusted or not for this host, client
@@ -221,14 +226,10 @@ impl From<switchboard_redis::Error> for PublishError {
                 reason,
             } => PublishError::Auth {
                 url: target,
-                reason: match user {
-                    Some(u) => format!(
-                        "user \"{u}\": {reason}; check the user and password (redis.username and redis.password / password_file, or the URL)"
-                    ),
-                    None => format!(
-                        "{reason}; check the password (redis.password / password_file, or the URL)"
-                    ),
-                },
+                user,
+                reason: format!(
+                    "{reason}; check the user and password (redis.username, redis.password or password_file, or the URL)"
+                ),
             },
             E::Tls { target, reason } => PublishError::Tls {
                 url: target,

@@ -144,7 +144,8 @@ async fn tls_with_an_acl_user_broadcaster_and_cli_deliver_and_refuse_clearly() {
     assert!(matches!(err, PublishError::Auth { .. }), "{err:?}");
     let text = err.to_string();
     assert!(
-        text.contains("refused the credentials: user \"publisher\"") && text.contains("WRONGPASS"),
+        text.contains("refused the credentials for user \"publisher\"")
+            && text.contains("WRONGPASS"),
         "{text}"
     );
     assert!(!text.contains("not-the-password"), "{text}");

@@ -37,21 +37,26 @@ pub(crate) struct MasterConnector {
 }
 
 impl MasterConnector {
-    /// `None` for a cluster target.
-    pub fn new(target: &Target, on_connect: Option<OnConnect>) -> Option<RedisResult<Self>> {
+    /// The connector of a standalone or sentinel target (a cluster has no
+    /// single master: an error).
+    pub fn new(target: &Target, on_connect: Option<OnConnect>) -> RedisResult<Self> {
         let locator = match &target.kind {
             TargetKind::Standalone(client) => Locator::Fixed(client.clone()),
-            TargetKind::Sentinel(params) => match params.client(target.timeout) {
-                Ok(client) => Locator::Sentinel(Mutex::new(client)),
-                Err(e) => return Some(Err(e)),
-            },
-            TargetKind::Cluster(_) => return None,
+            TargetKind::Sentinel(params) => {
+                Locator::Sentinel(Mutex::new(params.client(target.timeout)?))
+            }
+            TargetKind::Cluster(_) => {
+                return Err(redis::RedisError::from((
+                    redis::ErrorKind::InvalidClientConfig,
+                    "a cluster has no single master",
+                )));
+            }
         };
-        Some(Ok(MasterConnector {
+        Ok(MasterConnector {
             locator,
             timeout: target.timeout,
             on_connect,
-        }))
+        })
     }
 }
 
@@ -100,14 +105,11 @@ pub(crate) struct ClusterConnector {
 }
 
 impl ClusterConnector {
-    /// `None` unless `target` is a cluster.
-    pub fn new(target: &Target) -> Option<Self> {
-        match &target.kind {
-            TargetKind::Cluster(params) => Some(ClusterConnector {
-                params: params.clone(),
-                timeout: target.timeout,
-            }),
-            _ => None,
+    /// The connector of a cluster target.
+    pub fn new(params: &ClusterParams, timeout: Duration) -> Self {
+        ClusterConnector {
+            params: params.clone(),
+            timeout,
         }
     }
 }

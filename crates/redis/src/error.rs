@@ -82,6 +82,19 @@ impl Error {
         matches!(self, Error::Unreachable { .. } | Error::Timeout { .. })
     }
 
+    /// What went wrong, without naming the Redis (for nesting in another
+    /// message about the same Redis).
+    pub fn reason(&self) -> String {
+        match self {
+            Error::Unreachable { reason, .. } | Error::Tls { reason, .. } => reason.clone(),
+            Error::Timeout { after, .. } => format!("no answer within {after:?}"),
+            Error::Auth { user, reason, .. } => {
+                format!("credentials refused{}: {reason}", user_suffix(user))
+            }
+            Error::Server { reason, .. } => reason.clone(),
+        }
+    }
+
     /// The Redis this error is about, password removed.
     pub fn target(&self) -> &str {
         match self {

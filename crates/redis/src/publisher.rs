@@ -27,7 +27,7 @@ use crate::{
     connectors::{ClusterConnector, MasterConnector},
     link::{Connector, Link},
     slot::slot,
-    target::Target,
+    target::{Target, TargetKind},
 };
 
 /// `PUBLISH` (classic pub/sub: every subscriber of the channel anywhere) or
@@ -101,13 +101,15 @@ impl std::fmt::Debug for Publisher {
 
 impl Publisher {
     pub(crate) fn new(target: Arc<Target>) -> Result<Self, RedisError> {
-        let backend = match ClusterConnector::new(&target) {
-            Some(connector) => Backend::Cluster(Link::new(target.clone(), connector, None)),
-            None => {
+        let backend = match &target.kind {
+            TargetKind::Cluster(params) => {
+                let connector = ClusterConnector::new(params, target.timeout);
+                Backend::Cluster(Link::new(target.clone(), connector, None))
+            }
+            TargetKind::Standalone(_) | TargetKind::Sentinel(_) => {
                 let mut links = Vec::with_capacity(target.connections);
                 for _ in 0..target.connections {
-                    let connector =
-                        MasterConnector::new(&target, None).expect("not a cluster target")?;
+                    let connector = MasterConnector::new(&target, None)?;
                     links.push(Link::new(target.clone(), connector, None));
                 }
                 Backend::Master {
@@ -298,7 +300,7 @@ impl Publisher {
         match tokio::time::timeout(target.timeout, work).await {
             Ok(result) => result,
             Err(_) => Err(match used.load(Ordering::Relaxed) {
-                0 => Error::timeout(target, link.last_error().map(|e| e.to_string())),
+                0 => Error::timeout(target, link.last_error().map(|e| e.reason())),
                 generation => {
                     link.report_broken(generation);
                     Error::timeout(target, None)
@@ -324,7 +326,7 @@ impl Publisher {
             Ok(result) => result,
             Err(_) => Err(Error::timeout(
                 target,
-                link.last_error().map(|e| e.to_string()),
+                link.last_error().map(|e| e.reason()),
             )),
         }
     }

@@ -22,7 +22,7 @@ use crate::{
     Error,
     connectors::{ClusterConnector, MasterConnector, OnConnect},
     link::{Link, PushHandler, backoff},
-    target::Target,
+    target::{Target, TargetKind},
 };
 
 /// Which kind of subscription a message arrived through.
@@ -142,8 +142,9 @@ impl Subscriber {
     pub(crate) fn new(target: Arc<Target>) -> RedisResult<(Subscriber, Messages)> {
         let (tx, rx) = mpsc::unbounded_channel();
         let tracked: Tracked = Arc::default();
-        let backend = match ClusterConnector::new(&target) {
-            Some(connector) => {
+        let backend = match &target.kind {
+            TargetKind::Cluster(params) => {
+                let connector = ClusterConnector::new(params, target.timeout);
                 // When a slot moves, its old owner unsubscribes the shard
                 // channels of that slot (a `sunsubscribe` push nobody asked
                 // for); those still wanted are subscribed again, which
@@ -177,7 +178,7 @@ impl Subscriber {
                     restorer,
                 }
             }
-            None => {
+            TargetKind::Standalone(_) | TargetKind::Sentinel(_) => {
                 let forward: PushHandler = Box::new(move |push| {
                     if let Some(m) = Message::from_push(push) {
                         let _ = tx.send(m);
@@ -185,8 +186,7 @@ impl Subscriber {
                 });
                 let restore = tracked.clone();
                 let on_connect: OnConnect = Box::new(move |conn| resubscribe(conn, &restore));
-                let connector =
-                    MasterConnector::new(&target, Some(on_connect)).expect("not a cluster")?;
+                let connector = MasterConnector::new(&target, Some(on_connect))?;
                 Backend::Master {
                     link: Link::new(target.clone(), connector, Some(forward)),
                     tracked,
@@ -313,7 +313,7 @@ impl Subscriber {
             Ok(r) => r,
             Err(_) => Err(Error::timeout(
                 target,
-                self.last_error().map(|e| e.to_string()),
+                self.last_error().map(|e| e.reason()),
             )),
         }
     }

@@ -131,6 +131,7 @@ async fn publish_and_spublish_reach_subscribers_across_a_slot_migration() {
         .unwrap();
     tokio::task::block_in_place(|| cluster.migrate_slot(s, target)).unwrap();
     assert_eq!(cluster.slot_owner(s).unwrap(), target);
+    let migrated = Instant::now();
 
     // The publisher follows MOVED; the sharded subscription moved with the slot.
     let m = publish_until_received(
@@ -140,6 +141,10 @@ async fn publish_and_spublish_reach_subscribers_across_a_slot_migration() {
     )
     .await;
     assert_eq!(m.kind, SubscriptionKind::Shard);
+    eprintln!(
+        "FIGURES cluster: SPUBLISH reached the moved subscription {:?} after every node named the new owner",
+        migrated.elapsed()
+    );
     // It moved: subscribed on the new owner, not on the old one.
     let shard_subscribers = |port: u16| {
         cluster

@@ -92,6 +92,7 @@ async fn redis_down_is_a_clear_error_within_the_timeout_then_it_recovers() {
 
     server.kill();
     let mut errors = Vec::new();
+    let mut took_first = Vec::new();
     for _ in 0..3 {
         let started = Instant::now();
         let err = p.publish("c", b"x").await.unwrap_err();
@@ -99,16 +100,14 @@ async fn redis_down_is_a_clear_error_within_the_timeout_then_it_recovers() {
         assert!(took < Duration::from_millis(1500), "took {took:?}: {err}");
         assert!(err.is_unavailable(), "{err:?}");
         errors.push(err.to_string());
+        took_first.push(took);
     }
     // Once Redis has been down longer than the timeout, calls fail at once,
     // naming the cause.
     let started = Instant::now();
     let err = p.publish("c", b"x").await.unwrap_err();
-    assert!(
-        started.elapsed() < Duration::from_millis(200),
-        "{:?}",
-        started.elapsed()
-    );
+    let took_later = started.elapsed();
+    assert!(took_later < Duration::from_millis(200), "{took_later:?}");
     assert!(
         matches!(&err, Error::Unreachable { reason, .. } if reason.contains("refused")),
         "{err:?} (earlier: {errors:?})"
@@ -120,6 +119,7 @@ async fn redis_down_is_a_clear_error_within_the_timeout_then_it_recovers() {
     );
 
     server.restart().unwrap();
+    let back = Instant::now();
     let deadline = Instant::now() + WAIT;
     loop {
         match p.publish("c", b"after").await {
@@ -130,6 +130,7 @@ async fn redis_down_is_a_clear_error_within_the_timeout_then_it_recovers() {
             other => panic!("no recovery within {WAIT:?}: {other:?}"),
         }
     }
+    let publishing_again = back.elapsed();
     // The subscriber subscribed again by itself.
     loop {
         let m = recv(&mut messages).await;
@@ -138,6 +139,11 @@ async fn redis_down_is_a_clear_error_within_the_timeout_then_it_recovers() {
         }
     }
     assert!(sub.is_connected());
+    eprintln!(
+        "FIGURES Redis down (timeout 1 s, backoff 50..200 ms): publishes failed after {took_first:?} \
+         ({errors:?}); once down longer than the timeout: {took_later:?} ({err}); \
+         publishing again {publishing_again:?} after Redis answered PING"
+    );
 }
 
 #[tokio::test]
