@@ -61,6 +61,19 @@ fn tls_settings(pki: &TestPki) -> RedisSettings {
     }
 }
 
+/// The error of a broadcast to `server` with `redis`, which must fail.
+async fn broadcast_error(server: &RedisServer, redis: RedisSettings) -> PublishError {
+    Broadcaster::from_config(BroadcasterConfig {
+        redis_url: server.url(),
+        redis,
+        ..Default::default()
+    })
+    .expect("valid settings")
+    .broadcast("x", &())
+    .await
+    .expect_err("the broadcast must fail")
+}
+
 #[tokio::test]
 async fn tls_with_an_acl_user_broadcaster_and_cli_deliver_and_refuse_clearly() {
     let pki = TestPki::generate().unwrap();
@@ -129,18 +142,14 @@ async fn tls_with_an_acl_user_broadcaster_and_cli_deliver_and_refuse_clearly() {
     );
 
     // Wrong password: the library and the CLI say so, without the password.
-    let err = Broadcaster::from_config(BroadcasterConfig {
-        redis_url: server.url(),
-        redis: RedisSettings {
+    let err = broadcast_error(
+        &server,
+        RedisSettings {
             password: Some("not-the-password".into()),
             ..tls_settings(&pki)
         },
-        ..Default::default()
-    })
-    .unwrap()
-    .broadcast("x", &())
-    .await
-    .unwrap_err();
+    )
+    .await;
     assert!(matches!(err, PublishError::Auth { .. }), "{err:?}");
     let text = err.to_string();
     assert!(
@@ -162,18 +171,14 @@ async fn tls_with_an_acl_user_broadcaster_and_cli_deliver_and_refuse_clearly() {
     assert!(!stderr.contains("not-the-password"), "{stderr}");
 
     // Wrong CA: the library and the CLI name the setting.
-    let err = Broadcaster::from_config(BroadcasterConfig {
-        redis_url: server.url(),
-        redis: RedisSettings {
+    let err = broadcast_error(
+        &server,
+        RedisSettings {
             tls_ca_file: Some(pki.other_ca_file()),
             ..tls_settings(&pki)
         },
-        ..Default::default()
-    })
-    .unwrap()
-    .broadcast("x", &())
-    .await
-    .unwrap_err();
+    )
+    .await;
     assert!(matches!(err, PublishError::Tls { .. }), "{err:?}");
     assert!(
         err.to_string()

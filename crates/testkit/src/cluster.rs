@@ -110,6 +110,14 @@ impl RedisCluster {
         Ok(ports)
     }
 
+    /// A master other than the one on `port` (a target for [`Self::migrate_slot`]).
+    pub fn other_master(&self, port: u16) -> anyhow::Result<u16> {
+        self.master_ports()?
+            .into_iter()
+            .find(|p| *p != port)
+            .context("the cluster has a single master")
+    }
+
     /// Moves `slot` (and its keys) to the master on `to_port`, the way
     /// `redis-cli --cluster reshard` does: IMPORTING/MIGRATING, MIGRATE of
     /// every key, then `SETSLOT NODE` on every master. Waits until every

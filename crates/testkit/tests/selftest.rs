@@ -612,12 +612,7 @@ fn cluster_of_three_masters_migrates_a_slot() {
         node.command(&["SET", "k", "v"]).unwrap(),
         Resp::Simple("OK".into())
     );
-    let target = cluster
-        .master_ports()
-        .unwrap()
-        .into_iter()
-        .find(|p| *p != owner)
-        .unwrap();
+    let target = cluster.other_master(owner).unwrap();
     cluster.migrate_slot(slot, target).unwrap();
     assert_eq!(cluster.slot_owner(slot).unwrap(), target);
     let moved = node.command(&["GET", "k"]).unwrap();
