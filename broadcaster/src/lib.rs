@@ -255,6 +255,8 @@ struct Inner {
     config: BroadcasterConfig,
     channels: Channels,
     framings: FramingCache,
+    user_room: RoomTemplate,
+    role_room: RoomTemplate,
 }
 
 /// Publishes Socket.IO events to Redis. Cheap to clone (an `Arc` inside); share one per process.
@@ -309,8 +311,10 @@ impl Broadcaster {
             inner: Arc::new(Inner {
                 publisher,
                 channels: Channels::new(config.key.clone()),
-                config,
                 framings: FramingCache::default(),
+                user_room: RoomTemplate::new(&config.user_room_template, "{id}"),
+                role_room: RoomTemplate::new(&config.role_room_template, "{role}"),
+                config,
             }),
         })
     }
@@ -497,19 +501,35 @@ pub struct BroadcastOperator {
     framing: OnceLock<Arc<Framing>>,
 }
 
-/// `template` with every `placeholder` replaced by `value`, in one allocation
-/// for the usual one-placeholder template.
-fn fill(template: &str, placeholder: &str, value: impl std::fmt::Display) -> String {
-    let mut out = String::with_capacity(template.len() + 16);
-    let mut parts = template.split(placeholder);
-    if let Some(first) = parts.next() {
-        out.push_str(first);
+/// A room name template (`user:{id}`) split at its placeholder once, so that
+/// filling it in is one allocation and no search.
+#[derive(Debug)]
+struct RoomTemplate {
+    /// The text around each placeholder: `["user:", ""]`.
+    parts: Vec<String>,
+}
+
+impl RoomTemplate {
+    fn new(template: &str, placeholder: &str) -> Self {
+        RoomTemplate {
+            parts: template.split(placeholder).map(str::to_string).collect(),
+        }
     }
-    for part in parts {
-        let _ = write!(out, "{value}");
-        out.push_str(part);
+
+    /// The template with every placeholder replaced by `value`.
+    fn fill(&self, value: impl std::fmt::Display) -> String {
+        let len: usize = self.parts.iter().map(String::len).sum();
+        let mut out = String::with_capacity(len + 16);
+        let mut parts = self.parts.iter();
+        if let Some(first) = parts.next() {
+            out.push_str(first);
+        }
+        for part in parts {
+            let _ = write!(out, "{value}");
+            out.push_str(part);
+        }
+        out
     }
-    out
 }
 
 fn push_unique(list: &mut Vec<String>, item: String) {
@@ -564,20 +584,12 @@ impl BroadcastOperator {
 
     /// The room name of a user under the configured template.
     pub fn user_room(&self, id: impl std::fmt::Display) -> String {
-        fill(
-            &self.broadcaster.inner.config.user_room_template,
-            "{id}",
-            id,
-        )
+        self.broadcaster.inner.user_room.fill(id)
     }
 
     /// The room name of a role under the configured template.
     pub fn role_room(&self, role: impl std::fmt::Display) -> String {
-        fill(
-            &self.broadcaster.inner.config.role_room_template,
-            "{role}",
-            role,
-        )
+        self.broadcaster.inner.role_room.fill(role)
     }
 
     /// Exclude a room or a socket id.
@@ -861,8 +873,8 @@ mod tests {
         assert_eq!(op.rooms(), ["a", "b"]);
         assert_eq!(b.to_user(42).rooms(), ["user:42"]);
         assert_eq!(b.to_role("admin").rooms(), ["role:admin"]);
-        assert_eq!(fill("{id}/x/{id}", "{id}", 7), "7/x/7");
-        assert_eq!(fill("plain", "{id}", 7), "plain");
+        assert_eq!(RoomTemplate::new("{id}/x/{id}", "{id}").fill(7), "7/x/7");
+        assert_eq!(RoomTemplate::new("plain", "{id}").fill(7), "plain");
         assert_eq!(b.of("chat").namespace(), "/chat");
         assert_eq!(b.of("/chat").namespace(), "/chat");
         let e = b.to_user(1).encode("ev", &()).unwrap();

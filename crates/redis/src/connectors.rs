@@ -16,6 +16,9 @@ use crate::{
     target::{ClusterParams, Target, TargetKind},
 };
 
+/// Commands queued to a connection's writer before callers wait.
+const PIPELINE_QUEUE: usize = 1024;
+
 /// Runs on every new connection before callers get it (the subscriber
 /// re-subscribes there).
 pub(crate) type OnConnect =
@@ -70,10 +73,13 @@ impl Connector for MasterConnector {
     ) -> BoxFuture<'_, RedisResult<MultiplexedConnection>> {
         Box::pin(async move {
             // No per-request timer inside redis-rs: every call is bounded by
-            // one timeout around it (see `Publisher`).
+            // one timeout around it (see `Publisher`). A queue to the writer
+            // deep enough that hundreds of concurrent publishes do not wait
+            // for room in it (redis-rs's default is 50).
             let config = AsyncConnectionConfig::new()
                 .set_connection_timeout(Some(self.timeout))
                 .set_response_timeout(None)
+                .set_pipeline_buffer_size(PIPELINE_QUEUE)
                 .set_push_sender(pushes);
             let conn = match &self.locator {
                 Locator::Fixed(client) => {
