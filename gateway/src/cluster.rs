@@ -1,86 +1,76 @@
 //! How gateways behind one load balancer find each other, so that no
 //! sticky sessions are needed.
 //!
-//! Each gateway claims a short random tag in Redis
-//! (`<key>-switchboard#instance#<tag>` -> its internal `host:port`, with a
-//! TTL it keeps refreshing) and starts every Engine.IO sid with that tag. A
-//! polling request or websocket upgrade that lands on the wrong gateway
-//! names its owner in the sid; the gateway looks the owner up and forwards
-//! the request there (see `transport::forward`). A sid whose owner is gone
-//! gets the normal "Session ID unknown".
+//! Each gateway claims a short random tag in the [`PeerDirectory`] (a Redis
+//! hash of tag -> internal `host:port`, each entry kept alive by its owner)
+//! and starts every Engine.IO sid with that tag. A polling request or
+//! websocket upgrade that lands on the wrong gateway names its owner in the
+//! sid; the gateway finds the owner in its in-memory copy of the directory
+//! and forwards the request there (see `transport::forward`). A sid that
+//! does not parse, or whose owner is not in the directory, gets the normal
+//! "Session ID unknown" without any Redis traffic.
 
-use std::{
-    collections::HashMap,
-    net::SocketAddr,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{net::SocketAddr, sync::Arc};
 
 use engineioxide_core::Sid;
-use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
-use crate::bus::{Bus, BusError};
+use crate::{
+    bus::{Bus, BusError},
+    metrics::Metrics,
+    peer_directory::PeerDirectory,
+};
 
 /// Characters of a sid that name the owning gateway.
 pub const TAG_LEN: usize = 4;
-/// How long a registration lives without a refresh.
-const TTL: Duration = Duration::from_secs(15);
-/// How often a gateway refreshes its registration.
-const REFRESH: Duration = Duration::from_secs(5);
-/// How long a looked-up owner address is trusted without asking Redis.
-const CACHE_FOR: Duration = Duration::from_secs(5);
 
 /// This gateway's identity among its peers, and the peer directory.
 pub struct Cluster {
     tag: String,
     advertise: SocketAddr,
-    key_prefix: String,
     bus: Arc<Bus>,
-    cache: Mutex<HashMap<String, (Option<SocketAddr>, Instant)>>,
+    directory: PeerDirectory,
 }
 
 fn random_tag() -> String {
     Sid::new().as_str()[..TAG_LEN].to_string()
 }
 
+/// Who owns a sid, as far as this gateway can tell without asking anyone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner {
+    /// This gateway (the session may still be gone).
+    Local,
+    /// A live peer, reachable at this address.
+    Peer(SocketAddr),
+    /// No live gateway holds the sid's tag.
+    Unknown,
+}
+
 impl Cluster {
-    /// Claims a tag no live peer holds and registers this gateway's address.
+    /// Claims a tag no peer holds, registers this gateway's address and
+    /// loads the directory.
     pub async fn join(
         bus: Arc<Bus>,
         key: &str,
         advertise: SocketAddr,
+        metrics: &Metrics,
     ) -> Result<Cluster, BusError> {
-        let key_prefix = format!("{key}-switchboard#instance#");
-        let mut attempts = 0;
-        loop {
+        let directory = PeerDirectory::new(key, metrics.peer_directory_entries.clone());
+        for _ in 0..16 {
             let tag = random_tag();
-            let claimed: Option<String> = bus
-                .command(
-                    redis::cmd("SET")
-                        .arg(format!("{key_prefix}{tag}"))
-                        .arg(advertise.to_string())
-                        .arg("NX")
-                        .arg("EX")
-                        .arg(TTL.as_secs())
-                        .clone(),
-                )
-                .await?;
-            if claimed.is_some() {
-                tracing::info!(tag, %advertise, "registered with peers for sid forwarding");
+            if directory.claim(&bus, &tag, advertise).await? {
+                directory.refresh(&bus, &tag, advertise).await?;
+                tracing::info!(tag, %advertise, peers = directory.len(), "registered with peers for sid forwarding");
                 return Ok(Cluster {
                     tag,
                     advertise,
-                    key_prefix,
                     bus,
-                    cache: Mutex::new(HashMap::new()),
+                    directory,
                 });
             }
-            attempts += 1;
-            if attempts > 16 {
-                return Err(BusError::Command("could not claim an instance tag".into()));
-            }
         }
+        Err(BusError::Command("could not claim an instance tag".into()))
     }
 
     /// The tag every sid of this gateway starts with.
@@ -96,72 +86,37 @@ impl Cluster {
         text.parse().unwrap_or(random)
     }
 
-    /// The owner tag of a sid, if it is not this gateway.
-    pub fn foreign_owner<'a>(&self, sid: &'a str) -> Option<&'a str> {
-        let tag = sid.get(..TAG_LEN)?;
-        (tag != self.tag).then_some(tag)
-    }
-
-    /// The internal address of the gateway with `tag`, if it is alive.
-    pub async fn lookup(&self, tag: &str) -> Option<SocketAddr> {
-        if let Some((addr, at)) = self.cache.lock().get(tag)
-            && at.elapsed() < CACHE_FOR
-        {
-            return *addr;
+    /// The owner of a parsed sid, answered from memory.
+    pub fn owner(&self, sid: &Sid) -> Owner {
+        let tag = &sid.as_str()[..TAG_LEN];
+        if tag == self.tag {
+            return Owner::Local;
         }
-        let found: Option<String> = self
-            .bus
-            .command(
-                redis::cmd("GET")
-                    .arg(format!("{}{tag}", self.key_prefix))
-                    .clone(),
-            )
-            .await
-            .ok()
-            .flatten();
-        let addr = found.and_then(|a| a.parse().ok());
-        self.cache
-            .lock()
-            .insert(tag.to_string(), (addr, Instant::now()));
-        addr
+        match self.directory.lookup(tag) {
+            Some(addr) => Owner::Peer(addr),
+            None => Owner::Unknown,
+        }
     }
 
-    /// Forgets a cached owner that did not answer.
-    pub fn forget(&self, tag: &str) {
-        self.cache.lock().remove(tag);
-    }
-
-    /// Refreshes the registration until `shutdown`, then removes it so that
-    /// peers stop forwarding here at once.
-    pub fn spawn_refresh(self: &Arc<Self>, shutdown: CancellationToken) {
-        let cluster = self.clone();
-        tokio::spawn(async move {
-            let key = format!("{}{}", cluster.key_prefix, cluster.tag);
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(REFRESH) => {
-                        let set = cluster
-                            .bus
-                            .command::<Option<String>>(
-                                redis::cmd("SET")
-                                    .arg(&key)
-                                    .arg(cluster.advertise.to_string())
-                                    .arg("EX")
-                                    .arg(TTL.as_secs())
-                                    .clone(),
-                            )
-                            .await;
-                        if let Err(err) = set {
-                            tracing::warn!(%err, "could not refresh the instance registration");
-                        }
+    /// Keeps the registration and the directory fresh until `shutdown`,
+    /// then removes the registration so that peers stop forwarding here at
+    /// their next refresh. The caller awaits this (bounded) on shutdown.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(PeerDirectory::REFRESH) => {
+                    if let Err(err) = self.directory.refresh(&self.bus, &self.tag, self.advertise).await {
+                        tracing::warn!(%err, "could not refresh the peer directory");
                     }
                 }
             }
-            let _ = cluster
-                .bus
-                .command::<i64>(redis::cmd("DEL").arg(&key).clone())
-                .await;
-        });
+        }
+        match self.directory.deregister(&self.bus, &self.tag).await {
+            Ok(()) => tracing::info!(tag = %self.tag, "de-registered from peers"),
+            Err(err) => {
+                tracing::warn!(%err, "could not de-register from peers; they forget this gateway after the TTL")
+            }
+        }
     }
 }

@@ -315,12 +315,47 @@ impl Default for LimitsConfig {
 
 /// How gateways behind one load balancer find each other, so a polling
 /// request that lands on the wrong gateway is forwarded to the owner.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClusterConfig {
     /// `host:port` other gateways use to reach this one; defaults to the
     /// listen address (with 127.0.0.1 for an unspecified host).
     pub advertise_addr: Option<String>,
+    /// Networks (CIDR, like `10.0.0.0/8`) that forwarded requests may come
+    /// from. Empty: any address may send one (fine when only the load
+    /// balancer reaches the gateways). Set it when clients can reach the
+    /// gateways directly, so the forwarding header proves nothing by itself.
+    pub peer_cidrs: Vec<String>,
+    /// How long connecting to the sid's owner may take.
+    pub forward_connect_timeout_ms: u64,
+    /// How long a forwarded request may wait for the owner's response
+    /// headers. A forwarded long-polling GET waits up to one ping interval,
+    /// so this must be longer than `engine.ping_interval_ms`.
+    pub forward_timeout_ms: u64,
+    /// Forwarded requests in flight at once; more are refused with 503.
+    pub forward_max_in_flight: usize,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            advertise_addr: None,
+            peer_cidrs: Vec::new(),
+            forward_connect_timeout_ms: 2_000,
+            forward_timeout_ms: 35_000,
+            forward_max_in_flight: 4_096,
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// The parsed `peer_cidrs` (validated at start, so none is dropped).
+    pub fn peer_networks(&self) -> Vec<ipnet::IpNet> {
+        self.peer_cidrs
+            .iter()
+            .filter_map(|c| c.parse().ok())
+            .collect()
+    }
 }
 
 /// Log output.
@@ -531,6 +566,7 @@ impl Config {
                 format!("{addr:?} is not an address like 10.0.0.5:3002"),
             ));
         }
+        self.validate_cluster()?;
         if self.api.keys.iter().any(|k| k.len() < 16) {
             return Err(invalid(
                 "api.keys",
@@ -539,6 +575,42 @@ impl Config {
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(invalid("log.format", "must be \"text\" or \"json\""));
+        }
+        Ok(())
+    }
+
+    fn validate_cluster(&self) -> Result<(), ConfigError> {
+        let c = &self.cluster;
+        if let Some(bad) = c
+            .peer_cidrs
+            .iter()
+            .find(|cidr| cidr.parse::<ipnet::IpNet>().is_err())
+        {
+            return Err(invalid(
+                "cluster.peer_cidrs",
+                format!("{bad:?} is not a network like 10.0.0.0/8 or fd00::/8"),
+            ));
+        }
+        if c.forward_connect_timeout_ms == 0 {
+            return Err(invalid(
+                "cluster.forward_connect_timeout_ms",
+                "must be greater than 0",
+            ));
+        }
+        if c.forward_timeout_ms <= self.engine.ping_interval_ms {
+            return Err(invalid(
+                "cluster.forward_timeout_ms",
+                format!(
+                    "must be greater than engine.ping_interval_ms ({}): a forwarded long-polling GET waits up to one ping interval",
+                    self.engine.ping_interval_ms
+                ),
+            ));
+        }
+        if c.forward_max_in_flight == 0 {
+            return Err(invalid(
+                "cluster.forward_max_in_flight",
+                "must be greater than 0",
+            ));
         }
         Ok(())
     }
@@ -672,6 +744,7 @@ fn env_value(key: &str, raw: &str) -> Figment {
         "socketio.namespaces",
         "api.keys",
         "server.allowed_origins",
+        "cluster.peer_cidrs",
     ];
     let value: figment::value::Value = if list_keys.contains(&key) {
         raw.split(',')

@@ -58,6 +58,11 @@ pub struct Metrics {
     pub client_events_refused: IntCounterVec,
     /// Requests forwarded to the gateway owning their sid, by transport and outcome.
     pub forwarded: IntCounterVec,
+    /// Requests naming a foreign sid that were not forwarded, by reason
+    /// (`bad_sid`, `unknown_owner`, `peer_not_allowed`, `overloaded`).
+    pub forward_refused: IntCounterVec,
+    /// Live gateways in this gateway's peer directory (itself included).
+    pub peer_directory_entries: IntGauge,
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -209,6 +214,17 @@ impl Metrics {
                 "switchboard_forwarded_requests_total",
                 "Requests forwarded to the sid's owner, by transport and outcome",
                 &["transport", "outcome"],
+            ),
+            forward_refused: counter_vec(
+                &r,
+                "switchboard_forward_refused_total",
+                "Requests for another gateway's sid that were not forwarded, by reason",
+                &["reason"],
+            ),
+            peer_directory_entries: gauge(
+                &r,
+                "switchboard_peer_directory_entries",
+                "Live gateways in the peer directory used for sid forwarding",
             ),
             registry: r,
         }

@@ -170,9 +170,12 @@ impl BoundGateway {
             .bus
             .start(gateway.io.clone(), shutdown.child_token());
         gateway.io.spawn_expiry_sweeper(shutdown.child_token());
-        if gateway.config.redis.url().is_some() {
-            spawn_cluster_join(&gateway, shutdown.child_token());
-        }
+        let cluster_task = gateway
+            .config
+            .redis
+            .url()
+            .is_some()
+            .then(|| spawn_cluster_join(&gateway, shutdown.child_token()));
         let http_connections = TaskTracker::new();
         let stop_http = CancellationToken::new();
         tracing::info!(
@@ -220,6 +223,15 @@ impl BoundGateway {
                 "shutdown deadline reached; dropping remaining connections"
             );
         }
+        // The de-registration needs the bus, so it finishes before the bus
+        // stops; bounded, so a Redis that is down does not hold shutdown.
+        if let Some(task) = cluster_task
+            && tokio::time::timeout(Duration::from_secs(2), task)
+                .await
+                .is_err()
+        {
+            tracing::warn!("peer de-registration did not finish in 2 s");
+        }
         if let Some(task) = bus_task {
             task.abort();
         }
@@ -231,7 +243,11 @@ impl BoundGateway {
 /// Registers with peers for sid forwarding, retrying while Redis is down
 /// (until then this gateway's sids carry no owner tag and sticky sessions
 /// are needed for them).
-fn spawn_cluster_join(gateway: &Arc<Gateway>, shutdown: CancellationToken) {
+/// The task returned ends after the de-registration that follows `shutdown`.
+fn spawn_cluster_join(
+    gateway: &Arc<Gateway>,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
     let gateway = gateway.clone();
     tokio::spawn(async move {
         let advertise = match gateway.config.advertise_addr() {
@@ -245,13 +261,13 @@ fn spawn_cluster_join(gateway: &Arc<Gateway>, shutdown: CancellationToken) {
         loop {
             let joined = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                joined = Cluster::join(gateway.bus.clone(), &gateway.config.redis.key, advertise) => joined,
+                joined = Cluster::join(gateway.bus.clone(), &gateway.config.redis.key, advertise, &gateway.metrics) => joined,
             };
             match joined {
                 Ok(cluster) => {
                     let cluster = Arc::new(cluster);
-                    cluster.spawn_refresh(shutdown);
-                    gateway.engine.set_cluster(cluster);
+                    gateway.engine.set_cluster(cluster.clone());
+                    cluster.run(shutdown).await;
                     return;
                 }
                 Err(err) => {
@@ -265,7 +281,7 @@ fn spawn_cluster_join(gateway: &Arc<Gateway>, shutdown: CancellationToken) {
                 }
             }
         }
-    });
+    })
 }
 
 fn serve_connection(

@@ -291,7 +291,7 @@ async fn dashboard_and_alerts_query_only_what_the_gateway_exports() {
         };
         assert_eq!(get("/socket.io/?EIO=4&transport=carrier-pigeon"), 400);
         assert_eq!(
-            get("/socket.io/?EIO=4&transport=polling&sid=ZZZZabcdefghijklmnop"),
+            get("/socket.io/?EIO=4&transport=polling&sid=ZZZZabcdefghijkl"),
             400
         );
         let resp = http_request(

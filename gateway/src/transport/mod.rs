@@ -27,7 +27,7 @@ pub use connection::{
 };
 
 use crate::{
-    cluster::Cluster,
+    cluster::{Cluster, Owner},
     config::{Config, Transport},
     handshake::Handshake,
     metrics::Metrics,
@@ -70,6 +70,15 @@ pub enum EngineError {
     TooManyConnections,
     /// The gateway admits no more new sessions this second.
     RateLimited,
+    /// A request marked as forwarded came from outside `cluster.peer_cidrs`.
+    ForwardNotAllowed,
+    /// `cluster.forward_max_in_flight` forwarded requests are already running.
+    ForwardOverloaded,
+    /// The gateway owning the sid could not be reached.
+    OwnerUnreachable,
+    /// The gateway owning the sid did not answer within
+    /// `cluster.forward_timeout_ms`.
+    OwnerTimeout,
 }
 
 impl EngineError {
@@ -79,9 +88,14 @@ impl EngineError {
             EngineError::SessionIdUnknown => 1,
             EngineError::BadHandshakeMethod => 2,
             EngineError::BadRequest | EngineError::PayloadTooLarge => 3,
-            EngineError::Forbidden | EngineError::OriginNotAllowed => 4,
+            EngineError::Forbidden
+            | EngineError::OriginNotAllowed
+            | EngineError::ForwardNotAllowed => 4,
             EngineError::UnsupportedProtocolVersion => 5,
             EngineError::TooManyConnections | EngineError::RateLimited => 3,
+            EngineError::ForwardOverloaded
+            | EngineError::OwnerUnreachable
+            | EngineError::OwnerTimeout => 3,
         }
     }
 
@@ -97,6 +111,12 @@ impl EngineError {
             EngineError::OriginNotAllowed => "Forbidden: origin not allowed",
             EngineError::TooManyConnections => "Too many connections from this address",
             EngineError::RateLimited => "Too many connection attempts; retry later",
+            EngineError::ForwardNotAllowed => {
+                "Forbidden: forwarded request from outside cluster.peer_cidrs"
+            }
+            EngineError::ForwardOverloaded => "Too many forwarded requests in flight; retry later",
+            EngineError::OwnerUnreachable => "The gateway holding this session cannot be reached",
+            EngineError::OwnerTimeout => "The gateway holding this session did not answer in time",
         }
     }
 
@@ -112,6 +132,10 @@ impl EngineError {
             EngineError::OriginNotAllowed => "origin_not_allowed",
             EngineError::TooManyConnections => "too_many_connections_ip",
             EngineError::RateLimited => "admission_rate_limited",
+            EngineError::ForwardNotAllowed => "forward_not_allowed",
+            EngineError::ForwardOverloaded => "forward_overloaded",
+            EngineError::OwnerUnreachable => "owner_unreachable",
+            EngineError::OwnerTimeout => "owner_timeout",
         }
     }
 
@@ -122,6 +146,10 @@ impl EngineError {
                 StatusCode::TOO_MANY_REQUESTS
             }
             EngineError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            EngineError::ForwardNotAllowed => StatusCode::FORBIDDEN,
+            EngineError::ForwardOverloaded => StatusCode::SERVICE_UNAVAILABLE,
+            EngineError::OwnerUnreachable => StatusCode::BAD_GATEWAY,
+            EngineError::OwnerTimeout => StatusCode::GATEWAY_TIMEOUT,
             _ => StatusCode::BAD_REQUEST,
         }
     }
@@ -141,6 +169,8 @@ pub struct EngineSettings {
     pub max_connections_per_ip: usize,
     pub allowed_origins: Vec<String>,
     pub trust_forwarded_for: bool,
+    /// Forwarding to the gateway that owns a sid (`[cluster]`).
+    pub forward: forward::ForwardSettings,
 }
 
 impl From<&Config> for EngineSettings {
@@ -162,6 +192,7 @@ impl From<&Config> for EngineSettings {
             max_connections_per_ip: l.max_connections_per_ip,
             allowed_origins: config.server.allowed_origins.clone(),
             trust_forwarded_for: config.server.trust_forwarded_for,
+            forward: forward::ForwardSettings::from(config),
         }
     }
 }
@@ -214,8 +245,27 @@ pub struct Engine<H: EngineHandler> {
     /// Set once the gateway has registered (possibly after a Redis outage
     /// at start).
     cluster: std::sync::OnceLock<Arc<Cluster>>,
+    /// Relays requests for peers' sids.
+    forwarder: forward::Forwarder,
     handler: Arc<H>,
     metrics: Metrics,
+}
+
+/// Where the session a request names lives.
+enum Located<D> {
+    /// On this gateway.
+    Here(Arc<Connection<D>>),
+    /// On the peer at this address; this gateway's own tag goes along.
+    Peer(SocketAddr, String),
+}
+
+/// `websocket` for an upgrade request, else `polling`, for metrics.
+fn transport_label<B>(req: &Request<B>) -> &'static str {
+    if req.headers().contains_key(header::UPGRADE) {
+        "websocket"
+    } else {
+        "polling"
+    }
 }
 
 /// The query parameters Engine.IO requests carry.
@@ -251,6 +301,7 @@ impl<H: EngineHandler> Engine<H> {
         metrics: Metrics,
     ) -> Arc<Self> {
         Arc::new(Engine {
+            forwarder: forward::Forwarder::new(settings.forward.clone()),
             settings,
             sessions: RwLock::new(HashMap::new()),
             per_ip: parking_lot::Mutex::new(HashMap::new()),
@@ -384,27 +435,20 @@ impl<H: EngineHandler> Engine<H> {
         };
         let existing = match &query.sid {
             None => None,
-            Some(raw) => match self.find(raw) {
-                Some(conn) => Some(conn),
-                None => {
-                    // Another gateway's session: forward it to the owner,
-                    // once (a forwarded request is never forwarded again).
-                    if let Some(cluster) = self.cluster.get()
-                        && !req.headers().contains_key(forward::FORWARDED_HEADER)
-                        && let Some(tag) = cluster.foreign_owner(raw)
-                    {
-                        let tag = tag.to_string();
-                        return forward::forward(
-                            cluster,
-                            &tag,
+            Some(raw) => match self.locate(raw, &req, remote)? {
+                Located::Here(conn) => Some(conn),
+                Located::Peer(owner, own_tag) => {
+                    return self
+                        .forwarder
+                        .forward(
+                            &own_tag,
+                            owner,
                             req,
                             remote,
                             self.settings.max_payload,
                             &self.metrics,
                         )
                         .await;
-                    }
-                    return Err(EngineError::SessionIdUnknown);
                 }
             },
         };
@@ -462,9 +506,60 @@ impl<H: EngineHandler> Engine<H> {
         }
     }
 
-    fn find(&self, raw: &str) -> Option<Arc<Connection<H::Data>>> {
-        let sid: Sid = raw.parse().ok()?;
-        self.sessions.read().get(&sid).cloned()
+    /// Where the session a request names lives. The sid is parsed in full
+    /// first, and the owner of a foreign one is looked up in memory, so no
+    /// sid, however made up, causes Redis traffic or a connection to a peer
+    /// that does not exist. A request a peer forwarded is never forwarded
+    /// again; one that only claims to be forwarded is refused when it
+    /// comes from outside `cluster.peer_cidrs`.
+    fn locate<B>(
+        &self,
+        raw: &str,
+        req: &Request<B>,
+        remote: SocketAddr,
+    ) -> Result<Located<H::Data>, EngineError> {
+        let forwarded = req.headers().contains_key(forward::FORWARDED_HEADER);
+        if forwarded && !self.forwarder.peer_allowed(remote) {
+            return Err(self.forwarder.refuse(
+                &self.metrics,
+                "peer_not_allowed",
+                remote,
+                EngineError::ForwardNotAllowed,
+            ));
+        }
+        let Ok(sid) = raw.parse::<Sid>() else {
+            return Err(self.forwarder.refuse(
+                &self.metrics,
+                "bad_sid",
+                remote,
+                EngineError::SessionIdUnknown,
+            ));
+        };
+        if let Some(conn) = self.sessions.read().get(&sid).cloned() {
+            return Ok(Located::Here(conn));
+        }
+        let Some(cluster) = self.cluster.get() else {
+            return Err(EngineError::SessionIdUnknown);
+        };
+        match cluster.owner(&sid) {
+            Owner::Local => Err(EngineError::SessionIdUnknown),
+            // Forwarded here by a peer whose directory is staler than ours:
+            // relaying again could loop.
+            Owner::Peer(_) if forwarded => Err(EngineError::SessionIdUnknown),
+            Owner::Peer(addr) => Ok(Located::Peer(addr, cluster.tag().to_string())),
+            Owner::Unknown => {
+                self.metrics
+                    .forwarded
+                    .with_label_values(&[transport_label(req), "owner_gone"])
+                    .inc();
+                Err(self.forwarder.refuse(
+                    &self.metrics,
+                    "unknown_owner",
+                    remote,
+                    EngineError::SessionIdUnknown,
+                ))
+            }
+        }
     }
 
     fn error_response(&self, err: EngineError) -> Response<Body> {
