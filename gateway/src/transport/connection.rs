@@ -121,7 +121,8 @@ impl CloseReason {
 #[derive(Debug)]
 pub(crate) struct TransportState {
     pub kind: TransportKind,
-    /// A websocket has answered the probe and waits for the `5` upgrade packet.
+    /// An upgrade request was accepted and has not finished yet (probe, then
+    /// `5`); set before the probe so a second one is turned away.
     pub upgrading: bool,
     /// A long-polling GET is waiting for frames.
     pub get_active: bool,
@@ -308,10 +309,19 @@ impl<D> Connection<D> {
 /// The server side of the Engine.IO heartbeat: a ping every `ping_interval`,
 /// a pong expected within `ping_timeout`. Whichever task drives the session
 /// sleeps until [`Heartbeat::deadline`] and then calls [`Heartbeat::tick`].
+///
+/// Steps are scheduled from when they were due, not from when the task
+/// happened to run, so scheduling delays never add up from one cycle to the
+/// next.
 #[derive(Debug)]
 pub(crate) struct Heartbeat {
+    /// When the next step is due, exactly.
+    due: Instant,
+    /// `due` moved onto the shared grid (equal to `due` when exact).
     deadline: Instant,
-    ping_sent_at: Option<Instant>,
+    /// When the outstanding ping was due, while one is outstanding.
+    ping_due: Option<Instant>,
+    /// The grid step; zero for exact per-connection deadlines.
     quantum: std::time::Duration,
 }
 
@@ -319,11 +329,31 @@ pub(crate) struct Heartbeat {
 #[derive(Debug)]
 pub(crate) struct PingTimedOut;
 
-/// Heartbeat deadlines are rounded up to a shared grid so that one timer
+/// Heartbeat deadlines can be rounded up to a shared grid so that one timer
 /// wake-up serves every connection due in the same slot: with hundreds of
 /// thousands of idle connections, waking once per connection (a context
 /// switch each) was most of the idle CPU.
-const HEARTBEAT_GRID: std::time::Duration = std::time::Duration::from_secs(1);
+///
+/// The step is 1/64 of the shorter of the two periods, so a deadline is at
+/// most ~1.6% late, inside the bound of max(5 ms, 2% of the interval) we
+/// promise (312 ms at the default 25 s / 20 s: still one wake-up for every
+/// connection due in the same third of a second). Below [`MIN_GRID_STEP`]
+/// grouping saves nothing worth the lateness (the tokio timer wheel already
+/// has 1 ms slots), so short intervals (the protocol test suite's 300 ms /
+/// 200 ms) get exact per-connection deadlines instead.
+const GRID_DIVISOR: u32 = 64;
+/// The smallest grid step worth sharing a wake-up for.
+const MIN_GRID_STEP: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// The grid step for these periods; zero means exact deadlines.
+fn grid_step(interval: std::time::Duration, timeout: std::time::Duration) -> std::time::Duration {
+    let step = interval.min(timeout) / GRID_DIVISOR;
+    if step < MIN_GRID_STEP {
+        std::time::Duration::ZERO
+    } else {
+        step
+    }
+}
 
 /// The origin of the heartbeat grid, shared by every connection.
 fn grid_epoch() -> Instant {
@@ -331,10 +361,14 @@ fn grid_epoch() -> Instant {
     *EPOCH.get_or_init(Instant::now)
 }
 
-/// `t` rounded up to the next multiple of `quantum` past the grid epoch.
+/// `t` rounded up to the next multiple of `quantum` past the grid epoch;
+/// `t` itself for a zero quantum.
 fn on_grid(t: Instant, quantum: std::time::Duration) -> Instant {
+    if quantum.is_zero() {
+        return t;
+    }
     let epoch = grid_epoch();
-    let q = quantum.as_nanos().max(1);
+    let q = quantum.as_nanos();
     let since = t.saturating_duration_since(epoch).as_nanos();
     let slots = since.div_ceil(q);
     let offset = u64::try_from(slots * q).unwrap_or(u64::MAX);
@@ -343,12 +377,12 @@ fn on_grid(t: Instant, quantum: std::time::Duration) -> Instant {
 
 impl Heartbeat {
     pub fn new(interval: std::time::Duration, timeout: std::time::Duration) -> Self {
-        // The grid step stays well inside both periods, so rounding never
-        // makes a client miss its ping (it waits interval + timeout).
-        let quantum = HEARTBEAT_GRID.min(interval / 4).min(timeout / 4);
+        let quantum = grid_step(interval, timeout);
+        let due = Instant::now() + interval;
         Heartbeat {
-            deadline: on_grid(Instant::now() + interval, quantum),
-            ping_sent_at: None,
+            due,
+            deadline: on_grid(due, quantum),
+            ping_due: None,
             quantum,
         }
     }
@@ -364,21 +398,23 @@ impl Heartbeat {
         interval: std::time::Duration,
         timeout: std::time::Duration,
     ) -> Result<(), PingTimedOut> {
-        let now = Instant::now();
-        match self.ping_sent_at.take() {
-            Some(sent) => {
+        match self.ping_due.take() {
+            Some(ping_due) => {
                 if conn.state.lock().awaiting_pong {
                     return Err(PingTimedOut);
                 }
-                self.deadline = on_grid((sent + interval).max(now), self.quantum);
+                // With a timeout longer than the interval the next ping is
+                // already late; send it now rather than in a burst.
+                self.due = (ping_due + interval).max(Instant::now());
             }
             None => {
                 conn.state.lock().awaiting_pong = true;
                 conn.send(Frame::Text(Utf8Bytes::from_static("2")));
-                self.ping_sent_at = Some(now);
-                self.deadline = on_grid(now + timeout, self.quantum);
+                self.ping_due = Some(self.due);
+                self.due += timeout;
             }
         }
+        self.deadline = on_grid(self.due, self.quantum);
         Ok(())
     }
 }
@@ -403,5 +439,22 @@ mod tests {
         let b = on_grid(slot + Duration::from_millis(20), q);
         assert_eq!(a, b, "deadlines in one slot share a wake-up");
         assert_eq!(a - slot, q, "the next slot is one step later");
+        assert_eq!(on_grid(base, Duration::ZERO), base, "zero step is exact");
+    }
+
+    #[test]
+    fn grid_step_stays_inside_the_precision_bound() {
+        let ms = Duration::from_millis;
+        // The defaults share wake-ups, within 2% of the interval.
+        let step = grid_step(ms(25_000), ms(20_000));
+        assert!(step > Duration::ZERO);
+        assert!(step <= ms(25_000) / 50, "{step:?}");
+        // The protocol test suite's periods are exact.
+        assert_eq!(grid_step(ms(300), ms(200)), Duration::ZERO);
+        for (interval, timeout) in [(1_000, 1_000), (5_000, 2_000), (60_000, 60_000)] {
+            let step = grid_step(ms(interval), ms(timeout));
+            let bound = ms(5).max(ms(interval) / 50);
+            assert!(step <= bound, "{interval}/{timeout}: {step:?} > {bound:?}");
+        }
     }
 }

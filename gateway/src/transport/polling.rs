@@ -81,7 +81,9 @@ fn begin<D>(conn: &Connection<D>, get: bool) -> Result<InFlight<'_, D>, EngineEr
 }
 
 /// A long-polling GET: answers with every queued frame as soon as there is
-/// one, with `1` (close) if the session ends while waiting.
+/// one. If the session ends while it waits, it answers `6` (noop) when the
+/// client itself closed (its `1` arrived in a POST; the reference server
+/// does the same), and `1` (close) when the server closed it.
 pub(super) async fn poll<D>(conn: Arc<Connection<D>>) -> Result<Response<Body>, EngineError> {
     let _in_flight = begin(&conn, true)?;
     loop {
@@ -91,7 +93,11 @@ pub(super) async fn poll<D>(conn: Arc<Connection<D>>) -> Result<Response<Body>, 
             return Ok(payload_response(frames));
         }
         if conn.is_closed() {
-            return Ok(payload_response([Frame::text("1")]));
+            let last = match conn.close_reason() {
+                Some(CloseReason::ClientClosed) => "6",
+                _ => "1",
+            };
+            return Ok(payload_response([Frame::text(last)]));
         }
         woken.await;
     }

@@ -116,25 +116,57 @@ pub(super) fn open<H: EngineHandler>(
 }
 
 /// The upgrade of an open polling session to websocket.
+///
+/// The session is marked `upgrading` here, before the websocket exists, so
+/// that of two upgrade requests racing for one sid only the first reaches
+/// the probe. A websocket for a session that is already upgraded or being
+/// upgraded is accepted and then closed at once, as the reference server
+/// does (`transport had already been upgraded`), not refused with HTTP 400.
 pub(super) fn upgrade<H: EngineHandler>(
     engine: &Arc<Engine<H>>,
     conn: Arc<Connection<H::Data>>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, EngineError> {
-    {
-        let state = conn.state.lock();
-        if state.kind != TransportKind::Polling || state.upgrading || conn.is_closed() {
-            return Err(EngineError::BadRequest);
-        }
-    }
     let accept = accept_key(req.method(), req.headers())?;
+    let refused = {
+        let mut state = conn.state.lock();
+        if conn.is_closed() {
+            Some("session closed")
+        } else if state.kind != TransportKind::Polling {
+            Some("already upgraded")
+        } else if state.upgrading {
+            Some("upgrade already in progress")
+        } else {
+            state.upgrading = true;
+            None
+        }
+    };
     let on_upgrade = hyper::upgrade::on(req);
     let engine = engine.clone();
+    if let Some(why) = refused {
+        tracing::debug!(sid = %conn.sid, why, "extra websocket for a session; accepting and closing it");
+        engine
+            .metrics
+            .engine_errors
+            .with_label_values(&["upgrade_refused"])
+            .inc();
+        tokio::spawn(async move {
+            if let Ok(upgraded) = on_upgrade.await
+                && let Some(mut ws) = into_websocket(upgraded, engine.settings.max_payload).await
+            {
+                let _ =
+                    tokio::time::timeout(std::time::Duration::from_secs(1), ws.close(None)).await;
+            }
+        });
+        return Ok(switching_protocols(accept));
+    }
     tokio::spawn(async move {
-        let Ok(upgraded) = on_upgrade.await else {
-            return;
+        let ws = match on_upgrade.await {
+            Ok(upgraded) => into_websocket(upgraded, engine.settings.max_payload).await,
+            Err(_) => None,
         };
-        let Some(mut ws) = into_websocket(upgraded, engine.settings.max_payload).await else {
+        let Some(mut ws) = ws else {
+            conn.state.lock().upgrading = false;
             return;
         };
         let upgraded =
@@ -211,12 +243,8 @@ async fn probe<D>(ws: &mut Ws, conn: &Connection<D>) -> Result<(), UpgradeFailed
                     .await
                     .map_err(|_| UpgradeFailed)?;
                 probed = true;
-                {
-                    let mut state = conn.state.lock();
-                    if state.kind != TransportKind::Polling || conn.is_closed() {
-                        return Err(UpgradeFailed);
-                    }
-                    state.upgrading = true;
+                if conn.transport() != TransportKind::Polling || conn.is_closed() {
+                    return Err(UpgradeFailed);
                 }
                 // Completes the pending GET so the client can pause polling.
                 conn.send(Frame::text("6"));
