@@ -124,6 +124,9 @@ pub(crate) struct TransportState {
     /// An upgrade request was accepted and has not finished yet (probe, then
     /// `5`); set before the probe so a second one is turned away.
     pub upgrading: bool,
+    /// The upgrading websocket answered `3probe`: polling GETs are answered
+    /// with a noop at once, so the client can pause polling and send `5`.
+    pub probed: bool,
     /// A long-polling GET is waiting for frames.
     pub get_active: bool,
     /// A long-polling POST is being read.
@@ -203,6 +206,7 @@ impl<D> Connection<D> {
             state: Mutex::new(TransportState {
                 kind,
                 upgrading: false,
+                probed: false,
                 get_active: false,
                 post_active: false,
                 awaiting_pong: false,

@@ -154,8 +154,14 @@ pub(super) fn upgrade<H: EngineHandler>(
             if let Ok(upgraded) = on_upgrade.await
                 && let Some(mut ws) = into_websocket(upgraded, engine.settings.max_payload).await
             {
-                let _ =
-                    tokio::time::timeout(std::time::Duration::from_secs(1), ws.close(None)).await;
+                // A complete close handshake: the client's reply is read, so
+                // whatever it sent meanwhile cannot turn the close into a reset.
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+                    if ws.close(None).await.is_ok() {
+                        while let Some(Ok(_)) = ws.next().await {}
+                    }
+                })
+                .await;
             }
         });
         return Ok(switching_protocols(accept));
@@ -172,7 +178,11 @@ pub(super) fn upgrade<H: EngineHandler>(
         let upgraded =
             tokio::time::timeout(engine.settings.upgrade_timeout, probe(&mut ws, &conn)).await;
         if !matches!(upgraded, Ok(Ok(()))) {
-            conn.state.lock().upgrading = false;
+            {
+                let mut state = conn.state.lock();
+                state.upgrading = false;
+                state.probed = false;
+            }
             tracing::debug!(sid = %conn.sid, "websocket upgrade abandoned");
             let _ = ws.close(None).await;
             return;
@@ -181,6 +191,7 @@ pub(super) fn upgrade<H: EngineHandler>(
             let mut state = conn.state.lock();
             state.kind = TransportKind::Websocket;
             state.upgrading = false;
+            state.probed = false;
         }
         engine.metrics.upgrades.inc();
         engine
@@ -243,11 +254,16 @@ async fn probe<D>(ws: &mut Ws, conn: &Connection<D>) -> Result<(), UpgradeFailed
                     .await
                     .map_err(|_| UpgradeFailed)?;
                 probed = true;
-                if conn.transport() != TransportKind::Polling || conn.is_closed() {
-                    return Err(UpgradeFailed);
+                {
+                    let mut state = conn.state.lock();
+                    if state.kind != TransportKind::Polling || conn.is_closed() {
+                        return Err(UpgradeFailed);
+                    }
+                    state.probed = true;
                 }
-                // Completes the pending GET so the client can pause polling.
-                conn.send(Frame::text("6"));
+                // Completes the pending GET, if any, with a noop so the client
+                // can pause polling (see `polling::poll`).
+                conn.wake.notify_one();
             }
             Ok(Packet::Upgrade) if probed => return Ok(()),
             _ => return Err(UpgradeFailed),
