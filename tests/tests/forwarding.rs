@@ -364,3 +364,28 @@ async fn forwarding_header_from_outside_peer_cidrs_is_refused() {
     .await;
     assert!(gw.logs().contains("peer_not_allowed"), "{}", gw.logs());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_gateway_has_removed_its_directory_entry() {
+    let redis = redis();
+    let mut gw = redis_gateway(&redis, &[]).await;
+    wait_peers(&gw, 1.0).await;
+    let tag = tag_of(&gw).await;
+    let registered = redis.command(&["HEXISTS", PEERS_KEY, &tag]).unwrap();
+    assert_eq!(registered.as_int(), Some(1));
+    // The de-registration is awaited before the process exits, so the entry
+    // is gone the moment it has exited (not after the 10 s expiry).
+    let gw = tokio::task::spawn_blocking(move || {
+        gw.terminate().expect("gateway exits");
+        gw
+    })
+    .await
+    .unwrap();
+    assert!(
+        gw.logs().contains("de-registered from peers"),
+        "{}",
+        gw.logs()
+    );
+    let left = redis.command(&["HEXISTS", PEERS_KEY, &tag]).unwrap();
+    assert_eq!(left.as_int(), Some(0), "{tag} still registered");
+}
