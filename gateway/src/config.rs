@@ -868,4 +868,50 @@ mod tests {
             assert!(err.contains(key), "{var}={val}: {err}");
         }
     }
+
+    #[test]
+    fn cluster_settings_are_validated_and_name_the_key() {
+        let secret = ("SWITCHBOARD_JWT_SECRET", "0123456789abcdef0123");
+        let ok = Config::load_from(
+            None,
+            env(&[
+                secret,
+                ("SWITCHBOARD_CLUSTER__PEER_CIDRS", "10.0.0.0/8, fd00::/8"),
+            ]),
+        )
+        .expect("valid");
+        assert_eq!(ok.cluster.peer_networks().len(), 2);
+        for (var, val, key) in [
+            (
+                "SWITCHBOARD_CLUSTER__PEER_CIDRS",
+                "10.0.0.0/33",
+                "cluster.peer_cidrs",
+            ),
+            (
+                "SWITCHBOARD_CLUSTER__PEER_CIDRS",
+                "gateways",
+                "cluster.peer_cidrs",
+            ),
+            (
+                "SWITCHBOARD_CLUSTER__FORWARD_TIMEOUT_MS",
+                "25000",
+                "cluster.forward_timeout_ms",
+            ),
+            (
+                "SWITCHBOARD_CLUSTER__FORWARD_MAX_IN_FLIGHT",
+                "0",
+                "cluster.forward_max_in_flight",
+            ),
+            (
+                "SWITCHBOARD_CLUSTER__FORWARD_CONNECT_TIMEOUT_MS",
+                "0",
+                "cluster.forward_connect_timeout_ms",
+            ),
+        ] {
+            let err = Config::load_from(None, env(&[secret, (var, val)]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{var}={val}: {err}");
+        }
+    }
 }
