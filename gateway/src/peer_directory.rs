@@ -113,22 +113,26 @@ impl PeerDirectory {
         let prune_before = now.saturating_sub(Self::PRUNE_AFTER.as_millis() as u64);
         let mut live = HashMap::new();
         let mut dead = Vec::new();
+        let mut left_out = 0usize;
         for (peer_tag, value) in all {
             match parse_entry(&value) {
                 Some((peer_addr, expiry)) if expiry > now => {
-                    if live.len() < Self::MAX_PEERS {
+                    if live.len() < Self::MAX_PEERS || peer_tag == tag {
                         live.insert(peer_tag, peer_addr);
+                    } else {
+                        left_out += 1;
                     }
                 }
                 Some((_, expiry)) if expiry > prune_before => {}
                 _ => dead.push(peer_tag),
             }
         }
-        if live.len() >= Self::MAX_PEERS {
+        if left_out > 0 {
             tracing::warn!(
                 key = %self.key,
                 max = Self::MAX_PEERS,
-                "peer directory full; further peers are not forwarded to"
+                left_out,
+                "peer directory full; the peers left out are not forwarded to"
             );
         }
         if !dead.is_empty() {
