@@ -102,12 +102,23 @@ impl Cluster {
     /// then removes the registration so that peers stop forwarding here at
     /// their next refresh. The caller awaits this (bounded) on shutdown.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        // A Redis outage fails every refresh; say so once, and when it ends.
+        let mut failing = false;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep(PeerDirectory::REFRESH) => {
-                    if let Err(err) = self.directory.refresh(&self.bus, &self.tag, self.advertise).await {
-                        tracing::warn!(%err, "could not refresh the peer directory");
+                    match self.directory.refresh(&self.bus, &self.tag, self.advertise).await {
+                        Ok(()) if failing => {
+                            failing = false;
+                            tracing::info!(peers = self.directory.len(), "peer directory refreshed again");
+                        }
+                        Ok(()) => {}
+                        Err(err) if !failing => {
+                            failing = true;
+                            tracing::warn!(%err, "could not refresh the peer directory; keeping the last one");
+                        }
+                        Err(_) => {}
                     }
                 }
             }
