@@ -362,7 +362,7 @@ async fn forwarding_header_from_outside_peer_cidrs_is_refused() {
         |v| v == 1.0,
     )
     .await;
-    assert!(gw.logs().contains("peer_not_allowed"), "{}", gw.logs());
+    gw.wait_for_log("peer_not_allowed", T).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -33,10 +33,9 @@ async fn suite_gateway() -> GatewayProcess {
 }
 
 /// Where each ping fell against an exact schedule: its arrival minus
-/// `k` intervals after the open packet, in ms. An exact server gives the
-/// same value for every ping plus this machine's jitter (each arrival can
-/// only be delayed, never early); a server whose deadlines drift or round up
-/// gives values that grow (or shrink) from cycle to cycle.
+/// `k` intervals after the open packet, in ms. An exact server gives about
+/// the same value for every ping plus this machine's delays; a server whose
+/// deadlines drift or round up gives values that grow from cycle to cycle.
 fn offsets_ms(arrivals: &[Instant]) -> Vec<f64> {
     let interval = PING_INTERVAL.as_secs_f64() * 1000.0;
     arrivals[1..]
@@ -46,18 +45,32 @@ fn offsets_ms(arrivals: &[Instant]) -> Vec<f64> {
         .collect()
 }
 
-/// The median ping is within the bound of the earliest one: the schedule
-/// neither drifts nor rounds up, whatever single cycles this machine's
-/// scheduler delays (those are above the median and ignored).
+/// What this shared test machine adds on top of the server's promise: both
+/// the gateway's timer and this test's reads are scheduled among other
+/// processes (under a load of 14 on 2 cores the least delayed of four pings
+/// still arrived ~5 ms late). The grid this test guards against was ~50 ms
+/// late per cycle and drifted ~200 ms over eight cycles, far outside either.
+const SCHEDULING_SLACK_MS: f64 = 10.0;
+
+/// Each arrival can only be delayed, never early, so the earliest arrivals
+/// show the server's schedule: the earliest of all is within the bound of
+/// exact, and the earliest of the last cycles is where the earliest of the
+/// first ones was (no drift, no rounding up cycle after cycle).
 fn assert_precise(transport: &str, arrivals: &[Instant]) {
     let offsets = offsets_ms(arrivals);
-    let mut sorted = offsets.clone();
-    sorted.sort_by(f64::total_cmp);
-    let spread = sorted[sorted.len() / 2] - sorted[0];
-    let bound = BOUND.as_secs_f64() * 1000.0;
+    let earliest = |part: &[f64]| part.iter().copied().fold(f64::INFINITY, f64::min);
+    let (first, last) = offsets.split_at(offsets.len() / 2);
+    let bound = BOUND.as_secs_f64() * 1000.0 + SCHEDULING_SLACK_MS;
+    let late = earliest(&offsets);
     assert!(
-        spread <= bound,
-        "{transport}: pings drift {spread:.1} ms from an exact {PING_INTERVAL:?} schedule (bound {bound} ms); offsets per cycle: {offsets:?}"
+        late <= bound,
+        "{transport}: every ping was over {late:.1} ms late (bound {bound} ms); offsets per cycle: {offsets:?}"
+    );
+    let drift = earliest(last) - earliest(first);
+    assert!(
+        drift.abs() <= bound,
+        "{transport}: pings drift {drift:.1} ms from an exact {PING_INTERVAL:?} schedule over {} cycles (bound {bound} ms); offsets per cycle: {offsets:?}",
+        offsets.len()
     );
 }
 
