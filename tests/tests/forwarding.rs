@@ -389,3 +389,48 @@ async fn a_stopped_gateway_has_removed_its_directory_entry() {
     let left = redis.command(&["HEXISTS", PEERS_KEY, &tag]).unwrap();
     assert_eq!(left.as_int(), Some(0), "{tag} still registered");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polling_and_upgrade_through_a_peer_reach_the_owner() {
+    let redis = redis();
+    let fast = [
+        ("SWITCHBOARD_ENGINE__PING_INTERVAL_MS", "300"),
+        ("SWITCHBOARD_ENGINE__PING_TIMEOUT_MS", "200"),
+    ];
+    let owner = redis_gateway(&redis, &fast).await;
+    let relay = redis_gateway(&redis, &fast).await;
+    wait_peers(&relay, 2.0).await;
+
+    // A session opened on the owner, polled and upgraded through the relay.
+    let sid = polling_open(owner.port()).await.unwrap();
+    let (status, body) = polling_get(relay.port(), &sid).await.unwrap();
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "2"),
+        "ping through the relay"
+    );
+    assert_eq!(
+        polling_post(relay.port(), &sid, b"3").await.unwrap().status,
+        200
+    );
+    let mut ws = RawWs::connect(&relay, &format!("sid={sid}")).await.unwrap();
+    ws.send_text("2probe").await.unwrap();
+    assert_eq!(ws.next_text(T).await.unwrap(), "3probe");
+    ws.send_text("5").await.unwrap();
+    assert_eq!(
+        ws.next_text(T).await.unwrap(),
+        "2",
+        "ping over the spliced websocket"
+    );
+    ws.send_text("3").await.unwrap();
+    assert_eq!(ws.next_text(T).await.unwrap(), "2");
+
+    let text = metrics(&relay).await;
+    for transport in ["polling", "websocket"] {
+        let series = format!(
+            r#"switchboard_forwarded_requests_total{{outcome="ok",transport="{transport}"}}"#
+        );
+        assert!(metric_or_zero(&text, &series) >= 1.0, "{series}\n{text}");
+    }
+    wait_metric(&owner, "switchboard_upgrades_total", T, |v| v == 1.0).await;
+}
