@@ -41,6 +41,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub cluster: ClusterConfig,
     pub log: LogConfig,
+    pub admin: AdminConfig,
 }
 
 /// The HTTP listener and its shutdown behaviour.
@@ -358,6 +359,52 @@ impl ClusterConfig {
     }
 }
 
+/// How much the Admin UI is shown (`@socket.io/admin-ui`'s `mode`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AdminMode {
+    /// Every socket, room and event: `all_sockets` and the per-socket events.
+    #[default]
+    Development,
+    /// Only `config` and `server_stats` (aggregated counts): cheap, and no
+    /// user data leaves the gateway.
+    Production,
+}
+
+/// The server side of the official Socket.IO Admin UI (`gateway/src/admin/`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Serve the Admin UI protocol on `namespace`. Off by default.
+    pub enabled: bool,
+    /// The namespace the UI connects to (the UI's default is `/admin`).
+    pub namespace: String,
+    /// The login the UI sends.
+    pub username: String,
+    /// A bcrypt hash of the password (`$2b$12$...`), as `instrument()`'s
+    /// basic auth takes it; the password itself is never configured.
+    pub password_bcrypt: String,
+    pub mode: AdminMode,
+    /// Show everything but refuse `join`, `leave`, `_disconnect` and `emit`.
+    pub readonly: bool,
+    /// The npm package's `ui/dist` folder, served under `/admin/` when set.
+    pub ui_dir: Option<PathBuf>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            namespace: "/admin".into(),
+            username: "admin".into(),
+            password_bcrypt: String::new(),
+            mode: AdminMode::Development,
+            readonly: false,
+            ui_dir: None,
+        }
+    }
+}
+
 /// Log output.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -576,6 +623,52 @@ impl Config {
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(invalid("log.format", "must be \"text\" or \"json\""));
         }
+        self.validate_admin()
+    }
+
+    fn validate_admin(&self) -> Result<(), ConfigError> {
+        let a = &self.admin;
+        if !a.enabled {
+            return Ok(());
+        }
+        if !a.namespace.starts_with('/') || a.namespace.len() < 2 || a.namespace.contains(',') {
+            return Err(invalid(
+                "admin.namespace",
+                format!(
+                    "{:?} must start with '/', like \"/admin\", and contain no ','",
+                    a.namespace
+                ),
+            ));
+        }
+        if self.socketio.namespaces.contains(&a.namespace) {
+            return Err(invalid(
+                "admin.namespace",
+                format!(
+                    "{:?} is also in socketio.namespaces; pick a namespace of its own",
+                    a.namespace
+                ),
+            ));
+        }
+        if a.username.is_empty() {
+            return Err(invalid("admin.username", "must not be empty"));
+        }
+        if a.password_bcrypt.parse::<bcrypt::HashParts>().is_err() {
+            return Err(invalid(
+                "admin.password_bcrypt",
+                "must be a bcrypt hash like $2b$12$... (generate one with `htpasswd -bnBC 12 \"\" 'the password' | tr -d ':\\n'`)",
+            ));
+        }
+        if let Some(dir) = &a.ui_dir
+            && !dir.join("index.html").is_file()
+        {
+            return Err(invalid(
+                "admin.ui_dir",
+                format!(
+                    "{} has no index.html; point it at @socket.io/admin-ui's ui/dist folder",
+                    dir.display()
+                ),
+            ));
+        }
         Ok(())
     }
 
@@ -746,6 +839,8 @@ fn env_value(key: &str, raw: &str) -> Figment {
         "server.allowed_origins",
         "cluster.peer_cidrs",
     ];
+    // Never read as a number or boolean: a hash or a name stays a string.
+    let string_keys = ["admin.password_bcrypt", "admin.username"];
     let value: figment::value::Value = if list_keys.contains(&key) {
         raw.split(',')
             .map(str::trim)
@@ -753,6 +848,8 @@ fn env_value(key: &str, raw: &str) -> Figment {
             .map(|s| s.to_string())
             .collect::<Vec<_>>()
             .into()
+    } else if string_keys.contains(&key) {
+        raw.to_string().into()
     } else if let Ok(n) = raw.parse::<u64>() {
         n.into()
     } else if let Ok(b) = raw.parse::<bool>() {

@@ -10,8 +10,10 @@
 //! - [`auth`]: JWT verification and claims-to-rooms mapping at CONNECT;
 //! - [`rooms`]: the room index every fan-out reads;
 //! - [`bus`]: the Redis (or in-memory) bus that brings events in;
-//! - [`metrics`]: Prometheus counters and gauges for all of the above.
+//! - [`metrics`]: Prometheus counters and gauges for all of the above;
+//! - [`admin`]: the server side of the official Socket.IO Admin UI.
 
+pub mod admin;
 pub mod api;
 pub mod auth;
 pub mod bus;

@@ -63,6 +63,13 @@ pub struct Metrics {
     pub forward_refused: IntCounterVec,
     /// Live gateways in this gateway's peer directory (itself included).
     pub peer_directory_entries: IntGauge,
+    /// Engine.IO message packets received from clients (any transport).
+    pub packets_in: IntCounter,
+    /// Bytes of those packets.
+    pub bytes_in: IntCounter,
+    /// Admin UI connects and actions refused, by reason
+    /// (`invalid_credentials`, `readonly`, `bad_request`).
+    pub admin_refused: IntCounterVec,
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -225,6 +232,22 @@ impl Metrics {
                 &r,
                 "switchboard_peer_directory_entries",
                 "Live gateways in the peer directory used for sid forwarding",
+            ),
+            packets_in: counter(
+                &r,
+                "switchboard_packets_in_total",
+                "Engine.IO message packets received from clients",
+            ),
+            bytes_in: counter(
+                &r,
+                "switchboard_bytes_in_total",
+                "Bytes of message packets received from clients",
+            ),
+            admin_refused: counter_vec(
+                &r,
+                "switchboard_admin_refused_total",
+                "Admin UI connects and actions refused, by reason",
+                &["reason"],
             ),
             registry: r,
         }

@@ -122,6 +122,15 @@ impl Gateway {
                     .unwrap_or_default()
             }
             (_, p) if p.starts_with("/api/") => self.api.handle(req).await,
+            (&Method::GET | &Method::HEAD, p) if crate::admin::ui::UiFiles::handles(p) => {
+                match self.io.admin.as_ref().and_then(|a| a.ui.as_ref()) {
+                    Some(ui) => ui.serve(p).await,
+                    None => json(
+                        StatusCode::NOT_FOUND,
+                        &serde_json::json!({"error": "not found", "path": path}),
+                    ),
+                }
+            }
             _ => json(
                 StatusCode::NOT_FOUND,
                 &serde_json::json!({"error": "not found", "path": path}),
@@ -170,6 +179,7 @@ impl BoundGateway {
             .bus
             .start(gateway.io.clone(), shutdown.child_token());
         gateway.io.spawn_expiry_sweeper(shutdown.child_token());
+        gateway.io.start_admin(shutdown.child_token());
         let cluster_task = gateway
             .config
             .redis

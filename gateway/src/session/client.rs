@@ -1,6 +1,9 @@
 //! The Socket.IO state of one Engine.IO session.
 
-use std::sync::Arc;
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, Ordering},
+};
 
 use parking_lot::Mutex;
 use socketioxide_core::parser::ParserState;
@@ -14,6 +17,9 @@ use super::socket::Socket;
 pub struct Client {
     pub(crate) parser: ParserState,
     sockets: Mutex<Vec<Arc<Socket>>>,
+    /// An Admin UI is connected on this connection (its socket lives in
+    /// `admin::Admin`, outside the room index).
+    admin: AtomicBool,
 }
 
 impl Client {
@@ -23,7 +29,21 @@ impl Client {
     }
 
     pub fn has_sockets(&self) -> bool {
-        !self.sockets.lock().is_empty()
+        self.is_admin() || !self.sockets.lock().is_empty()
+    }
+
+    /// The app sockets of this connection.
+    pub fn sockets(&self) -> Vec<Arc<Socket>> {
+        self.sockets.lock().clone()
+    }
+
+    /// Whether an Admin UI is connected on this connection.
+    pub fn is_admin(&self) -> bool {
+        self.admin.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_admin(&self, on: bool) {
+        self.admin.store(on, Ordering::Release);
     }
 
     pub(crate) fn add(&self, socket: Arc<Socket>) {

@@ -18,20 +18,47 @@ use crate::{bus::BusHandler, transport::Frame};
 
 impl BusHandler for SocketIo {
     fn channels(&self) -> Vec<String> {
-        self.namespaces
+        let mut channels: Vec<String> = self
+            .namespaces
             .iter()
             .map(|nsp| self.channels.request(nsp))
-            .collect()
+            .collect();
+        if self.admin.is_some() {
+            // fetchSockets answers, for the Admin UI's `all_sockets`.
+            channels.extend(
+                self.namespaces
+                    .iter()
+                    .map(|nsp| self.channels.response(nsp)),
+            );
+        }
+        channels
     }
 
     fn patterns(&self) -> Vec<String> {
-        self.namespaces
+        let mut patterns: Vec<String> = self
+            .namespaces
             .iter()
             .map(|nsp| self.channels.broadcast_pattern(nsp))
-            .collect()
+            .collect();
+        if let Some(admin) = &self.admin {
+            patterns.push(admin.bus_pattern());
+        }
+        patterns
     }
 
     fn on_bus_message(&self, channel: &str, payload: Bytes) {
+        if let Some(admin) = &self.admin {
+            if self.channels.room_of(admin.nsp(), channel).is_some() {
+                return admin.on_bus_broadcast(&payload);
+            }
+            if let Some(nsp) = self
+                .namespaces
+                .iter()
+                .find(|nsp| channel == self.channels.response(nsp))
+            {
+                return admin.on_bus_response(nsp, &payload);
+            }
+        }
         for nsp in &self.namespaces {
             if let Some(room) = self.channels.room_of(nsp, channel) {
                 // A room channel for a room nobody here is in: skip decoding,
@@ -100,6 +127,10 @@ impl SocketIo {
         }
         self.metrics.messages_out.inc_by(sent);
         self.metrics.bytes_out.inc_by(sent * size as u64);
+        if let Some(admin) = &self.admin_events {
+            let ids: Vec<_> = targets.iter().map(|s| s.id).collect();
+            admin.events_sent(nsp, &ids, &msg.packet.data);
+        }
     }
 
     fn on_request(&self, nsp: &str, payload: &[u8]) {
@@ -113,12 +144,18 @@ impl SocketIo {
                 for socket in self.request_targets(nsp, req.sid.as_deref(), req.opts.as_ref()) {
                     let created = self.rooms.join(&socket, &req.rooms);
                     self.metrics.rooms.add(created as i64);
+                    if let Some(admin) = &self.admin_events {
+                        admin.rooms_joined(&socket, &req.rooms);
+                    }
                 }
             }
             Request::RemoteLeave(req) => {
                 for socket in self.request_targets(nsp, req.sid.as_deref(), req.opts.as_ref()) {
                     let emptied = self.rooms.leave(&socket, &req.rooms);
                     self.metrics.rooms.sub(emptied as i64);
+                    if let Some(admin) = &self.admin_events {
+                        admin.rooms_left(&socket, &req.rooms);
+                    }
                 }
             }
             Request::RemoteDisconnect(req) => {
@@ -138,16 +175,21 @@ impl SocketIo {
                 let sockets = self
                     .targets_of(nsp, &opts)
                     .iter()
-                    .map(|s| FetchedSocket {
-                        id: s.id.to_string(),
-                        handshake: json_to_msgpack(&serde_json::json!({
-                            "address": s.conn.handshake.client_address(),
-                            "issued": s.conn.handshake.issued_ms,
-                            "query": {},
-                            "auth": {},
-                        })),
-                        rooms: std::iter::once(s.id.to_string()).chain(s.rooms()).collect(),
-                        data: json_to_msgpack(&serde_json::Value::Object(s.claims.clone())),
+                    .map(|s| match &self.admin {
+                        // What an instrumented Node server answers, so that
+                        // Admin UIs anywhere in the fleet show this socket.
+                        Some(admin) => admin.fetched(s),
+                        None => FetchedSocket {
+                            id: s.id.to_string(),
+                            handshake: json_to_msgpack(&serde_json::json!({
+                                "address": s.conn.handshake.client_address(),
+                                "issued": s.conn.handshake.issued_ms,
+                                "query": {},
+                                "auth": {},
+                            })),
+                            rooms: std::iter::once(s.id.to_string()).chain(s.rooms()).collect(),
+                            data: json_to_msgpack(&serde_json::Value::Object(s.claims.clone())),
+                        },
                     })
                     .collect();
                 self.respond(

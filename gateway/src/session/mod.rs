@@ -32,9 +32,20 @@ use socketioxide_parser_common::CommonParser;
 use switchboard_wire::RESERVED_EVENTS;
 
 pub use client::Client;
+
+/// The CONNECT reply, for the admin namespace.
+pub(crate) fn packets_connect(nsp: &str, sid: &str) -> crate::transport::Frame {
+    packets::connect(nsp, sid)
+}
+
+/// A CONNECT_ERROR with a message only (as a Node middleware error).
+pub(crate) fn packets_connect_error(nsp: &str, message: &str) -> crate::transport::Frame {
+    packets::connect_error(nsp, message, None)
+}
 pub use socket::Socket;
 
 use crate::{
+    admin::Admin,
     auth::Authenticator,
     bus::Bus,
     config::{Config, LimitsConfig},
@@ -53,15 +64,15 @@ pub type Conn = Arc<Connection<Client>>;
 /// The Socket.IO server of one gateway: namespaces, authentication, the room
 /// index and the bus it publishes client events to.
 pub struct SocketIo {
-    namespaces: Vec<Arc<str>>,
+    pub(crate) namespaces: Vec<Arc<str>>,
     connect_timeout: Duration,
     parse_config: ParseConfig,
     auth: Authenticator,
     pub rooms: RoomIndex,
     pub metrics: Metrics,
-    bus: Arc<Bus>,
+    pub(crate) bus: Arc<Bus>,
     /// Channel names of the bus (`redis.key` prefix).
-    channels: switchboard_wire::Channels,
+    pub(crate) channels: switchboard_wire::Channels,
     /// The `redis.key` prefix, also used for the upstream channel.
     upstream_key: String,
     /// This gateway's uid on the bus; messages carrying it are our own.
@@ -77,6 +88,12 @@ pub struct SocketIo {
     pub(crate) pending_acks: Mutex<HashMap<(Sid, i64), (String, std::time::Instant)>>,
     /// Ack ids handed out by this gateway.
     pub(crate) next_ack_id: std::sync::atomic::AtomicI64,
+    /// The Admin UI server, when `admin.enabled`.
+    pub admin: Option<Arc<Admin>>,
+    /// The same, only in development mode: the per-socket hooks test this
+    /// one field, so they cost one branch when the admin is off or in
+    /// production mode.
+    admin_events: Option<Arc<Admin>>,
 }
 
 /// Why a client packet was refused; the label of `switchboard_bad_packets_total`.
@@ -111,6 +128,9 @@ impl SocketIo {
                 .unwrap_or(usize::MAX),
             ..ParseConfig::default()
         };
+        let uid = engineioxide_core::Sid::new().to_string();
+        let admin = Admin::from_config(config, &bus, &uid, &metrics);
+        let admin_events = admin.clone().filter(|a| a.development());
         SocketIo {
             namespaces: config
                 .socketio
@@ -126,13 +146,22 @@ impl SocketIo {
             bus,
             channels: switchboard_wire::Channels::new(config.redis.key.clone()),
             upstream_key: config.redis.key.clone(),
-            uid: engineioxide_core::Sid::new().to_string(),
+            uid,
             limits: config.limits.clone(),
             per_user: Mutex::new(HashMap::new()),
             expiries: Mutex::new(BTreeMap::new()),
             expiry_grace_s: config.auth.expiry_grace_s,
             pending_acks: Mutex::new(HashMap::new()),
             next_ack_id: std::sync::atomic::AtomicI64::new(0),
+            admin,
+            admin_events,
+        }
+    }
+
+    /// Starts the Admin UI's timers, when enabled.
+    pub fn start_admin(self: &Arc<Self>, shutdown: CancellationToken) {
+        if let Some(admin) = &self.admin {
+            admin.start(self, shutdown);
         }
     }
 
@@ -152,6 +181,11 @@ impl SocketIo {
 
     fn on_packet(&self, conn: &Conn, packet: Packet) {
         let nsp = packet.ns.as_str();
+        if let Some(admin) = &self.admin
+            && nsp == admin.nsp()
+        {
+            return self.on_admin_packet(admin, conn, packet);
+        }
         match packet.inner {
             PacketData::Connect(payload) => self.on_connect(conn, nsp, payload),
             PacketData::Disconnect => {
@@ -177,22 +211,68 @@ impl SocketIo {
         }
     }
 
-    fn on_connect(&self, conn: &Conn, nsp: &str, payload: Option<Value>) {
-        let auth = match payload {
-            None => None,
+    /// A packet for the admin namespace: the Admin UI, not an app client.
+    fn on_admin_packet(&self, admin: &Arc<Admin>, conn: &Conn, packet: Packet) {
+        match packet.inner {
+            PacketData::Connect(payload) => {
+                if let Some(auth) = self.connect_payload(conn, payload) {
+                    admin.on_connect(conn, auth);
+                }
+            }
+            PacketData::Disconnect => {
+                admin.on_disconnect(conn);
+                if !conn.data.has_sockets() {
+                    conn.close(CloseReason::ClientClosed);
+                }
+            }
+            PacketData::Event(Value::Str(text, None), _) => {
+                match serde_json::from_str::<Vec<serde_json::Value>>(&text) {
+                    Ok(args) => admin.on_event(self, conn, args),
+                    Err(_) => self.refuse_packet(
+                        conn,
+                        BadPacket::InvalidEventPayload,
+                        "EVENT payload must be a JSON array",
+                    ),
+                }
+            }
+            _ => self.refuse_packet(
+                conn,
+                BadPacket::InvalidEventPayload,
+                "unexpected admin packet",
+            ),
+        }
+    }
+
+    /// The CONNECT payload as a JSON object; `None` when the connection was
+    /// refused for a malformed one.
+    fn connect_payload(
+        &self,
+        conn: &Conn,
+        payload: Option<Value>,
+    ) -> Option<Option<serde_json::Value>> {
+        match payload {
+            None => Some(None),
             Some(Value::Str(text, _)) => match serde_json::from_str::<serde_json::Value>(&text) {
-                Ok(v @ serde_json::Value::Object(_)) => Some(v),
+                Ok(v @ serde_json::Value::Object(_)) => Some(Some(v)),
                 _ => {
-                    return self.refuse_packet(
+                    self.refuse_packet(
                         conn,
                         BadPacket::InvalidConnectPayload,
                         "CONNECT payload must be a JSON object",
                     );
+                    None
                 }
             },
             Some(Value::Bytes(_)) => {
-                return self.refuse_packet(conn, BadPacket::InvalidConnectPayload, "binary");
+                self.refuse_packet(conn, BadPacket::InvalidConnectPayload, "binary");
+                None
             }
+        }
+    }
+
+    fn on_connect(&self, conn: &Conn, nsp: &str, payload: Option<Value>) {
+        let Some(auth) = self.connect_payload(conn, payload) else {
+            return;
         };
         let Some(nsp) = self.namespace(nsp).cloned() else {
             self.metrics
@@ -272,6 +352,9 @@ impl SocketIo {
         self.metrics.connects.with_label_values(&[&nsp]).inc();
         tracing::debug!(sid = %conn.sid, socket = %socket.id, nsp = &*nsp, user = ?socket.user, rooms = ?identity.rooms, "socket connected");
         conn.send(packets::connect(&nsp, socket.id.as_str()));
+        if let Some(admin) = &self.admin_events {
+            admin.socket_connected(&socket);
+        }
     }
 
     fn on_event(&self, conn: &Conn, socket: &Arc<Socket>, value: Value, ack: Option<i64>) {
@@ -317,6 +400,9 @@ impl SocketIo {
             }
             return;
         }
+        if let Some(admin) = &self.admin_events {
+            admin.event_received(socket, &args);
+        }
         let attachments: Vec<Bytes> = attachments.map(Vec::from).unwrap_or_default();
         upstream::relay(self, socket.clone(), args, attachments, ack);
     }
@@ -356,6 +442,9 @@ impl SocketIo {
         self.metrics.rooms.sub(emptied as i64);
         self.metrics.sockets.dec();
         tracing::debug!(socket = %socket.id, nsp = &*socket.nsp, why, "socket disconnected");
+        if let Some(admin) = &self.admin_events {
+            admin.socket_disconnected(socket, why);
+        }
     }
 
     /// Disconnects a socket from its namespace by server decision: the client
@@ -365,7 +454,7 @@ impl SocketIo {
             return;
         }
         socket.send_all([packets::disconnect(&socket.nsp)]);
-        self.remove_socket(socket, "server disconnect");
+        self.remove_socket(socket, "server namespace disconnect");
         if close_connection || !socket.conn.data.has_sockets() {
             socket.conn.close(CloseReason::ServerClosed);
         }
@@ -472,8 +561,22 @@ impl EngineHandler for SocketIo {
     }
 
     fn on_close(&self, conn: &Conn, reason: CloseReason) {
+        if let Some(admin) = &self.admin
+            && conn.data.is_admin()
+        {
+            admin.on_disconnect(conn);
+        }
         for socket in conn.data.take_all() {
-            self.remove_socket(&socket, reason.as_str());
+            // Node's wording, which the Admin UI shows.
+            self.remove_socket(&socket, crate::admin::stats::node_reason(reason));
+        }
+    }
+
+    fn on_upgrade(&self, conn: &Conn) {
+        if let Some(admin) = &self.admin_events {
+            for socket in conn.data.sockets() {
+                admin.socket_upgraded(&socket);
+            }
         }
     }
 }

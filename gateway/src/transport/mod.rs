@@ -51,6 +51,8 @@ pub trait EngineHandler: Send + Sync + 'static {
     fn on_binary(&self, conn: &Arc<Connection<Self::Data>>, data: Bytes);
     /// The session ended; called exactly once per session.
     fn on_close(&self, conn: &Arc<Connection<Self::Data>>, reason: CloseReason);
+    /// The session moved from polling to websocket.
+    fn on_upgrade(&self, _conn: &Arc<Connection<Self::Data>>) {}
 }
 
 /// Engine.IO protocol errors answered over HTTP, with the codes the official
@@ -634,10 +636,14 @@ impl<H: EngineHandler> Engine<H> {
                 true
             }
             Packet::Message(text) => {
+                self.metrics.packets_in.inc();
+                self.metrics.bytes_in.inc_by(text.len() as u64);
                 self.handler.on_message(conn, text);
                 true
             }
             Packet::Binary(data) => {
+                self.metrics.packets_in.inc();
+                self.metrics.bytes_in.inc_by(data.len() as u64);
                 self.handler.on_binary(conn, data);
                 true
             }

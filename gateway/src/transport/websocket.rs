@@ -205,6 +205,7 @@ pub(super) fn upgrade<H: EngineHandler>(
             .with_label_values(&["websocket"])
             .inc();
         tracing::debug!(sid = %conn.sid, "session upgraded to websocket");
+        engine.handler().on_upgrade(&conn);
         // The polling driver sees the new transport and hands over to us.
         conn.closed_signal.notify_waiters();
         run(&engine, &conn, ws).await;
