@@ -198,7 +198,7 @@ impl Admin {
                 }
                 let Some(io) = io.upgrade() else { return };
                 admin.stats.sample(&admin.metrics, serialize::now_ms());
-                if n % STATS_EVERY.as_secs() == 0 {
+                if n.is_multiple_of(STATS_EVERY.as_secs()) {
                     admin.emit_stats(&io);
                 }
                 n += 1;
