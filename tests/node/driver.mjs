@@ -316,6 +316,17 @@ async function opStartServer(req) {
     http.once("error", reject);
     http.listen(req.port || 0, "127.0.0.1", () => resolve());
   });
+  if (req.adminUi) {
+    // The official Admin UI server side, as an app would instrument it.
+    const mod = await import("@socket.io/admin-ui");
+    const instrument = mod.instrument ?? mod.default.instrument;
+    instrument(io, {
+      auth: { type: "basic", username: req.adminUi.username, password: req.adminUi.passwordHash },
+      serverId: req.adminUi.serverId,
+      mode: req.adminUi.mode || "development",
+      readonly: !!req.adminUi.readonly,
+    });
+  }
   const port = http.address().port;
   const entry = { io, http, pub, sub };
   servers.set(port, entry);

@@ -392,6 +392,10 @@ pub struct StartServer {
     /// Extra namespaces to create up front (so they receive adapter traffic).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub namespaces: Vec<String>,
+    /// Instrument the server with `@socket.io/admin-ui`:
+    /// `{username, passwordHash, serverId?, mode?, readonly?}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_ui: Option<Value>,
 }
 
 /// A targeted operation on a driver-hosted Node server.
