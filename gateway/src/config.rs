@@ -944,6 +944,36 @@ mod tests {
     }
 
     #[test]
+    fn admin_needs_a_bcrypt_hash_and_its_own_namespace() {
+        let secret = ("SWITCHBOARD_JWT_SECRET", "0123456789abcdef0123");
+        let on = ("SWITCHBOARD_ADMIN__ENABLED", "true");
+        let hash = bcrypt::hash("pw", 4).unwrap();
+        let hash = ("SWITCHBOARD_ADMIN__PASSWORD_BCRYPT", hash.as_str());
+        let c = Config::load_from(None, env(&[secret, on, hash])).expect("valid admin config");
+        assert_eq!(c.admin.namespace, "/admin");
+        assert_eq!(c.admin.mode, AdminMode::Development);
+        for (extra, key) in [
+            (
+                ("SWITCHBOARD_ADMIN__PASSWORD_BCRYPT", "plain-password"),
+                "admin.password_bcrypt",
+            ),
+            (("SWITCHBOARD_ADMIN__NAMESPACE", "/"), "admin.namespace"),
+            (
+                ("SWITCHBOARD_ADMIN__UI_DIR", "/nonexistent"),
+                "admin.ui_dir",
+            ),
+            (("SWITCHBOARD_ADMIN__MODE", "debug"), "admin.mode"),
+        ] {
+            let err = Config::load_from(None, env(&[secret, on, hash, extra]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{extra:?}: {err}");
+        }
+        // Disabled, nothing is required.
+        Config::load_from(None, env(&[secret])).expect("admin off by default");
+    }
+
+    #[test]
     fn invalid_values_name_the_key() {
         let secret = ("SWITCHBOARD_JWT_SECRET", "0123456789abcdef0123");
         for (var, val, key) in [

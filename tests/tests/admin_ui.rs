@@ -312,6 +312,27 @@ async fn admin_ui_sees_and_acts_on_the_whole_fleet() {
         .await
         .unwrap();
 
+    // emit to one socket of the other gateway.
+    d.emit(
+        "ui",
+        "emit",
+        vec![
+            json!("/"),
+            json!(bob.sid),
+            json!("notice"),
+            json!({"from": "ops"}),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        d.expect_event("bob", "notice", T).await.unwrap(),
+        vec![json!({"from": "ops"})]
+    );
+    d.expect_no_event_named("alice", "notice", QUIET)
+        .await
+        .unwrap();
+
     d.emit(
         "ui",
         "_disconnect",

@@ -56,22 +56,18 @@ pub fn handshake(h: &Handshake, path: &str, token_param: &str) -> Value {
         query.insert(key, Value::String(percent_decode(v)));
         kept.push(pair);
     }
-    let header = |name: &str| h.headers.get(name).and_then(|v| v.to_str().ok());
-    // The address rule of the UI's serializer: a CDN's or proxy's header
-    // first (only trusted ones reach `client_address`), then the peer.
-    let address = header("cf-connecting-ip")
-        .filter(|_| h.trust_forwarded_for)
-        .map(str::to_string)
-        .unwrap_or_else(|| h.client_address());
+    // The gateway keeps only the headers authentication reads (memory per
+    // connection), so `headers` holds at most `x-forwarded-for` here; TLS
+    // ends at the proxy (`secure` false) and the origin is not kept.
     json!({
-        "address": address,
+        "address": h.client_address(),
         "headers": headers,
         "query": query,
         "issued": h.issued_ms,
-        "secure": header("x-forwarded-proto") == Some("https"),
+        "secure": false,
         "time": js_date(h.issued_ms),
         "url": format!("{path}?{}", kept.join("&")),
-        "xdomain": header("origin").is_some(),
+        "xdomain": false,
     })
 }
 
