@@ -98,6 +98,30 @@ async fn event_where(
     }
 }
 
+/// The UI's `join`/`leave` of room `war-room` for socket `sid`, and the
+/// `room_joined`/`room_left` event that reports it.
+async fn room_action(d: &NodeDriver, action: &str, reported: &str, sid: &str) {
+    d.emit(
+        "ui",
+        action,
+        vec![json!("/"), json!("war-room"), json!(sid)],
+    )
+    .await
+    .unwrap();
+    event_where(d, "ui", reported, |a| a[1] == "war-room" && a[2] == sid).await;
+}
+
+/// The total of one type of `aggregatedEvents` in a `server_stats`.
+fn count_of(stats: &Value, kind: &str) -> u64 {
+    stats["aggregatedEvents"]
+        .as_array()
+        .expect("aggregatedEvents")
+        .iter()
+        .filter(|e| e["type"] == kind)
+        .filter_map(|e| e["count"].as_u64())
+        .sum()
+}
+
 fn socket_in<'a>(all: &'a [Value], id: &str) -> &'a Value {
     all.iter()
         .find(|s| s["id"] == id)
@@ -216,22 +240,10 @@ async fn admin_ui_sees_and_acts_on_the_whole_fleet() {
     // Aggregated events count what happened (the two app connections at least).
     let mut connections = 0;
     while connections < 2 {
-        let s = stats_of(&d, "ui", &server_id(&gw_a), |_| true).await;
-        connections += s["aggregatedEvents"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|e| e["type"] == "rawConnection")
-            .map(|e| e["count"].as_u64().unwrap())
-            .sum::<u64>();
-        let s = stats_of(&d, "ui", &server_id(&gw_b), |_| true).await;
-        connections += s["aggregatedEvents"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|e| e["type"] == "rawConnection")
-            .map(|e| e["count"].as_u64().unwrap())
-            .sum::<u64>();
+        for gw in [&gw_a, &gw_b] {
+            let stats = stats_of(&d, "ui", &server_id(gw), |_| true).await;
+            connections += count_of(&stats, "rawConnection");
+        }
     }
 
     // The session id logs in through the other gateway (sessions in Redis).
@@ -275,34 +287,14 @@ async fn admin_ui_sees_and_acts_on_the_whole_fleet() {
     assert_eq!(received[2], json!(["typing", {"ticket": 7}]));
 
     // join / leave / _disconnect on a socket of the other gateway, by id.
-    d.emit(
-        "ui",
-        "join",
-        vec![json!("/"), json!("war-room"), json!(bob.sid)],
-    )
-    .await
-    .unwrap();
-    event_where(&d, "ui", "room_joined", |a| {
-        a[1] == "war-room" && a[2] == bob.sid
-    })
-    .await;
+    room_action(&d, "join", "room_joined", &bob.sid).await;
     api_emit_ok(
         &gw_a,
         json!({"event": "briefing", "rooms": ["war-room"], "data": 1}),
     )
     .await;
     d.expect_event("bob", "briefing", T).await.unwrap();
-    d.emit(
-        "ui",
-        "leave",
-        vec![json!("/"), json!("war-room"), json!(bob.sid)],
-    )
-    .await
-    .unwrap();
-    event_where(&d, "ui", "room_left", |a| {
-        a[1] == "war-room" && a[2] == bob.sid
-    })
-    .await;
+    room_action(&d, "leave", "room_left", &bob.sid).await;
     api_emit_ok(
         &gw_a,
         json!({"event": "briefing", "rooms": ["war-room"], "data": 2}),

@@ -68,7 +68,7 @@ pub fn perform(io: &SocketIo, args: &[Value]) -> Result<(), &'static str> {
         "emit" => return emit(io, nsp, selection(2)?, &args[3..]),
         _ => return Err("unknown admin event"),
     };
-    publish(io, io.channels.request(nsp), encode_request(&request));
+    io.publish_in_background(io.channels.request(nsp), encode_request(&request), "admin");
     Ok(())
 }
 
@@ -86,20 +86,6 @@ fn emit(io: &SocketIo, nsp: &str, to: RequestOpts, data: &[Value]) -> Result<(),
         },
     };
     io.deliver(&msg);
-    publish(io, io.channels.broadcast(nsp), encode_broadcast(&msg));
+    io.publish_in_background(io.channels.broadcast(nsp), encode_broadcast(&msg), "admin");
     Ok(())
-}
-
-fn publish(io: &SocketIo, channel: String, payload: Vec<u8>) {
-    let bus = io.bus.clone();
-    let metrics = io.metrics.clone();
-    tokio::spawn(async move {
-        if let Err(err) = bus.publish(&channel, payload).await {
-            metrics
-                .bus_publish_errors
-                .with_label_values(&["admin"])
-                .inc();
-            tracing::warn!(%err, channel, "admin action not published");
-        }
-    });
 }

@@ -457,24 +457,18 @@ impl Admin {
 
     /// Rooms joined (`room_joined(nsp, room, id, date)` per room).
     pub fn rooms_joined<S: AsRef<str>>(&self, socket: &Socket, rooms: &[S]) {
-        for room in rooms {
-            self.emit(
-                "room_joined",
-                vec![
-                    Value::from(&*socket.nsp),
-                    Value::from(room.as_ref()),
-                    Value::from(socket.id.as_str()),
-                    now(),
-                ],
-            );
-        }
+        self.room_events("room_joined", socket, rooms);
     }
 
     /// Rooms left (`room_left(nsp, room, id, date)` per room).
     pub fn rooms_left<S: AsRef<str>>(&self, socket: &Socket, rooms: &[S]) {
+        self.room_events("room_left", socket, rooms);
+    }
+
+    fn room_events<S: AsRef<str>>(&self, event: &str, socket: &Socket, rooms: &[S]) {
         for room in rooms {
             self.emit(
-                "room_left",
+                event,
                 vec![
                     Value::from(&*socket.nsp),
                     Value::from(room.as_ref()),

@@ -130,26 +130,14 @@ impl Stats {
                 now.closed[i].saturating_sub(before.closed[i]),
             );
         }
-        push(
-            "packetsIn",
-            None,
-            now.packets_in.saturating_sub(before.packets_in),
-        );
-        push(
-            "bytesIn",
-            None,
-            now.bytes_in.saturating_sub(before.bytes_in),
-        );
-        push(
-            "packetsOut",
-            None,
-            now.packets_out.saturating_sub(before.packets_out),
-        );
-        push(
-            "bytesOut",
-            None,
-            now.bytes_out.saturating_sub(before.bytes_out),
-        );
+        for (kind, now, before) in [
+            ("packetsIn", now.packets_in, before.packets_in),
+            ("bytesIn", now.bytes_in, before.bytes_in),
+            ("packetsOut", now.packets_out, before.packets_out),
+            ("bytesOut", now.bytes_out, before.bytes_out),
+        ] {
+            push(kind, None, now.saturating_sub(before));
+        }
     }
 
     /// The `server_stats` payload; takes the buckets collected so far.

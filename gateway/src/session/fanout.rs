@@ -349,17 +349,30 @@ impl SocketIo {
 
     /// Publishes a response where Node servers wait for it.
     fn respond(&self, nsp: &str, response: Response) {
-        let channel = self.channels.response(nsp);
-        let payload = encode_response(&response);
+        self.publish_in_background(
+            self.channels.response(nsp),
+            encode_response(&response),
+            "response",
+        );
+    }
+
+    /// Publishes on the bus without waiting; a failure is logged and
+    /// counted in `switchboard_bus_publish_errors_total{origin}`.
+    pub(crate) fn publish_in_background(
+        &self,
+        channel: String,
+        payload: Vec<u8>,
+        origin: &'static str,
+    ) {
         let bus = self.bus.clone();
         let metrics = self.metrics.clone();
         tokio::spawn(async move {
             if let Err(err) = bus.publish(&channel, payload).await {
                 metrics
                     .bus_publish_errors
-                    .with_label_values(&["response"])
+                    .with_label_values(&[origin])
                     .inc();
-                tracing::warn!(%err, "adapter response not published");
+                tracing::warn!(%err, channel, origin, "bus publish failed");
             }
         });
     }
