@@ -219,12 +219,7 @@ impl SocketIo {
                     admin.on_connect(conn, auth);
                 }
             }
-            PacketData::Disconnect => {
-                admin.on_disconnect(conn);
-                if !conn.data.has_sockets() {
-                    conn.close(CloseReason::ClientClosed);
-                }
-            }
+            PacketData::Disconnect => admin.on_disconnect(conn),
             PacketData::Event(Value::Str(text, None), _) => {
                 match serde_json::from_str::<Vec<serde_json::Value>>(&text) {
                     Ok(args) => admin.on_event(self, conn, args),
