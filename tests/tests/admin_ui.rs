@@ -279,6 +279,11 @@ async fn admin_ui_sees_and_acts_on_the_whole_fleet() {
         "a date: {}",
         connected[1]
     );
+    // Polling first (the client's default), then the upgrade reported.
+    event_where(&d, "ui", "socket_updated", |a| {
+        a[0] == json!({"id": carol.sid, "nsp": "/", "transport": "websocket"})
+    })
+    .await;
     d.emit("carol", "typing", vec![json!({"ticket": 7})])
         .await
         .unwrap();
@@ -294,6 +299,11 @@ async fn admin_ui_sees_and_acts_on_the_whole_fleet() {
     )
     .await;
     d.expect_event("bob", "briefing", T).await.unwrap();
+    // What the gateway delivered, per socket (Node's onAnyOutgoing).
+    event_where(&d, "ui", "event_sent", |a| {
+        a[0] == "/" && a[1] == bob.sid && a[2] == json!(["briefing", 1])
+    })
+    .await;
     room_action(&d, "leave", "room_left", &bob.sid).await;
     api_emit_ok(
         &gw_a,
