@@ -45,7 +45,7 @@ use crate::{
     config::{AdminMode, Config},
     metrics::Metrics,
     session::{Conn, Socket, SocketIo},
-    transport::{CloseReason, Frame, TransportKind},
+    transport::{Frame, TransportKind},
 };
 
 use auth::{AdminAuth, LoggedIn};
@@ -508,11 +508,6 @@ impl Admin {
                 ],
             );
         }
-    }
-
-    /// The Socket.IO reason Node reports when a connection closes.
-    pub fn close_reason(reason: CloseReason) -> &'static str {
-        stats::node_reason(reason)
     }
 }
 
