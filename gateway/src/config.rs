@@ -62,6 +62,20 @@ pub struct ServerConfig {
     /// Browser origins allowed to connect (`https://app.example.com`); empty
     /// allows any origin. Enforced on polling and websocket requests alike.
     pub allowed_origins: Vec<String>,
+    /// Longest a client may take to send a request's headers, counted from
+    /// the moment the gateway waits for them: after accept, and after each
+    /// response on a keep-alive connection (so it is also the idle
+    /// keep-alive timeout). Cuts slowloris clients.
+    pub header_read_timeout_ms: u64,
+    /// Longest a client may take to send a request body (polling POST,
+    /// publish API) once its headers are in.
+    pub body_read_timeout_ms: u64,
+    /// Largest request head (request line and headers) in bytes; a longer
+    /// one is answered 431 and the connection closed.
+    pub max_header_bytes: usize,
+    /// Open TCP connections (HTTP and websocket) at once; over it a new
+    /// connection is answered 503 and closed.
+    pub max_connections: usize,
 }
 
 impl Default for ServerConfig {
@@ -73,6 +87,10 @@ impl Default for ServerConfig {
             shutdown_deadline_ms: 10_000,
             trust_forwarded_for: false,
             allowed_origins: Vec::new(),
+            header_read_timeout_ms: 10_000,
+            body_read_timeout_ms: 10_000,
+            max_header_bytes: 32 * 1024,
+            max_connections: 16_384,
         }
     }
 }
@@ -439,6 +457,12 @@ pub enum ConfigError {
     Invalid { key: &'static str, message: String },
 }
 
+/// Smallest `server.max_header_bytes`: hyper's minimum read buffer.
+const MIN_HEADER_BYTES: usize = 8192;
+/// Largest `server.max_header_bytes`: beyond it, a few hundred half-sent
+/// heads cost hundreds of megabytes.
+const MAX_HEADER_BYTES: usize = 1024 * 1024;
+
 fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key,
@@ -509,6 +533,7 @@ impl Config {
                 format!("must start and end with '/', like \"/socket.io/\" (got {path:?})"),
             ));
         }
+        self.validate_server()?;
         let e = &self.engine;
         if e.ping_interval_ms == 0 {
             return Err(invalid("engine.ping_interval_ms", "must be greater than 0"));
@@ -708,6 +733,35 @@ impl Config {
         Ok(())
     }
 
+    fn validate_server(&self) -> Result<(), ConfigError> {
+        let s = &self.server;
+        if s.header_read_timeout_ms == 0 || s.header_read_timeout_ms > 300_000 {
+            return Err(invalid(
+                "server.header_read_timeout_ms",
+                "must be between 1 and 300000 (a longer wait lets slow clients hold connections)",
+            ));
+        }
+        if s.body_read_timeout_ms == 0 || s.body_read_timeout_ms > 300_000 {
+            return Err(invalid(
+                "server.body_read_timeout_ms",
+                "must be between 1 and 300000",
+            ));
+        }
+        if !(MIN_HEADER_BYTES..=MAX_HEADER_BYTES).contains(&s.max_header_bytes) {
+            return Err(invalid(
+                "server.max_header_bytes",
+                format!("must be between {MIN_HEADER_BYTES} and {MAX_HEADER_BYTES}"),
+            ));
+        }
+        if s.max_connections == 0 {
+            return Err(invalid(
+                "server.max_connections",
+                "must be greater than 0 (raise it, with the process's open-file limit, for more clients)",
+            ));
+        }
+        Ok(())
+    }
+
     fn validate_auth(&self) -> Result<(), ConfigError> {
         let a = &self.auth;
         if a.algorithms.is_empty() {
@@ -815,6 +869,14 @@ impl Config {
             addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
         }
         Ok(addr)
+    }
+
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.server.header_read_timeout_ms)
+    }
+
+    pub fn body_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.server.body_read_timeout_ms)
     }
 
     pub fn shutdown_deadline(&self) -> Duration {

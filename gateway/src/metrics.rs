@@ -70,6 +70,12 @@ pub struct Metrics {
     /// Admin UI connects and actions refused, by reason
     /// (`invalid_credentials`, `readonly`, `bad_request`).
     pub admin_refused: IntCounterVec,
+    /// Open TCP connections (HTTP and upgraded websockets).
+    pub http_connections: IntGauge,
+    /// Connections and requests refused at the HTTP layer, by reason
+    /// (`max_connections`, `header_read_timeout`, `header_too_large`,
+    /// `body_read_timeout`).
+    pub http_rejected: IntCounterVec,
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -247,6 +253,17 @@ impl Metrics {
                 &r,
                 "switchboard_admin_refused_total",
                 "Admin UI connects and actions refused, by reason",
+                &["reason"],
+            ),
+            http_connections: gauge(
+                &r,
+                "switchboard_http_connections",
+                "Open TCP connections, HTTP and websocket",
+            ),
+            http_rejected: counter_vec(
+                &r,
+                "switchboard_http_rejected_total",
+                "Connections and requests refused at the HTTP layer, by reason",
                 &["reason"],
             ),
             registry: r,

@@ -23,8 +23,12 @@ use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::{body::Incoming, server::conn::http1, service::service_fn};
-use hyper_util::rt::TokioIo;
-use tokio::net::{TcpListener, TcpStream};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+    sync::{OwnedSemaphorePermit, Semaphore},
+};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
@@ -34,6 +38,7 @@ use crate::{
     cluster::Cluster,
     config::Config,
     metrics::Metrics,
+    ratelog::{DEFAULT_EVERY, LogLimiter},
     session::SocketIo,
     transport::{Body, CloseReason, Engine, EngineSettings, TokenBucket},
 };
@@ -188,6 +193,8 @@ impl BoundGateway {
             .then(|| spawn_cluster_join(&gateway, shutdown.child_token()));
         let http_connections = TaskTracker::new();
         let stop_http = CancellationToken::new();
+        let slots = Arc::new(Semaphore::new(gateway.config.server.max_connections));
+        let refusals = Arc::new(Semaphore::new(MAX_REFUSALS_IN_FLIGHT));
         tracing::info!(
             addr = %listener.local_addr()?,
             path = %gateway.config.server.path,
@@ -198,7 +205,13 @@ impl BoundGateway {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, remote)) => serve_connection(&gateway, &http_connections, &stop_http, stream, remote),
+                    Ok((stream, remote)) => match slots.clone().try_acquire_owned() {
+                        Ok(permit) => {
+                            let slot = ConnectionSlot::new(permit, &gateway.metrics);
+                            serve_connection(&gateway, &http_connections, &stop_http, stream, remote, slot);
+                        }
+                        Err(_) => refuse_connection(&gateway, &refusals, stream, remote),
+                    },
                     Err(err) => {
                         // Out of file descriptors or similar: back off
                         // instead of spinning; existing clients keep working.
@@ -294,22 +307,167 @@ fn spawn_cluster_join(
     })
 }
 
+/// Refused connections being answered at once; beyond it a refused
+/// connection is closed without an answer, so a flood over the cap costs
+/// no more than this many small tasks.
+const MAX_REFUSALS_IN_FLIGHT: usize = 64;
+
+static CAP_LOG: LogLimiter = LogLimiter::new(DEFAULT_EVERY);
+static HTTP_ERROR_LOG: LogLimiter = LogLimiter::new(DEFAULT_EVERY);
+
+/// One of `server.max_connections` places, held by a connection's I/O for
+/// as long as the socket is open: through hyper, and after an upgrade
+/// inside the websocket, which owns the same I/O object.
+struct ConnectionSlot {
+    _permit: OwnedSemaphorePermit,
+    open: prometheus::IntGauge,
+}
+
+impl ConnectionSlot {
+    fn new(permit: OwnedSemaphorePermit, metrics: &Metrics) -> Self {
+        metrics.http_connections.inc();
+        ConnectionSlot {
+            _permit: permit,
+            open: metrics.http_connections.clone(),
+        }
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.open.dec();
+    }
+}
+
+/// A connection's I/O together with its [`ConnectionSlot`], so the slot is
+/// given back exactly when the socket is dropped.
+struct SlottedIo {
+    io: TokioIo<TcpStream>,
+    _slot: ConnectionSlot,
+}
+
+impl hyper::rt::Read for SlottedIo {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl hyper::rt::Write for SlottedIo {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+}
+
+/// Answers a connection over `server.max_connections` with a 503 and
+/// closes it: written, then the client's request drained briefly so the
+/// close does not turn into a reset that hides the answer.
+fn refuse_connection(
+    gateway: &Arc<Gateway>,
+    refusals: &Arc<Semaphore>,
+    mut stream: TcpStream,
+    remote: SocketAddr,
+) {
+    gateway
+        .metrics
+        .http_rejected
+        .with_label_values(&["max_connections"])
+        .inc();
+    if let Some(suppressed) = CAP_LOG.allow() {
+        tracing::warn!(
+            %remote,
+            max_connections = gateway.config.server.max_connections,
+            suppressed,
+            "connection refused: server.max_connections reached"
+        );
+    }
+    let Ok(permit) = refusals.clone().try_acquire_owned() else {
+        return;
+    };
+    tokio::spawn(async move {
+        let _permit = permit;
+        let body = r#"{"code":3,"message":"Too many connections to this gateway; retry later"}"#;
+        let head = format!(
+            "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        );
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            stream.write_all(head.as_bytes()).await?;
+            stream.write_all(body.as_bytes()).await?;
+            stream.shutdown().await?;
+            let mut sink = [0u8; 4096];
+            let mut drained = 0;
+            while drained < 64 * 1024 {
+                match stream.read(&mut sink).await? {
+                    0 => break,
+                    n => drained += n,
+                }
+            }
+            Ok::<_, std::io::Error>(())
+        })
+        .await;
+    });
+}
+
 fn serve_connection(
     gateway: &Arc<Gateway>,
     http_connections: &TaskTracker,
     stop: &CancellationToken,
     stream: TcpStream,
     remote: SocketAddr,
+    slot: ConnectionSlot,
 ) {
     let _ = stream.set_nodelay(true);
+    let metrics = gateway.metrics.clone();
+    let server = &gateway.config.server;
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(gateway.config.header_read_timeout())
+        .max_buf_size(server.max_header_bytes);
     let gateway = gateway.clone();
     let service = service_fn(move |req| {
         let gateway = gateway.clone();
         async move { Ok::<_, Infallible>(gateway.route(req, remote).await) }
     });
-    let conn = http1::Builder::new()
-        .serve_connection(TokioIo::new(stream), service)
-        .with_upgrades();
+    let io = SlottedIo {
+        io: TokioIo::new(stream),
+        _slot: slot,
+    };
+    let conn = builder.serve_connection(io, service).with_upgrades();
     // On shutdown, in-flight requests finish (pending polls are answered
     // by the engine's close) and keep-alive connections close. Upgraded
     // websockets have left hyper by then; the engine closes those.
@@ -324,7 +482,22 @@ fn serve_connection(
             }
         };
         if let Err(err) = result {
-            tracing::debug!(%err, %remote, "http connection ended with an error");
+            let reason = if err.is_timeout() {
+                Some("header_read_timeout")
+            } else if err.is_parse_too_large() {
+                Some("header_too_large")
+            } else {
+                None
+            };
+            match reason {
+                Some(reason) => {
+                    metrics.http_rejected.with_label_values(&[reason]).inc();
+                    if let Some(suppressed) = HTTP_ERROR_LOG.allow() {
+                        tracing::info!(%remote, reason, suppressed, "http connection closed: {err}");
+                    }
+                }
+                None => tracing::debug!(%err, %remote, "http connection ended with an error"),
+            }
         }
     });
 }

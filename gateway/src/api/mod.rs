@@ -76,6 +76,7 @@ pub struct PublishApi {
     namespaces: Vec<String>,
     user_template: Option<String>,
     role_template: Option<String>,
+    body_read_timeout: std::time::Duration,
     metrics: Metrics,
 }
 
@@ -128,6 +129,7 @@ impl PublishApi {
                 .iter()
                 .find(|t| t.contains("{role}"))
                 .cloned(),
+            body_read_timeout: config.body_read_timeout(),
             metrics,
         }
     }
@@ -164,7 +166,7 @@ impl PublishApi {
             _ => return Err(err(StatusCode::NOT_FOUND, "not_found", "unknown API path")),
         };
         self.authorize(&req)?;
-        let body = read_body(req.into_body()).await?;
+        let body = read_body(req.into_body(), self.body_read_timeout).await?;
         let messages = if batch {
             let batch: BatchRequest = parse(&body)?;
             if batch.messages.len() > MAX_BATCH {
@@ -312,8 +314,17 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<serde_json::
     serde_json::Value::deserialize(d).map(Some)
 }
 
-async fn read_body(body: Incoming) -> Result<Bytes, ApiError> {
-    match Limited::new(body, MAX_BODY_BYTES).collect().await {
+async fn read_body(body: Incoming, timeout: std::time::Duration) -> Result<Bytes, ApiError> {
+    let Ok(read) =
+        tokio::time::timeout(timeout, Limited::new(body, MAX_BODY_BYTES).collect()).await
+    else {
+        return Err(err(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_read_timeout",
+            "the request body did not arrive within server.body_read_timeout_ms",
+        ));
+    };
+    match read {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e)
             if e.downcast_ref::<http_body_util::LengthLimitError>()

@@ -81,6 +81,8 @@ pub enum EngineError {
     /// The gateway owning the sid did not answer within
     /// `cluster.forward_timeout_ms`.
     OwnerTimeout,
+    /// A polling POST body did not arrive within `server.body_read_timeout_ms`.
+    BodyTimeout,
 }
 
 impl EngineError {
@@ -98,6 +100,7 @@ impl EngineError {
             EngineError::ForwardOverloaded
             | EngineError::OwnerUnreachable
             | EngineError::OwnerTimeout => 3,
+            EngineError::BodyTimeout => 3,
         }
     }
 
@@ -119,6 +122,7 @@ impl EngineError {
             EngineError::ForwardOverloaded => "Too many forwarded requests in flight; retry later",
             EngineError::OwnerUnreachable => "The gateway holding this session cannot be reached",
             EngineError::OwnerTimeout => "The gateway holding this session did not answer in time",
+            EngineError::BodyTimeout => "Request body not received in time",
         }
     }
 
@@ -138,6 +142,7 @@ impl EngineError {
             EngineError::ForwardOverloaded => "forward_overloaded",
             EngineError::OwnerUnreachable => "owner_unreachable",
             EngineError::OwnerTimeout => "owner_timeout",
+            EngineError::BodyTimeout => "body_read_timeout",
         }
     }
 
@@ -152,6 +157,7 @@ impl EngineError {
             EngineError::ForwardOverloaded => StatusCode::SERVICE_UNAVAILABLE,
             EngineError::OwnerUnreachable => StatusCode::BAD_GATEWAY,
             EngineError::OwnerTimeout => StatusCode::GATEWAY_TIMEOUT,
+            EngineError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             _ => StatusCode::BAD_REQUEST,
         }
     }
@@ -168,6 +174,7 @@ pub struct EngineSettings {
     pub websocket: bool,
     pub queue: QueueLimits,
     pub write_timeout: Duration,
+    pub body_read_timeout: Duration,
     pub max_connections_per_ip: usize,
     pub allowed_origins: Vec<String>,
     pub trust_forwarded_for: bool,
@@ -191,6 +198,7 @@ impl From<&Config> for EngineSettings {
                 max_frames: l.max_queue_frames,
             },
             write_timeout: Duration::from_millis(l.write_timeout_ms),
+            body_read_timeout: config.body_read_timeout(),
             max_connections_per_ip: l.max_connections_per_ip,
             allowed_origins: config.server.allowed_origins.clone(),
             trust_forwarded_for: config.server.trust_forwarded_for,
