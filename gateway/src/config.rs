@@ -231,12 +231,11 @@ impl Default for AuthConfig {
             leeway_s: 30,
             issuer: None,
             audience: None,
-            token_sources: vec![
-                TokenSource::Auth,
-                TokenSource::Header,
-                TokenSource::Cookie,
-                TokenSource::Query,
-            ],
+            // Not cookie or query by default: a cookie is sent by the browser
+            // from any site (cross-site websocket hijacking) and a query token
+            // ends up in proxy logs. Enabling either needs
+            // server.allowed_origins (see `Config::validate_origins`).
+            token_sources: vec![TokenSource::Auth, TokenSource::Header],
             cookie_name: "token".into(),
             query_param: "token".into(),
             allow_anonymous: false,
@@ -570,6 +569,7 @@ impl Config {
             ));
         }
         self.validate_auth()?;
+        self.validate_origins()?;
         let r = &self.redis;
         if let Some(url) = r.url()
             && !["redis://", "rediss://", "redis+unix://", "unix://"]
@@ -757,6 +757,38 @@ impl Config {
             return Err(invalid(
                 "server.max_connections",
                 "must be greater than 0 (raise it, with the process's open-file limit, for more clients)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Refuses to start with an ambient token source (cookie, or a query
+    /// token a page can be made to carry) and no origin allowlist: any web
+    /// site could then open an authenticated websocket in the user's name
+    /// (cross-site websocket hijacking), since browsers send cookies with a
+    /// cross-site websocket handshake and CORS does not apply to it. A start
+    /// error, rather than refusing every Origin-bearing request, because the
+    /// latter would break every browser client silently at run time.
+    fn validate_origins(&self) -> Result<(), ConfigError> {
+        let ambient: Vec<&str> = self
+            .auth
+            .token_sources
+            .iter()
+            .filter_map(|s| match s {
+                TokenSource::Cookie => Some("cookie"),
+                TokenSource::Query => Some("query"),
+                _ => None,
+            })
+            .collect();
+        if !ambient.is_empty() && self.server.allowed_origins.is_empty() {
+            return Err(invalid(
+                "server.allowed_origins",
+                format!(
+                    "auth.token_sources includes {}, so any web site could connect in a user's name: \
+                     set server.allowed_origins (SWITCHBOARD_ALLOWED_ORIGINS) to the sites of your app, \
+                     e.g. [\"https://app.example.com\"], or keep auth.token_sources to auth and header",
+                    ambient.join(" and ")
+                ),
             ));
         }
         Ok(())
@@ -1007,7 +1039,7 @@ mod tests {
 
     #[test]
     fn admin_needs_a_bcrypt_hash_and_its_own_namespace() {
-        let secret = ("SWITCHBOARD_JWT_SECRET", "0123456789abcdef0123");
+        let secret = ("SWITCHBOARD_JWT_SECRET", "0123456789abcdef0123456789abcdef");
         let on = ("SWITCHBOARD_ADMIN__ENABLED", "true");
         let hash = bcrypt::hash("pw", 4).unwrap();
         let hash = ("SWITCHBOARD_ADMIN__PASSWORD_BCRYPT", hash.as_str());
@@ -1037,7 +1069,7 @@ mod tests {
 
     #[test]
     fn invalid_values_name_the_key() {
-        let secret = ("SWITCHBOARD_JWT_SECRET", "0123456789abcdef0123");
+        let secret = ("SWITCHBOARD_JWT_SECRET", "0123456789abcdef0123456789abcdef");
         for (var, val, key) in [
             ("SWITCHBOARD_REDIS_URL", "localhost:6379", "redis.url"),
             ("SWITCHBOARD_LISTEN", "nowhere", "server.listen"),
@@ -1060,7 +1092,7 @@ mod tests {
 
     #[test]
     fn cluster_settings_are_validated_and_name_the_key() {
-        let secret = ("SWITCHBOARD_JWT_SECRET", "0123456789abcdef0123");
+        let secret = ("SWITCHBOARD_JWT_SECRET", "0123456789abcdef0123456789abcdef");
         let ok = Config::load_from(
             None,
             env(&[
@@ -1095,6 +1127,67 @@ mod tests {
                 "SWITCHBOARD_CLUSTER__FORWARD_CONNECT_TIMEOUT_MS",
                 "0",
                 "cluster.forward_connect_timeout_ms",
+            ),
+        ] {
+            let err = Config::load_from(None, env(&[secret, (var, val)]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{var}={val}: {err}");
+        }
+    }
+
+    #[test]
+    fn cookie_or_query_tokens_need_allowed_origins() {
+        let secret = ("SWITCHBOARD_JWT_SECRET", "0123456789abcdef0123456789abcdef");
+        let c = Config::load_from(None, env(&[secret])).unwrap();
+        assert_eq!(
+            c.auth.token_sources,
+            vec![TokenSource::Auth, TokenSource::Header]
+        );
+        for sources in ["auth,cookie", "query", "header,cookie,query"] {
+            let err = Config::load_from(
+                None,
+                env(&[secret, ("SWITCHBOARD_AUTH__TOKEN_SOURCES", sources)]),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains("server.allowed_origins"), "{sources}: {err}");
+            assert!(err.contains("SWITCHBOARD_ALLOWED_ORIGINS"), "{err}");
+            Config::load_from(
+                None,
+                env(&[
+                    secret,
+                    ("SWITCHBOARD_AUTH__TOKEN_SOURCES", sources),
+                    ("SWITCHBOARD_ALLOWED_ORIGINS", "https://app.example.com"),
+                ]),
+            )
+            .expect("valid with an allowlist");
+        }
+    }
+
+    #[test]
+    fn http_limits_are_validated() {
+        let secret = ("SWITCHBOARD_JWT_SECRET", "0123456789abcdef0123456789abcdef");
+        for (var, val, key) in [
+            (
+                "SWITCHBOARD_SERVER__HEADER_READ_TIMEOUT_MS",
+                "0",
+                "server.header_read_timeout_ms",
+            ),
+            (
+                "SWITCHBOARD_SERVER__BODY_READ_TIMEOUT_MS",
+                "0",
+                "server.body_read_timeout_ms",
+            ),
+            (
+                "SWITCHBOARD_SERVER__MAX_HEADER_BYTES",
+                "1000",
+                "server.max_header_bytes",
+            ),
+            (
+                "SWITCHBOARD_SERVER__MAX_CONNECTIONS",
+                "0",
+                "server.max_connections",
             ),
         ] {
             let err = Config::load_from(None, env(&[secret, (var, val)]))

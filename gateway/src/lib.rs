@@ -19,6 +19,7 @@ pub mod auth;
 pub mod bus;
 pub mod cluster;
 pub mod config;
+pub mod conn_slot;
 pub mod handshake;
 pub mod log_throttle;
 pub mod logging;

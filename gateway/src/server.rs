@@ -37,6 +37,7 @@ use crate::{
     bus::Bus,
     cluster::Cluster,
     config::Config,
+    conn_slot::SlottedStream,
     metrics::Metrics,
     ratelog::{DEFAULT_EVERY, LogLimiter},
     session::SocketIo,
@@ -52,6 +53,8 @@ pub struct Gateway {
     api: PublishApi,
     metrics: Metrics,
     draining: AtomicBool,
+    /// Places under `server.max_connections`, one per open TCP connection.
+    slots: Arc<Semaphore>,
 }
 
 /// A gateway bound to its port, not yet serving.
@@ -83,13 +86,14 @@ impl Gateway {
         let api = PublishApi::new(&config, bus.clone(), metrics.clone());
         Ok(BoundGateway {
             gateway: Arc::new(Gateway {
-                config,
                 engine,
                 io,
                 bus,
                 api,
-                metrics,
                 draining: AtomicBool::new(false),
+                slots: Arc::new(Semaphore::new(config.server.max_connections)),
+                config,
+                metrics,
             }),
             listener,
         })
@@ -121,6 +125,8 @@ impl Gateway {
             (&Method::GET, "/readyz") => self.readyz(),
             (&Method::GET, "/metrics") => {
                 self.metrics.rooms.set(self.io.rooms.room_count() as i64);
+                let open = self.config.server.max_connections - self.slots.available_permits();
+                self.metrics.http_connections.set(open as i64);
                 Response::builder()
                     .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
                     .body(Full::new(Bytes::from(self.metrics.render())))
@@ -193,7 +199,7 @@ impl BoundGateway {
             .then(|| spawn_cluster_join(&gateway, shutdown.child_token()));
         let http_connections = TaskTracker::new();
         let stop_http = CancellationToken::new();
-        let slots = Arc::new(Semaphore::new(gateway.config.server.max_connections));
+        let slots = gateway.slots.clone();
         let refusals = Arc::new(Semaphore::new(MAX_REFUSALS_IN_FLIGHT));
         tracing::info!(
             addr = %listener.local_addr()?,
@@ -206,10 +212,7 @@ impl BoundGateway {
                 _ = shutdown.cancelled() => break,
                 accepted = listener.accept() => match accepted {
                     Ok((stream, remote)) => match slots.clone().try_acquire_owned() {
-                        Ok(permit) => {
-                            let slot = ConnectionSlot::new(permit, &gateway.metrics);
-                            serve_connection(&gateway, &http_connections, &stop_http, stream, remote, slot);
-                        }
+                        Ok(slot) => serve_connection(&gateway, &http_connections, &stop_http, stream, remote, slot),
                         Err(_) => refuse_connection(&gateway, &refusals, stream, remote),
                     },
                     Err(err) => {
@@ -315,83 +318,6 @@ const MAX_REFUSALS_IN_FLIGHT: usize = 64;
 static CAP_LOG: LogLimiter = LogLimiter::new(DEFAULT_EVERY);
 static HTTP_ERROR_LOG: LogLimiter = LogLimiter::new(DEFAULT_EVERY);
 
-/// One of `server.max_connections` places, held by a connection's I/O for
-/// as long as the socket is open: through hyper, and after an upgrade
-/// inside the websocket, which owns the same I/O object.
-struct ConnectionSlot {
-    _permit: OwnedSemaphorePermit,
-    open: prometheus::IntGauge,
-}
-
-impl ConnectionSlot {
-    fn new(permit: OwnedSemaphorePermit, metrics: &Metrics) -> Self {
-        metrics.http_connections.inc();
-        ConnectionSlot {
-            _permit: permit,
-            open: metrics.http_connections.clone(),
-        }
-    }
-}
-
-impl Drop for ConnectionSlot {
-    fn drop(&mut self) {
-        self.open.dec();
-    }
-}
-
-/// A connection's I/O together with its [`ConnectionSlot`], so the slot is
-/// given back exactly when the socket is dropped.
-struct SlottedIo {
-    io: TokioIo<TcpStream>,
-    _slot: ConnectionSlot,
-}
-
-impl hyper::rt::Read for SlottedIo {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: hyper::rt::ReadBufCursor<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
-    }
-}
-
-impl hyper::rt::Write for SlottedIo {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_write_vectored(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
-    }
-}
-
 /// Answers a connection over `server.max_connections` with a 503 and
 /// closes it: written, then the client's request drained briefly so the
 /// close does not turn into a reset that hides the answer.
@@ -448,7 +374,7 @@ fn serve_connection(
     stop: &CancellationToken,
     stream: TcpStream,
     remote: SocketAddr,
-    slot: ConnectionSlot,
+    slot: OwnedSemaphorePermit,
 ) {
     let _ = stream.set_nodelay(true);
     let metrics = gateway.metrics.clone();
@@ -463,10 +389,7 @@ fn serve_connection(
         let gateway = gateway.clone();
         async move { Ok::<_, Infallible>(gateway.route(req, remote).await) }
     });
-    let io = SlottedIo {
-        io: TokioIo::new(stream),
-        _slot: slot,
-    };
+    let io = TokioIo::new(SlottedStream::new(stream, slot));
     let conn = builder.serve_connection(io, service).with_upgrades();
     // On shutdown, in-flight requests finish (pending polls are answered
     // by the engine's close) and keep-alive connections close. Upgraded

@@ -103,6 +103,30 @@ fn nginx_site_content() {
                 "{file}: {t} {s}s must exceed pingInterval+pingTimeout ({DEFAULT_PING_WINDOW_S}s)"
             );
         }
+        // Tokens may travel in the query string (auth.token_sources
+        // "query"): the access log must leave query strings out.
+        let format = text
+            .lines()
+            .find(|l| l.trim_start().starts_with("log_format switchboard_noargs"))
+            .unwrap_or_else(|| panic!("{file}: no log_format switchboard_noargs"));
+        for leak in [
+            "$request ",
+            "$request\"",
+            "$request_uri",
+            "$args",
+            "$query_string",
+            "$arg_",
+            "$http_referer",
+        ] {
+            assert!(
+                !format.contains(leak),
+                "{file}: access log format logs {leak}: {format}"
+            );
+        }
+        assert!(
+            text.contains("access_log /var/log/nginx/switchboard.access.log switchboard_noargs;"),
+            "{file}: the server must log with switchboard_noargs"
+        );
         let api = location_block(&text, "/api/");
         assert!(api.contains("proxy_pass http://switchboard_api;"), "{file}");
         let api_upstream = &text[text.find("upstream switchboard_api").unwrap()..];

@@ -2,18 +2,23 @@
 //! real binary on loopback: a slowloris client trickling headers, an idle
 //! keep-alive connection, connections over `server.max_connections`, and
 //! many half-sent request heads that must not grow memory without bound.
+//! Cross-site websocket hijacking: a page on another site cannot use the
+//! user's token cookie, and refused origins are logged at a bounded rate.
 //! Every refusal is checked from the client's side (what it sees) and the
 //! operator's (`switchboard_http_rejected_total{reason}`).
 
 mod common;
+mod hardening_support;
 
 use std::time::{Duration, Instant};
 
 use common::*;
+use hardening_support::{http, polling_url, ws_url};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
 };
+use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest};
 
 /// Reads until the server closes the connection or `limit` passes; returns
 /// what was read and whether the server closed.
@@ -215,4 +220,77 @@ async fn many_half_sent_heads_keep_memory_bounded() {
         |v| v >= 1.0,
     )
     .await;
+}
+
+/// A websocket handshake with `Origin` and `Cookie`: the HTTP status and
+/// body when refused, `Ok` when it upgraded.
+async fn ws_with_origin_and_cookie(
+    port: u16,
+    origin: &str,
+    cookie: &str,
+) -> Result<(), (u16, String)> {
+    let mut req = ws_url(port).into_client_request().unwrap();
+    for (k, v) in [("origin", origin), ("cookie", cookie)] {
+        req.headers_mut()
+            .insert(k, tungstenite::http::HeaderValue::from_str(v).unwrap());
+    }
+    match tokio::time::timeout(T, tokio_tungstenite::connect_async(req))
+        .await
+        .expect("websocket handshake timed out")
+    {
+        Ok(_) => Ok(()),
+        Err(tungstenite::Error::Http(resp)) => Err((
+            resp.status().as_u16(),
+            String::from_utf8_lossy(resp.body().as_deref().unwrap_or_default()).to_string(),
+        )),
+        Err(e) => panic!("websocket handshake failed: {e}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_site_websocket_with_the_users_cookie_is_refused() {
+    let gw = embedded_gateway(&[
+        ("SWITCHBOARD_AUTH__TOKEN_SOURCES", "auth,header,cookie"),
+        ("SWITCHBOARD_ALLOWED_ORIGINS", "https://app.example.com"),
+    ])
+    .await;
+    let port = gw.port();
+    let cookie = format!("token={}", token("victim"));
+    let refused = ws_with_origin_and_cookie(port, "https://evil.example", &cookie)
+        .await
+        .expect_err("a websocket from evil.example was accepted");
+    assert_eq!(refused.0, 403, "{refused:?}");
+    assert!(
+        refused.1.contains("origin not allowed"),
+        "no visible reason: {refused:?}"
+    );
+    // The app's own origin, same cookie: upgraded.
+    ws_with_origin_and_cookie(port, "https://app.example.com", &cookie)
+        .await
+        .expect("the app's origin is allowed");
+
+    // A flood of refused origins: every one counted, few log lines.
+    for _ in 0..40 {
+        let r = http(
+            "GET",
+            polling_url(port, None),
+            vec![("Origin".into(), "https://evil.example".into())],
+            None,
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status, 403);
+    }
+    let series = "switchboard_engine_errors_total{error=\"origin_not_allowed\"}";
+    wait_metric(&gw, series, T, |v| v >= 41.0).await;
+    let lines = gw
+        .logs()
+        .lines()
+        .filter(|l| l.contains("origin not in server.allowed_origins"))
+        .count();
+    assert!(
+        (1..=3).contains(&lines),
+        "{lines} log lines for 41 refused origins:\n{}",
+        gw.logs()
+    );
 }

@@ -33,6 +33,9 @@ use crate::{
     metrics::Metrics,
 };
 
+static ORIGIN_LOG: crate::ratelog::LogLimiter =
+    crate::ratelog::LogLimiter::new(crate::ratelog::DEFAULT_EVERY);
+
 /// The body type of every response the gateway writes.
 pub type Body = Full<Bytes>;
 
@@ -364,7 +367,11 @@ impl<H: EngineHandler> Engine<H> {
             }
         };
         let mut resp = if !allowed {
-            tracing::info!(origin = ?origin, %remote, "request from an origin not allowed");
+            // The client chooses how often this happens: one line per
+            // window, every refusal still counted in the metric.
+            if let Some(suppressed) = ORIGIN_LOG.allow() {
+                tracing::warn!(origin = ?origin, %remote, suppressed, "request from an origin not in server.allowed_origins refused");
+            }
             self.error_response(EngineError::OriginNotAllowed)
         } else if req.method() == Method::OPTIONS {
             Response::builder()
