@@ -160,7 +160,9 @@ impl Default for SocketIoConfig {
     fn default() -> Self {
         Self {
             namespaces: vec!["/".into()],
-            connect_timeout_ms: 45_000,
+            // Node's default is 45 s; an unauthenticated session costs memory
+            // an attacker chooses, so it gets 10 s to send its CONNECT.
+            connect_timeout_ms: 10_000,
             max_attachments: 10,
         }
     }
@@ -291,6 +293,8 @@ pub struct ApiConfig {
 }
 
 /// Bounds that keep one client from hurting the others; 0 disables a limit.
+/// The defaults are on (see docs/security.md for what each protects and how
+/// to size it).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct LimitsConfig {
@@ -309,6 +313,9 @@ pub struct LimitsConfig {
     pub connects_per_sec: u32,
     /// Burst allowance of `connects_per_sec`.
     pub connects_burst: u32,
+    /// Engine.IO sessions open at once on this gateway; over it a new
+    /// session is refused with 503 (existing ones are unaffected).
+    pub max_sessions: usize,
     /// Events one socket may emit per second (token bucket).
     pub client_events_per_sec: u32,
     /// Burst allowance of `client_events_per_sec`.
@@ -321,10 +328,11 @@ impl Default for LimitsConfig {
             max_queue_bytes: 1024 * 1024,
             max_queue_frames: 4096,
             write_timeout_ms: 10_000,
-            max_connections_per_user: 0,
-            max_connections_per_ip: 0,
-            connects_per_sec: 0,
-            connects_burst: 0,
+            max_connections_per_user: 32,
+            max_connections_per_ip: 100,
+            connects_per_sec: 500,
+            connects_burst: 1_000,
+            max_sessions: 10_000,
             client_events_per_sec: 50,
             client_events_burst: 100,
         }

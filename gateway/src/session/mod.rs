@@ -517,6 +517,10 @@ impl SocketIo {
     }
 }
 
+/// Unauthenticated sessions time out at the rate clients open them.
+static CONNECT_TIMEOUT_LOG: crate::ratelog::LogLimiter =
+    crate::ratelog::LogLimiter::new(crate::ratelog::DEFAULT_EVERY);
+
 impl EngineHandler for SocketIo {
     type Data = Client;
 
@@ -539,7 +543,9 @@ impl EngineHandler for SocketIo {
                     .connect_refused
                     .with_label_values(&["connect_timeout"])
                     .inc();
-                tracing::info!(sid = %conn.sid, "no CONNECT within connect timeout; closing");
+                if let Some(suppressed) = CONNECT_TIMEOUT_LOG.allow() {
+                    tracing::info!(sid = %conn.sid, suppressed, "no CONNECT within socketio.connect_timeout_ms; closing");
+                }
                 conn.close(CloseReason::ServerClosed);
             }
         });

@@ -35,6 +35,8 @@ use crate::{
 
 static ORIGIN_LOG: crate::ratelog::LogLimiter =
     crate::ratelog::LogLimiter::new(crate::ratelog::DEFAULT_EVERY);
+static REFUSAL_LOG: crate::ratelog::LogLimiter =
+    crate::ratelog::LogLimiter::new(crate::ratelog::DEFAULT_EVERY);
 
 /// The body type of every response the gateway writes.
 pub type Body = Full<Bytes>;
@@ -86,6 +88,8 @@ pub enum EngineError {
     OwnerTimeout,
     /// A polling POST body did not arrive within `server.body_read_timeout_ms`.
     BodyTimeout,
+    /// The gateway holds `limits.max_sessions` sessions.
+    ServerFull,
 }
 
 impl EngineError {
@@ -103,7 +107,7 @@ impl EngineError {
             EngineError::ForwardOverloaded
             | EngineError::OwnerUnreachable
             | EngineError::OwnerTimeout => 3,
-            EngineError::BodyTimeout => 3,
+            EngineError::BodyTimeout | EngineError::ServerFull => 3,
         }
     }
 
@@ -126,6 +130,7 @@ impl EngineError {
             EngineError::OwnerUnreachable => "The gateway holding this session cannot be reached",
             EngineError::OwnerTimeout => "The gateway holding this session did not answer in time",
             EngineError::BodyTimeout => "Request body not received in time",
+            EngineError::ServerFull => "Gateway at its session limit; retry later",
         }
     }
 
@@ -146,6 +151,7 @@ impl EngineError {
             EngineError::OwnerUnreachable => "owner_unreachable",
             EngineError::OwnerTimeout => "owner_timeout",
             EngineError::BodyTimeout => "body_read_timeout",
+            EngineError::ServerFull => "max_sessions",
         }
     }
 
@@ -161,6 +167,7 @@ impl EngineError {
             EngineError::OwnerUnreachable => StatusCode::BAD_GATEWAY,
             EngineError::OwnerTimeout => StatusCode::GATEWAY_TIMEOUT,
             EngineError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            EngineError::ServerFull => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::BAD_REQUEST,
         }
     }
@@ -179,6 +186,7 @@ pub struct EngineSettings {
     pub write_timeout: Duration,
     pub body_read_timeout: Duration,
     pub max_connections_per_ip: usize,
+    pub max_sessions: usize,
     pub allowed_origins: Vec<String>,
     pub trust_forwarded_for: bool,
     /// Forwarding to the gateway that owns a sid (`[cluster]`).
@@ -203,6 +211,7 @@ impl From<&Config> for EngineSettings {
             write_timeout: Duration::from_millis(l.write_timeout_ms),
             body_read_timeout: config.body_read_timeout(),
             max_connections_per_ip: l.max_connections_per_ip,
+            max_sessions: l.max_sessions,
             allowed_origins: config.server.allowed_origins.clone(),
             trust_forwarded_for: config.server.trust_forwarded_for,
             forward: forward::ForwardSettings::from(config),
@@ -409,19 +418,24 @@ impl<H: EngineHandler> Engine<H> {
     /// per-address bound. Counts the session against its address on success;
     /// [`Engine::release`] gives the place back.
     fn admit(&self, handshake: &Handshake) -> Result<(), EngineError> {
+        // Per address first: a flood from one address must not use up the
+        // gateway-wide rate that everybody else's reconnects need.
+        let mut per_ip = self.per_ip.lock();
+        let address = handshake.client_address();
+        let count = per_ip.get(&address).copied().unwrap_or(0);
+        if self.settings.max_connections_per_ip > 0 && count >= self.settings.max_connections_per_ip
+        {
+            return Err(EngineError::TooManyConnections);
+        }
+        if self.settings.max_sessions > 0 && self.session_count() >= self.settings.max_sessions {
+            return Err(EngineError::ServerFull);
+        }
         if let Some(bucket) = &self.admission
             && !bucket.lock().try_take()
         {
             return Err(EngineError::RateLimited);
         }
-        let mut per_ip = self.per_ip.lock();
-        let count = per_ip.entry(handshake.client_address()).or_insert(0);
-        if self.settings.max_connections_per_ip > 0
-            && *count >= self.settings.max_connections_per_ip
-        {
-            return Err(EngineError::TooManyConnections);
-        }
-        *count += 1;
+        *per_ip.entry(address).or_insert(0) += 1;
         Ok(())
     }
 
@@ -584,7 +598,15 @@ impl<H: EngineHandler> Engine<H> {
             .engine_errors
             .with_label_values(&[err.label()])
             .inc();
-        tracing::debug!(error = err.message(), "engine.io request refused");
+        // Clients choose how often they are refused: one line per window.
+        if let Some(suppressed) = REFUSAL_LOG.allow() {
+            tracing::info!(
+                error = err.label(),
+                message = err.message(),
+                suppressed,
+                "engine.io request refused"
+            );
+        }
         let body = serde_json::json!({ "code": err.code(), "message": err.message() }).to_string();
         Response::builder()
             .status(err.status())
