@@ -56,9 +56,13 @@ pub struct ServerConfig {
     pub path: String,
     /// How long a graceful shutdown may take before remaining sockets are dropped.
     pub shutdown_deadline_ms: u64,
-    /// Take the client address from `X-Forwarded-For` (for per-IP limits and
-    /// logs). Only behind a proxy that sets it, or clients can spoof it.
+    /// Replaced by `trusted_proxies`; `true` stops the start with a message
+    /// saying what to set instead.
     pub trust_forwarded_for: bool,
+    /// Proxies (CIDRs such as `10.0.0.0/8`, or single addresses) whose
+    /// `X-Forwarded-For` is believed: the client address is the right-most
+    /// entry that is not one of them. Empty: the TCP peer is the client.
+    pub trusted_proxies: Vec<String>,
     /// Browser origins allowed to connect (`https://app.example.com`); empty
     /// allows any origin. Enforced on polling and websocket requests alike.
     pub allowed_origins: Vec<String>,
@@ -86,6 +90,7 @@ impl Default for ServerConfig {
             path: "/socket.io/".into(),
             shutdown_deadline_ms: 10_000,
             trust_forwarded_for: false,
+            trusted_proxies: Vec::new(),
             allowed_origins: Vec::new(),
             header_read_timeout_ms: 10_000,
             body_read_timeout_ms: 10_000,
@@ -761,6 +766,24 @@ impl Config {
                 format!("must be between {MIN_HEADER_BYTES} and {MAX_HEADER_BYTES}"),
             ));
         }
+        if s.trust_forwarded_for {
+            return Err(invalid(
+                "server.trust_forwarded_for",
+                "was replaced by server.trusted_proxies (SWITCHBOARD_SERVER__TRUSTED_PROXIES): list the \
+                 addresses or CIDRs of your proxies, e.g. [\"127.0.0.1\"] for nginx on the same host; \
+                 X-Forwarded-For is then read only from them, right-most entry first",
+            ));
+        }
+        if let Some(bad) = s
+            .trusted_proxies
+            .iter()
+            .find(|p| crate::client_ip::parse_proxy(p).is_none())
+        {
+            return Err(invalid(
+                "server.trusted_proxies",
+                format!("{bad:?} is not an address or CIDR like 10.0.0.0/8"),
+            ));
+        }
         if s.max_connections == 0 {
             return Err(invalid(
                 "server.max_connections",
@@ -911,6 +934,15 @@ impl Config {
         Ok(addr)
     }
 
+    /// `server.trusted_proxies`, parsed (validated at load).
+    pub fn trusted_proxies(&self) -> Vec<ipnet::IpNet> {
+        self.server
+            .trusted_proxies
+            .iter()
+            .filter_map(|p| crate::client_ip::parse_proxy(p))
+            .collect()
+    }
+
     pub fn header_read_timeout(&self) -> Duration {
         Duration::from_millis(self.server.header_read_timeout_ms)
     }
@@ -940,6 +972,7 @@ fn env_value(key: &str, raw: &str) -> Figment {
         "api.keys",
         "server.allowed_origins",
         "cluster.peer_cidrs",
+        "server.trusted_proxies",
     ];
     // Never read as a number or boolean: a hash or a name stays a string.
     let string_keys = ["admin.password_bcrypt", "admin.username"];

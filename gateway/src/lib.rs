@@ -17,6 +17,7 @@ pub mod admin;
 pub mod api;
 pub mod auth;
 pub mod bus;
+pub mod client_ip;
 pub mod cluster;
 pub mod config;
 pub mod conn_slot;

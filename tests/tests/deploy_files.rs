@@ -79,7 +79,7 @@ fn nginx_site_content() {
             "{file}"
         );
         assert!(sio.contains("proxy_buffering off;"), "{file}");
-        // Overwritten, not appended: the gateway trusts the FIRST entry.
+        // Overwritten, not appended: the client nginx saw is the right-most entry.
         assert!(
             sio.contains("proxy_set_header X-Forwarded-For $remote_addr;"),
             "{file}"
@@ -266,7 +266,7 @@ fn systemd_unit_content_and_env_example() {
     );
     assert!(
         env.iter()
-            .any(|(k, v)| k == "SWITCHBOARD_SERVER__TRUST_FORWARDED_FOR" && v == "true")
+            .any(|(k, v)| k == "SWITCHBOARD_SERVER__TRUSTED_PROXIES" && v.contains("127.0.0.1"))
     );
     // The example environment is a valid gateway configuration.
     let out = check_config(&env).unwrap_or_else(|e| panic!("gateway.env.example: {e}"));
@@ -512,9 +512,10 @@ fn compose_file() {
         let adv = string(env, "SWITCHBOARD_ADVERTISE_ADDR");
         let ip = string(svc, "networks.switchboard.ipv4_address");
         assert_eq!(adv, format!("{ip}:3002"), "{s}");
+        // nginx's network is the trusted proxy range.
         assert_eq!(
-            string(env, "SWITCHBOARD_SERVER__TRUST_FORWARDED_FOR"),
-            "true"
+            string(env, "SWITCHBOARD_SERVER__TRUSTED_PROXIES"),
+            "172.28.0.0/24"
         );
         // A valid gateway configuration (secret from the operator's shell).
         let mut vars: Vec<(String, String)> = env

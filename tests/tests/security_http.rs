@@ -4,6 +4,7 @@
 //! many half-sent request heads that must not grow memory without bound.
 //! Cross-site websocket hijacking: a page on another site cannot use the
 //! user's token cookie, and refused origins are logged at a bounded rate.
+//! `X-Forwarded-For` is read right to left, only from trusted proxies.
 //! Every refusal is checked from the client's side (what it sees) and the
 //! operator's (`switchboard_http_rejected_total{reason}`).
 
@@ -292,5 +293,62 @@ async fn cross_site_websocket_with_the_users_cookie_is_refused() {
         (1..=3).contains(&lines),
         "{lines} log lines for 41 refused origins:\n{}",
         gw.logs()
+    );
+}
+
+/// A polling handshake from 127.0.0.1 carrying `X-Forwarded-For: xff`.
+async fn handshake_via_proxy(port: u16, xff: &str) -> u16 {
+    http(
+        "GET",
+        polling_url(port, None),
+        vec![("X-Forwarded-For".into(), xff.into())],
+        None,
+    )
+    .await
+    .unwrap()
+    .status
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spoofed_left_most_forwarded_for_does_not_escape_per_ip_limits() {
+    // The test client plays the proxy (127.0.0.1 is trusted) in front of
+    // one real client, 198.51.100.9, that prepends a new fake address each
+    // time.
+    let gw = embedded_gateway(&[
+        (
+            "SWITCHBOARD_SERVER__TRUSTED_PROXIES",
+            "127.0.0.1/32,10.0.0.0/8",
+        ),
+        ("SWITCHBOARD_LIMITS__MAX_CONNECTIONS_PER_IP", "2"),
+    ])
+    .await;
+    let port = gw.port();
+    let statuses: Vec<u16> = {
+        let mut v = Vec::new();
+        for i in 0..4 {
+            v.push(handshake_via_proxy(port, &format!("6.6.6.{i}, 198.51.100.9, 10.0.0.7")).await);
+        }
+        v
+    };
+    assert_eq!(
+        statuses,
+        vec![200, 200, 429, 429],
+        "the spoofed entry escaped the limit"
+    );
+    // Another client behind the same proxy has its own allowance.
+    assert_eq!(handshake_via_proxy(port, "198.51.100.10").await, 200);
+
+    // Without trusted proxies the header is ignored: everybody is 127.0.0.1.
+    let direct = embedded_gateway(&[("SWITCHBOARD_LIMITS__MAX_CONNECTIONS_PER_IP", "2")]).await;
+    let port = direct.port();
+    let statuses = [
+        handshake_via_proxy(port, "198.51.100.1").await,
+        handshake_via_proxy(port, "198.51.100.2").await,
+        handshake_via_proxy(port, "198.51.100.3").await,
+    ];
+    assert_eq!(
+        statuses,
+        [200, 200, 429],
+        "X-Forwarded-For from an untrusted peer was believed"
     );
 }

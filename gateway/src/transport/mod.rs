@@ -188,7 +188,7 @@ pub struct EngineSettings {
     pub max_connections_per_ip: usize,
     pub max_sessions: usize,
     pub allowed_origins: Vec<String>,
-    pub trust_forwarded_for: bool,
+    pub trusted_proxies: crate::client_ip::TrustedProxies,
     /// Forwarding to the gateway that owns a sid (`[cluster]`).
     pub forward: forward::ForwardSettings,
 }
@@ -213,7 +213,7 @@ impl From<&Config> for EngineSettings {
             max_connections_per_ip: l.max_connections_per_ip,
             max_sessions: l.max_sessions,
             allowed_origins: config.server.allowed_origins.clone(),
-            trust_forwarded_for: config.server.trust_forwarded_for,
+            trusted_proxies: crate::client_ip::TrustedProxies::new(config.trusted_proxies()),
             forward: forward::ForwardSettings::from(config),
         }
     }
@@ -523,17 +523,15 @@ impl<H: EngineHandler> Engine<H> {
                 headers.append(name.clone(), value);
             }
         }
-        if self.settings.trust_forwarded_for
-            && let Some(value) = req.headers().get("x-forwarded-for").and_then(copy)
-        {
-            headers.insert("x-forwarded-for", value);
-        }
         Handshake {
             headers,
             query: req.uri().query().unwrap_or("").to_string(),
             remote,
             issued_ms,
-            trust_forwarded_for: self.settings.trust_forwarded_for,
+            client_ip: self
+                .settings
+                .trusted_proxies
+                .client_ip(remote.ip(), req.headers()),
         }
     }
 
