@@ -469,6 +469,11 @@ pub enum ConfigError {
     Invalid { key: &'static str, message: String },
 }
 
+/// Shortest accepted HS* secret, in bytes.
+const MIN_SECRET_BYTES: usize = 32;
+/// Largest `auth.leeway_s`.
+const MAX_LEEWAY_S: u64 = 300;
+
 /// Smallest `server.max_header_bytes`: hyper's minimum read buffer.
 const MIN_HEADER_BYTES: usize = 8192;
 /// Largest `server.max_header_bytes`: beyond it, a few hundred half-sent
@@ -860,8 +865,29 @@ impl Config {
                 "HS* algorithms need a secret: set SWITCHBOARD_JWT_SECRET or auth.secret (or allow_anonymous = true to run without tokens)",
             ));
         }
-        if needs_secret && has_secret && a.secret.as_deref().is_some_and(|s| s.len() < 16) {
-            return Err(invalid("auth.secret", "must be at least 16 bytes"));
+        // RFC 7518 3.2: an HMAC key at least as long as the hash output;
+        // 32 bytes is HS256's, and a shorter one is brute-forceable offline
+        // from any token.
+        if needs_secret
+            && has_secret
+            && a.secret
+                .as_deref()
+                .is_some_and(|s| s.len() < MIN_SECRET_BYTES)
+        {
+            return Err(invalid(
+                "auth.secret",
+                format!(
+                    "must be at least {MIN_SECRET_BYTES} bytes (SWITCHBOARD_JWT_SECRET; e.g. `openssl rand -hex 32`)"
+                ),
+            ));
+        }
+        if a.leeway_s > MAX_LEEWAY_S {
+            return Err(invalid(
+                "auth.leeway_s",
+                format!(
+                    "must be at most {MAX_LEEWAY_S} seconds: a larger clock-skew allowance keeps expired tokens valid"
+                ),
+            ));
         }
         if needs_key {
             match &a.public_key_file {
@@ -1026,14 +1052,17 @@ mod tests {
             None,
             env(&[
                 ("SWITCHBOARD_PORT", "4000"),
-                ("SWITCHBOARD_JWT_SECRET", "0123456789abcdef0123"),
+                ("SWITCHBOARD_JWT_SECRET", "0123456789abcdef0123456789abcdef"),
                 ("SWITCHBOARD_REDIS_URL", ""),
             ]),
         )
         .expect("valid");
         assert_eq!(c.listen_addr().unwrap().port(), 4000);
         assert_eq!(c.redis.url(), None);
-        assert_eq!(c.auth.secret.as_deref(), Some("0123456789abcdef0123"));
+        assert_eq!(
+            c.auth.secret.as_deref(),
+            Some("0123456789abcdef0123456789abcdef")
+        );
     }
 
     #[test]
@@ -1048,7 +1077,7 @@ mod tests {
         let file = dir.path().join("gw.toml");
         std::fs::write(
             &file,
-            "[engine]\nping_interval_ms = 1000\n[auth]\nsecret = \"from-file-secret-1234\"\nrooms = [\"role_{role}\"]\n",
+            "[engine]\nping_interval_ms = 1000\n[auth]\nsecret = \"from-file-secret-0123456789abcdef\"\nrooms = [\"role_{role}\"]\n",
         )
         .unwrap();
         let c = Config::load_from(
@@ -1122,6 +1151,12 @@ mod tests {
                 "auth.algorithms",
             ),
             ("SWITCHBOARD_ENGINE__TRANSPORTS", "", "engine.transports"),
+            ("SWITCHBOARD_AUTH__LEEWAY_S", "301", "auth.leeway_s"),
+            (
+                "SWITCHBOARD_JWT_SECRET",
+                "sixteen-byte-key-plus-15",
+                "auth.secret",
+            ),
             ("SWITCHBOARD_LOG_FORMAT", "xml", "log.format"),
         ] {
             let err = Config::load_from(None, env(&[secret, (var, val)]))

@@ -132,7 +132,7 @@ impl Gateway {
                     .body(Full::new(Bytes::from(self.metrics.render())))
                     .unwrap_or_default()
             }
-            (_, p) if p.starts_with("/api/") => self.api.handle(req).await,
+            (_, p) if p.starts_with("/api/") => self.api.handle(req, remote).await,
             (&Method::GET | &Method::HEAD, p) if crate::admin::ui::UiFiles::handles(p) => {
                 match self.io.admin.as_ref().and_then(|a| a.ui.as_ref()) {
                     Some(ui) => ui.serve(p).await,

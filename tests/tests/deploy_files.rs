@@ -17,7 +17,7 @@ use switchboard_testkit::{GatewayOptions, GatewayProcess, bin_path};
 const DEFAULT_DEADLINE_MS: u64 = 10_000;
 /// Default pingInterval + pingTimeout of the gateway, in seconds.
 const DEFAULT_PING_WINDOW_S: u64 = 45;
-const SECRET: &str = "deploy-test-secret-0123456789";
+const SECRET: &str = "deploy-test-secret-0123456789abcdef";
 
 /// Directives of the shipped site, comments stripped.
 fn directives(text: &str) -> String {

@@ -25,7 +25,7 @@ use switchboard_testkit::{
     redis::RedisServer,
 };
 
-const SECRET: &str = "deploy-e2e-secret-0123456789";
+const SECRET: &str = "deploy-e2e-secret-0123456789abcdef";
 /// Bound of every single wait.
 const T: Duration = Duration::from_secs(20);
 /// Engine.IO pingInterval / pingTimeout of the gateways: one polling cycle

@@ -7,7 +7,10 @@
 //! delivers; in the embedded mode the in-memory bus delivers locally.
 //! The OpenAPI description is `docs/openapi.yaml`.
 
-use std::sync::Arc;
+use std::{
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+};
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
@@ -16,11 +19,25 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::json;
 use switchboard_wire::{
-    BroadcastFlags, BroadcastMessage, BroadcastOptions, BusPacket, Channels, encode_broadcast,
-    json_to_msgpack,
+    BroadcastFlags, BroadcastMessage, BroadcastOptions, BusPacket, Channels, RESERVED_EVENTS,
+    encode_broadcast, json_to_msgpack,
 };
 
-use crate::{bus::Bus, config::Config, metrics::Metrics, server::json, transport::Body};
+mod key_guard;
+
+use crate::{
+    bus::Bus,
+    client_ip::TrustedProxies,
+    config::Config,
+    metrics::Metrics,
+    ratelog::{DEFAULT_EVERY, LogLimiter},
+    server::json,
+    transport::Body,
+};
+use key_guard::{ApiKeys, FailedKeyLimiter};
+
+/// Unauthenticated refusals happen at the caller's rate: one line per window.
+static AUTH_REFUSAL_LOG: LogLimiter = LogLimiter::new(DEFAULT_EVERY);
 
 /// Largest request body the API reads.
 const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -70,7 +87,9 @@ struct BatchRequest {
 
 /// The publish API of one gateway.
 pub struct PublishApi {
-    keys: Vec<Vec<u8>>,
+    keys: ApiKeys,
+    failed_keys: FailedKeyLimiter,
+    trusted_proxies: TrustedProxies,
     bus: Arc<Bus>,
     channels: Channels,
     namespaces: Vec<String>,
@@ -85,6 +104,8 @@ struct ApiError {
     status: StatusCode,
     reason: &'static str,
     message: String,
+    /// Seconds for `Retry-After`, on 429.
+    retry_after: Option<u64>,
 }
 
 fn err(status: StatusCode, reason: &'static str, message: impl Into<String>) -> ApiError {
@@ -92,28 +113,17 @@ fn err(status: StatusCode, reason: &'static str, message: impl Into<String>) -> 
         status,
         reason,
         message: message.into(),
+        retry_after: None,
     }
-}
-
-/// Compares without an early exit, so response time does not reveal how
-/// much of a key matched.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 impl PublishApi {
     pub fn new(config: &Config, bus: Arc<Bus>, metrics: Metrics) -> Self {
         let user_claim = format!("{{{}}}", config.auth.user_claim);
         PublishApi {
-            keys: config
-                .api
-                .keys
-                .iter()
-                .map(|k| k.as_bytes().to_vec())
-                .collect(),
+            keys: ApiKeys::new(&config.api.keys),
+            failed_keys: FailedKeyLimiter::default(),
+            trusted_proxies: TrustedProxies::new(config.trusted_proxies()),
             bus,
             channels: Channels::new(config.redis.key.clone()),
             namespaces: config.socketio.namespaces.clone(),
@@ -135,24 +145,42 @@ impl PublishApi {
     }
 
     /// Answers one request under `/api/`.
-    pub async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
-        match self.try_handle(req).await {
+    pub async fn handle(&self, req: Request<Incoming>, remote: SocketAddr) -> Response<Body> {
+        let client = self.trusted_proxies.client_ip(remote.ip(), req.headers());
+        match self.try_handle(req, client).await {
             Ok(body) => json(StatusCode::OK, &body),
             Err(e) => {
                 self.metrics
                     .bus_publish_errors
                     .with_label_values(&[&format!("api_{}", e.reason)])
                     .inc();
-                tracing::info!(reason = e.reason, message = %e.message, "publish API request refused");
-                json(
+                let unauthenticated = matches!(
+                    e.reason,
+                    "missing_api_key" | "bad_api_key" | "too_many_failed_keys"
+                );
+                if !unauthenticated {
+                    tracing::info!(reason = e.reason, message = %e.message, "publish API request refused");
+                } else if let Some(suppressed) = AUTH_REFUSAL_LOG.allow() {
+                    tracing::warn!(reason = e.reason, %client, suppressed, "publish API request refused");
+                }
+                let mut resp = json(
                     e.status,
                     &json!({ "ok": false, "error": e.reason, "message": e.message }),
-                )
+                );
+                if let Some(secs) = e.retry_after {
+                    resp.headers_mut()
+                        .insert(header::RETRY_AFTER, http::HeaderValue::from(secs));
+                }
+                resp
             }
         }
     }
 
-    async fn try_handle(&self, req: Request<Incoming>) -> Result<serde_json::Value, ApiError> {
+    async fn try_handle(
+        &self,
+        req: Request<Incoming>,
+        client: IpAddr,
+    ) -> Result<serde_json::Value, ApiError> {
         let batch = match (req.method(), req.uri().path()) {
             (&Method::POST, "/api/v1/emit") => false,
             (&Method::POST, "/api/v1/emit/batch") => true,
@@ -165,7 +193,7 @@ impl PublishApi {
             }
             _ => return Err(err(StatusCode::NOT_FOUND, "not_found", "unknown API path")),
         };
-        self.authorize(&req)?;
+        self.authorize(&req, client)?;
         let body = read_body(req.into_body(), self.body_read_timeout).await?;
         let messages = if batch {
             let batch: BatchRequest = parse(&body)?;
@@ -210,13 +238,24 @@ impl PublishApi {
         })
     }
 
-    fn authorize(&self, req: &Request<Incoming>) -> Result<(), ApiError> {
+    fn authorize(&self, req: &Request<Incoming>, client: IpAddr) -> Result<(), ApiError> {
         if self.keys.is_empty() {
             return Err(err(
                 StatusCode::FORBIDDEN,
                 "api_disabled",
                 "the publish API is disabled: set api.keys (SWITCHBOARD_API_KEYS)",
             ));
+        }
+        // Checked first: an address out of attempts learns nothing more.
+        if let Err(retry) = self.failed_keys.check(client) {
+            let secs = retry.as_secs().max(1);
+            let mut e = err(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_failed_keys",
+                format!("too many failed API-key attempts from this address; retry in {secs} s"),
+            );
+            e.retry_after = Some(secs);
+            return Err(e);
         }
         let presented = req
             .headers()
@@ -225,19 +264,17 @@ impl PublishApi {
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim)
             .ok_or_else(|| {
+                self.failed_keys.record_failure(client);
                 err(
                     StatusCode::UNAUTHORIZED,
                     "missing_api_key",
                     "send Authorization: Bearer <api key>",
                 )
             })?;
-        let mut ok = false;
-        for key in &self.keys {
-            ok |= constant_time_eq(key, presented.as_bytes());
-        }
-        if ok {
+        if self.keys.accepts(presented.as_bytes()) {
             Ok(())
         } else {
+            self.failed_keys.record_failure(client);
             Err(err(
                 StatusCode::UNAUTHORIZED,
                 "bad_api_key",
@@ -251,6 +288,19 @@ impl PublishApi {
         let bad = |msg: String| err(StatusCode::BAD_REQUEST, "invalid_request", msg);
         if m.event.is_empty() {
             return Err(bad("`event` must not be empty".into()));
+        }
+        // Client-side these names are the socket's own lifecycle events; the
+        // emitter and the broadcaster refuse them too.
+        if RESERVED_EVENTS.contains(&m.event.as_str()) {
+            return Err(err(
+                StatusCode::BAD_REQUEST,
+                "reserved_event",
+                format!(
+                    "{:?} is a reserved Socket.IO event name ({})",
+                    m.event,
+                    RESERVED_EVENTS.join(", ")
+                ),
+            ));
         }
         let nsp = m.namespace.unwrap_or_else(|| "/".into());
         if !self.namespaces.contains(&nsp) {
@@ -347,16 +397,4 @@ async fn read_body(body: Incoming, timeout: std::time::Duration) -> Result<Bytes
 fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body)
         .map_err(|e| err(StatusCode::BAD_REQUEST, "invalid_json", e.to_string()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn constant_time_eq_matches_only_equal_keys() {
-        assert!(constant_time_eq(b"abcdef", b"abcdef"));
-        assert!(!constant_time_eq(b"abcdef", b"abcdeg"));
-        assert!(!constant_time_eq(b"abc", b"abcdef"));
-    }
 }
