@@ -14,12 +14,11 @@ mod hardening_support;
 use std::time::{Duration, Instant};
 
 use common::*;
-use hardening_support::{http, polling_url, rss_kib, ws_url};
+use hardening_support::{http, polling_url, rss_kib, ws_open_with};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
 };
-use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest};
 
 /// Reads until the server closes the connection or `limit` passes; returns
 /// what was read and whether the server closed.
@@ -213,31 +212,6 @@ async fn many_half_sent_heads_keep_memory_bounded() {
     .await;
 }
 
-/// A websocket handshake with `Origin` and `Cookie`: the HTTP status and
-/// body when refused, `Ok` when it upgraded.
-async fn ws_with_origin_and_cookie(
-    port: u16,
-    origin: &str,
-    cookie: &str,
-) -> Result<(), (u16, String)> {
-    let mut req = ws_url(port).into_client_request().unwrap();
-    for (k, v) in [("origin", origin), ("cookie", cookie)] {
-        req.headers_mut()
-            .insert(k, tungstenite::http::HeaderValue::from_str(v).unwrap());
-    }
-    match tokio::time::timeout(T, tokio_tungstenite::connect_async(req))
-        .await
-        .expect("websocket handshake timed out")
-    {
-        Ok(_) => Ok(()),
-        Err(tungstenite::Error::Http(resp)) => Err((
-            resp.status().as_u16(),
-            String::from_utf8_lossy(resp.body().as_deref().unwrap_or_default()).to_string(),
-        )),
-        Err(e) => panic!("websocket handshake failed: {e}"),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cross_site_websocket_with_the_users_cookie_is_refused() {
     let gw = embedded_gateway(&[
@@ -247,18 +221,24 @@ async fn cross_site_websocket_with_the_users_cookie_is_refused() {
     .await;
     let port = gw.port();
     let cookie = format!("token={}", token("victim"));
-    let refused = ws_with_origin_and_cookie(port, "https://evil.example", &cookie)
-        .await
-        .expect_err("a websocket from evil.example was accepted");
+    let refused = ws_open_with(
+        port,
+        &[("origin", "https://evil.example"), ("cookie", &cookie)],
+    )
+    .await
+    .expect_err("a websocket from evil.example was accepted");
     assert_eq!(refused.0, 403, "{refused:?}");
     assert!(
         refused.1.contains("origin not allowed"),
         "no visible reason: {refused:?}"
     );
     // The app's own origin, same cookie: upgraded.
-    ws_with_origin_and_cookie(port, "https://app.example.com", &cookie)
-        .await
-        .expect("the app's origin is allowed");
+    ws_open_with(
+        port,
+        &[("origin", "https://app.example.com"), ("cookie", &cookie)],
+    )
+    .await
+    .expect("the app's origin is allowed");
 
     // A flood of refused origins: every one counted, few log lines.
     for _ in 0..40 {

@@ -118,14 +118,7 @@ async fn unauthenticated_session_is_closed_after_the_default_connect_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publish_api_refuses_reserved_event_names() {
     let gw = embedded_gateway(&[]).await;
-    for event in [
-        "connect",
-        "connect_error",
-        "disconnect",
-        "disconnecting",
-        "newListener",
-        "removeListener",
-    ] {
+    for event in switchboard_wire::RESERVED_EVENTS {
         let (status, body) =
             api_emit(&gw, json!({"event": event, "data": 1, "broadcast": true})).await;
         assert_eq!(status, 400, "{event}: {body}");
