@@ -26,7 +26,6 @@ pub mod log_throttle;
 pub mod logging;
 pub mod metrics;
 pub mod peer_directory;
-pub mod ratelog;
 pub mod rooms;
 pub mod server;
 pub mod session;

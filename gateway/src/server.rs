@@ -38,8 +38,8 @@ use crate::{
     cluster::Cluster,
     config::Config,
     conn_slot::SlottedStream,
+    log_throttle::LogThrottle,
     metrics::Metrics,
-    ratelog::{DEFAULT_EVERY, LogLimiter},
     session::SocketIo,
     transport::{Body, CloseReason, Engine, EngineSettings, TokenBucket},
 };
@@ -315,8 +315,8 @@ fn spawn_cluster_join(
 /// no more than this many small tasks.
 const MAX_REFUSALS_IN_FLIGHT: usize = 64;
 
-static CAP_LOG: LogLimiter = LogLimiter::new(DEFAULT_EVERY);
-static HTTP_ERROR_LOG: LogLimiter = LogLimiter::new(DEFAULT_EVERY);
+static CAP_LOG: LogThrottle = LogThrottle::new(std::time::Duration::from_secs(10));
+static HTTP_ERROR_LOG: LogThrottle = LogThrottle::new(std::time::Duration::from_secs(10));
 
 /// Answers a connection over `server.max_connections` with a 503 and
 /// closes it: written, then the client's request drained briefly so the

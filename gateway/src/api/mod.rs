@@ -26,18 +26,13 @@ use switchboard_wire::{
 mod key_guard;
 
 use crate::{
-    bus::Bus,
-    client_ip::TrustedProxies,
-    config::Config,
-    metrics::Metrics,
-    ratelog::{DEFAULT_EVERY, LogLimiter},
-    server::json,
-    transport::Body,
+    bus::Bus, client_ip::TrustedProxies, config::Config, log_throttle::LogThrottle,
+    metrics::Metrics, server::json, transport::Body,
 };
 use key_guard::{ApiKeys, FailedKeyLimiter};
 
 /// Unauthenticated refusals happen at the caller's rate: one line per window.
-static AUTH_REFUSAL_LOG: LogLimiter = LogLimiter::new(DEFAULT_EVERY);
+static AUTH_REFUSAL_LOG: LogThrottle = LogThrottle::new(std::time::Duration::from_secs(10));
 
 /// Largest request body the API reads.
 const MAX_BODY_BYTES: usize = 1024 * 1024;

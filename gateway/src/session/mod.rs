@@ -539,12 +539,12 @@ impl SocketIo {
 const MAX_REFUSED_CONNECTS: u8 = 3;
 
 /// Refused CONNECTs happen at the rate clients send them.
-static CONNECT_REFUSED_LOG: crate::ratelog::LogLimiter =
-    crate::ratelog::LogLimiter::new(crate::ratelog::DEFAULT_EVERY);
+static CONNECT_REFUSED_LOG: crate::log_throttle::LogThrottle =
+    crate::log_throttle::LogThrottle::new(std::time::Duration::from_secs(10));
 
 /// Unauthenticated sessions time out at the rate clients open them.
-static CONNECT_TIMEOUT_LOG: crate::ratelog::LogLimiter =
-    crate::ratelog::LogLimiter::new(crate::ratelog::DEFAULT_EVERY);
+static CONNECT_TIMEOUT_LOG: crate::log_throttle::LogThrottle =
+    crate::log_throttle::LogThrottle::new(std::time::Duration::from_secs(10));
 
 impl EngineHandler for SocketIo {
     type Data = Client;

@@ -33,10 +33,10 @@ use crate::{
     metrics::Metrics,
 };
 
-static ORIGIN_LOG: crate::ratelog::LogLimiter =
-    crate::ratelog::LogLimiter::new(crate::ratelog::DEFAULT_EVERY);
-static REFUSAL_LOG: crate::ratelog::LogLimiter =
-    crate::ratelog::LogLimiter::new(crate::ratelog::DEFAULT_EVERY);
+static ORIGIN_LOG: crate::log_throttle::LogThrottle =
+    crate::log_throttle::LogThrottle::new(std::time::Duration::from_secs(10));
+static REFUSAL_LOG: crate::log_throttle::LogThrottle =
+    crate::log_throttle::LogThrottle::new(std::time::Duration::from_secs(10));
 
 /// The body type of every response the gateway writes.
 pub type Body = Full<Bytes>;
