@@ -24,6 +24,7 @@ use figment::{
     providers::{Format, Serialized, Toml},
 };
 use serde::{Deserialize, Serialize};
+use switchboard_redis::{RedisSettings, Secret};
 
 /// Everything the gateway can be told at start. Each section belongs to one
 /// module: `server` to the HTTP listener, `engine` to the Engine.IO transport,
@@ -255,25 +256,78 @@ impl Default for AuthConfig {
     }
 }
 
-/// The Redis bus. Without a URL the gateway runs alone on an in-memory bus.
+/// The Redis bus. Without a URL (standalone mode) the gateway runs alone on
+/// an in-memory bus. The connection keys are those of
+/// `switchboard_redis::RedisSettings` (TLS, ACL user, Sentinel, Cluster),
+/// shared with the broadcaster and the `switchboard` CLI.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct RedisConfig {
-    /// `redis://host:port/db`; unset or empty means the embedded in-memory bus.
+    /// `standalone` (default), `sentinel` or `cluster`.
+    pub mode: RedisMode,
+    /// Standalone: `redis://[user[:password]@]host:port/db`, or `rediss://`
+    /// for TLS; unset or empty means the embedded in-memory bus.
     pub url: Option<String>,
+    /// Sentinel: the sentinels, `host:port` (or `redis://` / `rediss://` URLs).
+    pub sentinels: Vec<String>,
+    /// Sentinel: the name the sentinels monitor the master under.
+    pub master_name: Option<String>,
+    /// Cluster: some of the nodes, `host:port` (or URLs); the rest is discovered.
+    pub nodes: Vec<String>,
+    /// TLS with `host:port` entries of `sentinels` / `nodes` (implied by `rediss://`).
+    pub tls: bool,
+    /// PEM file of the CA(s) that signed the server certificate; unset: the
+    /// system roots.
+    pub tls_ca_file: Option<PathBuf>,
+    /// PEM client certificate for mutual TLS (with `tls_key_file`).
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of `tls_cert_file`.
+    pub tls_key_file: Option<PathBuf>,
+    /// ACL user (instead of a user in the URL).
+    pub username: Option<String>,
+    /// Password of `username` (or of `default`); never logged. Prefer
+    /// `SWITCHBOARD_REDIS_PASSWORD` or `password_file` to the TOML file.
+    pub password: Option<Secret>,
+    /// File holding the password (a trailing newline is ignored).
+    pub password_file: Option<PathBuf>,
+    /// Sentinel: ACL user of the sentinels themselves, if they require one.
+    pub sentinel_username: Option<String>,
+    /// Sentinel: password of the sentinels themselves.
+    pub sentinel_password: Option<Secret>,
+    /// Multiplexed connections publishes are spread over (standalone and
+    /// sentinel); one pipelines every concurrent publish.
+    pub connections: usize,
     /// Channel prefix shared with `@socket.io/redis-adapter` (its `key` option).
     pub key: String,
     /// Reconnect backoff bounds.
     pub reconnect_min_ms: u64,
     pub reconnect_max_ms: u64,
-    /// How long a publish may wait for Redis before it fails.
+    /// How long a publish (or any Redis call, connecting included) may take
+    /// before it fails.
     pub publish_timeout_ms: u64,
 }
+
+/// How the gateway reaches Redis (see `switchboard_redis::Mode`).
+pub type RedisMode = switchboard_redis::Mode;
 
 impl Default for RedisConfig {
     fn default() -> Self {
         Self {
+            mode: RedisMode::Standalone,
             url: None,
+            sentinels: Vec::new(),
+            master_name: None,
+            nodes: Vec::new(),
+            tls: false,
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            username: None,
+            password: None,
+            password_file: None,
+            sentinel_username: None,
+            sentinel_password: None,
+            connections: 1,
             key: "socket.io".into(),
             reconnect_min_ms: 100,
             reconnect_max_ms: 3_000,
@@ -286,6 +340,36 @@ impl RedisConfig {
     /// The Redis URL if one is configured; empty counts as none.
     pub fn url(&self) -> Option<&str> {
         self.url.as_deref().map(str::trim).filter(|u| !u.is_empty())
+    }
+
+    /// True when a Redis is configured (a URL, or sentinel / cluster mode);
+    /// false means the embedded in-memory bus.
+    pub fn enabled(&self) -> bool {
+        self.mode != RedisMode::Standalone || self.url().is_some()
+    }
+
+    /// The connection settings these keys describe, for `switchboard_redis`.
+    pub fn settings(&self) -> RedisSettings {
+        RedisSettings {
+            mode: self.mode,
+            url: self.url().map(str::to_string),
+            sentinels: self.sentinels.clone(),
+            master_name: self.master_name.clone(),
+            nodes: self.nodes.clone(),
+            tls: self.tls,
+            tls_ca_file: self.tls_ca_file.clone(),
+            tls_cert_file: self.tls_cert_file.clone(),
+            tls_key_file: self.tls_key_file.clone(),
+            username: self.username.clone(),
+            password: self.password.clone(),
+            password_file: self.password_file.clone(),
+            sentinel_username: self.sentinel_username.clone(),
+            sentinel_password: self.sentinel_password.clone(),
+            timeout_ms: self.publish_timeout_ms,
+            reconnect_min_ms: self.reconnect_min_ms,
+            reconnect_max_ms: self.reconnect_max_ms,
+            connections: self.connections,
+        }
     }
 }
 
@@ -467,6 +551,9 @@ pub enum ConfigError {
     Parse(String),
     #[error("invalid configuration: `{key}`: {message}")]
     Invalid { key: &'static str, message: String },
+    /// A `[redis]` connection key (the message names it as `redis.<key>`).
+    #[error("invalid configuration: {0}")]
+    Redis(#[from] switchboard_redis::SettingsError),
 }
 
 /// Shortest accepted HS* secret, in bytes.
@@ -492,6 +579,8 @@ const ENV_ALIASES: &[(&str, &str)] = &[
     ("PORT", "server.port"),
     ("LISTEN", "server.listen"),
     ("REDIS_URL", "redis.url"),
+    ("REDIS_PASSWORD", "redis.password"),
+    ("REDIS_USERNAME", "redis.username"),
     ("JWT_SECRET", "auth.secret"),
     ("JWT_PUBLIC_KEY_FILE", "auth.public_key_file"),
     ("JWT_ALGORITHMS", "auth.algorithms"),
@@ -598,6 +687,12 @@ impl Config {
                 "redis.url",
                 format!("{url:?} is not a redis:// URL; leave it empty for the embedded bus"),
             ));
+        }
+        // Every connection key (TLS files readable and parseable, the
+        // password file, which keys go with which mode) is checked here, so
+        // `check-config` and the start fail on them naming the key.
+        if r.enabled() {
+            r.settings().validate()?;
         }
         if r.key.is_empty() || r.key.contains('#') {
             return Err(invalid("redis.key", "must be non-empty and contain no '#'"));
@@ -999,9 +1094,19 @@ fn env_value(key: &str, raw: &str) -> Figment {
         "server.allowed_origins",
         "cluster.peer_cidrs",
         "server.trusted_proxies",
+        "redis.sentinels",
+        "redis.nodes",
     ];
-    // Never read as a number or boolean: a hash or a name stays a string.
-    let string_keys = ["admin.password_bcrypt", "admin.username"];
+    // Never read as a number or boolean: a hash, a secret or a name stays a string.
+    let string_keys = [
+        "admin.password_bcrypt",
+        "admin.username",
+        "redis.password",
+        "redis.username",
+        "redis.sentinel_password",
+        "redis.sentinel_username",
+        "redis.master_name",
+    ];
     let value: figment::value::Value = if list_keys.contains(&key) {
         raw.split(',')
             .map(str::trim)

@@ -48,10 +48,10 @@ fn main() -> ExitCode {
                     .listen_addr()
                     .map(|a| a.to_string())
                     .unwrap_or_default(),
-                if config.redis.url().is_some() {
-                    "redis"
+                if config.redis.enabled() {
+                    config.redis.mode.to_string()
                 } else {
-                    "embedded"
+                    "embedded".into()
                 }
             );
             ExitCode::SUCCESS

@@ -68,7 +68,7 @@ impl Gateway {
     pub async fn bind(config: Config) -> anyhow::Result<BoundGateway> {
         let metrics = Metrics::new();
         let auth = Authenticator::from_config(&config.auth)?;
-        let bus = Arc::new(Bus::from_config(&config.redis, metrics.clone())?);
+        let bus = Arc::new(Bus::connect(&config.redis, metrics.clone()).await?);
         let io = Arc::new(SocketIo::new(&config, auth, metrics.clone(), bus.clone()));
         let admission = (config.limits.connects_per_sec > 0).then(|| {
             TokenBucket::new(config.limits.connects_per_sec, config.limits.connects_burst)
@@ -194,8 +194,7 @@ impl BoundGateway {
         let cluster_task = gateway
             .config
             .redis
-            .url()
-            .is_some()
+            .enabled()
             .then(|| spawn_cluster_join(&gateway, shutdown.child_token()));
         let http_connections = TaskTracker::new();
         let stop_http = CancellationToken::new();
@@ -204,7 +203,7 @@ impl BoundGateway {
         tracing::info!(
             addr = %listener.local_addr()?,
             path = %gateway.config.server.path,
-            bus = gateway.bus.status().mode,
+            bus = gateway.bus.describe(),
             "switchboard gateway listening"
         );
         loop {

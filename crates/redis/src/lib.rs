@@ -48,6 +48,7 @@ mod target;
 use std::sync::Arc;
 
 pub use error::Error;
+pub use link::LinkStatus;
 pub use publisher::{Publication, PublishKind, Publisher};
 pub use settings::{Mode, RedisSettings, Secret, SettingsError};
 pub use subscriber::{Message, Messages, Subscriber, SubscriptionKind};

@@ -65,10 +65,28 @@ struct Shared<C: Connector> {
     target: Arc<Target>,
     connector: C,
     state: watch::Sender<State<C::Conn>>,
+    /// What [`Link::status`] watchers see (the state without the connection).
+    status: watch::Sender<LinkStatus>,
     /// Generation a caller found broken; the supervisor replaces it.
     broken_generation: AtomicU64,
     broken: Notify,
     on_push: Option<PushHandler>,
+}
+
+/// The state of a kept connection as a readiness probe or a metric sees
+/// it: counters are cumulative since start, so a watcher that misses
+/// intermediate states still counts every connection and failure.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LinkStatus {
+    /// A connection is up (for a subscriber: with every subscription it
+    /// tracks restored on it).
+    pub up: bool,
+    /// Connections established since start (the generation of the current one).
+    pub connections: u64,
+    /// Connection attempts that failed since start.
+    pub failed_attempts: u64,
+    /// Why the connection is down, while it is.
+    pub last_error: Option<Error>,
 }
 
 /// A connection kept alive by a background task (started on first use,
@@ -92,11 +110,13 @@ impl<C: Connector> Link<C> {
             last_error: None,
             since: None,
         });
+        let (status, _) = watch::channel(LinkStatus::default());
         Link {
             shared: Arc::new(Shared {
                 target,
                 connector,
                 state,
+                status,
                 broken_generation: AtomicU64::new(0),
                 broken: Notify::new(),
                 on_push,
@@ -129,6 +149,12 @@ impl<C: Connector> Link<C> {
             // The sender lives in `shared`, which outlives this borrow.
             let _ = rx.changed().await;
         }
+    }
+
+    /// Watches the connection's state; starts connecting if nothing did yet.
+    pub fn status(&self) -> watch::Receiver<LinkStatus> {
+        self.start();
+        self.shared.status.subscribe()
     }
 
     /// True while a connection is up.
@@ -177,20 +203,14 @@ async fn supervise<C: Connector>(shared: Arc<Shared<C>>) {
                 if failures == 1 || failures.is_power_of_two() {
                     tracing::warn!(redis = %target.describe, attempt = failures, error = %error, "cannot connect to Redis");
                 }
-                shared.state.send_replace(State::Down {
-                    last_error: Some(error),
-                    since: lost_at,
-                });
+                shared.down(Some(error), lost_at, true);
                 tokio::time::sleep(backoff(target, failures)).await;
                 continue;
             }
             Err(_) => {
                 failures += 1;
                 tracing::warn!(redis = %target.describe, attempt = failures, "connecting to Redis timed out");
-                shared.state.send_replace(State::Down {
-                    last_error: Some(Error::timeout(target, None)),
-                    since: lost_at,
-                });
+                shared.down(Some(Error::timeout(target, None)), lost_at, true);
                 tokio::time::sleep(backoff(target, failures)).await;
                 continue;
             }
@@ -201,6 +221,11 @@ async fn supervise<C: Connector>(shared: Arc<Shared<C>>) {
         }
         failures = 0;
         shared.state.send_replace(State::Up { conn, generation });
+        shared.status.send_modify(|s| {
+            s.up = true;
+            s.connections = generation;
+            s.last_error = None;
+        });
         let mut pushes_open = true;
         let reason = loop {
             tokio::select! {
@@ -232,13 +257,23 @@ async fn supervise<C: Connector>(shared: Arc<Shared<C>>) {
         };
         tracing::warn!(redis = %target.describe, reason, "lost the connection to Redis; reconnecting");
         lost_at = Some(Instant::now());
-        shared.state.send_replace(State::Down {
-            last_error: Some(Error::Unreachable {
-                target: target.describe.clone(),
-                reason: reason.into(),
-            }),
-            since: lost_at,
+        let error = Error::Unreachable {
+            target: target.describe.clone(),
+            reason: reason.into(),
+        };
+        shared.down(Some(error), lost_at, false);
+    }
+}
+
+impl<C: Connector> Shared<C> {
+    /// Publishes a down state to callers and watchers.
+    fn down(&self, last_error: Option<Error>, since: Option<Instant>, failed_attempt: bool) {
+        self.status.send_modify(|s| {
+            s.up = false;
+            s.failed_attempts += u64::from(failed_attempt);
+            s.last_error = last_error.clone();
         });
+        self.state.send_replace(State::Down { last_error, since });
     }
 }
 

@@ -21,7 +21,7 @@ use tokio::{sync::mpsc, task::AbortHandle};
 use crate::{
     Error,
     connectors::{ClusterConnector, MasterConnector, OnConnect},
-    link::{Link, PushHandler, backoff},
+    link::{Link, LinkStatus, PushHandler, backoff},
     target::{Target, TargetKind},
 };
 
@@ -239,6 +239,17 @@ impl Subscriber {
         match &self.inner.backend {
             Backend::Master { link, .. } => link.is_up(),
             Backend::Cluster { link, .. } => link.is_up(),
+        }
+    }
+
+    /// Watches the subscriber's connection (up, connections and failed
+    /// attempts since start, last error), for readiness and metrics; starts
+    /// connecting if nothing did yet. Standalone / Sentinel: `up` means
+    /// every tracked subscription is restored on the connection.
+    pub fn status(&self) -> tokio::sync::watch::Receiver<LinkStatus> {
+        match &self.inner.backend {
+            Backend::Master { link, .. } => link.status(),
+            Backend::Cluster { link, .. } => link.status(),
         }
     }
 

@@ -215,17 +215,25 @@ impl PublishApi {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let mut receivers = Vec::with_capacity(encoded.len());
-        for (channel, payload) in encoded {
-            let n = self.bus.publish(&channel, payload).await.map_err(|e| {
-                err(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "bus_unavailable",
-                    e.to_string(),
-                )
-            })?;
-            receivers.push(n);
-        }
+        // One PUBLISH per message, a batch in one pipeline: one round trip.
+        let published = if batch {
+            self.bus.publish_many(encoded).await
+        } else {
+            let mut one = encoded;
+            match one.pop() {
+                Some((channel, payload)) => {
+                    self.bus.publish(&channel, payload).await.map(|n| vec![n])
+                }
+                None => Ok(Vec::new()),
+            }
+        };
+        let receivers = published.map_err(|e| {
+            err(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "bus_unavailable",
+                e.to_string(),
+            )
+        })?;
         Ok(if batch {
             json!({ "ok": true, "receivers": receivers })
         } else {

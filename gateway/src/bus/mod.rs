@@ -2,8 +2,9 @@
 //! gateways and Node servers), and carries client events out.
 //!
 //! Two implementations behind one type: Redis pub/sub in the
-//! `@socket.io/redis-adapter` format when `redis.url` is set, and an
-//! in-memory bus otherwise (the embedded default: one gateway alone).
+//! `@socket.io/redis-adapter` format when a Redis is configured (`redis.url`,
+//! or sentinel / cluster mode), and an in-memory bus otherwise (the embedded
+//! default: one gateway alone).
 //! Either way the gateway sees only channels and payload bytes through
 //! [`BusHandler`]; decoding is the session layer's job.
 
@@ -39,6 +40,9 @@ pub enum BusError {
     Timeout(u64),
     #[error("redis refused the command: {0}")]
     Command(String),
+    /// The `[redis]` settings cannot work (caught by config validation first).
+    #[error("{0}")]
+    Config(String),
 }
 
 /// The bus state reported by `/readyz`.
@@ -76,17 +80,59 @@ impl Bus {
 
     /// A Redis bus; connects lazily, so a gateway starts (not ready) while
     /// Redis is down and becomes ready once it is back.
-    pub fn redis(config: &RedisConfig, url: &str, metrics: Metrics) -> Result<Bus, BusError> {
+    pub fn redis(config: &RedisConfig, metrics: Metrics) -> Result<Bus, BusError> {
         Ok(Bus {
-            kind: Kind::Redis(Box::new(redis::RedisBus::new(config, url, metrics)?)),
+            kind: Kind::Redis(Box::new(redis::RedisBus::new(config, metrics)?)),
         })
     }
 
-    /// Builds the bus the config asks for.
+    /// Builds the bus the config asks for. The embedded bus is up from the
+    /// start (`switchboard_bus_up` 1); a Redis bus once it has subscribed.
     pub fn from_config(config: &RedisConfig, metrics: Metrics) -> Result<Bus, BusError> {
-        match config.url() {
-            Some(url) => Bus::redis(config, url, metrics),
-            None => Ok(Bus::memory()),
+        if config.enabled() {
+            Bus::redis(config, metrics)
+        } else {
+            metrics.bus_up.set(1);
+            Ok(Bus::memory())
+        }
+    }
+
+    /// Builds the bus and checks Redis once (see [`Bus::ping`]). Credentials
+    /// or TLS that Redis refuses stop the start with the error, since
+    /// retrying cannot fix them; a Redis that is down or slow does not: the
+    /// gateway starts unready and becomes ready when Redis is back.
+    pub async fn connect(config: &RedisConfig, metrics: Metrics) -> Result<Bus, BusError> {
+        let bus = Bus::from_config(config, metrics)?;
+        match bus.ping().await {
+            Ok(()) => {}
+            Err(
+                e @ (switchboard_redis::Error::Auth { .. } | switchboard_redis::Error::Tls { .. }),
+            ) => {
+                return Err(BusError::Config(format!("cannot start: {e}")));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "redis is not answering at start; starting unready, /readyz turns ready once subscribed");
+            }
+        }
+        Ok(bus)
+    }
+
+    /// What the bus talks to, for the startup log: `embedded`, or the Redis
+    /// (URL or addresses, password removed).
+    pub fn describe(&self) -> &str {
+        match &self.kind {
+            Kind::Memory(_) => "embedded",
+            Kind::Redis(r) => r.describe(),
+        }
+    }
+
+    /// Checks once, at start, that Redis answers with these credentials
+    /// (one `PING`; publishing never sends one). The embedded bus has
+    /// nothing to check.
+    pub async fn ping(&self) -> Result<(), switchboard_redis::Error> {
+        match &self.kind {
+            Kind::Memory(_) => Ok(()),
+            Kind::Redis(r) => r.ping().await,
         }
     }
 
@@ -110,12 +156,29 @@ impl Bus {
     pub async fn publish(&self, channel: &str, payload: Vec<u8>) -> Result<usize, BusError> {
         match &self.kind {
             Kind::Memory(m) => Ok(m.publish(channel, payload.into())),
-            Kind::Redis(r) => r.publish(channel, payload).await,
+            Kind::Redis(r) => r.publish(channel, &payload).await,
         }
     }
 
-    /// Runs one Redis command (for the peer directory); the embedded bus has
-    /// no Redis and answers with an error.
+    /// Publishes every `(channel, payload)` in one pipeline (one round
+    /// trip); the receiver counts, in order. On error any subset may have
+    /// been published.
+    pub async fn publish_many(
+        &self,
+        messages: Vec<(String, Vec<u8>)>,
+    ) -> Result<Vec<usize>, BusError> {
+        match &self.kind {
+            Kind::Memory(m) => Ok(messages
+                .into_iter()
+                .map(|(channel, payload)| m.publish(&channel, payload.into()))
+                .collect()),
+            Kind::Redis(r) => r.publish_many(&messages).await,
+        }
+    }
+
+    /// Runs one Redis command (for the peer directory) on the publisher's
+    /// pipelined connection, within `redis.publish_timeout_ms`; the embedded
+    /// bus has no Redis and answers with an error.
     pub async fn command<T: ::redis::FromRedisValue>(
         &self,
         cmd: ::redis::Cmd,
@@ -126,6 +189,7 @@ impl Bus {
         }
     }
 
+    /// The bus state for `/readyz`.
     pub fn status(&self) -> BusStatus {
         match &self.kind {
             Kind::Memory(m) => m.status(),

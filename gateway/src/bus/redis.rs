@@ -1,16 +1,18 @@
-//! The Redis bus: one pub/sub connection that (re)subscribes with backoff,
-//! and a `deadpool-redis` pool for publishing.
+//! The Redis bus, on `switchboard-redis`: a [`Publisher`] whose publishes
+//! are one `PUBLISH` each, pipelined on a shared multiplexed connection (no
+//! pool, no `PING` per use), and a [`Subscriber`] that restores its
+//! subscriptions on every new connection (after a Redis restart, on the new
+//! master after a Sentinel failover, on the new owner after a slot move).
 //!
 //! Pub/sub delivers at most once: whatever is published while the
 //! subscription is down is lost, which is why the subscriber reconnects
 //! quickly, reports its state on `/readyz` and counts the outage.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
-use deadpool_redis::{Pool, Runtime};
-use futures_util::StreamExt;
 use parking_lot::Mutex;
-use tokio::task::JoinHandle;
+use switchboard_redis::{LinkStatus, Messages, Publisher, Redis, Subscriber};
+use tokio::{sync::watch, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
 use super::{BusError, BusHandler, BusStatus};
@@ -27,83 +29,133 @@ struct State {
 
 /// Redis pub/sub in the `@socket.io/redis-adapter` channel layout.
 pub(super) struct RedisBus {
-    client: redis::Client,
-    pool: Pool,
-    publish_timeout: Duration,
-    backoff_min: Duration,
-    backoff_max: Duration,
+    redis: Redis,
+    publisher: Publisher,
+    /// Taken by [`RedisBus::start`] (the bus subscribes once).
+    subscriber: Mutex<Option<(Subscriber, Messages)>>,
+    publish_timeout_ms: u64,
     state: Arc<Mutex<State>>,
     metrics: Metrics,
 }
 
 impl RedisBus {
-    pub fn new(config: &RedisConfig, url: &str, metrics: Metrics) -> Result<Self, BusError> {
-        let client = redis::Client::open(url).map_err(|e| BusError::Unreachable(e.to_string()))?;
-        let pool = deadpool_redis::Config::from_url(url)
-            .builder()
-            .map_err(|e| BusError::Unreachable(e.to_string()))?
-            .max_size(16)
-            .wait_timeout(Some(Duration::from_millis(config.publish_timeout_ms)))
-            .create_timeout(Some(Duration::from_millis(config.publish_timeout_ms)))
-            .runtime(Runtime::Tokio1)
-            .build()
-            .map_err(|e| BusError::Unreachable(e.to_string()))?;
+    /// Builds the publisher and the subscriber; connects on first use.
+    pub fn new(config: &RedisConfig, metrics: Metrics) -> Result<Self, BusError> {
+        let redis = Redis::new(&config.settings()).map_err(|e| BusError::Config(e.to_string()))?;
+        let publisher = redis
+            .publisher()
+            .map_err(|e| BusError::Config(e.to_string()))?;
+        let subscriber = redis
+            .subscriber()
+            .map_err(|e| BusError::Config(e.to_string()))?;
         Ok(RedisBus {
-            client,
-            pool,
-            publish_timeout: Duration::from_millis(config.publish_timeout_ms),
-            backoff_min: Duration::from_millis(config.reconnect_min_ms),
-            backoff_max: Duration::from_millis(config.reconnect_max_ms),
+            redis,
+            publisher,
+            subscriber: Mutex::new(Some(subscriber)),
+            publish_timeout_ms: config.publish_timeout_ms,
             state: Arc::new(Mutex::new(State::default())),
             metrics,
         })
     }
 
+    /// The Redis this bus talks to (password removed), for logs.
+    pub fn describe(&self) -> &str {
+        self.redis.describe()
+    }
+
+    /// Subscribes to what `handler` asks for and delivers to it until
+    /// `shutdown`; keeps `/readyz` and the bus metrics up to date.
     pub fn start(
         &self,
         handler: Arc<dyn BusHandler>,
         shutdown: CancellationToken,
     ) -> JoinHandle<()> {
-        let subscriber = Subscriber {
-            client: self.client.clone(),
-            handler,
+        let Some((subscriber, messages)) = self.subscriber.lock().take() else {
+            tracing::error!("the redis bus was started twice; ignoring the second start");
+            return tokio::spawn(async {});
+        };
+        let channels = handler.channels();
+        let patterns = handler.patterns();
+        self.state.lock().subscriptions = channels.len() + patterns.len();
+        let watcher = Watcher {
             state: self.state.clone(),
             metrics: self.metrics.clone(),
-            backoff_min: self.backoff_min,
-            backoff_max: self.backoff_max,
+            seen: LinkStatus::default(),
         };
         tokio::spawn(async move {
+            // The subscriber remembers these before sending them: if Redis is
+            // down now, the first connection subscribes to them.
+            let status = subscriber.status();
+            let subscribe = async {
+                let result = match subscriber.subscribe(&channels).await {
+                    Ok(()) => subscriber.psubscribe(&patterns).await,
+                    Err(err) => Err(err),
+                };
+                match result {
+                    Ok(()) => {
+                        tracing::info!(channels = ?channels, patterns = ?patterns, "subscribed to redis")
+                    }
+                    Err(err) => {
+                        tracing::warn!(%err, "cannot subscribe to redis yet; subscribing on the next connection")
+                    }
+                }
+            };
             tokio::select! {
                 _ = shutdown.cancelled() => {}
-                _ = subscriber.run() => {}
+                _ = async {
+                    subscribe.await;
+                    tokio::join!(watcher.run(status), deliver(messages, handler));
+                } => {}
             }
+            drop(subscriber);
         })
     }
 
-    pub async fn publish(&self, channel: &str, payload: Vec<u8>) -> Result<usize, BusError> {
-        self.command(redis::cmd("PUBLISH").arg(channel).arg(payload).clone())
+    pub async fn publish(&self, channel: &str, payload: &[u8]) -> Result<usize, BusError> {
+        self.publisher
+            .publish(channel, payload)
             .await
+            .map(|n| n as usize)
+            .map_err(|e| self.error(e))
     }
 
-    /// Runs one command on a pooled connection, within the publish timeout.
-    pub async fn command<T: redis::FromRedisValue>(&self, cmd: redis::Cmd) -> Result<T, BusError> {
-        let timeout_ms = self.publish_timeout.as_millis() as u64;
-        let run = async {
-            let mut conn = self.pool.get().await.map_err(|e| match e {
-                deadpool_redis::PoolError::Timeout(_) => BusError::Timeout(timeout_ms),
-                other => BusError::Unreachable(other.to_string()),
-            })?;
-            cmd.query_async::<T>(&mut *conn).await.map_err(|e| {
-                if e.is_io_error() || e.is_connection_dropped() {
-                    BusError::Unreachable(e.to_string())
-                } else {
-                    BusError::Command(e.to_string())
-                }
+    /// Publishes every message in one pipeline.
+    pub async fn publish_many(
+        &self,
+        messages: &[(String, Vec<u8>)],
+    ) -> Result<Vec<usize>, BusError> {
+        let batch: Vec<_> = messages
+            .iter()
+            .map(|(channel, payload)| switchboard_redis::Publication {
+                kind: switchboard_redis::PublishKind::Classic,
+                channel: channel.as_bytes(),
+                payload,
             })
-        };
-        tokio::time::timeout(self.publish_timeout, run)
+            .collect();
+        self.publisher
+            .publish_batch(&batch)
             .await
-            .unwrap_or(Err(BusError::Timeout(timeout_ms)))
+            .map(|counts| counts.into_iter().map(|n| n as usize).collect())
+            .map_err(|e| self.error(e))
+    }
+
+    /// Runs one command on the publisher's connection, within the publish
+    /// timeout.
+    pub async fn command<T: redis::FromRedisValue>(&self, cmd: redis::Cmd) -> Result<T, BusError> {
+        self.publisher.query(&cmd).await.map_err(|e| self.error(e))
+    }
+
+    /// Checks once that Redis answers with these credentials (one `PING`).
+    pub async fn ping(&self) -> Result<(), switchboard_redis::Error> {
+        self.publisher.ping().await
+    }
+
+    fn error(&self, e: switchboard_redis::Error) -> BusError {
+        match e {
+            switchboard_redis::Error::Timeout { .. } => BusError::Timeout(self.publish_timeout_ms),
+            switchboard_redis::Error::Server { .. } => BusError::Command(e.to_string()),
+            other => BusError::Unreachable(other.to_string()),
+        }
     }
 
     pub fn status(&self) -> BusStatus {
@@ -118,76 +170,61 @@ impl RedisBus {
     }
 }
 
-/// The task that keeps one subscription alive.
-struct Subscriber {
-    client: redis::Client,
-    handler: Arc<dyn BusHandler>,
-    state: Arc<Mutex<State>>,
-    metrics: Metrics,
-    backoff_min: Duration,
-    backoff_max: Duration,
+/// Hands every message to the handler, in the order Redis sent them.
+async fn deliver(mut messages: Messages, handler: Arc<dyn BusHandler>) {
+    while let Some(m) = messages.recv().await {
+        match std::str::from_utf8(&m.channel) {
+            Ok(channel) => handler.on_bus_message(channel, m.payload.into()),
+            Err(_) => tracing::debug!("dropped a bus message on a non-UTF-8 channel"),
+        }
+    }
 }
 
-impl Subscriber {
-    /// Subscribes, delivers until the connection drops, and starts over
-    /// after an exponential backoff with jitter. Never returns.
-    async fn run(self) {
-        let mut backoff = self.backoff_min;
+/// Follows the subscriber's connection: `/readyz` state, `switchboard_bus_up`,
+/// reconnect and outage counters.
+struct Watcher {
+    state: Arc<Mutex<State>>,
+    metrics: Metrics,
+    /// The last status seen, to count what changed since.
+    seen: LinkStatus,
+}
+
+impl Watcher {
+    async fn run(mut self, mut status: watch::Receiver<LinkStatus>) {
         loop {
-            match self.subscribe_and_deliver().await {
-                Ok(()) => {
-                    tracing::warn!("redis subscription connection closed; resubscribing");
-                    backoff = self.backoff_min;
-                    self.set_down("connection closed".into());
-                }
-                Err(err) => {
-                    tracing::warn!(%err, retry_in_ms = backoff.as_millis() as u64, "redis subscription failed");
-                    self.set_down(err.to_string());
-                }
+            let now = status.borrow_and_update().clone();
+            self.apply(now);
+            if status.changed().await.is_err() {
+                return;
             }
-            self.metrics.bus_reconnects.inc();
-            self.state.lock().reconnects += 1;
-            let jitter = rand::random_range(0.5..1.0);
-            tokio::time::sleep(backoff.mul_f64(jitter)).await;
-            backoff = (backoff * 2).min(self.backoff_max);
         }
     }
 
-    fn set_down(&self, error: String) {
+    fn apply(&mut self, now: LinkStatus) {
+        // Every connection after the first and every failed attempt is a
+        // reconnect attempt (as the metric's help says).
+        let attempts = |s: &LinkStatus| s.connections.saturating_sub(1) + s.failed_attempts;
+        let new_attempts = attempts(&now).saturating_sub(attempts(&self.seen));
+        self.metrics.bus_reconnects.inc_by(new_attempts);
         let mut s = self.state.lock();
-        if s.subscribed {
-            self.metrics.bus_outages.inc();
-        }
-        s.subscribed = false;
-        s.last_error = Some(error);
-        self.metrics.bus_up.set(0);
-    }
-
-    /// One connection's life: returns Ok when the server closed it.
-    async fn subscribe_and_deliver(&self) -> redis::RedisResult<()> {
-        let mut pubsub = self.client.get_async_pubsub().await?;
-        let channels = self.handler.channels();
-        let patterns = self.handler.patterns();
-        for channel in &channels {
-            pubsub.subscribe(channel).await?;
-        }
-        for pattern in &patterns {
-            pubsub.psubscribe(pattern).await?;
-        }
-        {
-            let mut s = self.state.lock();
+        s.reconnects += new_attempts;
+        if now.up {
+            if !s.subscribed {
+                tracing::info!(connection = now.connections, "redis subscription up");
+            }
             s.subscribed = true;
-            s.subscriptions = channels.len() + patterns.len();
             s.last_error = None;
+            self.metrics.bus_up.set(1);
+        } else {
+            if s.subscribed {
+                self.metrics.bus_outages.inc();
+                tracing::warn!(error = ?now.last_error.as_ref().map(|e| e.to_string()), "redis subscription lost; resubscribing");
+            }
+            s.subscribed = false;
+            s.last_error = now.last_error.as_ref().map(|e| e.to_string());
+            self.metrics.bus_up.set(0);
         }
-        self.metrics.bus_up.set(1);
-        tracing::info!(channels = ?channels, patterns = ?patterns, "subscribed to redis");
-        let mut messages = pubsub.into_on_message();
-        while let Some(msg) = messages.next().await {
-            let channel = msg.get_channel_name().to_string();
-            let payload = bytes::Bytes::copy_from_slice(msg.get_payload_bytes());
-            self.handler.on_bus_message(&channel, payload);
-        }
-        Ok(())
+        drop(s);
+        self.seen = now;
     }
 }
