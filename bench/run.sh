@@ -8,6 +8,8 @@
 #   bench/run.sh memory fanout        # only these
 #   bench/run.sh scale                # optional: 200k idle connections, 11 processes, 5 min hold, + broadcast
 #   bench/run.sh publish              # issue #18: broadcaster crate vs @socket.io/redis-emitter, publishes/s and p50/p99
+#   BASELINE_BIN=/tmp/gw-base/switchboard-gateway bench/run.sh http-publish
+#                                     # issue #18: the gateway's HTTP publish API, this build vs BASELINE_BIN, requests/s and p50/p99
 #
 # Knobs (environment): MEM_SIZES ("5000 19000"), CONNECT_COUNT (10000),
 # CONNECT_CONCURRENCY (64), FANOUT_CLIENTS (5000), FANOUT_ROOMS (10),
@@ -16,7 +18,9 @@
 # SCALE_CONNS (200000), SCALE_GATEWAYS (11), SCALE_SECS (300),
 # SCALE_SERVERS ("switchboard node"), SCALE_NODE_CONNS (SCALE_CONNS),
 # SCALE_READY_SECS (900: time allowed for connecting), NO_BUILD (unset), NO_REPORT (unset),
-# PUBLISH_COUNT (100000), PUBLISH_WARMUP (10000), PUBLISH_CONCURRENCY ("1 32 256").
+# PUBLISH_COUNT (100000), PUBLISH_WARMUP (10000), PUBLISH_CONCURRENCY ("1 32 256"),
+# HTTP_PUBLISH_SECS (10), HTTP_PUBLISH_CONCURRENCY ("1 32 256"), BASELINE_BIN (a gateway
+# binary of another build, e.g. main's, measured as `baseline` in http-publish; unset: this build only).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -45,15 +49,19 @@ SCALE_READY_SECS=${SCALE_READY_SECS:-900}
 PUBLISH_COUNT=${PUBLISH_COUNT:-100000}
 PUBLISH_WARMUP=${PUBLISH_WARMUP:-10000}
 PUBLISH_CONCURRENCY=${PUBLISH_CONCURRENCY:-"1 32 256"}
+HTTP_PUBLISH_SECS=${HTTP_PUBLISH_SECS:-10}
+HTTP_PUBLISH_CONCURRENCY=${HTTP_PUBLISH_CONCURRENCY:-"1 32 256"}
+BASELINE_BIN=${BASELINE_BIN:-}
 
 REDIS_PORT=6390
 REDIS_URL=redis://127.0.0.1:$REDIS_PORT
 BASE_PORT=4100
 export SWITCHBOARD_JWT_SECRET=${SWITCHBOARD_JWT_SECRET:-bench-secret-0123456789abcdef0123456789}
+BENCH_API_KEY=bench-api-key-0123456789abcdef
 
 if [ $# -gt 0 ]; then SCENARIOS=("$@"); else SCENARIOS=(memory connect fanout ceiling twogw); fi
 for s in "${SCENARIOS[@]}"; do
-  case $s in memory|connect|fanout|ceiling|twogw|scale|publish) ;; *) echo "unknown scenario: $s" >&2; exit 2 ;; esac
+  case $s in memory|connect|fanout|ceiling|twogw|scale|publish|http-publish) ;; *) echo "unknown scenario: $s" >&2; exit 2 ;; esac
 done
 
 log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
@@ -108,14 +116,18 @@ SERVER_PIDS=()
 start_server() {
   local kind=$1 port=$2; shift 2
   case $kind in
-    switchboard)
+    switchboard|baseline)
       # Every load client comes from 127.0.0.1: the per-address, per-user,
-      # admission and session limits (on by default) are lifted here.
-      SWITCHBOARD_LISTEN=127.0.0.1:$port SWITCHBOARD_REDIS_URL=$REDIS_URL SWITCHBOARD_LOG_LEVEL=warn \
-      SWITCHBOARD_LIMITS__MAX_CONNECTIONS_PER_IP=0 SWITCHBOARD_LIMITS__MAX_CONNECTIONS_PER_USER=0 \
-      SWITCHBOARD_LIMITS__CONNECTS_PER_SEC=0 SWITCHBOARD_LIMITS__MAX_SESSIONS=0 \
-      SWITCHBOARD_SERVER__MAX_CONNECTIONS=1000000 \
-        taskset -c "$SERVER_CPU" "$BIN/switchboard-gateway" >>"$RESULTS_DIR/server.log" 2>&1 &
+      # admission and session limits (on by default) are lifted here. A
+      # BASELINE_BIN may predate these keys (and had the limits off).
+      local bin=$BIN/switchboard-gateway
+      local lift=(SWITCHBOARD_LIMITS__MAX_CONNECTIONS_PER_IP=0 SWITCHBOARD_LIMITS__MAX_CONNECTIONS_PER_USER=0
+        SWITCHBOARD_LIMITS__CONNECTS_PER_SEC=0 SWITCHBOARD_LIMITS__MAX_SESSIONS=0
+        SWITCHBOARD_SERVER__MAX_CONNECTIONS=1000000)
+      if [ "$kind" = baseline ]; then bin=$BASELINE_BIN; lift=(); fi
+      env "${lift[@]}" SWITCHBOARD_LISTEN=127.0.0.1:$port SWITCHBOARD_REDIS_URL=$REDIS_URL SWITCHBOARD_LOG_LEVEL=warn \
+        SWITCHBOARD_API_KEYS=$BENCH_API_KEY \
+        taskset -c "$SERVER_CPU" "$bin" >>"$RESULTS_DIR/server.log" 2>&1 &
       ;;
     node)
       PORT=$port REDIS_URL=$REDIS_URL JWT_SECRET=$SWITCHBOARD_JWT_SECRET \
@@ -296,6 +308,36 @@ scenario_publish() {
         taskset -c "$SERVER_CPU" "$BIN/sb-publish" --publisher "$srv" --redis-url "$REDIS_URL" \
           --count "$PUBLISH_COUNT" --warmup "$PUBLISH_WARMUP" --concurrency "$c" \
           --results "$RUN_RESULTS" >/dev/null
+      done
+    done
+  done
+}
+
+# Issue #18: the gateway's HTTP publish API (POST /api/v1/emit, a small
+# event to role:admin) on SERVER_CPU, under keep-alive closed-loop load from
+# sb-http-publish (C connections, one request in flight each) on LOAD_CPU
+# with Redis; this build (`switchboard`) and BASELINE_BIN (`baseline`) in
+# alternating order.
+scenario_http-publish() {
+  local c srv rep flip=0 servers=(switchboard)
+  if [ -n "$BASELINE_BIN" ]; then
+    [ -x "$BASELINE_BIN" ] || { log "BASELINE_BIN=$BASELINE_BIN is not an executable"; exit 2; }
+    servers=(switchboard baseline)
+  fi
+  for rep in $(seq 1 "$REPEAT"); do
+    for c in $HTTP_PUBLISH_CONCURRENCY; do
+      # Alternate which build goes first (ordered_servers runs in a subshell
+      # here, where its counter would not advance).
+      local order=("${servers[@]}")
+      if [ $((flip % 2)) -eq 1 ] && [ ${#servers[@]} -eq 2 ]; then order=(baseline switchboard); fi
+      flip=$((flip + 1))
+      for srv in "${order[@]}"; do
+        log "http-publish: ${HTTP_PUBLISH_SECS}s at concurrency $c -> $srv"
+        start_server "$srv" $BASE_PORT
+        taskset -c "$LOAD_CPU" "$BIN/sb-http-publish" --addr 127.0.0.1:$BASE_PORT --pid "${SERVER_PIDS[0]}" \
+          --server "$srv" --api-key "$BENCH_API_KEY" --redis-url "$REDIS_URL" --concurrency "$c" \
+          --secs "$HTTP_PUBLISH_SECS" --results "$RUN_RESULTS" >/dev/null
+        stop_servers
       done
     done
   done

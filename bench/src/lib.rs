@@ -7,6 +7,7 @@
 //! * [`hist`]: a lock-free log-linear latency histogram.
 //! * [`procfs`]: RSS and CPU time of a process from `/proc`.
 //! * [`client`]: connecting and authenticating one client, source addresses.
+//! * [`redisinfo`]: Redis' command counters and CPU time.
 //! * [`report`]: results as JSON lines and the markdown table.
 //! * [`scale`]: files the `scale` generators and coordinator exchange.
 
@@ -14,5 +15,6 @@ pub mod client;
 pub mod hist;
 pub mod procfs;
 pub mod proto;
+pub mod redisinfo;
 pub mod report;
 pub mod scale;

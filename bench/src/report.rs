@@ -175,6 +175,27 @@ pub const METRICS: &[(&str, &str, usize, Better)] = &[
         Better::Lower,
     ),
     ("publishes_per_s", "publishes/s", 0, Better::Higher),
+    ("requests_per_s", "requests/s", 0, Better::Higher),
+    ("request_p50_us", "one request p50 (µs)", 0, Better::Lower),
+    ("request_p99_us", "one request p99 (µs)", 0, Better::Lower),
+    (
+        "server_cpu_us_per_request",
+        "gateway CPU per request (µs)",
+        1,
+        Better::Lower,
+    ),
+    (
+        "publishes_per_request",
+        "Redis PUBLISH per request",
+        3,
+        Better::Neither,
+    ),
+    (
+        "pings_per_request",
+        "Redis PING per request",
+        3,
+        Better::Lower,
+    ),
     ("publish_p50_us", "one publish p50 (µs)", 0, Better::Lower),
     ("publish_p99_us", "one publish p99 (µs)", 0, Better::Lower),
     (
@@ -312,7 +333,14 @@ pub fn render_tables(records: &[Record]) -> String {
     let mut runs_of: BTreeMap<(String, String), std::collections::BTreeSet<String>> =
         BTreeMap::new();
     let order = [
-        "memory", "connect", "fanout", "ceiling", "twogw", "scale", "publish",
+        "memory",
+        "connect",
+        "fanout",
+        "ceiling",
+        "twogw",
+        "scale",
+        "publish",
+        "http-publish",
     ];
     let mut groups: Vec<((String, String), Cells)> = Vec::new();
     let (per_process, records): (Vec<&Record>, Vec<&Record>) = records
@@ -342,7 +370,12 @@ pub fn render_tables(records: &[Record]) -> String {
 
     let mut out = String::new();
     for ((scenario, size), cells) in &groups {
-        let floors: Vec<&String> = cells.keys().filter(|s| s.starts_with("floor")).collect();
+        // Extra columns: floors, and the previous gateway build (`baseline`)
+        // of a before/after scenario.
+        let floors: Vec<&String> = cells
+            .keys()
+            .filter(|s| s.starts_with("floor") || *s == "baseline")
+            .collect();
         out.push_str(&format!("#### `{scenario}` — {size}\n\n"));
         if let Some(runs) = runs_of.get(&(scenario.clone(), size.clone())) {
             let runs: Vec<&str> = runs.iter().map(String::as_str).collect();

@@ -29,7 +29,11 @@ use std::{
 use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
 use serde::{Deserialize, Serialize};
-use switchboard_bench::{hist::Histogram, report::Record};
+use switchboard_bench::{
+    hist::Histogram,
+    redisinfo::{calls_between, command_calls, redis_cpu_us},
+    report::Record,
+};
 use switchboard_broadcaster::Broadcaster;
 
 #[derive(Parser)]
@@ -141,10 +145,7 @@ fn main() -> anyhow::Result<()> {
     let after = command_calls(&mut stats)?;
     let redis_cpu = redis_cpu_us(&mut stats)? - redis_cpu_before;
     let sent = (args.count + args.warmup) as f64;
-    let delta = |name: &str| {
-        let get = |v: &[(String, u64)]| v.iter().find(|(n, _)| n == name).map_or(0, |(_, c)| *c);
-        get(&after).saturating_sub(get(&before)) as f64
-    };
+    let delta = |name: &str| calls_between(&before, &after, name) as f64;
     // Everything but our own INFO.
     let commands: f64 = after
         .iter()
@@ -185,36 +186,6 @@ fn main() -> anyhow::Result<()> {
         record.append_to(path)?;
     }
     Ok(())
-}
-
-/// (command, calls) pairs of `INFO commandstats`.
-fn command_calls(conn: &mut redis::Connection) -> anyhow::Result<Vec<(String, u64)>> {
-    let info: String = redis::cmd("INFO").arg("commandstats").query(conn)?;
-    Ok(info
-        .lines()
-        .filter_map(|line| {
-            let (name, rest) = line.strip_prefix("cmdstat_")?.split_once(':')?;
-            let calls = rest.split(',').find_map(|kv| kv.strip_prefix("calls="))?;
-            Some((name.to_string(), calls.parse().ok()?))
-        })
-        .collect())
-}
-
-/// Redis's own CPU time (`used_cpu_user` + `used_cpu_sys` of `INFO cpu`), in µs.
-fn redis_cpu_us(conn: &mut redis::Connection) -> anyhow::Result<f64> {
-    let info: String = redis::cmd("INFO").arg("cpu").query(conn)?;
-    let field = |name: &str| {
-        info.lines()
-            .find_map(|l| {
-                l.strip_prefix(name)?
-                    .strip_prefix(':')?
-                    .trim()
-                    .parse::<f64>()
-                    .ok()
-            })
-            .with_context(|| format!("INFO cpu has no {name}"))
-    };
-    Ok((field("used_cpu_user")? + field("used_cpu_sys")?) * 1e6)
 }
 
 fn run_broadcaster(args: &Args) -> anyhow::Result<Measured> {
