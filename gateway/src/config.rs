@@ -1377,4 +1377,68 @@ mod tests {
             assert!(err.contains(key), "{var}={val}: {err}");
         }
     }
+
+    #[test]
+    fn redis_keys_reach_the_settings_and_bad_ones_name_the_key() {
+        let secret = ("SWITCHBOARD_JWT_SECRET", "0123456789abcdef0123456789abcdef");
+        // A numeric password stays a string; lists split on commas.
+        let c = Config::load_from(
+            None,
+            env(&[
+                secret,
+                ("SWITCHBOARD_REDIS__MODE", "sentinel"),
+                (
+                    "SWITCHBOARD_REDIS__SENTINELS",
+                    "10.0.0.1:26379, 10.0.0.2:26379",
+                ),
+                ("SWITCHBOARD_REDIS__MASTER_NAME", "mymaster"),
+                ("SWITCHBOARD_REDIS_USERNAME", "gateway"),
+                ("SWITCHBOARD_REDIS_PASSWORD", "987654"),
+            ]),
+        )
+        .expect("valid");
+        assert!(c.redis.enabled());
+        let s = c.redis.settings();
+        assert_eq!(s.mode, RedisMode::Sentinel);
+        assert_eq!(s.sentinels, vec!["10.0.0.1:26379", "10.0.0.2:26379"]);
+        assert_eq!(s.password.as_ref().map(Secret::expose), Some("987654"));
+        assert_eq!(s.timeout_ms, c.redis.publish_timeout_ms);
+        assert!(
+            !format!("{c:?}").contains("987654"),
+            "the password is printed: {c:?}"
+        );
+
+        // No URL in standalone mode: the embedded bus.
+        assert!(!RedisConfig::default().enabled());
+
+        let dir = tempfile::tempdir().unwrap();
+        let junk = dir.path().join("ca.pem");
+        std::fs::write(&junk, "not a certificate").unwrap();
+        for (pairs, key) in [
+            (
+                vec![("SWITCHBOARD_REDIS__MODE", "sentinel")],
+                "redis.sentinels",
+            ),
+            (
+                vec![
+                    ("SWITCHBOARD_REDIS_URL", "rediss://localhost:6380"),
+                    ("SWITCHBOARD_REDIS__TLS_CA_FILE", junk.to_str().unwrap()),
+                ],
+                "redis.tls_ca_file",
+            ),
+            (
+                vec![
+                    ("SWITCHBOARD_REDIS_URL", "redis://localhost"),
+                    ("SWITCHBOARD_REDIS__PASSWORD_FILE", "/nonexistent/pw"),
+                ],
+                "redis.password_file",
+            ),
+            (vec![("SWITCHBOARD_REDIS__MODE", "shard")], "redis.mode"),
+        ] {
+            let mut all = vec![secret];
+            all.extend(pairs.iter().copied());
+            let err = Config::load_from(None, env(&all)).unwrap_err().to_string();
+            assert!(err.contains(key), "{pairs:?}: {err}");
+        }
+    }
 }
