@@ -265,7 +265,10 @@ async fn sentinel_failover_under_a_steady_publish_rate_resumes_by_itself() {
                 sentinels.sentinel_addrs().join(","),
             )
             .env("SWITCHBOARD_REDIS__MASTER_NAME", MASTER_NAME)
-            .env("SWITCHBOARD_REDIS__PUBLISH_TIMEOUT_MS", "1000"),
+            .env("SWITCHBOARD_REDIS__PUBLISH_TIMEOUT_MS", "1000")
+            // Retries at most 500 ms apart (default 3000): the subscriber
+            // finds the new master soon after the sentinels name it.
+            .env("SWITCHBOARD_REDIS__RECONNECT_MAX_MS", "500"),
     )
     .await;
     wait_ready(&gw, T).await;
