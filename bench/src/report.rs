@@ -24,6 +24,26 @@ pub struct Record {
 }
 
 impl Record {
+    /// A record of this run (named by `SB_RUN`, set by `bench/run.sh`).
+    pub fn of_run(scenario: &str, server: &str, size: String, figures: &[(&str, f64)]) -> Record {
+        Record {
+            scenario: scenario.into(),
+            server: server.into(),
+            size,
+            figures: figures.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            run: std::env::var("SB_RUN").unwrap_or_default(),
+        }
+    }
+
+    /// Prints this record as one JSON line, and appends it to `results`.
+    pub fn report(&self, results: Option<&Path>) -> anyhow::Result<()> {
+        println!("{}", serde_json::to_string(self)?);
+        match results {
+            Some(path) => self.append_to(path),
+            None => Ok(()),
+        }
+    }
+
     /// Appends this record as one JSON line.
     pub fn append_to(&self, path: &Path) -> anyhow::Result<()> {
         let mut f = std::fs::OpenOptions::new()

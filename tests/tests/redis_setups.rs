@@ -25,6 +25,12 @@ use switchboard_testkit::{
     tls::TestPki,
 };
 
+/// Connects the websocket client `u1` (room `user:u1`).
+async fn connect_u1(node: &switchboard_testkit::node::NodeDriver, gw: &GatewayProcess) {
+    let opts = ConnectOptions::new().websocket_only().token(token("u1"));
+    connect(node, "u1", gw, opts).await;
+}
+
 /// Calls of `command` (lower case) in Redis' `INFO commandstats`.
 fn calls(redis: &RedisServer, command: &str) -> u64 {
     redis
@@ -49,13 +55,7 @@ async fn every_publish_is_one_publish_and_nothing_pings() {
     )
     .await;
     let node = node().await;
-    connect(
-        &node,
-        "u1",
-        &gw,
-        ConnectOptions::new().websocket_only().token(token("u1")),
-    )
-    .await;
+    connect_u1(&node, &gw).await;
     // The one health check at start (Bus::connect), nothing else.
     assert_eq!(
         calls(&redis, "ping") - pings_before,
@@ -80,7 +80,7 @@ async fn every_publish_is_one_publish_and_nothing_pings() {
         .map(|i| json!({"event": "batch", "data": i, "rooms": ["user:u1"]}))
         .collect();
     let (status, v) = api_post(
-        &gw.url(),
+        gw.url(),
         "/api/v1/emit/batch",
         json!({ "messages": batch }),
     )
@@ -273,13 +273,7 @@ async fn sentinel_failover_under_a_steady_publish_rate_resumes_by_itself() {
     .await;
     wait_ready(&gw, T).await;
     let node = node().await;
-    connect(
-        &node,
-        "u1",
-        &gw,
-        ConnectOptions::new().websocket_only().token(token("u1")),
-    )
-    .await;
+    connect_u1(&node, &gw).await;
 
     // Publish a numbered event every 20 ms through the gateway's API.
     let url = gw.url();
@@ -291,7 +285,7 @@ async fn sentinel_failover_under_a_steady_publish_rate_resumes_by_itself() {
             next += INTERVAL;
             tokio::time::sleep_until(next.into()).await;
             let body = json!({"event": "tick", "data": seq, "rooms": ["user:u1"]});
-            let ok = api_post(&url, "/api/v1/emit", body).await.0 == 200;
+            let ok = api_post(url.clone(), "/api/v1/emit", body).await.0 == 200;
             sent.push((seq, start.elapsed(), ok));
             if start.elapsed() > Duration::from_secs(14) {
                 break;
@@ -364,31 +358,4 @@ async fn sentinel_failover_under_a_steady_publish_rate_resumes_by_itself() {
     );
     let body = wait_ready(&gw, T).await;
     assert_eq!(body["bus"]["subscribed"], json!(true), "{body}");
-}
-
-/// `POST base+path` with the test API key: status (0 when the request
-/// failed) and JSON body.
-async fn api_post(base: &str, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
-    let url = format!("{base}{path}");
-    let auth = format!("Bearer {API_KEY}");
-    tokio::task::spawn_blocking(move || {
-        match switchboard_testkit::net::http_request(
-            "POST",
-            &url,
-            &[
-                ("Authorization", auth.as_str()),
-                ("Content-Type", "application/json"),
-            ],
-            Some(body.to_string().as_bytes()),
-            Duration::from_secs(5),
-        ) {
-            Ok(r) => (
-                r.status,
-                serde_json::from_slice(&r.body).unwrap_or_default(),
-            ),
-            Err(_) => (0, serde_json::Value::Null),
-        }
-    })
-    .await
-    .unwrap_or((0, serde_json::Value::Null))
 }

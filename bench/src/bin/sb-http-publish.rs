@@ -164,17 +164,13 @@ fn main() -> anyhow::Result<()> {
         ),
         ("pings_per_request", delta("ping") / requests.max(1.0)),
     ];
-    let record = Record {
-        scenario: "http-publish".into(),
-        server: args.server.clone(),
-        size: format!("concurrency {}", args.concurrency),
-        figures: figures.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
-        run: std::env::var("SB_RUN").unwrap_or_default(),
-    };
-    println!("{}", serde_json::to_string(&record)?);
-    if let Some(path) = &args.results {
-        record.append_to(path)?;
-    }
+    Record::of_run(
+        "http-publish",
+        &args.server,
+        format!("concurrency {}", args.concurrency),
+        &figures,
+    )
+    .report(args.results.as_deref())?;
     Ok(())
 }
 

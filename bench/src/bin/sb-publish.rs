@@ -174,17 +174,13 @@ fn main() -> anyhow::Result<()> {
     if let Some(n) = measured.allocations {
         figures.push(("allocs_per_publish", n as f64 / measured.publishes as f64));
     }
-    let record = Record {
-        scenario: "publish".into(),
-        server: server.into(),
-        size: format!("concurrency {}", args.concurrency),
-        figures: figures.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
-        run: std::env::var("SB_RUN").unwrap_or_default(),
-    };
-    println!("{}", serde_json::to_string(&record)?);
-    if let Some(path) = &args.results {
-        record.append_to(path)?;
-    }
+    Record::of_run(
+        "publish",
+        server,
+        format!("concurrency {}", args.concurrency),
+        &figures,
+    )
+    .report(args.results.as_deref())?;
     Ok(())
 }
 

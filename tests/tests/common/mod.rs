@@ -174,7 +174,13 @@ pub async fn wait_metric(
 
 /// `POST /api/v1/emit` with the test API key; status and JSON body.
 pub async fn api_emit(gw: &GatewayProcess, body: Value) -> (u16, Value) {
-    let url = format!("{}/api/v1/emit", gw.url());
+    api_post(gw.url(), "/api/v1/emit", body).await
+}
+
+/// `POST <base><path>` (`/api/v1/emit` or `/api/v1/emit/batch`) with the
+/// test API key; status and JSON body (`null` if not JSON).
+pub async fn api_post(base: String, path: &str, body: Value) -> (u16, Value) {
+    let url = format!("{base}{path}");
     let auth = format!("Bearer {API_KEY}");
     let resp = tokio::task::spawn_blocking(move || {
         let bytes = body.to_string().into_bytes();
@@ -191,7 +197,7 @@ pub async fn api_emit(gw: &GatewayProcess, body: Value) -> (u16, Value) {
     })
     .await
     .expect("api task")
-    .expect("POST /api/v1/emit");
+    .expect("POST to the publish API");
     let v = serde_json::from_slice(&resp.body).unwrap_or(Value::Null);
     (resp.status, v)
 }
