@@ -79,12 +79,7 @@ async fn every_publish_is_one_publish_and_nothing_pings() {
     let batch: Vec<_> = (0..BATCH)
         .map(|i| json!({"event": "batch", "data": i, "rooms": ["user:u1"]}))
         .collect();
-    let (status, v) = api_post(
-        gw.url(),
-        "/api/v1/emit/batch",
-        json!({ "messages": batch }),
-    )
-    .await;
+    let (status, v) = api_post(gw.url(), "/api/v1/emit/batch", json!({ "messages": batch })).await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["receivers"], json!([1, 1, 1, 1, 1]), "{v}");
     // N client events (each published upstream, acked with the count).

@@ -101,7 +101,7 @@ impl Admin {
         if !a.enabled {
             return None;
         }
-        let shared = config.redis.url().is_some().then(|| bus.clone());
+        let shared = config.redis.enabled().then(|| bus.clone());
         Some(Arc::new(Admin {
             nsp: Arc::from(a.namespace.as_str()),
             readonly: a.readonly,
