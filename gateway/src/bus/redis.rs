@@ -228,3 +228,45 @@ impl Watcher {
         self.seen = now;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(up: bool, connections: u64, failed_attempts: u64) -> LinkStatus {
+        LinkStatus {
+            up,
+            connections,
+            failed_attempts,
+            last_error: None,
+        }
+    }
+
+    #[test]
+    fn watcher_counts_reconnects_and_outages_and_sets_bus_up() {
+        let metrics = Metrics::new();
+        let state = Arc::new(Mutex::new(State::default()));
+        let mut w = Watcher {
+            state: state.clone(),
+            metrics: metrics.clone(),
+            seen: LinkStatus::default(),
+        };
+        // Redis down at start: two failed attempts, then connected.
+        w.apply(status(false, 0, 2));
+        assert!(!state.lock().subscribed);
+        assert_eq!(metrics.bus_up.get(), 0);
+        w.apply(status(true, 1, 2));
+        assert!(state.lock().subscribed);
+        assert_eq!(metrics.bus_up.get(), 1);
+        assert_eq!(metrics.bus_outages.get(), 0);
+        // Lost, one failed attempt, back (a watcher may see only the end state).
+        w.apply(status(false, 1, 2));
+        assert_eq!(metrics.bus_outages.get(), 1);
+        assert_eq!(metrics.bus_up.get(), 0);
+        w.apply(status(true, 2, 3));
+        assert_eq!(metrics.bus_up.get(), 1);
+        // Every attempt after the first counts: 3 failed + 1 reconnection.
+        assert_eq!(metrics.bus_reconnects.get(), 4);
+        assert_eq!(state.lock().reconnects, 4);
+    }
+}
