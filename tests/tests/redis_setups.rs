@@ -18,6 +18,7 @@ use futures_util::future::join_all;
 use serde_json::json;
 use switchboard_testkit::{
     GatewayOptions, GatewayProcess,
+    cluster::RedisCluster,
     gateway::bin_path,
     node::ConnectOptions,
     redis::{RedisOptions, RedisServer},
@@ -353,4 +354,40 @@ async fn sentinel_failover_under_a_steady_publish_rate_resumes_by_itself() {
     );
     let body = wait_ready(&gw, T).await;
     assert_eq!(body["bus"]["subscribed"], json!(true), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_mode_with_classic_pubsub_delivers_api_cli_and_client_events() {
+    let cluster = tokio::task::block_in_place(|| RedisCluster::start(3, 0)).unwrap();
+    let seed = cluster.addrs()[..1].join(",");
+    let gw = start(
+        base_opts()
+            .env("SWITCHBOARD_REDIS__MODE", "cluster")
+            .env("SWITCHBOARD_REDIS__NODES", seed.as_str()),
+    )
+    .await;
+    wait_ready(&gw, T).await;
+    let node = node().await;
+    connect_u1(&node, &gw).await;
+
+    // The HTTP API: PUBLISH on some node, forwarded over the cluster bus.
+    api_emit_ok(&gw, json!({"event": "via-api", "data": 1, "users": ["u1"]})).await;
+    assert_eq!(expect_once(&node, "u1", "via-api").await, vec![json!(1)]);
+    // The CLI seeded with another node.
+    let out = Command::new(bin_path("switchboard").unwrap())
+        .args(["--mode", "cluster", "--node", &cluster.addrs()[2]])
+        .args([
+            "publish", "--user", "u1", "--event", "via-cli", "--data", "2",
+        ])
+        .env_remove("SWITCHBOARD_REDIS_URL")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(expect_once(&node, "u1", "via-cli").await, vec![json!(2)]);
+    // Client events go upstream.
+    let ack = node
+        .emit_with_ack("u1", "up", vec![json!(3)], T)
+        .await
+        .unwrap();
+    assert_eq!(ack[0]["ok"], json!(true), "{ack}");
 }
