@@ -32,6 +32,32 @@ async fn connect_u1(node: &switchboard_testkit::node::NodeDriver, gw: &GatewayPr
     connect(node, "u1", gw, opts).await;
 }
 
+/// Publishes `via-cli` (data 2) with the `switchboard` CLI (`args`: the
+/// Redis, `publish` and the target), expects it once on `client`, then
+/// checks that an event `client` emits is published (its ack says ok).
+async fn cli_then_client_event(
+    node: &switchboard_testkit::node::NodeDriver,
+    client: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) {
+    let mut cli = Command::new(bin_path("switchboard").unwrap());
+    cli.args(args)
+        .args(["--event", "via-cli", "--data", "2"])
+        .env_remove("SWITCHBOARD_REDIS_URL");
+    for (k, v) in env {
+        cli.env(k, v);
+    }
+    let out = cli.output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(expect_once(node, client, "via-cli").await, vec![json!(2)]);
+    let ack = node
+        .emit_with_ack(client, "up", vec![json!(3)], T)
+        .await
+        .unwrap();
+    assert_eq!(ack[0]["ok"], json!(true), "{ack}");
+}
+
 /// Calls of `command` (lower case) in Redis' `INFO commandstats`.
 fn calls(redis: &RedisServer, command: &str) -> u64 {
     redis
@@ -201,25 +227,25 @@ async fn tls_with_acl_users_gateway_and_cli_deliver_and_refuse_clearly() {
         path(&pki.client_cert_file()),
         path(&pki.client_key_file()),
     );
-    let out = Command::new(bin_path("switchboard").unwrap())
-        .args(["--redis", &url, "--tls-ca-file", &ca])
-        .args(["--tls-cert-file", &cert, "--tls-key-file", &key])
-        .args([
-            "publish", "--role", "admin", "--event", "via-cli", "--data", "2",
-        ])
-        .env_remove("SWITCHBOARD_REDIS_URL")
-        .env("SWITCHBOARD_REDIS__PASSWORD", "publisher-secret")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    assert_eq!(expect_once(&node, "admin", "via-cli").await, vec![json!(2)]);
-
-    // Client events are published over TLS too.
-    let ack = node
-        .emit_with_ack("admin", "up", vec![json!(3)], T)
-        .await
-        .unwrap();
-    assert_eq!(ack[0]["ok"], json!(true), "{ack}");
+    cli_then_client_event(
+        &node,
+        "admin",
+        &[
+            "--redis",
+            &url,
+            "--tls-ca-file",
+            &ca,
+            "--tls-cert-file",
+            &cert,
+            "--tls-key-file",
+            &key,
+            "publish",
+            "--role",
+            "admin",
+        ],
+        &[("SWITCHBOARD_REDIS__PASSWORD", "publisher-secret")],
+    )
+    .await;
 
     // A CA that did not sign the server's certificate: no start, and why.
     let logs = start_fails(tls_gateway(
@@ -373,21 +399,10 @@ async fn cluster_mode_with_classic_pubsub_delivers_api_cli_and_client_events() {
     // The HTTP API: PUBLISH on some node, forwarded over the cluster bus.
     api_emit_ok(&gw, json!({"event": "via-api", "data": 1, "users": ["u1"]})).await;
     assert_eq!(expect_once(&node, "u1", "via-api").await, vec![json!(1)]);
-    // The CLI seeded with another node.
-    let out = Command::new(bin_path("switchboard").unwrap())
-        .args(["--mode", "cluster", "--node", &cluster.addrs()[2]])
-        .args([
-            "publish", "--user", "u1", "--event", "via-cli", "--data", "2",
-        ])
-        .env_remove("SWITCHBOARD_REDIS_URL")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    assert_eq!(expect_once(&node, "u1", "via-cli").await, vec![json!(2)]);
-    // Client events go upstream.
-    let ack = node
-        .emit_with_ack("u1", "up", vec![json!(3)], T)
-        .await
-        .unwrap();
-    assert_eq!(ack[0]["ok"], json!(true), "{ack}");
+    // The CLI seeded with another node; client events go upstream.
+    let seed2 = &cluster.addrs()[2];
+    let args = [
+        "--mode", "cluster", "--node", seed2, "publish", "--user", "u1",
+    ];
+    cli_then_client_event(&node, "u1", &args, &[]).await;
 }
