@@ -49,7 +49,7 @@ fn main() -> ExitCode {
                     .map(|a| a.to_string())
                     .unwrap_or_default(),
                 if config.redis.enabled() {
-                    config.redis.mode.to_string()
+                    format!("redis ({})", config.redis.mode)
                 } else {
                     "embedded".into()
                 }
