@@ -134,6 +134,16 @@ impl PublishApi {
 
     /// Answers one request under `/api/`.
     pub async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
+        let route = Metrics::api_route(req.uri().path());
+        let response = self.answer(req).await;
+        self.metrics
+            .api_requests
+            .with_label_values(&[route, response.status().as_str()])
+            .inc();
+        response
+    }
+
+    async fn answer(&self, req: Request<Incoming>) -> Response<Body> {
         match self.try_handle(req).await {
             Ok(body) => json(StatusCode::OK, &body),
             Err(e) => {

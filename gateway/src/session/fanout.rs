@@ -89,6 +89,7 @@ impl SocketIo {
     }
 
     fn on_broadcast(&self, payload: &[u8]) {
+        let received = tokio::time::Instant::now();
         let msg = match decode_broadcast(payload) {
             Ok(msg) => msg,
             Err(err) => return self.bus_decode_error("broadcast", &err),
@@ -97,11 +98,12 @@ impl SocketIo {
             return;
         }
         self.metrics.bus_in.with_label_values(&["broadcast"]).inc();
-        self.deliver(&msg);
+        self.deliver(&msg, received);
     }
 
-    /// Queues one broadcast to every local target.
-    pub fn deliver(&self, msg: &BroadcastMessage) {
+    /// Queues one broadcast, which the gateway received at `received`, to
+    /// every local target.
+    pub fn deliver(&self, msg: &BroadcastMessage, received: tokio::time::Instant) {
         let nsp = msg.packet.nsp.as_str();
         let targets = self.rooms.targets(nsp, &msg.opts.rooms, &msg.opts.except);
         if targets.is_empty() {
@@ -121,7 +123,10 @@ impl SocketIo {
                 self.metrics.volatile_dropped.inc();
                 continue;
             }
-            if socket.send_all(frames.iter().cloned()) {
+            if socket
+                .conn
+                .send_all_received(frames.iter().cloned(), Some(received))
+            {
                 sent += 1;
             }
         }
