@@ -239,6 +239,10 @@ impl SocketIo {
                     },
                 );
             }
+            Request::ServerStatus { uid, request_id } if uid.as_deref() != Some(self.uid.as_str()) => {
+                let server = json_to_msgpack(&self.status());
+                self.respond(nsp, Response::ServerStatus { request_id, server });
+            }
             Request::Broadcast {
                 uid,
                 request_id,
@@ -251,6 +255,31 @@ impl SocketIo {
                 tracing::debug!(request = ?other.request_type(), "bus request not handled by the gateway");
             }
         }
+    }
+
+    /// What this gateway says about itself to `switchboard status` (the
+    /// fields are documented in docs/protocol.md).
+    fn status(&self) -> serde_json::Value {
+        let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .or_else(|_| std::env::var("HOSTNAME"))
+            .unwrap_or_default();
+        let connections = |transport: &str| self.metrics.connections.with_label_values(&[transport]).get();
+        serde_json::json!({
+            "uid": self.uid,
+            "kind": "switchboard",
+            "version": env!("CARGO_PKG_VERSION"),
+            "hostname": hostname,
+            "pid": std::process::id(),
+            "uptimeSecs": self.metrics.uptime_secs(),
+            "connections": {
+                "polling": connections("polling"),
+                "websocket": connections("websocket"),
+            },
+            "sockets": self.metrics.sockets.get(),
+            "rooms": self.rooms.room_count(),
+            "busUp": self.metrics.bus_up.get() == 1,
+        })
     }
 
     /// A Node server's `io.timeout(..).emit(..., ack)`: send with one ack id,
