@@ -163,6 +163,7 @@ async fn fleet_commands_list_sockets_rooms_and_servers_of_a_mixed_fleet() {
 
     // The same as a table.
     let run = cli(&f.redis, &["sockets", "--room", "role:support"]).await;
+    eprintln!("$ switchboard sockets --room role:support\n{}", run.stdout);
     assert_eq!(run.code, 0, "{}", run.stderr);
     let lines: Vec<&str> = run.stdout.lines().collect();
     assert!(lines[0].starts_with("SOCKET"), "{}", run.stdout);
@@ -193,6 +194,7 @@ async fn fleet_commands_list_sockets_rooms_and_servers_of_a_mixed_fleet() {
         assert!(rooms.contains(&room), "{room} missing from {v}");
     }
     let run = cli(&f.redis, &["rooms"]).await;
+    eprintln!("$ switchboard rooms\n{}", run.stdout);
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(
         run.stdout.lines().any(|l| l == "role:support"),
@@ -222,6 +224,7 @@ async fn fleet_commands_list_sockets_rooms_and_servers_of_a_mixed_fleet() {
     assert_eq!(v["nodeServers"].as_array().map(Vec::len), Some(1), "{v}");
     assert_eq!(v["answers"]["missing"], 0, "{v}");
     let run = cli(&f.redis, &["status"]).await;
+    eprintln!("$ switchboard status\n{}", run.stdout);
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(run.stdout.starts_with("SERVER"), "{}", run.stdout);
     assert_eq!(
@@ -246,6 +249,10 @@ async fn fleet_commands_list_sockets_rooms_and_servers_of_a_mixed_fleet() {
     let run = cli(&f.redis, &["sockets", "--json", "--timeout-ms", "1500"]).await;
     let frozen = cli(&f.redis, &["status", "--timeout-ms", "1500"]).await;
     f.gw2.signal(libc::SIGCONT).expect("SIGCONT gw2");
+    eprintln!(
+        "$ switchboard status (one gateway frozen)\n{}{}",
+        frozen.stdout, frozen.stderr
+    );
     assert_eq!(run.code, 5, "exit 5 when servers are missing: {}", run.stderr);
     assert!(run.took < Duration::from_secs(10), "took {:?}", run.took);
     let v = run.json();
