@@ -118,14 +118,17 @@ pub fn print_status(s: &FleetStatus, as_json: bool, timeout_ms: u64) {
             text("version"),
             text("hostname"),
             text("pid"),
-            g["uptimeSecs"]
-                .as_u64()
-                .map_or("-".into(), human_duration),
+            g["uptimeSecs"].as_u64().map_or("-".into(), human_duration),
             g["connections"]["polling"].to_string(),
             g["connections"]["websocket"].to_string(),
             text("sockets"),
             text("rooms"),
-            if g["busUp"] == json!(true) { "up" } else { "down" }.into(),
+            if g["busUp"] == json!(true) {
+                "up"
+            } else {
+                "down"
+            }
+            .into(),
         ]);
     }
     for uid in &s.node_servers {

@@ -164,9 +164,9 @@ impl Fleet {
             .responses
             .iter()
             .filter_map(|r| match r {
-                Response::ServerStatus { server, .. } => Some(switchboard_wire::msgpack_to_json(
-                    server,
-                )),
+                Response::ServerStatus { server, .. } => {
+                    Some(switchboard_wire::msgpack_to_json(server))
+                }
                 _ => None,
             })
             .collect();
@@ -238,9 +238,7 @@ impl Fleet {
                 // Answers to other requests (Node servers asking each
                 // other) share the channel: keep only ours.
                 match decode_response(&message.payload) {
-                    Ok(response) if response.request_id() == request_id => {
-                        responses.push(response)
-                    }
+                    Ok(response) if response.request_id() == request_id => responses.push(response),
                     _ => {}
                 }
             }
@@ -300,7 +298,10 @@ mod tests {
 
     #[test]
     fn glob_escape_escapes_pattern_characters() {
-        assert_eq!(glob_escape("socket.io-response#/#"), "socket.io-response#/#");
+        assert_eq!(
+            glob_escape("socket.io-response#/#"),
+            "socket.io-response#/#"
+        );
         assert_eq!(glob_escape("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\");
     }
 

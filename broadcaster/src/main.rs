@@ -498,8 +498,8 @@ async fn run_fleet(
     let redis = switchboard_redis::Redis::new(redis)
         .map_err(|e| usage(format!("invalid connection settings: {e}")))?;
     let timeout = Duration::from_millis(cli.timeout_ms.max(1));
-    let fleet = Fleet::new(&redis, &cli.key, &fleet_args.namespace, timeout)
-        .map_err(publish_failure)?;
+    let fleet =
+        Fleet::new(&redis, &cli.key, &fleet_args.namespace, timeout).map_err(publish_failure)?;
     let gathered = match command {
         Command::Status { .. } => {
             let status = fleet.status().await.map_err(publish_failure)?;

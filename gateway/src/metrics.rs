@@ -13,8 +13,7 @@ use prometheus::{
 /// writes within a millisecond, a loaded one within tens of milliseconds;
 /// above a second clients are lagging (slow consumers, a stalled writer).
 const DELIVERY_BUCKETS: &[f64] = &[
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-    5.0,
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
 /// Buckets of [`Metrics::heartbeat_rtt`], in seconds: from a LAN client
 /// (about a millisecond) to a mobile one on a bad network (seconds), up to
@@ -367,7 +366,8 @@ impl Metrics {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
-        now.as_secs().saturating_sub(self.start_time.get().max(0) as u64)
+        now.as_secs()
+            .saturating_sub(self.start_time.get().max(0) as u64)
     }
 
     /// The text exposition format served on `/metrics`.

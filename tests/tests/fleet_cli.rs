@@ -28,12 +28,8 @@ struct Run {
 
 impl Run {
     fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
-            panic!(
-                "not JSON ({e}): {}\nstderr: {}",
-                self.stdout, self.stderr
-            )
-        })
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}\nstderr: {}", self.stdout, self.stderr))
     }
 }
 
@@ -143,7 +139,11 @@ async fn fleet_commands_list_sockets_rooms_and_servers_of_a_mixed_fleet() {
     let run = cli(&f.redis, &["sockets", "--room", "role:support", "--json"]).await;
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     let v = run.json();
-    assert_eq!(ids(&v), sorted(vec![f.alice.clone(), f.carol.clone()]), "{v}");
+    assert_eq!(
+        ids(&v),
+        sorted(vec![f.alice.clone(), f.carol.clone()]),
+        "{v}"
+    );
     assert_eq!(v["answers"]["expected"], 3, "{v}");
     assert_eq!(v["answers"]["missing"], 0, "{v}");
     let alice = v["sockets"]
@@ -228,7 +228,10 @@ async fn fleet_commands_list_sockets_rooms_and_servers_of_a_mixed_fleet() {
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(run.stdout.starts_with("SERVER"), "{}", run.stdout);
     assert_eq!(
-        run.stdout.lines().filter(|l| l.contains(" switchboard ")).count(),
+        run.stdout
+            .lines()
+            .filter(|l| l.contains(" switchboard "))
+            .count(),
         2,
         "{}",
         run.stdout
@@ -239,7 +242,8 @@ async fn fleet_commands_list_sockets_rooms_and_servers_of_a_mixed_fleet() {
         run.stdout
     );
     assert!(
-        run.stdout.contains("2 gateway(s) answered, 1 Node server(s)"),
+        run.stdout
+            .contains("2 gateway(s) answered, 1 Node server(s)"),
         "{}",
         run.stdout
     );
@@ -253,12 +257,20 @@ async fn fleet_commands_list_sockets_rooms_and_servers_of_a_mixed_fleet() {
         "$ switchboard status (one gateway frozen)\n{}{}",
         frozen.stdout, frozen.stderr
     );
-    assert_eq!(run.code, 5, "exit 5 when servers are missing: {}", run.stderr);
+    assert_eq!(
+        run.code, 5,
+        "exit 5 when servers are missing: {}",
+        run.stderr
+    );
     assert!(run.took < Duration::from_secs(10), "took {:?}", run.took);
     let v = run.json();
     assert_eq!(v["answers"]["missing"], 1, "{v}");
     assert_eq!(v["answers"]["answered"], 2, "{v}");
-    assert_eq!(ids(&v), sorted(vec![f.alice.clone(), f.carol.clone()]), "{v}");
+    assert_eq!(
+        ids(&v),
+        sorted(vec![f.alice.clone(), f.carol.clone()]),
+        "{v}"
+    );
     assert!(
         run.stderr.contains("1 of 3 server(s)") && run.stderr.contains("did not answer"),
         "{}",

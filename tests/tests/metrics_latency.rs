@@ -35,20 +35,38 @@ async fn api_requests_are_counted_by_route_and_status() {
     let gw = embedded_gateway(&[]).await;
     let before = metrics(&gw).await;
     assert_eq!(
-        metric(&before, r#"switchboard_api_requests_total{route="emit",status="200"}"#),
+        metric(
+            &before,
+            r#"switchboard_api_requests_total{route="emit",status="200"}"#
+        ),
         Some(0.0),
         "the series is exported at start:\n{before}"
     );
-    assert_eq!(post(&gw, "/api/v1/emit", "not-the-key-0123456789").await, 401);
+    assert_eq!(
+        post(&gw, "/api/v1/emit", "not-the-key-0123456789").await,
+        401
+    );
     assert_eq!(post(&gw, "/api/v1/emit", API_KEY).await, 200);
     assert_eq!(post(&gw, "/api/v1/emit", API_KEY).await, 200);
     assert_eq!(post(&gw, "/api/v9/nothing", API_KEY).await, 404);
     let text = metrics(&gw).await;
     for (series, want) in [
-        (r#"switchboard_api_requests_total{route="emit",status="401"}"#, 1.0),
-        (r#"switchboard_api_requests_total{route="emit",status="200"}"#, 2.0),
-        (r#"switchboard_api_requests_total{route="other",status="404"}"#, 1.0),
-        (r#"switchboard_api_requests_total{route="emit_batch",status="200"}"#, 0.0),
+        (
+            r#"switchboard_api_requests_total{route="emit",status="401"}"#,
+            1.0,
+        ),
+        (
+            r#"switchboard_api_requests_total{route="emit",status="200"}"#,
+            2.0,
+        ),
+        (
+            r#"switchboard_api_requests_total{route="other",status="404"}"#,
+            1.0,
+        ),
+        (
+            r#"switchboard_api_requests_total{route="emit_batch",status="200"}"#,
+            0.0,
+        ),
     ] {
         assert_eq!(metric(&text, series), Some(want), "{series}:\n{text}");
     }
@@ -83,12 +101,9 @@ async fn delivered_events_land_in_the_latency_histogram_for_both_transports() {
     expect_once(&node, "poll", "hello").await;
     // One observation per connection write: the websocket's and the
     // polling response's.
-    wait_metric(
-        &gw,
-        "switchboard_delivery_latency_seconds_count",
-        T,
-        |v| v >= 2.0,
-    )
+    wait_metric(&gw, "switchboard_delivery_latency_seconds_count", T, |v| {
+        v >= 2.0
+    })
     .await;
     let text = metrics(&gw).await;
     let sum = metric(&text, "switchboard_delivery_latency_seconds_sum").unwrap_or(-1.0);

@@ -239,7 +239,9 @@ impl SocketIo {
                     },
                 );
             }
-            Request::ServerStatus { uid, request_id } if uid.as_deref() != Some(self.uid.as_str()) => {
+            Request::ServerStatus { uid, request_id }
+                if uid.as_deref() != Some(self.uid.as_str()) =>
+            {
                 let server = json_to_msgpack(&self.status());
                 self.respond(nsp, Response::ServerStatus { request_id, server });
             }
@@ -264,7 +266,12 @@ impl SocketIo {
             .map(|h| h.trim().to_string())
             .or_else(|_| std::env::var("HOSTNAME"))
             .unwrap_or_default();
-        let connections = |transport: &str| self.metrics.connections.with_label_values(&[transport]).get();
+        let connections = |transport: &str| {
+            self.metrics
+                .connections
+                .with_label_values(&[transport])
+                .get()
+        };
         serde_json::json!({
             "uid": self.uid,
             "kind": "switchboard",
