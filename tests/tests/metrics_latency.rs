@@ -30,6 +30,19 @@ async fn post(gw: &switchboard_testkit::GatewayProcess, path: &str, key: &str) -
     .expect("post task")
 }
 
+/// Connects `ws` (websocket only, user `u1`) and `poll` (polling only,
+/// user `poll_user`).
+async fn connect_ws_and_polling(
+    node: &switchboard_testkit::node::NodeDriver,
+    gw: &switchboard_testkit::GatewayProcess,
+    poll_user: &str,
+) {
+    let ws = ConnectOptions::new().websocket_only().token(token("u1"));
+    connect(node, "ws", gw, ws).await;
+    let poll = ConnectOptions::new().polling_only().token(token(poll_user));
+    connect(node, "poll", gw, poll).await;
+}
+
 #[tokio::test]
 async fn api_requests_are_counted_by_route_and_status() {
     let gw = embedded_gateway(&[]).await;
@@ -76,20 +89,7 @@ async fn api_requests_are_counted_by_route_and_status() {
 async fn delivered_events_land_in_the_latency_histogram_for_both_transports() {
     let gw = embedded_gateway(&[]).await;
     let node = node().await;
-    connect(
-        &node,
-        "ws",
-        &gw,
-        ConnectOptions::new().websocket_only().token(token("u1")),
-    )
-    .await;
-    connect(
-        &node,
-        "poll",
-        &gw,
-        ConnectOptions::new().polling_only().token(token("u1")),
-    )
-    .await;
+    connect_ws_and_polling(&node, &gw, "u1").await;
     let text = metrics(&gw).await;
     assert_eq!(
         metric(&text, "switchboard_delivery_latency_seconds_count"),
@@ -135,20 +135,7 @@ async fn heartbeats_land_in_the_round_trip_histogram() {
         "{text}"
     );
     let node = node().await;
-    connect(
-        &node,
-        "ws",
-        &gw,
-        ConnectOptions::new().websocket_only().token(token("u1")),
-    )
-    .await;
-    connect(
-        &node,
-        "poll",
-        &gw,
-        ConnectOptions::new().polling_only().token(token("u2")),
-    )
-    .await;
+    connect_ws_and_polling(&node, &gw, "u2").await;
     // Each client answers its pings; a few round trips each.
     wait_metric(&gw, "switchboard_heartbeat_rtt_seconds_count", T, |v| {
         v >= 4.0
