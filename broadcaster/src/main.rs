@@ -29,12 +29,13 @@ const EXIT_INCOMPLETE: u8 = 5;
 #[command(
     name = "switchboard",
     version,
-    about = "Publish Socket.IO events to Switchboard gateways (and Node socket.io servers) through Redis",
+    about = "Publish Socket.IO events to Switchboard gateways (and Node socket.io servers) through Redis; list the fleet's servers, sockets and rooms",
     long_about = "Publish Socket.IO events to Switchboard gateways (and Node Socket.IO servers using \
-@socket.io/redis-adapter) through Redis. Messages are byte-identical to @socket.io/redis-emitter.",
+@socket.io/redis-adapter) through Redis. Messages are byte-identical to @socket.io/redis-emitter. \
+status, sockets and rooms ask every server of the fleet (gateways and Node servers) what it holds.",
     after_help = "PASSWORDS are read from the environment, never from flags: SWITCHBOARD_REDIS__PASSWORD \
 (or --password-file), SWITCHBOARD_REDIS__SENTINEL_PASSWORD; or in the --redis URL.\n\n\
-EXIT CODES:\n  0  published\n  2  bad usage or bad input (invalid JSON, reserved event name, bad setting...)\n  \
+EXIT CODES:\n  0  published (or, for status / sockets / rooms, every server answered)\n  2  bad usage or bad input (invalid JSON, reserved event name, bad setting...)\n  \
 3  Redis unreachable, timed out, refused the credentials, the TLS handshake or the command (check --redis / SWITCHBOARD_REDIS_URL)\n  \
 4  --require-delivery was given and no subscriber received the message\n  \
 5  status / sockets / rooms: some servers did not answer within --timeout-ms (the answers that came are printed)\n\n\
@@ -350,6 +351,17 @@ enum Command {
         #[arg(long)]
         all: bool,
     },
+    /// Make the targeted sockets leave rooms.
+    Leave {
+        #[command(flatten)]
+        target: Target,
+        /// Room to leave (repeatable).
+        #[arg(long = "room", required = true, value_name = "ROOM")]
+        rooms: Vec<String>,
+        /// Allow targeting every socket of the namespace.
+        #[arg(long)]
+        all: bool,
+    },
     /// List the servers of the fleet: gateways (connections, uptime, version) and Node servers.
     Status {
         #[command(flatten)]
@@ -370,17 +382,6 @@ enum Command {
     Rooms {
         #[command(flatten)]
         fleet: FleetArgs,
-    },
-    /// Make the targeted sockets leave rooms.
-    Leave {
-        #[command(flatten)]
-        target: Target,
-        /// Room to leave (repeatable).
-        #[arg(long = "room", required = true, value_name = "ROOM")]
-        rooms: Vec<String>,
-        /// Allow targeting every socket of the namespace.
-        #[arg(long)]
-        all: bool,
     },
 }
 

@@ -287,3 +287,19 @@ async fn fleet_commands_list_sockets_rooms_and_servers_of_a_mixed_fleet() {
     );
     let _ = (&f.gw1, &f.node);
 }
+
+#[tokio::test]
+async fn fleet_commands_without_redis_fail_fast_with_exit_3() {
+    let port = switchboard_testkit::free_port();
+    let started = Instant::now();
+    let out = tokio::process::Command::new(bin_path("switchboard").expect("switchboard binary"))
+        .args(["sockets", "--room", "r", "--timeout-ms", "1000"])
+        .env("SWITCHBOARD_REDIS_URL", format!("redis://127.0.0.1:{port}"))
+        .output()
+        .await
+        .expect("run switchboard");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("unreachable"), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
