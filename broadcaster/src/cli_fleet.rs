@@ -86,6 +86,7 @@ pub fn print_status(s: &FleetStatus, as_json: bool, timeout_ms: u64) {
         let out = json!({
             "gateways": s.gateways,
             "nodeServers": s.node_servers,
+            "unanswered": s.unanswered.iter().map(|(tag, address)| json!({"tag": tag, "address": address})).collect::<Vec<_>>(),
             "answers": answered_json(&s.gathered),
         });
         println!("{out}");
@@ -96,6 +97,7 @@ pub fn print_status(s: &FleetStatus, as_json: bool, timeout_ms: u64) {
         "KIND",
         "VERSION",
         "HOST",
+        "ADDRESS",
         "PID",
         "UPTIME",
         "POLLING",
@@ -117,6 +119,7 @@ pub fn print_status(s: &FleetStatus, as_json: bool, timeout_ms: u64) {
             text("kind"),
             text("version"),
             text("hostname"),
+            text("address"),
             text("pid"),
             g["uptimeSecs"].as_u64().map_or("-".into(), human_duration),
             g["connections"]["polling"].to_string(),
@@ -133,7 +136,19 @@ pub fn print_status(s: &FleetStatus, as_json: bool, timeout_ms: u64) {
     }
     for uid in &s.node_servers {
         let mut row = vec![uid.clone(), "node".into()];
-        row.extend(std::iter::repeat_n("-".to_string(), 9));
+        row.extend(std::iter::repeat_n("-".to_string(), 10));
+        t.rows.push(row);
+    }
+    for (tag, address) in &s.unanswered {
+        let mut row = vec![
+            format!("tag:{tag}"),
+            "switchboard".into(),
+            "-".into(),
+            "-".into(),
+            address.clone(),
+        ];
+        row.extend(std::iter::repeat_n("-".to_string(), 6));
+        row.push("no answer".into());
         t.rows.push(row);
     }
     println!("{}", t.render());
@@ -149,6 +164,10 @@ pub fn print_status(s: &FleetStatus, as_json: bool, timeout_ms: u64) {
             "; {} server(s) did not answer within {timeout_ms} ms",
             g.missing()
         ));
+        if !s.unanswered.is_empty() {
+            let named: Vec<&str> = s.unanswered.iter().map(|(_, a)| a.as_str()).collect();
+            summary.push_str(&format!(": gateway(s) at {}", named.join(", ")));
+        }
     }
     println!("{summary}");
 }

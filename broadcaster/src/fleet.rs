@@ -13,6 +13,9 @@
 //! `status` uses Switchboard's own request type ([`Request::ServerStatus`]),
 //! which Node servers ignore; they are listed instead from their
 //! per-server response channels (`PUBSUB CHANNELS <key>-response#<nsp>#*`).
+//! Gateways that did not answer are named from the registry they keep for
+//! sid forwarding (`<key>-switchboard#instance#<tag>` -> `host:port`, with a
+//! TTL): a registered address no answer reported.
 
 use std::time::Duration;
 
@@ -68,6 +71,9 @@ pub struct FleetStatus {
     pub gateways: Vec<serde_json::Value>,
     /// uids of the Node adapters of the namespace (from their response channels).
     pub node_servers: Vec<String>,
+    /// Gateways registered for sid forwarding (tag, address) whose address
+    /// no answer reported: alive recently enough to hold their key, silent now.
+    pub unanswered: Vec<(String, String)>,
     /// Who answered.
     pub gathered: Gathered,
 }
@@ -160,7 +166,7 @@ impl Fleet {
         let gathered = self
             .ask(&request, &request_id, Some(node_servers.len() as u64))
             .await?;
-        let gateways = gathered
+        let gateways: Vec<serde_json::Value> = gathered
             .responses
             .iter()
             .filter_map(|r| match r {
@@ -170,11 +176,54 @@ impl Fleet {
                 _ => None,
             })
             .collect();
+        let unanswered = self
+            .registered_gateways()
+            .await?
+            .into_iter()
+            .filter(|(_, addr)| !gateways.iter().any(|g| g["address"] == addr.as_str()))
+            .collect();
         Ok(FleetStatus {
             gateways,
             node_servers,
+            unanswered,
             gathered,
         })
+    }
+
+    /// (tag, address) of every gateway registered for sid forwarding.
+    async fn registered_gateways(&self) -> Result<Vec<(String, String)>, PublishError> {
+        let prefix = format!("{}-switchboard#instance#", self.channels.key());
+        let pattern = format!("{}*", glob_escape(&prefix));
+        let mut keys = Vec::new();
+        let mut cursor = 0u64;
+        loop {
+            let (next, batch): (u64, Vec<String>) = self
+                .publisher
+                .query(
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(1000),
+                )
+                .await?;
+            keys.extend(batch);
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            // Expired between SCAN and GET: gone, not silent.
+            let addr: Option<String> = self.publisher.query(redis::cmd("GET").arg(&key)).await?;
+            if let (Some(tag), Some(addr)) = (key.strip_prefix(prefix.as_str()), addr) {
+                out.push((tag.to_string(), addr));
+            }
+        }
+        out.sort();
+        Ok(out)
     }
 
     /// uids of the Node adapters of the namespace: each subscribes to its

@@ -49,6 +49,11 @@ async fn cli(redis: &RedisServer, args: &[&str]) -> Run {
     }
 }
 
+/// The address a test gateway registers for sid forwarding.
+fn gw_address(gw: &GatewayProcess) -> String {
+    format!("127.0.0.1:{}", gw.port())
+}
+
 /// The sorted ids of a `sockets --json` answer.
 fn ids(v: &Value) -> Vec<String> {
     let mut ids: Vec<String> = v["sockets"]
@@ -203,6 +208,10 @@ async fn fleet_commands_list_sockets_rooms_and_servers_of_a_mixed_fleet() {
     );
 
     // status: both gateways with their connections, the Node server by uid.
+    for gw in [&f.gw1, &f.gw2] {
+        gw.wait_for_log("registered with peers for sid forwarding", T)
+            .expect("gateway registered");
+    }
     let v = cli(&f.redis, &["status", "--json"]).await.json();
     let gateways = v["gateways"].as_array().expect("gateways");
     assert_eq!(gateways.len(), 2, "{v}");
@@ -221,6 +230,15 @@ async fn fleet_commands_list_sockets_rooms_and_servers_of_a_mixed_fleet() {
         .collect();
     transports.sort();
     assert_eq!(transports, vec![(0, 1), (1, 0)], "{v}");
+    let mut addresses: Vec<&str> = gateways
+        .iter()
+        .filter_map(|g| g["address"].as_str())
+        .collect();
+    addresses.sort();
+    let mut want = vec![gw_address(&f.gw1), gw_address(&f.gw2)];
+    want.sort();
+    assert_eq!(addresses, want, "{v}");
+    assert_eq!(v["unanswered"], json!([]), "{v}");
     assert_eq!(v["nodeServers"].as_array().map(Vec::len), Some(1), "{v}");
     assert_eq!(v["answers"]["missing"], 0, "{v}");
     let run = cli(&f.redis, &["status"]).await;
@@ -252,6 +270,7 @@ async fn fleet_commands_list_sockets_rooms_and_servers_of_a_mixed_fleet() {
     f.gw2.signal(libc::SIGSTOP).expect("SIGSTOP gw2");
     let run = cli(&f.redis, &["sockets", "--json", "--timeout-ms", "1500"]).await;
     let frozen = cli(&f.redis, &["status", "--timeout-ms", "1500"]).await;
+    let frozen_json = cli(&f.redis, &["status", "--json", "--timeout-ms", "1500"]).await;
     f.gw2.signal(libc::SIGCONT).expect("SIGCONT gw2");
     eprintln!(
         "$ switchboard status (one gateway frozen)\n{}{}",
@@ -277,6 +296,21 @@ async fn fleet_commands_list_sockets_rooms_and_servers_of_a_mixed_fleet() {
         run.stderr
     );
     assert_eq!(frozen.code, 5, "{}", frozen.stderr);
+    let v = frozen_json.json();
+    assert_eq!(v["gateways"].as_array().map(Vec::len), Some(1), "{v}");
+    assert_eq!(
+        v["unanswered"][0]["address"],
+        json!(gw_address(&f.gw2)),
+        "the frozen gateway is named by its registered address: {v}"
+    );
+    assert!(
+        frozen.stdout.contains(&format!(
+            "did not answer within 1500 ms: gateway(s) at {}",
+            gw_address(&f.gw2)
+        )),
+        "{}",
+        frozen.stdout
+    );
     assert!(
         frozen
             .stdout

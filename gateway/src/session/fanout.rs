@@ -277,6 +277,7 @@ impl SocketIo {
             "kind": "switchboard",
             "version": env!("CARGO_PKG_VERSION"),
             "hostname": hostname,
+            "address": self.advertise,
             "pid": std::process::id(),
             "uptimeSecs": self.metrics.uptime_secs(),
             "connections": {
