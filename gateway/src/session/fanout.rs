@@ -98,12 +98,17 @@ impl SocketIo {
             return;
         }
         self.metrics.bus_in.with_label_values(&["broadcast"]).inc();
-        self.deliver(&msg, received);
+        self.deliver_received(&msg, received);
+    }
+
+    /// Queues one broadcast to every local target.
+    pub fn deliver(&self, msg: &BroadcastMessage) {
+        self.deliver_received(msg, tokio::time::Instant::now());
     }
 
     /// Queues one broadcast, which the gateway received at `received`, to
-    /// every local target.
-    pub fn deliver(&self, msg: &BroadcastMessage, received: tokio::time::Instant) {
+    /// every local target (the delivery latency histogram counts from then).
+    pub fn deliver_received(&self, msg: &BroadcastMessage, received: tokio::time::Instant) {
         let nsp = msg.packet.nsp.as_str();
         let targets = self.rooms.targets(nsp, &msg.opts.rooms, &msg.opts.except);
         if targets.is_empty() {

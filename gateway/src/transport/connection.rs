@@ -453,7 +453,7 @@ impl Heartbeat {
                 self.due = (ping_due + interval).max(Instant::now());
             }
             None => {
-                conn.state.lock().ping_sent(now);
+                conn.state.lock().ping_sent(Instant::now());
                 conn.send(Frame::Text(Utf8Bytes::from_static("2")));
                 self.ping_due = Some(self.due);
                 self.due += timeout;
