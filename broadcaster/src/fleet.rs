@@ -13,9 +13,9 @@
 //! `status` uses Switchboard's own request type ([`Request::ServerStatus`]),
 //! which Node servers ignore; they are listed instead from their
 //! per-server response channels (`PUBSUB CHANNELS <key>-response#<nsp>#*`).
-//! Gateways that did not answer are named from the registry they keep for
-//! sid forwarding (`<key>-switchboard#instance#<tag>` -> `host:port`, with a
-//! TTL): a registered address no answer reported.
+//! Gateways that did not answer are named from the peer directory they keep
+//! for sid forwarding (the hash `<key>-switchboard#peers`): a live entry
+//! whose address no answer reported.
 
 use std::time::Duration;
 
@@ -190,38 +190,27 @@ impl Fleet {
         })
     }
 
-    /// (tag, address) of every gateway registered for sid forwarding.
+    /// (tag, address) of every live gateway of the peer directory the
+    /// gateways keep for sid forwarding: the hash `<key>-switchboard#peers`,
+    /// field the tag, value `<host:port> <expiry in Unix ms>`.
     async fn registered_gateways(&self) -> Result<Vec<(String, String)>, PublishError> {
-        let prefix = format!("{}-switchboard#instance#", self.channels.key());
-        let pattern = format!("{}*", glob_escape(&prefix));
-        let mut keys = Vec::new();
-        let mut cursor = 0u64;
-        loop {
-            let (next, batch): (u64, Vec<String>) = self
-                .publisher
-                .query(
-                    redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(&pattern)
-                        .arg("COUNT")
-                        .arg(1000),
-                )
-                .await?;
-            keys.extend(batch);
-            if next == 0 {
-                break;
-            }
-            cursor = next;
-        }
-        let mut out = Vec::with_capacity(keys.len());
-        for key in keys {
-            // Expired between SCAN and GET: gone, not silent.
-            let addr: Option<String> = self.publisher.query(redis::cmd("GET").arg(&key)).await?;
-            if let (Some(tag), Some(addr)) = (key.strip_prefix(prefix.as_str()), addr) {
-                out.push((tag.to_string(), addr));
-            }
-        }
+        let key = format!("{}-switchboard#peers", self.channels.key());
+        let entries: Vec<(String, String)> = self
+            .publisher
+            .query(redis::cmd("HGETALL").arg(&key))
+            .await?;
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        let mut out: Vec<(String, String)> = entries
+            .into_iter()
+            .filter_map(|(tag, value)| {
+                let (addr, expiry) = value.split_once(' ')?;
+                // An expired entry is a gateway gone, not a silent one.
+                let live = expiry.parse::<u128>().ok()? > now_ms;
+                live.then(|| (tag, addr.to_string()))
+            })
+            .collect();
         out.sort();
         Ok(out)
     }
