@@ -49,7 +49,7 @@ PUBLISH_CONCURRENCY=${PUBLISH_CONCURRENCY:-"1 32 256"}
 REDIS_PORT=6390
 REDIS_URL=redis://127.0.0.1:$REDIS_PORT
 BASE_PORT=4100
-export SWITCHBOARD_JWT_SECRET=${SWITCHBOARD_JWT_SECRET:-bench-secret-0123456789abcdef}
+export SWITCHBOARD_JWT_SECRET=${SWITCHBOARD_JWT_SECRET:-bench-secret-0123456789abcdef0123456789}
 
 if [ $# -gt 0 ]; then SCENARIOS=("$@"); else SCENARIOS=(memory connect fanout ceiling twogw); fi
 for s in "${SCENARIOS[@]}"; do
@@ -109,7 +109,12 @@ start_server() {
   local kind=$1 port=$2; shift 2
   case $kind in
     switchboard)
+      # Every load client comes from 127.0.0.1: the per-address, per-user,
+      # admission and session limits (on by default) are lifted here.
       SWITCHBOARD_LISTEN=127.0.0.1:$port SWITCHBOARD_REDIS_URL=$REDIS_URL SWITCHBOARD_LOG_LEVEL=warn \
+      SWITCHBOARD_LIMITS__MAX_CONNECTIONS_PER_IP=0 SWITCHBOARD_LIMITS__MAX_CONNECTIONS_PER_USER=0 \
+      SWITCHBOARD_LIMITS__CONNECTS_PER_SEC=0 SWITCHBOARD_LIMITS__MAX_SESSIONS=0 \
+      SWITCHBOARD_SERVER__MAX_CONNECTIONS=1000000 \
         taskset -c "$SERVER_CPU" "$BIN/switchboard-gateway" >>"$RESULTS_DIR/server.log" 2>&1 &
       ;;
     node)

@@ -51,7 +51,8 @@ const gateways = GATEWAY_PORTS.map((port) => ({
     SWITCHBOARD_LISTEN: `0.0.0.0:${port}`,
     SWITCHBOARD_ADVERTISE_ADDR: `${HOST_IP}:${port}`,
     SWITCHBOARD_REDIS_URL: REDIS_URL,
-    SWITCHBOARD_SERVER__TRUST_FORWARDED_FOR: "true",
+    // nginx on this host; X-Forwarded-For is believed from it only.
+    SWITCHBOARD_SERVER__TRUSTED_PROXIES: "127.0.0.1,::1",
     SWITCHBOARD_SERVER__SHUTDOWN_DEADLINE_MS: "10000",
     SWITCHBOARD_LOG_FORMAT: "text",
   },

@@ -56,12 +56,30 @@ pub struct ServerConfig {
     pub path: String,
     /// How long a graceful shutdown may take before remaining sockets are dropped.
     pub shutdown_deadline_ms: u64,
-    /// Take the client address from `X-Forwarded-For` (for per-IP limits and
-    /// logs). Only behind a proxy that sets it, or clients can spoof it.
+    /// Replaced by `trusted_proxies`; `true` stops the start with a message
+    /// saying what to set instead.
     pub trust_forwarded_for: bool,
+    /// Proxies (CIDRs such as `10.0.0.0/8`, or single addresses) whose
+    /// `X-Forwarded-For` is believed: the client address is the right-most
+    /// entry that is not one of them. Empty: the TCP peer is the client.
+    pub trusted_proxies: Vec<String>,
     /// Browser origins allowed to connect (`https://app.example.com`); empty
     /// allows any origin. Enforced on polling and websocket requests alike.
     pub allowed_origins: Vec<String>,
+    /// Longest a client may take to send a request's headers, counted from
+    /// the moment the gateway waits for them: after accept, and after each
+    /// response on a keep-alive connection (so it is also the idle
+    /// keep-alive timeout). Cuts slowloris clients.
+    pub header_read_timeout_ms: u64,
+    /// Longest a client may take to send a request body (polling POST,
+    /// publish API) once its headers are in.
+    pub body_read_timeout_ms: u64,
+    /// Largest request head (request line and headers) in bytes; a longer
+    /// one is answered 431 and the connection closed.
+    pub max_header_bytes: usize,
+    /// Open TCP connections (HTTP and websocket) at once; over it a new
+    /// connection is answered 503 and closed.
+    pub max_connections: usize,
 }
 
 impl Default for ServerConfig {
@@ -72,7 +90,12 @@ impl Default for ServerConfig {
             path: "/socket.io/".into(),
             shutdown_deadline_ms: 10_000,
             trust_forwarded_for: false,
+            trusted_proxies: Vec::new(),
             allowed_origins: Vec::new(),
+            header_read_timeout_ms: 10_000,
+            body_read_timeout_ms: 10_000,
+            max_header_bytes: 32 * 1024,
+            max_connections: 16_384,
         }
     }
 }
@@ -142,7 +165,9 @@ impl Default for SocketIoConfig {
     fn default() -> Self {
         Self {
             namespaces: vec!["/".into()],
-            connect_timeout_ms: 45_000,
+            // Node's default is 45 s; an unauthenticated session costs memory
+            // an attacker chooses, so it gets 10 s to send its CONNECT.
+            connect_timeout_ms: 10_000,
             max_attachments: 10,
         }
     }
@@ -213,12 +238,11 @@ impl Default for AuthConfig {
             leeway_s: 30,
             issuer: None,
             audience: None,
-            token_sources: vec![
-                TokenSource::Auth,
-                TokenSource::Header,
-                TokenSource::Cookie,
-                TokenSource::Query,
-            ],
+            // Not cookie or query by default: a cookie is sent by the browser
+            // from any site (cross-site websocket hijacking) and a query token
+            // ends up in proxy logs. Enabling either needs
+            // server.allowed_origins (see `Config::validate_origins`).
+            token_sources: vec![TokenSource::Auth, TokenSource::Header],
             cookie_name: "token".into(),
             query_param: "token".into(),
             allow_anonymous: false,
@@ -274,6 +298,8 @@ pub struct ApiConfig {
 }
 
 /// Bounds that keep one client from hurting the others; 0 disables a limit.
+/// The defaults are on (see docs/security.md for what each protects and how
+/// to size it).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct LimitsConfig {
@@ -292,6 +318,9 @@ pub struct LimitsConfig {
     pub connects_per_sec: u32,
     /// Burst allowance of `connects_per_sec`.
     pub connects_burst: u32,
+    /// Engine.IO sessions open at once on this gateway; over it a new
+    /// session is refused with 503 (existing ones are unaffected).
+    pub max_sessions: usize,
     /// Events one socket may emit per second (token bucket).
     pub client_events_per_sec: u32,
     /// Burst allowance of `client_events_per_sec`.
@@ -304,10 +333,11 @@ impl Default for LimitsConfig {
             max_queue_bytes: 1024 * 1024,
             max_queue_frames: 4096,
             write_timeout_ms: 10_000,
-            max_connections_per_user: 0,
-            max_connections_per_ip: 0,
-            connects_per_sec: 0,
-            connects_burst: 0,
+            max_connections_per_user: 32,
+            max_connections_per_ip: 100,
+            connects_per_sec: 500,
+            connects_burst: 1_000,
+            max_sessions: 10_000,
             client_events_per_sec: 50,
             client_events_burst: 100,
         }
@@ -439,6 +469,17 @@ pub enum ConfigError {
     Invalid { key: &'static str, message: String },
 }
 
+/// Shortest accepted HS* secret, in bytes.
+const MIN_SECRET_BYTES: usize = 32;
+/// Largest `auth.leeway_s`.
+const MAX_LEEWAY_S: u64 = 300;
+
+/// Smallest `server.max_header_bytes`: hyper's minimum read buffer.
+const MIN_HEADER_BYTES: usize = 8192;
+/// Largest `server.max_header_bytes`: beyond it, a few hundred half-sent
+/// heads cost hundreds of megabytes.
+const MAX_HEADER_BYTES: usize = 1024 * 1024;
+
 fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key,
@@ -509,6 +550,7 @@ impl Config {
                 format!("must start and end with '/', like \"/socket.io/\" (got {path:?})"),
             ));
         }
+        self.validate_server()?;
         let e = &self.engine;
         if e.ping_interval_ms == 0 {
             return Err(invalid("engine.ping_interval_ms", "must be greater than 0"));
@@ -545,6 +587,7 @@ impl Config {
             ));
         }
         self.validate_auth()?;
+        self.validate_origins()?;
         let r = &self.redis;
         if let Some(url) = r.url()
             && !["redis://", "rediss://", "redis+unix://", "unix://"]
@@ -708,6 +751,85 @@ impl Config {
         Ok(())
     }
 
+    fn validate_server(&self) -> Result<(), ConfigError> {
+        let s = &self.server;
+        if s.header_read_timeout_ms == 0 || s.header_read_timeout_ms > 300_000 {
+            return Err(invalid(
+                "server.header_read_timeout_ms",
+                "must be between 1 and 300000 (a longer wait lets slow clients hold connections)",
+            ));
+        }
+        if s.body_read_timeout_ms == 0 || s.body_read_timeout_ms > 300_000 {
+            return Err(invalid(
+                "server.body_read_timeout_ms",
+                "must be between 1 and 300000",
+            ));
+        }
+        if !(MIN_HEADER_BYTES..=MAX_HEADER_BYTES).contains(&s.max_header_bytes) {
+            return Err(invalid(
+                "server.max_header_bytes",
+                format!("must be between {MIN_HEADER_BYTES} and {MAX_HEADER_BYTES}"),
+            ));
+        }
+        if s.trust_forwarded_for {
+            return Err(invalid(
+                "server.trust_forwarded_for",
+                "was replaced by server.trusted_proxies (SWITCHBOARD_SERVER__TRUSTED_PROXIES): list the \
+                 addresses or CIDRs of your proxies, e.g. [\"127.0.0.1\"] for nginx on the same host; \
+                 X-Forwarded-For is then read only from them, right-most entry first",
+            ));
+        }
+        if let Some(bad) = s
+            .trusted_proxies
+            .iter()
+            .find(|p| crate::client_ip::parse_proxy(p).is_none())
+        {
+            return Err(invalid(
+                "server.trusted_proxies",
+                format!("{bad:?} is not an address or CIDR like 10.0.0.0/8"),
+            ));
+        }
+        if s.max_connections == 0 {
+            return Err(invalid(
+                "server.max_connections",
+                "must be greater than 0 (raise it, with the process's open-file limit, for more clients)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Refuses to start with an ambient token source (cookie, or a query
+    /// token a page can be made to carry) and no origin allowlist: any web
+    /// site could then open an authenticated websocket in the user's name
+    /// (cross-site websocket hijacking), since browsers send cookies with a
+    /// cross-site websocket handshake and CORS does not apply to it. A start
+    /// error, rather than refusing every Origin-bearing request, because the
+    /// latter would break every browser client silently at run time.
+    fn validate_origins(&self) -> Result<(), ConfigError> {
+        let ambient: Vec<&str> = self
+            .auth
+            .token_sources
+            .iter()
+            .filter_map(|s| match s {
+                TokenSource::Cookie => Some("cookie"),
+                TokenSource::Query => Some("query"),
+                _ => None,
+            })
+            .collect();
+        if !ambient.is_empty() && self.server.allowed_origins.is_empty() {
+            return Err(invalid(
+                "server.allowed_origins",
+                format!(
+                    "auth.token_sources includes {}, so any web site could connect in a user's name: \
+                     set server.allowed_origins (SWITCHBOARD_ALLOWED_ORIGINS) to the sites of your app, \
+                     e.g. [\"https://app.example.com\"], or keep auth.token_sources to auth and header",
+                    ambient.join(" and ")
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     fn validate_auth(&self) -> Result<(), ConfigError> {
         let a = &self.auth;
         if a.algorithms.is_empty() {
@@ -743,8 +865,29 @@ impl Config {
                 "HS* algorithms need a secret: set SWITCHBOARD_JWT_SECRET or auth.secret (or allow_anonymous = true to run without tokens)",
             ));
         }
-        if needs_secret && has_secret && a.secret.as_deref().is_some_and(|s| s.len() < 16) {
-            return Err(invalid("auth.secret", "must be at least 16 bytes"));
+        // RFC 7518 3.2: an HMAC key at least as long as the hash output;
+        // 32 bytes is HS256's, and a shorter one is brute-forceable offline
+        // from any token.
+        if needs_secret
+            && has_secret
+            && a.secret
+                .as_deref()
+                .is_some_and(|s| s.len() < MIN_SECRET_BYTES)
+        {
+            return Err(invalid(
+                "auth.secret",
+                format!(
+                    "must be at least {MIN_SECRET_BYTES} bytes (SWITCHBOARD_JWT_SECRET; e.g. `openssl rand -hex 32`)"
+                ),
+            ));
+        }
+        if a.leeway_s > MAX_LEEWAY_S {
+            return Err(invalid(
+                "auth.leeway_s",
+                format!(
+                    "must be at most {MAX_LEEWAY_S} seconds: a larger clock-skew allowance keeps expired tokens valid"
+                ),
+            ));
         }
         if needs_key {
             match &a.public_key_file {
@@ -817,6 +960,23 @@ impl Config {
         Ok(addr)
     }
 
+    /// `server.trusted_proxies`, parsed (validated at load).
+    pub fn trusted_proxies(&self) -> Vec<ipnet::IpNet> {
+        self.server
+            .trusted_proxies
+            .iter()
+            .filter_map(|p| crate::client_ip::parse_proxy(p))
+            .collect()
+    }
+
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.server.header_read_timeout_ms)
+    }
+
+    pub fn body_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.server.body_read_timeout_ms)
+    }
+
     pub fn shutdown_deadline(&self) -> Duration {
         Duration::from_millis(self.server.shutdown_deadline_ms)
     }
@@ -838,6 +998,7 @@ fn env_value(key: &str, raw: &str) -> Figment {
         "api.keys",
         "server.allowed_origins",
         "cluster.peer_cidrs",
+        "server.trusted_proxies",
     ];
     // Never read as a number or boolean: a hash or a name stays a string.
     let string_keys = ["admin.password_bcrypt", "admin.username"];
@@ -891,14 +1052,17 @@ mod tests {
             None,
             env(&[
                 ("SWITCHBOARD_PORT", "4000"),
-                ("SWITCHBOARD_JWT_SECRET", "0123456789abcdef0123"),
+                ("SWITCHBOARD_JWT_SECRET", "0123456789abcdef0123456789abcdef"),
                 ("SWITCHBOARD_REDIS_URL", ""),
             ]),
         )
         .expect("valid");
         assert_eq!(c.listen_addr().unwrap().port(), 4000);
         assert_eq!(c.redis.url(), None);
-        assert_eq!(c.auth.secret.as_deref(), Some("0123456789abcdef0123"));
+        assert_eq!(
+            c.auth.secret.as_deref(),
+            Some("0123456789abcdef0123456789abcdef")
+        );
     }
 
     #[test]
@@ -913,7 +1077,7 @@ mod tests {
         let file = dir.path().join("gw.toml");
         std::fs::write(
             &file,
-            "[engine]\nping_interval_ms = 1000\n[auth]\nsecret = \"from-file-secret-1234\"\nrooms = [\"role_{role}\"]\n",
+            "[engine]\nping_interval_ms = 1000\n[auth]\nsecret = \"from-file-secret-0123456789abcdef\"\nrooms = [\"role_{role}\"]\n",
         )
         .unwrap();
         let c = Config::load_from(
@@ -945,7 +1109,7 @@ mod tests {
 
     #[test]
     fn admin_needs_a_bcrypt_hash_and_its_own_namespace() {
-        let secret = ("SWITCHBOARD_JWT_SECRET", "0123456789abcdef0123");
+        let secret = ("SWITCHBOARD_JWT_SECRET", "0123456789abcdef0123456789abcdef");
         let on = ("SWITCHBOARD_ADMIN__ENABLED", "true");
         let hash = bcrypt::hash("pw", 4).unwrap();
         let hash = ("SWITCHBOARD_ADMIN__PASSWORD_BCRYPT", hash.as_str());
@@ -975,7 +1139,7 @@ mod tests {
 
     #[test]
     fn invalid_values_name_the_key() {
-        let secret = ("SWITCHBOARD_JWT_SECRET", "0123456789abcdef0123");
+        let secret = ("SWITCHBOARD_JWT_SECRET", "0123456789abcdef0123456789abcdef");
         for (var, val, key) in [
             ("SWITCHBOARD_REDIS_URL", "localhost:6379", "redis.url"),
             ("SWITCHBOARD_LISTEN", "nowhere", "server.listen"),
@@ -987,6 +1151,12 @@ mod tests {
                 "auth.algorithms",
             ),
             ("SWITCHBOARD_ENGINE__TRANSPORTS", "", "engine.transports"),
+            ("SWITCHBOARD_AUTH__LEEWAY_S", "301", "auth.leeway_s"),
+            (
+                "SWITCHBOARD_JWT_SECRET",
+                "sixteen-byte-key-plus-15",
+                "auth.secret",
+            ),
             ("SWITCHBOARD_LOG_FORMAT", "xml", "log.format"),
         ] {
             let err = Config::load_from(None, env(&[secret, (var, val)]))
@@ -998,7 +1168,7 @@ mod tests {
 
     #[test]
     fn cluster_settings_are_validated_and_name_the_key() {
-        let secret = ("SWITCHBOARD_JWT_SECRET", "0123456789abcdef0123");
+        let secret = ("SWITCHBOARD_JWT_SECRET", "0123456789abcdef0123456789abcdef");
         let ok = Config::load_from(
             None,
             env(&[
@@ -1033,6 +1203,67 @@ mod tests {
                 "SWITCHBOARD_CLUSTER__FORWARD_CONNECT_TIMEOUT_MS",
                 "0",
                 "cluster.forward_connect_timeout_ms",
+            ),
+        ] {
+            let err = Config::load_from(None, env(&[secret, (var, val)]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{var}={val}: {err}");
+        }
+    }
+
+    #[test]
+    fn cookie_or_query_tokens_need_allowed_origins() {
+        let secret = ("SWITCHBOARD_JWT_SECRET", "0123456789abcdef0123456789abcdef");
+        let c = Config::load_from(None, env(&[secret])).unwrap();
+        assert_eq!(
+            c.auth.token_sources,
+            vec![TokenSource::Auth, TokenSource::Header]
+        );
+        for sources in ["auth,cookie", "query", "header,cookie,query"] {
+            let err = Config::load_from(
+                None,
+                env(&[secret, ("SWITCHBOARD_AUTH__TOKEN_SOURCES", sources)]),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains("server.allowed_origins"), "{sources}: {err}");
+            assert!(err.contains("SWITCHBOARD_ALLOWED_ORIGINS"), "{err}");
+            Config::load_from(
+                None,
+                env(&[
+                    secret,
+                    ("SWITCHBOARD_AUTH__TOKEN_SOURCES", sources),
+                    ("SWITCHBOARD_ALLOWED_ORIGINS", "https://app.example.com"),
+                ]),
+            )
+            .expect("valid with an allowlist");
+        }
+    }
+
+    #[test]
+    fn http_limits_are_validated() {
+        let secret = ("SWITCHBOARD_JWT_SECRET", "0123456789abcdef0123456789abcdef");
+        for (var, val, key) in [
+            (
+                "SWITCHBOARD_SERVER__HEADER_READ_TIMEOUT_MS",
+                "0",
+                "server.header_read_timeout_ms",
+            ),
+            (
+                "SWITCHBOARD_SERVER__BODY_READ_TIMEOUT_MS",
+                "0",
+                "server.body_read_timeout_ms",
+            ),
+            (
+                "SWITCHBOARD_SERVER__MAX_HEADER_BYTES",
+                "1000",
+                "server.max_header_bytes",
+            ),
+            (
+                "SWITCHBOARD_SERVER__MAX_CONNECTIONS",
+                "0",
+                "server.max_connections",
             ),
         ] {
             let err = Config::load_from(None, env(&[secret, (var, val)]))

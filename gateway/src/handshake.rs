@@ -2,7 +2,7 @@
 //! Engine.IO session: the input to authentication and the `handshake` that
 //! `fetchSockets()` reports to Node servers.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 /// The opening request of an Engine.IO session, kept for the session's life.
 ///
@@ -18,9 +18,10 @@ pub struct Handshake {
     pub remote: SocketAddr,
     /// Unix time in milliseconds when the session opened.
     pub issued_ms: u64,
-    /// Whether `X-Forwarded-For` names the client (set `server.trust_forwarded_for`
-    /// only behind a proxy that overwrites it, such as the shipped nginx config).
-    pub trust_forwarded_for: bool,
+    /// The client address: the peer, or behind `server.trusted_proxies` the
+    /// right-most `X-Forwarded-For` entry that is not a trusted proxy
+    /// (resolved once, when the session opens; see [`crate::client_ip`]).
+    pub client_ip: IpAddr,
 }
 
 impl Handshake {
@@ -43,19 +44,9 @@ impl Handshake {
             .map(|(_, v)| percent_decode(v.trim_matches('"')))
     }
 
-    /// The client address: the first `X-Forwarded-For` entry when trusted
-    /// and present (set by nginx), otherwise the peer address.
+    /// The client address, as used by per-address limits and logs.
     pub fn client_address(&self) -> String {
-        if !self.trust_forwarded_for {
-            return self.remote.ip().to_string();
-        }
-        self.headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .map(|v| v.trim().to_string())
-            .filter(|v| !v.is_empty())
-            .unwrap_or_else(|| self.remote.ip().to_string())
+        self.client_ip.to_string()
     }
 }
 
@@ -111,7 +102,7 @@ mod tests {
             query: query.into(),
             remote: "127.0.0.1:5000".parse().unwrap(),
             issued_ms: 0,
-            trust_forwarded_for: true,
+            client_ip: "127.0.0.1".parse().unwrap(),
         }
     }
 

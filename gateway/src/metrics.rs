@@ -91,6 +91,12 @@ pub struct Metrics {
     /// Admin UI connects and actions refused, by reason
     /// (`invalid_credentials`, `readonly`, `bad_request`).
     pub admin_refused: IntCounterVec,
+    /// Open TCP connections (HTTP and upgraded websockets).
+    pub http_connections: IntGauge,
+    /// Connections and requests refused at the HTTP layer, by reason
+    /// (`max_connections`, `header_read_timeout`, `header_too_large`,
+    /// `body_read_timeout`).
+    pub http_rejected: IntCounterVec,
     /// Publish API requests, by route (see [`API_ROUTES`]) and HTTP status.
     pub api_requests: IntCounterVec,
     /// Seconds from the gateway receiving an event (from the bus, which the
@@ -312,6 +318,17 @@ impl Metrics {
                 &r,
                 "switchboard_start_time_seconds",
                 "Unix time the gateway started",
+            ),
+            http_connections: gauge(
+                &r,
+                "switchboard_http_connections",
+                "Open TCP connections, HTTP and websocket",
+            ),
+            http_rejected: counter_vec(
+                &r,
+                "switchboard_http_rejected_total",
+                "Connections and requests refused at the HTTP layer, by reason",
+                &["reason"],
             ),
             registry: r,
         }

@@ -23,8 +23,12 @@ use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::{body::Incoming, server::conn::http1, service::service_fn};
-use hyper_util::rt::TokioIo;
-use tokio::net::{TcpListener, TcpStream};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+    sync::{OwnedSemaphorePermit, Semaphore},
+};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
@@ -33,6 +37,8 @@ use crate::{
     bus::Bus,
     cluster::Cluster,
     config::Config,
+    conn_slot::SlottedStream,
+    log_throttle::LogThrottle,
     metrics::Metrics,
     session::SocketIo,
     transport::{Body, CloseReason, Engine, EngineSettings, TokenBucket},
@@ -47,6 +53,8 @@ pub struct Gateway {
     api: PublishApi,
     metrics: Metrics,
     draining: AtomicBool,
+    /// Places under `server.max_connections`, one per open TCP connection.
+    slots: Arc<Semaphore>,
 }
 
 /// A gateway bound to its port, not yet serving.
@@ -78,13 +86,14 @@ impl Gateway {
         let api = PublishApi::new(&config, bus.clone(), metrics.clone());
         Ok(BoundGateway {
             gateway: Arc::new(Gateway {
-                config,
                 engine,
                 io,
                 bus,
                 api,
-                metrics,
                 draining: AtomicBool::new(false),
+                slots: Arc::new(Semaphore::new(config.server.max_connections)),
+                config,
+                metrics,
             }),
             listener,
         })
@@ -116,12 +125,14 @@ impl Gateway {
             (&Method::GET, "/readyz") => self.readyz(),
             (&Method::GET, "/metrics") => {
                 self.metrics.rooms.set(self.io.rooms.room_count() as i64);
+                let open = self.config.server.max_connections - self.slots.available_permits();
+                self.metrics.http_connections.set(open as i64);
                 Response::builder()
                     .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
                     .body(Full::new(Bytes::from(self.metrics.render())))
                     .unwrap_or_default()
             }
-            (_, p) if p.starts_with("/api/") => self.api.handle(req).await,
+            (_, p) if p.starts_with("/api/") => self.api.handle(req, remote).await,
             (&Method::GET | &Method::HEAD, p) if crate::admin::ui::UiFiles::handles(p) => {
                 match self.io.admin.as_ref().and_then(|a| a.ui.as_ref()) {
                     Some(ui) => ui.serve(p).await,
@@ -188,6 +199,8 @@ impl BoundGateway {
             .then(|| spawn_cluster_join(&gateway, shutdown.child_token()));
         let http_connections = TaskTracker::new();
         let stop_http = CancellationToken::new();
+        let slots = gateway.slots.clone();
+        let refusals = Arc::new(Semaphore::new(MAX_REFUSALS_IN_FLIGHT));
         tracing::info!(
             addr = %listener.local_addr()?,
             path = %gateway.config.server.path,
@@ -198,7 +211,10 @@ impl BoundGateway {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, remote)) => serve_connection(&gateway, &http_connections, &stop_http, stream, remote),
+                    Ok((stream, remote)) => match slots.clone().try_acquire_owned() {
+                        Ok(slot) => serve_connection(&gateway, &http_connections, &stop_http, stream, remote, slot),
+                        Err(_) => refuse_connection(&gateway, &refusals, stream, remote),
+                    },
                     Err(err) => {
                         // Out of file descriptors or similar: back off
                         // instead of spinning; existing clients keep working.
@@ -294,22 +310,87 @@ fn spawn_cluster_join(
     })
 }
 
+/// Refused connections being answered at once; beyond it a refused
+/// connection is closed without an answer, so a flood over the cap costs
+/// no more than this many small tasks.
+const MAX_REFUSALS_IN_FLIGHT: usize = 64;
+
+static CAP_LOG: LogThrottle = LogThrottle::new(std::time::Duration::from_secs(10));
+static HTTP_ERROR_LOG: LogThrottle = LogThrottle::new(std::time::Duration::from_secs(10));
+
+/// Answers a connection over `server.max_connections` with a 503 and
+/// closes it: written, then the client's request drained briefly so the
+/// close does not turn into a reset that hides the answer.
+fn refuse_connection(
+    gateway: &Arc<Gateway>,
+    refusals: &Arc<Semaphore>,
+    mut stream: TcpStream,
+    remote: SocketAddr,
+) {
+    gateway
+        .metrics
+        .http_rejected
+        .with_label_values(&["max_connections"])
+        .inc();
+    if let Some(suppressed) = CAP_LOG.allow() {
+        tracing::warn!(
+            %remote,
+            max_connections = gateway.config.server.max_connections,
+            suppressed,
+            "connection refused: server.max_connections reached"
+        );
+    }
+    let Ok(permit) = refusals.clone().try_acquire_owned() else {
+        return;
+    };
+    tokio::spawn(async move {
+        let _permit = permit;
+        let body = r#"{"code":3,"message":"Too many connections to this gateway; retry later"}"#;
+        let head = format!(
+            "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        );
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            stream.write_all(head.as_bytes()).await?;
+            stream.write_all(body.as_bytes()).await?;
+            stream.shutdown().await?;
+            let mut sink = [0u8; 4096];
+            let mut drained = 0;
+            while drained < 64 * 1024 {
+                match stream.read(&mut sink).await? {
+                    0 => break,
+                    n => drained += n,
+                }
+            }
+            Ok::<_, std::io::Error>(())
+        })
+        .await;
+    });
+}
+
 fn serve_connection(
     gateway: &Arc<Gateway>,
     http_connections: &TaskTracker,
     stop: &CancellationToken,
     stream: TcpStream,
     remote: SocketAddr,
+    slot: OwnedSemaphorePermit,
 ) {
     let _ = stream.set_nodelay(true);
+    let metrics = gateway.metrics.clone();
+    let server = &gateway.config.server;
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(gateway.config.header_read_timeout())
+        .max_buf_size(server.max_header_bytes);
     let gateway = gateway.clone();
     let service = service_fn(move |req| {
         let gateway = gateway.clone();
         async move { Ok::<_, Infallible>(gateway.route(req, remote).await) }
     });
-    let conn = http1::Builder::new()
-        .serve_connection(TokioIo::new(stream), service)
-        .with_upgrades();
+    let io = TokioIo::new(SlottedStream::new(stream, slot));
+    let conn = builder.serve_connection(io, service).with_upgrades();
     // On shutdown, in-flight requests finish (pending polls are answered
     // by the engine's close) and keep-alive connections close. Upgraded
     // websockets have left hyper by then; the engine closes those.
@@ -324,7 +405,22 @@ fn serve_connection(
             }
         };
         if let Err(err) = result {
-            tracing::debug!(%err, %remote, "http connection ended with an error");
+            let reason = if err.is_timeout() {
+                Some("header_read_timeout")
+            } else if err.is_parse_too_large() {
+                Some("header_too_large")
+            } else {
+                None
+            };
+            match reason {
+                Some(reason) => {
+                    metrics.http_rejected.with_label_values(&[reason]).inc();
+                    if let Some(suppressed) = HTTP_ERROR_LOG.allow() {
+                        tracing::info!(%remote, reason, suppressed, "http connection closed: {err}");
+                    }
+                }
+                None => tracing::debug!(%err, %remote, "http connection ended with an error"),
+            }
         }
     });
 }

@@ -15,7 +15,10 @@ fn gateway() -> Command {
 fn check_config_accepts_env_only_configuration() {
     let out = gateway()
         .arg("check-config")
-        .env("SWITCHBOARD_JWT_SECRET", "a-secret-of-enough-length")
+        .env(
+            "SWITCHBOARD_JWT_SECRET",
+            "a-secret-of-enough-length-for-hs256",
+        )
         .env("SWITCHBOARD_PORT", "3999")
         .output()
         .expect("run gateway");
@@ -42,7 +45,10 @@ fn check_config_names_the_bad_key_and_exits_2() {
     ] {
         let out = gateway()
             .arg("check-config")
-            .env("SWITCHBOARD_JWT_SECRET", "a-secret-of-enough-length")
+            .env(
+                "SWITCHBOARD_JWT_SECRET",
+                "a-secret-of-enough-length-for-hs256",
+            )
             .env(var, value)
             .output()
             .expect("run gateway");

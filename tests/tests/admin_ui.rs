@@ -132,7 +132,17 @@ fn socket_in<'a>(all: &'a [Value], id: &str) -> &'a Value {
 async fn admin_ui_sees_and_acts_on_the_whole_fleet() {
     let redis = redis();
     let hash = password_hash();
-    let env = admin_env(&hash);
+    let mut env = admin_env(&hash);
+    // A socket below passes its token in the query string (which the UI
+    // must not show): a query token source needs an origin allowlist.
+    env.push((
+        "SWITCHBOARD_AUTH__TOKEN_SOURCES",
+        "auth,header,query".into(),
+    ));
+    env.push((
+        "SWITCHBOARD_ALLOWED_ORIGINS",
+        "https://app.example.com".into(),
+    ));
     let gw_a = redis_gateway(&redis, &env_refs(&env)).await;
     let gw_b = redis_gateway(&redis, &env_refs(&env)).await;
     let d = node().await;

@@ -113,7 +113,12 @@ async fn token_in_authorization_header() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_in_cookie() {
-    let gw = embedded_gateway(&[]).await;
+    // Cookie tokens are opt-in and need an origin allowlist (CSWSH).
+    let gw = embedded_gateway(&[
+        ("SWITCHBOARD_AUTH__TOKEN_SOURCES", "auth,header,cookie"),
+        ("SWITCHBOARD_ALLOWED_ORIGINS", "https://app.example.com"),
+    ])
+    .await;
     let node = node().await;
     for (name, opts) in [
         ("poll", ConnectOptions::new().polling_only()),
@@ -133,7 +138,11 @@ async fn token_in_cookie() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_in_query_parameter() {
-    let gw = embedded_gateway(&[]).await;
+    let gw = embedded_gateway(&[
+        ("SWITCHBOARD_AUTH__TOKEN_SOURCES", "auth,header,query"),
+        ("SWITCHBOARD_ALLOWED_ORIGINS", "https://app.example.com"),
+    ])
+    .await;
     let node = node().await;
     for (name, opts) in [
         ("poll", ConnectOptions::new().polling_only()),
@@ -149,7 +158,7 @@ async fn token_in_query_parameter() {
 async fn token_sources_default_order_prefers_auth_payload() {
     let gw = embedded_gateway(&[]).await;
     let node = node().await;
-    // Default order: auth, header, cookie, query.
+    // Default sources and order: auth, header (cookie and query are opt-in).
     connect(
         &node,
         "c",
@@ -187,7 +196,11 @@ async fn token_sources_default_order_prefers_auth_payload() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_sources_configured_order_query_then_auth() {
-    let gw = embedded_gateway(&[("SWITCHBOARD_AUTH__TOKEN_SOURCES", "query,auth")]).await;
+    let gw = embedded_gateway(&[
+        ("SWITCHBOARD_AUTH__TOKEN_SOURCES", "query,auth"),
+        ("SWITCHBOARD_ALLOWED_ORIGINS", "https://app.example.com"),
+    ])
+    .await;
     let node = node().await;
     connect(
         &node,

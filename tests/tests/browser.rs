@@ -24,7 +24,7 @@ use switchboard_testkit::{
     tools::skip_missing,
 };
 
-const SECRET: &str = "browser-test-secret-0123456789";
+const SECRET: &str = "browser-test-secret-0123456789abcdef";
 const API_KEY: &str = "browser-test-api-key-0123456789";
 /// Bound for anything the page should show; generous for a loaded machine.
 const T: Duration = Duration::from_secs(20);

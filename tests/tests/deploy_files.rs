@@ -17,7 +17,7 @@ use switchboard_testkit::{GatewayOptions, GatewayProcess, bin_path};
 const DEFAULT_DEADLINE_MS: u64 = 10_000;
 /// Default pingInterval + pingTimeout of the gateway, in seconds.
 const DEFAULT_PING_WINDOW_S: u64 = 45;
-const SECRET: &str = "deploy-test-secret-0123456789";
+const SECRET: &str = "deploy-test-secret-0123456789abcdef";
 
 /// Directives of the shipped site, comments stripped.
 fn directives(text: &str) -> String {
@@ -79,7 +79,7 @@ fn nginx_site_content() {
             "{file}"
         );
         assert!(sio.contains("proxy_buffering off;"), "{file}");
-        // Overwritten, not appended: the gateway trusts the FIRST entry.
+        // Overwritten, not appended: the client nginx saw is the right-most entry.
         assert!(
             sio.contains("proxy_set_header X-Forwarded-For $remote_addr;"),
             "{file}"
@@ -103,6 +103,30 @@ fn nginx_site_content() {
                 "{file}: {t} {s}s must exceed pingInterval+pingTimeout ({DEFAULT_PING_WINDOW_S}s)"
             );
         }
+        // Tokens may travel in the query string (auth.token_sources
+        // "query"): the access log must leave query strings out.
+        let format = text
+            .lines()
+            .find(|l| l.trim_start().starts_with("log_format switchboard_noargs"))
+            .unwrap_or_else(|| panic!("{file}: no log_format switchboard_noargs"));
+        for leak in [
+            "$request ",
+            "$request\"",
+            "$request_uri",
+            "$args",
+            "$query_string",
+            "$arg_",
+            "$http_referer",
+        ] {
+            assert!(
+                !format.contains(leak),
+                "{file}: access log format logs {leak}: {format}"
+            );
+        }
+        assert!(
+            text.contains("access_log /var/log/nginx/switchboard.access.log switchboard_noargs;"),
+            "{file}: the server must log with switchboard_noargs"
+        );
         let api = location_block(&text, "/api/");
         assert!(api.contains("proxy_pass http://switchboard_api;"), "{file}");
         let api_upstream = &text[text.find("upstream switchboard_api").unwrap()..];
@@ -242,7 +266,7 @@ fn systemd_unit_content_and_env_example() {
     );
     assert!(
         env.iter()
-            .any(|(k, v)| k == "SWITCHBOARD_SERVER__TRUST_FORWARDED_FOR" && v == "true")
+            .any(|(k, v)| k == "SWITCHBOARD_SERVER__TRUSTED_PROXIES" && v.contains("127.0.0.1"))
     );
     // The example environment is a valid gateway configuration.
     let out = check_config(&env).unwrap_or_else(|e| panic!("gateway.env.example: {e}"));
@@ -488,9 +512,10 @@ fn compose_file() {
         let adv = string(env, "SWITCHBOARD_ADVERTISE_ADDR");
         let ip = string(svc, "networks.switchboard.ipv4_address");
         assert_eq!(adv, format!("{ip}:3002"), "{s}");
+        // nginx's network is the trusted proxy range.
         assert_eq!(
-            string(env, "SWITCHBOARD_SERVER__TRUST_FORWARDED_FOR"),
-            "true"
+            string(env, "SWITCHBOARD_SERVER__TRUSTED_PROXIES"),
+            "172.28.0.0/24"
         );
         // A valid gateway configuration (secret from the operator's shell).
         let mut vars: Vec<(String, String)> = env

@@ -17,7 +17,7 @@ use switchboard_testkit::{
     redis::RedisServer,
 };
 
-const SECRET: &str = "deploy-mixed-secret-0123456789";
+const SECRET: &str = "deploy-mixed-secret-0123456789abcdef";
 const API_KEY: &str = "deploy-mixed-api-key-0123456789";
 const T: Duration = Duration::from_secs(15);
 /// The Node adapter's `requestsTimeout`: a request the gateway ignored

@@ -25,7 +25,7 @@ use switchboard_testkit::{
     redis::RedisServer,
 };
 
-const SECRET: &str = "deploy-e2e-secret-0123456789";
+const SECRET: &str = "deploy-e2e-secret-0123456789abcdef";
 /// Bound of every single wait.
 const T: Duration = Duration::from_secs(20);
 /// Engine.IO pingInterval / pingTimeout of the gateways: one polling cycle
@@ -187,7 +187,7 @@ async fn run(nginx_bin: std::path::PathBuf) {
         let opts = GatewayOptions::new()
             .redis(redis.url())
             .secret(SECRET)
-            .env("SWITCHBOARD_SERVER__TRUST_FORWARDED_FOR", "true")
+            .env("SWITCHBOARD_SERVER__TRUSTED_PROXIES", "127.0.0.1")
             .env("SWITCHBOARD_ENGINE__PING_INTERVAL_MS", PING_MS.to_string())
             .env("SWITCHBOARD_ENGINE__PING_TIMEOUT_MS", PING_MS.to_string())
             .env("SWITCHBOARD_SERVER__SHUTDOWN_DEADLINE_MS", "3000");

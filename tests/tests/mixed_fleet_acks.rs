@@ -12,7 +12,7 @@ use switchboard_testkit::{
     redis::RedisServer,
 };
 
-const SECRET: &str = "mixed-fleet-secret-0123456789";
+const SECRET: &str = "mixed-fleet-secret-0123456789abcdef";
 
 #[test]
 fn node_server_gets_fetch_sockets_all_rooms_and_acks_from_gateway_clients() {

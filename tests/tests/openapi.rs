@@ -31,7 +31,7 @@ const EMIT_FIELDS: [&str; 10] = [
 ];
 
 /// Every `error` reason the API answers with.
-const ERROR_REASONS: [&str; 11] = [
+const ERROR_REASONS: [&str; 14] = [
     "invalid_json",
     "invalid_request",
     "unreadable_body",
@@ -43,6 +43,9 @@ const ERROR_REASONS: [&str; 11] = [
     "body_too_large",
     "batch_too_large",
     "bus_unavailable",
+    "reserved_event",
+    "too_many_failed_keys",
+    "body_read_timeout",
 ];
 
 fn doc() -> Yaml {

@@ -110,7 +110,7 @@ impl GatewayOptions {
         self.env("SWITCHBOARD_REDIS_URL", url)
     }
 
-    /// Sets the HS* JWT secret (`SWITCHBOARD_JWT_SECRET`, at least 16 bytes).
+    /// Sets the HS* JWT secret (`SWITCHBOARD_JWT_SECRET`, at least 32 bytes).
     pub fn secret(self, secret: impl Into<String>) -> Self {
         self.env("SWITCHBOARD_JWT_SECRET", secret)
     }

@@ -57,7 +57,8 @@ pub fn handshake(h: &Handshake, path: &str, token_param: &str) -> Value {
         kept.push(pair);
     }
     // The gateway keeps only the headers authentication reads (memory per
-    // connection), so `headers` holds at most `x-forwarded-for` here; TLS
+    // connection, and the client address is resolved once into
+    // `client_ip`), so `headers` holds none of them here; TLS
     // ends at the proxy (`secure` false) and the origin is not kept.
     json!({
         "address": h.client_address(),
@@ -161,7 +162,7 @@ mod tests {
             query: "EIO=4&transport=polling&token=secret&room=a%20b".into(),
             remote: "10.0.0.7:5000".parse().unwrap(),
             issued_ms: 0,
-            trust_forwarded_for: false,
+            client_ip: "10.0.0.7".parse().unwrap(),
         };
         let v = handshake(&h, "/socket.io/", "token");
         assert_eq!(v["address"], "10.0.0.7");

@@ -7,7 +7,10 @@
 //! delivers; in the embedded mode the in-memory bus delivers locally.
 //! The OpenAPI description is `docs/openapi.yaml`.
 
-use std::sync::Arc;
+use std::{
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+};
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
@@ -16,11 +19,20 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::json;
 use switchboard_wire::{
-    BroadcastFlags, BroadcastMessage, BroadcastOptions, BusPacket, Channels, encode_broadcast,
-    json_to_msgpack,
+    BroadcastFlags, BroadcastMessage, BroadcastOptions, BusPacket, Channels, RESERVED_EVENTS,
+    encode_broadcast, json_to_msgpack,
 };
 
-use crate::{bus::Bus, config::Config, metrics::Metrics, server::json, transport::Body};
+mod key_guard;
+
+use crate::{
+    bus::Bus, client_ip::TrustedProxies, config::Config, log_throttle::LogThrottle,
+    metrics::Metrics, server::json, transport::Body,
+};
+use key_guard::{ApiKeys, FailedKeyLimiter};
+
+/// Unauthenticated refusals happen at the caller's rate: one line per window.
+static AUTH_REFUSAL_LOG: LogThrottle = LogThrottle::new(std::time::Duration::from_secs(10));
 
 /// Largest request body the API reads.
 const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -70,12 +82,15 @@ struct BatchRequest {
 
 /// The publish API of one gateway.
 pub struct PublishApi {
-    keys: Vec<Vec<u8>>,
+    keys: ApiKeys,
+    failed_keys: FailedKeyLimiter,
+    trusted_proxies: TrustedProxies,
     bus: Arc<Bus>,
     channels: Channels,
     namespaces: Vec<String>,
     user_template: Option<String>,
     role_template: Option<String>,
+    body_read_timeout: std::time::Duration,
     metrics: Metrics,
 }
 
@@ -84,6 +99,8 @@ struct ApiError {
     status: StatusCode,
     reason: &'static str,
     message: String,
+    /// Seconds for `Retry-After`, on 429.
+    retry_after: Option<u64>,
 }
 
 fn err(status: StatusCode, reason: &'static str, message: impl Into<String>) -> ApiError {
@@ -91,28 +108,17 @@ fn err(status: StatusCode, reason: &'static str, message: impl Into<String>) -> 
         status,
         reason,
         message: message.into(),
+        retry_after: None,
     }
-}
-
-/// Compares without an early exit, so response time does not reveal how
-/// much of a key matched.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 impl PublishApi {
     pub fn new(config: &Config, bus: Arc<Bus>, metrics: Metrics) -> Self {
         let user_claim = format!("{{{}}}", config.auth.user_claim);
         PublishApi {
-            keys: config
-                .api
-                .keys
-                .iter()
-                .map(|k| k.as_bytes().to_vec())
-                .collect(),
+            keys: ApiKeys::new(&config.api.keys),
+            failed_keys: FailedKeyLimiter::default(),
+            trusted_proxies: TrustedProxies::new(config.trusted_proxies()),
             bus,
             channels: Channels::new(config.redis.key.clone()),
             namespaces: config.socketio.namespaces.clone(),
@@ -128,14 +134,15 @@ impl PublishApi {
                 .iter()
                 .find(|t| t.contains("{role}"))
                 .cloned(),
+            body_read_timeout: config.body_read_timeout(),
             metrics,
         }
     }
 
     /// Answers one request under `/api/`.
-    pub async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
+    pub async fn handle(&self, req: Request<Incoming>, remote: SocketAddr) -> Response<Body> {
         let route = Metrics::api_route(req.uri().path());
-        let response = self.answer(req).await;
+        let response = self.answer(req, remote).await;
         self.metrics
             .api_requests
             .with_label_values(&[route, response.status().as_str()])
@@ -143,24 +150,42 @@ impl PublishApi {
         response
     }
 
-    async fn answer(&self, req: Request<Incoming>) -> Response<Body> {
-        match self.try_handle(req).await {
+    async fn answer(&self, req: Request<Incoming>, remote: SocketAddr) -> Response<Body> {
+        let client = self.trusted_proxies.client_ip(remote.ip(), req.headers());
+        match self.try_handle(req, client).await {
             Ok(body) => json(StatusCode::OK, &body),
             Err(e) => {
                 self.metrics
                     .bus_publish_errors
                     .with_label_values(&[&format!("api_{}", e.reason)])
                     .inc();
-                tracing::info!(reason = e.reason, message = %e.message, "publish API request refused");
-                json(
+                let unauthenticated = matches!(
+                    e.reason,
+                    "missing_api_key" | "bad_api_key" | "too_many_failed_keys"
+                );
+                if !unauthenticated {
+                    tracing::info!(reason = e.reason, message = %e.message, "publish API request refused");
+                } else if let Some(suppressed) = AUTH_REFUSAL_LOG.allow() {
+                    tracing::warn!(reason = e.reason, %client, suppressed, "publish API request refused");
+                }
+                let mut resp = json(
                     e.status,
                     &json!({ "ok": false, "error": e.reason, "message": e.message }),
-                )
+                );
+                if let Some(secs) = e.retry_after {
+                    resp.headers_mut()
+                        .insert(header::RETRY_AFTER, http::HeaderValue::from(secs));
+                }
+                resp
             }
         }
     }
 
-    async fn try_handle(&self, req: Request<Incoming>) -> Result<serde_json::Value, ApiError> {
+    async fn try_handle(
+        &self,
+        req: Request<Incoming>,
+        client: IpAddr,
+    ) -> Result<serde_json::Value, ApiError> {
         let batch = match (req.method(), req.uri().path()) {
             (&Method::POST, "/api/v1/emit") => false,
             (&Method::POST, "/api/v1/emit/batch") => true,
@@ -173,8 +198,8 @@ impl PublishApi {
             }
             _ => return Err(err(StatusCode::NOT_FOUND, "not_found", "unknown API path")),
         };
-        self.authorize(&req)?;
-        let body = read_body(req.into_body()).await?;
+        self.authorize(&req, client)?;
+        let body = read_body(req.into_body(), self.body_read_timeout).await?;
         let messages = if batch {
             let batch: BatchRequest = parse(&body)?;
             if batch.messages.len() > MAX_BATCH {
@@ -218,13 +243,24 @@ impl PublishApi {
         })
     }
 
-    fn authorize(&self, req: &Request<Incoming>) -> Result<(), ApiError> {
+    fn authorize(&self, req: &Request<Incoming>, client: IpAddr) -> Result<(), ApiError> {
         if self.keys.is_empty() {
             return Err(err(
                 StatusCode::FORBIDDEN,
                 "api_disabled",
                 "the publish API is disabled: set api.keys (SWITCHBOARD_API_KEYS)",
             ));
+        }
+        // Checked first: an address out of attempts learns nothing more.
+        if let Err(retry) = self.failed_keys.check(client) {
+            let secs = retry.as_secs().max(1);
+            let mut e = err(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_failed_keys",
+                format!("too many failed API-key attempts from this address; retry in {secs} s"),
+            );
+            e.retry_after = Some(secs);
+            return Err(e);
         }
         let presented = req
             .headers()
@@ -233,19 +269,17 @@ impl PublishApi {
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim)
             .ok_or_else(|| {
+                self.failed_keys.record_failure(client);
                 err(
                     StatusCode::UNAUTHORIZED,
                     "missing_api_key",
                     "send Authorization: Bearer <api key>",
                 )
             })?;
-        let mut ok = false;
-        for key in &self.keys {
-            ok |= constant_time_eq(key, presented.as_bytes());
-        }
-        if ok {
+        if self.keys.accepts(presented.as_bytes()) {
             Ok(())
         } else {
+            self.failed_keys.record_failure(client);
             Err(err(
                 StatusCode::UNAUTHORIZED,
                 "bad_api_key",
@@ -259,6 +293,19 @@ impl PublishApi {
         let bad = |msg: String| err(StatusCode::BAD_REQUEST, "invalid_request", msg);
         if m.event.is_empty() {
             return Err(bad("`event` must not be empty".into()));
+        }
+        // Client-side these names are the socket's own lifecycle events; the
+        // emitter and the broadcaster refuse them too.
+        if RESERVED_EVENTS.contains(&m.event.as_str()) {
+            return Err(err(
+                StatusCode::BAD_REQUEST,
+                "reserved_event",
+                format!(
+                    "{:?} is a reserved Socket.IO event name ({})",
+                    m.event,
+                    RESERVED_EVENTS.join(", ")
+                ),
+            ));
         }
         let nsp = m.namespace.unwrap_or_else(|| "/".into());
         if !self.namespaces.contains(&nsp) {
@@ -322,8 +369,17 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<serde_json::
     serde_json::Value::deserialize(d).map(Some)
 }
 
-async fn read_body(body: Incoming) -> Result<Bytes, ApiError> {
-    match Limited::new(body, MAX_BODY_BYTES).collect().await {
+async fn read_body(body: Incoming, timeout: std::time::Duration) -> Result<Bytes, ApiError> {
+    let Ok(read) =
+        tokio::time::timeout(timeout, Limited::new(body, MAX_BODY_BYTES).collect()).await
+    else {
+        return Err(err(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_read_timeout",
+            "the request body did not arrive within server.body_read_timeout_ms",
+        ));
+    };
+    match read {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e)
             if e.downcast_ref::<http_body_util::LengthLimitError>()
@@ -346,16 +402,4 @@ async fn read_body(body: Incoming) -> Result<Bytes, ApiError> {
 fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body)
         .map_err(|e| err(StatusCode::BAD_REQUEST, "invalid_json", e.to_string()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn constant_time_eq_matches_only_equal_keys() {
-        assert!(constant_time_eq(b"abcdef", b"abcdef"));
-        assert!(!constant_time_eq(b"abcdef", b"abcdeg"));
-        assert!(!constant_time_eq(b"abc", b"abcdef"));
-    }
 }

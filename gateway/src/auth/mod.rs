@@ -214,7 +214,14 @@ mod tests {
 
     #[test]
     fn each_source_reaches_the_verifier() {
-        let a = Authenticator::from_config(&hs_config(&["HS256"])).unwrap();
+        let mut cfg = hs_config(&["HS256"]);
+        cfg.token_sources = vec![
+            TokenSource::Auth,
+            TokenSource::Header,
+            TokenSource::Cookie,
+            TokenSource::Query,
+        ];
+        let a = Authenticator::from_config(&cfg).unwrap();
         let t = hs_token(json!({"sub": "u", "exp": exp()}));
         let cases = [
             (

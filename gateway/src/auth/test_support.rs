@@ -60,6 +60,6 @@ pub fn handshake(query: &str, headers: &[(&str, &str)]) -> Handshake {
         query: query.into(),
         remote: "127.0.0.1:5000".parse().expect("addr"),
         issued_ms: 0,
-        trust_forwarded_for: false,
+        client_ip: "127.0.0.1".parse().expect("addr"),
     }
 }

@@ -2,7 +2,7 @@
 
 use std::sync::{
     Arc,
-    atomic::{AtomicBool, Ordering},
+    atomic::{AtomicBool, AtomicU8, Ordering},
 };
 
 use parking_lot::Mutex;
@@ -20,12 +20,21 @@ pub struct Client {
     /// An Admin UI is connected on this connection (its socket lives in
     /// `admin::Admin`, outside the room index).
     admin: AtomicBool,
+    /// CONNECTs refused on this session so far (bounded retries).
+    refused_connects: AtomicU8,
 }
 
 impl Client {
     /// The socket connected to `nsp`, if any.
     pub fn socket(&self, nsp: &str) -> Option<Arc<Socket>> {
         self.sockets.lock().iter().find(|s| &*s.nsp == nsp).cloned()
+    }
+
+    /// Counts one refused CONNECT; returns how many there have been.
+    pub(crate) fn count_refused_connect(&self) -> u8 {
+        self.refused_connects
+            .fetch_add(1, Ordering::Relaxed)
+            .saturating_add(1)
     }
 
     pub fn has_sockets(&self) -> bool {

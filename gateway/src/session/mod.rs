@@ -183,6 +183,50 @@ impl SocketIo {
         conn.close(CloseReason::ProtocolError);
     }
 
+    /// Answers a refused CONNECT with CONNECT_ERROR (`data.reason` when
+    /// `with_reason`; the reference server sends none for a bad namespace).
+    /// A session is not a free oracle for guessing tokens: the
+    /// [`MAX_REFUSED_CONNECTS`]th refusal on one session closes it, with
+    /// reason `too_many_refused_connects` in that last CONNECT_ERROR.
+    fn refuse_connect(
+        &self,
+        conn: &Conn,
+        nsp: &str,
+        reason: &str,
+        message: &str,
+        with_reason: bool,
+    ) {
+        self.metrics
+            .connect_refused
+            .with_label_values(&[reason])
+            .inc();
+        if let Some(suppressed) = CONNECT_REFUSED_LOG.allow() {
+            tracing::info!(
+                sid = %conn.sid,
+                nsp,
+                reason,
+                client = %conn.handshake.client_address(),
+                suppressed,
+                "connect refused"
+            );
+        }
+        if conn.data.count_refused_connect() >= MAX_REFUSED_CONNECTS {
+            self.metrics
+                .connect_refused
+                .with_label_values(&["too_many_refused_connects"])
+                .inc();
+            conn.send(packets::connect_error(
+                nsp,
+                &format!("{message}; too many refused CONNECT attempts, closing the connection"),
+                Some(serde_json::json!({ "reason": "too_many_refused_connects", "last": reason })),
+            ));
+            conn.close(CloseReason::ServerClosed);
+            return;
+        }
+        let data = with_reason.then(|| serde_json::json!({ "reason": reason }));
+        conn.send(packets::connect_error(nsp, message, data));
+    }
+
     fn on_packet(&self, conn: &Conn, packet: Packet) {
         let nsp = packet.ns.as_str();
         if let Some(admin) = &self.admin
@@ -274,13 +318,7 @@ impl SocketIo {
             return;
         };
         let Some(nsp) = self.namespace(nsp).cloned() else {
-            self.metrics
-                .connect_refused
-                .with_label_values(&["invalid_namespace"])
-                .inc();
-            tracing::info!(sid = %conn.sid, nsp, "connect refused: invalid namespace");
-            conn.send(packets::connect_error(nsp, "Invalid namespace", None));
-            return;
+            return self.refuse_connect(conn, nsp, "invalid_namespace", "Invalid namespace", false);
         };
         if let Some(existing) = conn.data.socket(&nsp) {
             // A repeated CONNECT for a connected namespace gets the same socket.
@@ -290,39 +328,19 @@ impl SocketIo {
         let identity = match self.auth.authenticate(&conn.handshake, auth.as_ref()) {
             Ok(identity) => identity,
             Err(refusal) => {
-                self.metrics
-                    .connect_refused
-                    .with_label_values(&[refusal.reason()])
-                    .inc();
-                tracing::info!(
-                    sid = %conn.sid,
-                    nsp = &*nsp,
-                    reason = refusal.reason(),
-                    client = %conn.handshake.client_address(),
-                    "connect refused"
-                );
-                conn.send(packets::connect_error(
-                    &nsp,
-                    &refusal.message(),
-                    Some(serde_json::json!({ "reason": refusal.reason() })),
-                ));
-                return;
+                return self.refuse_connect(conn, &nsp, refusal.reason(), &refusal.message(), true);
             }
         };
         if let Some(user) = &identity.user
             && !self.claim_user_slot(&nsp, user)
         {
-            self.metrics
-                .connect_refused
-                .with_label_values(&["too_many_connections"])
-                .inc();
-            tracing::info!(sid = %conn.sid, user, "connect refused: too many connections for this user");
-            conn.send(packets::connect_error(
+            return self.refuse_connect(
+                conn,
                 &nsp,
+                "too_many_connections",
                 "too many connections for this user",
-                Some(serde_json::json!({ "reason": "too_many_connections" })),
-            ));
-            return;
+                true,
+            );
         }
         let budget = (self.limits.client_events_per_sec > 0).then(|| {
             TokenBucket::new(
@@ -521,6 +539,17 @@ impl SocketIo {
     }
 }
 
+/// Refused CONNECTs on one session before it is closed.
+const MAX_REFUSED_CONNECTS: u8 = 3;
+
+/// Refused CONNECTs happen at the rate clients send them.
+static CONNECT_REFUSED_LOG: crate::log_throttle::LogThrottle =
+    crate::log_throttle::LogThrottle::new(std::time::Duration::from_secs(10));
+
+/// Unauthenticated sessions time out at the rate clients open them.
+static CONNECT_TIMEOUT_LOG: crate::log_throttle::LogThrottle =
+    crate::log_throttle::LogThrottle::new(std::time::Duration::from_secs(10));
+
 impl EngineHandler for SocketIo {
     type Data = Client;
 
@@ -543,7 +572,9 @@ impl EngineHandler for SocketIo {
                     .connect_refused
                     .with_label_values(&["connect_timeout"])
                     .inc();
-                tracing::info!(sid = %conn.sid, "no CONNECT within connect timeout; closing");
+                if let Some(suppressed) = CONNECT_TIMEOUT_LOG.allow() {
+                    tracing::info!(sid = %conn.sid, suppressed, "no CONNECT within socketio.connect_timeout_ms; closing");
+                }
                 conn.close(CloseReason::ServerClosed);
             }
         });

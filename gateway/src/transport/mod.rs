@@ -33,6 +33,11 @@ use crate::{
     metrics::Metrics,
 };
 
+static ORIGIN_LOG: crate::log_throttle::LogThrottle =
+    crate::log_throttle::LogThrottle::new(std::time::Duration::from_secs(10));
+static REFUSAL_LOG: crate::log_throttle::LogThrottle =
+    crate::log_throttle::LogThrottle::new(std::time::Duration::from_secs(10));
+
 /// The body type of every response the gateway writes.
 pub type Body = Full<Bytes>;
 
@@ -81,6 +86,10 @@ pub enum EngineError {
     /// The gateway owning the sid did not answer within
     /// `cluster.forward_timeout_ms`.
     OwnerTimeout,
+    /// A polling POST body did not arrive within `server.body_read_timeout_ms`.
+    BodyTimeout,
+    /// The gateway holds `limits.max_sessions` sessions.
+    ServerFull,
 }
 
 impl EngineError {
@@ -98,6 +107,7 @@ impl EngineError {
             EngineError::ForwardOverloaded
             | EngineError::OwnerUnreachable
             | EngineError::OwnerTimeout => 3,
+            EngineError::BodyTimeout | EngineError::ServerFull => 3,
         }
     }
 
@@ -119,6 +129,8 @@ impl EngineError {
             EngineError::ForwardOverloaded => "Too many forwarded requests in flight; retry later",
             EngineError::OwnerUnreachable => "The gateway holding this session cannot be reached",
             EngineError::OwnerTimeout => "The gateway holding this session did not answer in time",
+            EngineError::BodyTimeout => "Request body not received in time",
+            EngineError::ServerFull => "Gateway at its session limit; retry later",
         }
     }
 
@@ -138,6 +150,8 @@ impl EngineError {
             EngineError::ForwardOverloaded => "forward_overloaded",
             EngineError::OwnerUnreachable => "owner_unreachable",
             EngineError::OwnerTimeout => "owner_timeout",
+            EngineError::BodyTimeout => "body_read_timeout",
+            EngineError::ServerFull => "max_sessions",
         }
     }
 
@@ -152,6 +166,8 @@ impl EngineError {
             EngineError::ForwardOverloaded => StatusCode::SERVICE_UNAVAILABLE,
             EngineError::OwnerUnreachable => StatusCode::BAD_GATEWAY,
             EngineError::OwnerTimeout => StatusCode::GATEWAY_TIMEOUT,
+            EngineError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            EngineError::ServerFull => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::BAD_REQUEST,
         }
     }
@@ -168,9 +184,11 @@ pub struct EngineSettings {
     pub websocket: bool,
     pub queue: QueueLimits,
     pub write_timeout: Duration,
+    pub body_read_timeout: Duration,
     pub max_connections_per_ip: usize,
+    pub max_sessions: usize,
     pub allowed_origins: Vec<String>,
-    pub trust_forwarded_for: bool,
+    pub trusted_proxies: crate::client_ip::TrustedProxies,
     /// Forwarding to the gateway that owns a sid (`[cluster]`).
     pub forward: forward::ForwardSettings,
 }
@@ -191,9 +209,11 @@ impl From<&Config> for EngineSettings {
                 max_frames: l.max_queue_frames,
             },
             write_timeout: Duration::from_millis(l.write_timeout_ms),
+            body_read_timeout: config.body_read_timeout(),
             max_connections_per_ip: l.max_connections_per_ip,
+            max_sessions: l.max_sessions,
             allowed_origins: config.server.allowed_origins.clone(),
-            trust_forwarded_for: config.server.trust_forwarded_for,
+            trusted_proxies: crate::client_ip::TrustedProxies::new(config.trusted_proxies()),
             forward: forward::ForwardSettings::from(config),
         }
     }
@@ -356,7 +376,11 @@ impl<H: EngineHandler> Engine<H> {
             }
         };
         let mut resp = if !allowed {
-            tracing::info!(origin = ?origin, %remote, "request from an origin not allowed");
+            // The client chooses how often this happens: one line per
+            // window, every refusal still counted in the metric.
+            if let Some(suppressed) = ORIGIN_LOG.allow() {
+                tracing::warn!(origin = ?origin, %remote, suppressed, "request from an origin not in server.allowed_origins refused");
+            }
             self.error_response(EngineError::OriginNotAllowed)
         } else if req.method() == Method::OPTIONS {
             Response::builder()
@@ -394,19 +418,24 @@ impl<H: EngineHandler> Engine<H> {
     /// per-address bound. Counts the session against its address on success;
     /// [`Engine::release`] gives the place back.
     fn admit(&self, handshake: &Handshake) -> Result<(), EngineError> {
+        // Per address first: a flood from one address must not use up the
+        // gateway-wide rate that everybody else's reconnects need.
+        let mut per_ip = self.per_ip.lock();
+        let address = handshake.client_address();
+        let count = per_ip.get(&address).copied().unwrap_or(0);
+        if self.settings.max_connections_per_ip > 0 && count >= self.settings.max_connections_per_ip
+        {
+            return Err(EngineError::TooManyConnections);
+        }
+        if self.settings.max_sessions > 0 && self.session_count() >= self.settings.max_sessions {
+            return Err(EngineError::ServerFull);
+        }
         if let Some(bucket) = &self.admission
             && !bucket.lock().try_take()
         {
             return Err(EngineError::RateLimited);
         }
-        let mut per_ip = self.per_ip.lock();
-        let count = per_ip.entry(handshake.client_address()).or_insert(0);
-        if self.settings.max_connections_per_ip > 0
-            && *count >= self.settings.max_connections_per_ip
-        {
-            return Err(EngineError::TooManyConnections);
-        }
-        *count += 1;
+        *per_ip.entry(address).or_insert(0) += 1;
         Ok(())
     }
 
@@ -494,17 +523,15 @@ impl<H: EngineHandler> Engine<H> {
                 headers.append(name.clone(), value);
             }
         }
-        if self.settings.trust_forwarded_for
-            && let Some(value) = req.headers().get("x-forwarded-for").and_then(copy)
-        {
-            headers.insert("x-forwarded-for", value);
-        }
         Handshake {
             headers,
             query: req.uri().query().unwrap_or("").to_string(),
             remote,
             issued_ms,
-            trust_forwarded_for: self.settings.trust_forwarded_for,
+            client_ip: self
+                .settings
+                .trusted_proxies
+                .client_ip(remote.ip(), req.headers()),
         }
     }
 
@@ -569,7 +596,15 @@ impl<H: EngineHandler> Engine<H> {
             .engine_errors
             .with_label_values(&[err.label()])
             .inc();
-        tracing::debug!(error = err.message(), "engine.io request refused");
+        // Clients choose how often they are refused: one line per window.
+        if let Some(suppressed) = REFUSAL_LOG.allow() {
+            tracing::info!(
+                error = err.label(),
+                message = err.message(),
+                suppressed,
+                "engine.io request refused"
+            );
+        }
         let body = serde_json::json!({ "code": err.code(), "message": err.message() }).to_string();
         Response::builder()
             .status(err.status())

@@ -128,24 +128,38 @@ pub(super) async fn post<H: EngineHandler>(
         ProtocolVersion::V4,
         engine.settings.max_payload,
     );
-    futures_util::pin_mut!(packets);
-    while let Some(packet) = packets.next().await {
-        match packet {
-            Ok(packet) => {
-                if !engine.on_packet(&conn, packet) {
-                    break;
+    // The body arrives while this loop runs: a client trickling it is cut
+    // after `server.body_read_timeout_ms` instead of holding the request.
+    let read = tokio::time::timeout(engine.settings.body_read_timeout, async {
+        futures_util::pin_mut!(packets);
+        while let Some(packet) = packets.next().await {
+            match packet {
+                Ok(packet) => {
+                    if !engine.on_packet(&conn, packet) {
+                        break;
+                    }
+                }
+                Err(PacketParseError::PayloadTooLarge { max }) => {
+                    tracing::info!(sid = %conn.sid, max, "polling payload too large; closing session");
+                    conn.close(CloseReason::ProtocolError);
+                    return Err(EngineError::PayloadTooLarge);
+                }
+                Err(err) => {
+                    tracing::info!(sid = %conn.sid, %err, "malformed polling payload; closing session");
+                    conn.close(CloseReason::ProtocolError);
+                    return Err(EngineError::BadRequest);
                 }
             }
-            Err(PacketParseError::PayloadTooLarge { max }) => {
-                tracing::info!(sid = %conn.sid, max, "polling payload too large; closing session");
-                conn.close(CloseReason::ProtocolError);
-                return Err(EngineError::PayloadTooLarge);
-            }
-            Err(err) => {
-                tracing::info!(sid = %conn.sid, %err, "malformed polling payload; closing session");
-                conn.close(CloseReason::ProtocolError);
-                return Err(EngineError::BadRequest);
-            }
+        }
+        Ok(())
+    })
+    .await;
+    match read {
+        Ok(result) => result?,
+        Err(_) => {
+            tracing::debug!(sid = %conn.sid, "polling body not received in time; closing session");
+            conn.close(CloseReason::ProtocolError);
+            return Err(EngineError::BodyTimeout);
         }
     }
     Ok(text_response(Bytes::from_static(b"ok"), "text/html"))

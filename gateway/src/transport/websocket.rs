@@ -12,7 +12,6 @@ use futures_util::{SinkExt, StreamExt};
 use http::{HeaderMap, Method, Request, Response, StatusCode, header};
 use hyper::{body::Incoming, upgrade::Upgraded};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 use tokio_tungstenite::{
     WebSocketStream,
     tungstenite::{
@@ -22,14 +21,14 @@ use tokio_tungstenite::{
     },
 };
 
-use crate::handshake::Handshake;
+use crate::{conn_slot::SlottedStream, handshake::Handshake};
 
 use super::{
     Body, CloseReason, Connection, Engine, EngineError, EngineHandler, Frame, TransportKind,
     connection::Heartbeat, str_from_utf8_bytes,
 };
 
-type Ws = WebSocketStream<TcpStream>;
+type Ws = WebSocketStream<SlottedStream>;
 
 /// The read buffer tungstenite allocates eagerly per connection. Small on
 /// purpose: idle connections dominate, and larger messages still arrive,
@@ -218,7 +217,7 @@ pub(super) fn upgrade<H: EngineHandler>(
 /// connection's memory. Bytes hyper had read past the request go to
 /// tungstenite first.
 async fn into_websocket(upgraded: Upgraded, max_payload: u64) -> Option<Ws> {
-    let parts = match upgraded.downcast::<TokioIo<TcpStream>>() {
+    let parts = match upgraded.downcast::<TokioIo<SlottedStream>>() {
         Ok(parts) => parts,
         Err(_) => {
             tracing::error!("upgraded connection is not a TCP stream; dropping it");

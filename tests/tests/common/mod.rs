@@ -23,7 +23,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, tungstenite::Message};
 
 /// HS256 secret every gateway in these tests is started with.
-pub const SECRET: &str = "interop-secret-0123456789abcdef";
+pub const SECRET: &str = "interop-secret-0123456789abcdef0123456789";
 /// API key for `POST /api/v1/emit`.
 pub const API_KEY: &str = "interop-api-key-0123456789abcdef";
 /// Default bound for anything that should happen.

@@ -21,7 +21,7 @@ use switchboard_testkit::net::{HttpResponse, http_request};
 use tokio::{net::TcpStream, task::JoinHandle};
 use tokio_tungstenite::{
     MaybeTlsStream, WebSocketStream,
-    tungstenite::{Message, protocol::frame::coding::CloseCode},
+    tungstenite::{self, Message, client::IntoClientRequest, protocol::frame::coding::CloseCode},
 };
 
 /// A websocket to the gateway (plain TCP).
@@ -41,6 +41,29 @@ pub async fn ws_open(port: u16) -> anyhow::Result<Ws> {
         .await
         .context("websocket handshake timed out")??;
     Ok(ws)
+}
+
+/// A websocket handshake with extra headers; `Err((status, body))` if
+/// refused over HTTP.
+pub async fn ws_open_with(port: u16, headers: &[(&str, &str)]) -> Result<Ws, (u16, String)> {
+    let mut req = ws_url(port).into_client_request().unwrap();
+    for (k, v) in headers {
+        req.headers_mut().insert(
+            tungstenite::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            tungstenite::http::HeaderValue::from_str(v).unwrap(),
+        );
+    }
+    match tokio::time::timeout(STEP, tokio_tungstenite::connect_async(req))
+        .await
+        .expect("websocket handshake timed out")
+    {
+        Ok((ws, _)) => Ok(ws),
+        Err(tungstenite::Error::Http(resp)) => Err((
+            resp.status().as_u16(),
+            String::from_utf8_lossy(resp.body().as_deref().unwrap_or_default()).to_string(),
+        )),
+        Err(e) => panic!("websocket handshake failed: {e}"),
+    }
 }
 
 /// The next text frame, answering Engine.IO pings on the way.
