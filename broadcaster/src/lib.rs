@@ -39,6 +39,7 @@
 
 #![warn(missing_docs)]
 
+pub mod fleet;
 mod framing;
 
 use std::borrow::Cow;

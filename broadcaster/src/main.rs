@@ -1,4 +1,7 @@
-//! `switchboard`: publish Socket.IO events to Switchboard gateways from a shell.
+//! `switchboard`: publish Socket.IO events to Switchboard gateways from a shell,
+//! and look at the fleet (`status`, `sockets`, `rooms`).
+
+mod cli_fleet;
 
 use std::io::Read;
 use std::process::ExitCode;
@@ -6,6 +9,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use rmpv::Value;
+use switchboard_broadcaster::fleet::Fleet;
 use switchboard_broadcaster::{
     BroadcastOperator, Broadcaster, BroadcasterConfig, Delivery, Mode, PublishError, RedisSettings,
     Secret,
@@ -17,23 +21,29 @@ const EXIT_USAGE: u8 = 2;
 const EXIT_REDIS: u8 = 3;
 /// Exit code for `--require-delivery` when no subscriber received the message.
 const EXIT_UNDELIVERED: u8 = 4;
+/// Exit code of a fleet command when some servers did not answer in time
+/// (what did answer is printed).
+const EXIT_INCOMPLETE: u8 = 5;
 
 #[derive(Parser, Debug)]
 #[command(
     name = "switchboard",
     version,
-    about = "Publish Socket.IO events to Switchboard gateways (and Node socket.io servers) through Redis",
+    about = "Publish Socket.IO events to Switchboard gateways (and Node socket.io servers) through Redis; list the fleet's servers, sockets and rooms",
     long_about = "Publish Socket.IO events to Switchboard gateways (and Node Socket.IO servers using \
-@socket.io/redis-adapter) through Redis. Messages are byte-identical to @socket.io/redis-emitter.",
+@socket.io/redis-adapter) through Redis. Messages are byte-identical to @socket.io/redis-emitter. \
+status, sockets and rooms ask every server of the fleet (gateways and Node servers) what it holds.",
     after_help = "PASSWORDS are read from the environment, never from flags: SWITCHBOARD_REDIS__PASSWORD \
 (or --password-file), SWITCHBOARD_REDIS__SENTINEL_PASSWORD; or in the --redis URL.\n\n\
-EXIT CODES:\n  0  published\n  2  bad usage or bad input (invalid JSON, reserved event name, bad setting...)\n  \
+EXIT CODES:\n  0  published (or, for status / sockets / rooms, every server answered)\n  2  bad usage or bad input (invalid JSON, reserved event name, bad setting...)\n  \
 3  Redis unreachable, timed out, refused the credentials, the TLS handshake or the command (check --redis / SWITCHBOARD_REDIS_URL)\n  \
-4  --require-delivery was given and no subscriber received the message\n\n\
+4  --require-delivery was given and no subscriber received the message\n  \
+5  status / sockets / rooms: some servers did not answer within --timeout-ms (the answers that came are printed)\n\n\
 EXAMPLES:\n  switchboard publish --role admin --event ticket_updated --data '{\"id\":7}'\n  \
 switchboard publish --user 42 --event notification --args '[\"assigned\", 7]'\n  \
 echo '{\"id\":7}' | switchboard publish --to room1 --event update --data -\n  \
-switchboard kick --user 42 --close\n  switchboard join --user 42 --room ticket:7"
+switchboard kick --user 42 --close\n  switchboard join --user 42 --room ticket:7\n  \
+switchboard status\n  switchboard sockets --user 42\n  switchboard sockets --room ticket:7 --json\n  switchboard rooms"
 )]
 struct Cli {
     /// Redis URL (standalone mode): redis://host:6379, rediss://user:password@host:6380 for TLS.
@@ -352,6 +362,38 @@ enum Command {
         #[arg(long)]
         all: bool,
     },
+    /// List the servers of the fleet: gateways (connections, uptime, version) and Node servers.
+    Status {
+        #[command(flatten)]
+        fleet: FleetArgs,
+    },
+    /// List sockets across the fleet (fetchSockets), Node servers' included.
+    Sockets {
+        /// Sockets in this room (repeatable: in any of them).
+        #[arg(long = "room", value_name = "ROOM")]
+        rooms: Vec<String>,
+        /// Sockets of this user (repeatable), i.e. in the user's room.
+        #[arg(long = "user", value_name = "ID")]
+        users: Vec<String>,
+        #[command(flatten)]
+        fleet: FleetArgs,
+    },
+    /// List the rooms of the fleet (allRooms), socket ids included as in Node.
+    Rooms {
+        #[command(flatten)]
+        fleet: FleetArgs,
+    },
+}
+
+/// Options of the fleet commands.
+#[derive(Args, Debug)]
+struct FleetArgs {
+    /// Namespace to ask.
+    #[arg(long, default_value = "/", value_name = "NSP")]
+    namespace: String,
+    /// Print JSON (one object) instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 /// A failure with the exit code to use.
@@ -433,8 +475,77 @@ fn require_target(target: &Target, all: bool, verb: &str) -> Result<(), Failure>
     Ok(())
 }
 
-async fn run(cli: Cli) -> Result<Delivery, Failure> {
+/// What a command did, for `main` to report.
+enum Done {
+    /// A message was published.
+    Published(Delivery),
+    /// A fleet command printed its answer; `complete` is false when some
+    /// servers did not answer.
+    Reported { complete: bool },
+}
+
+/// Runs a fleet command and prints its answer.
+async fn run_fleet(
+    redis: &switchboard_redis::RedisSettings,
+    cli: &Cli,
+    command: &Command,
+) -> Result<Done, Failure> {
+    let fleet_args = match command {
+        Command::Status { fleet } | Command::Rooms { fleet } | Command::Sockets { fleet, .. } => {
+            fleet
+        }
+        _ => unreachable!("run_fleet is called for fleet commands only"),
+    };
+    let redis = switchboard_redis::Redis::new(redis)
+        .map_err(|e| usage(format!("invalid connection settings: {e}")))?;
+    let timeout = Duration::from_millis(cli.timeout_ms.max(1));
+    let fleet =
+        Fleet::new(&redis, &cli.key, &fleet_args.namespace, timeout).map_err(publish_failure)?;
+    let gathered = match command {
+        Command::Status { .. } => {
+            let status = fleet.status().await.map_err(publish_failure)?;
+            cli_fleet::print_status(&status, fleet_args.json, cli.timeout_ms);
+            status.gathered
+        }
+        Command::Sockets { rooms, users, .. } => {
+            let mut rooms = rooms.clone();
+            rooms.extend(
+                users
+                    .iter()
+                    .map(|u| cli.user_room_template.replace("{id}", u)),
+            );
+            let sockets = fleet.sockets(rooms).await.map_err(publish_failure)?;
+            cli_fleet::print_sockets(&sockets, fleet_args.json, cli.timeout_ms);
+            sockets.gathered
+        }
+        _ => {
+            let rooms = fleet.rooms().await.map_err(publish_failure)?;
+            cli_fleet::print_rooms(&rooms, fleet_args.json, cli.timeout_ms);
+            rooms.gathered
+        }
+    };
+    if gathered.missing() > 0 {
+        eprintln!(
+            "switchboard: warning: {} of {} server(s) on {} did not answer within {} ms",
+            gathered.missing(),
+            gathered.expected,
+            switchboard_wire::Channels::new(cli.key.clone()).request(&fleet_args.namespace),
+            cli.timeout_ms
+        );
+    }
+    Ok(Done::Reported {
+        complete: gathered.missing() == 0,
+    })
+}
+
+async fn run(cli: Cli) -> Result<Done, Failure> {
     let redis = cli.connection.settings(&cli.redis, cli.timeout_ms)?;
+    if matches!(
+        cli.command,
+        Command::Status { .. } | Command::Sockets { .. } | Command::Rooms { .. }
+    ) {
+        return run_fleet(&redis, &cli, &cli.command).await;
+    }
     let b = Broadcaster::from_config(BroadcasterConfig {
         redis_url: cli.redis.clone(),
         redis,
@@ -445,7 +556,7 @@ async fn run(cli: Cli) -> Result<Delivery, Failure> {
         ..Default::default()
     })
     .map_err(publish_failure)?;
-    match cli.command {
+    let delivery = match cli.command {
         Command::Publish {
             target,
             event,
@@ -481,6 +592,9 @@ async fn run(cli: Cli) -> Result<Delivery, Failure> {
                 .map_err(publish_failure)?;
             b.publish(m).await.map_err(publish_failure)
         }
+        Command::Status { .. } | Command::Sockets { .. } | Command::Rooms { .. } => {
+            unreachable!("fleet commands return above")
+        }
         Command::Kick { target, close, all } => {
             require_target(&target, all, "kick")?;
             target
@@ -505,7 +619,8 @@ async fn run(cli: Cli) -> Result<Delivery, Failure> {
                 .await
                 .map_err(publish_failure)
         }
-    }
+    }?;
+    Ok(Done::Published(delivery))
 }
 
 fn main() -> ExitCode {
@@ -522,7 +637,14 @@ fn main() -> ExitCode {
         }
     };
     match runtime.block_on(run(cli)) {
-        Ok(d) => {
+        Ok(Done::Reported { complete }) => {
+            if complete {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_INCOMPLETE)
+            }
+        }
+        Ok(Done::Published(d)) => {
             println!(
                 "published to {}: {} subscriber(s)",
                 d.channel, d.subscribers

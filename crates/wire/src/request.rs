@@ -37,6 +37,9 @@ pub enum RequestType {
     BroadcastClientCount = 8,
     /// Response: one client acknowledgement of a BROADCAST.
     BroadcastAck = 9,
+    /// Switchboard's own: describe the server (`switchboard status`). Not an adapter type:
+    /// Node servers ignore it (`ignoring unknown request type`), gateways answer it.
+    ServerStatus = 100,
 }
 
 impl RequestType {
@@ -53,6 +56,7 @@ impl RequestType {
             7 => RequestType::Broadcast,
             8 => RequestType::BroadcastClientCount,
             9 => RequestType::BroadcastAck,
+            100 => RequestType::ServerStatus,
             _ => return None,
         })
     }
@@ -197,6 +201,14 @@ pub enum Request {
         /// The client's ack arguments.
         packet: Value,
     },
+    /// SERVER_STATUS (100, Switchboard only): `{uid, requestId, type: 100}` ->
+    /// [`Response::ServerStatus`] from every gateway; Node servers ignore it.
+    ServerStatus {
+        /// Sender uid.
+        uid: Option<String>,
+        /// Request id to echo.
+        request_id: String,
+    },
 }
 
 impl Request {
@@ -213,6 +225,7 @@ impl Request {
             Request::Broadcast { .. } => RequestType::Broadcast,
             Request::BroadcastClientCount { .. } => RequestType::BroadcastClientCount,
             Request::BroadcastAck { .. } => RequestType::BroadcastAck,
+            Request::ServerStatus { .. } => RequestType::ServerStatus,
         }
     }
 
@@ -225,7 +238,8 @@ impl Request {
             | Request::ServerSideEmit { uid, .. }
             | Request::Broadcast { uid, .. }
             | Request::BroadcastClientCount { uid, .. }
-            | Request::BroadcastAck { uid, .. } => uid.as_deref(),
+            | Request::BroadcastAck { uid, .. }
+            | Request::ServerStatus { uid, .. } => uid.as_deref(),
             Request::RemoteJoin(r) | Request::RemoteLeave(r) => r.uid.as_deref(),
             Request::RemoteDisconnect(r) => r.uid.as_deref(),
         }
@@ -239,7 +253,8 @@ impl Request {
             | Request::RemoteFetch { request_id, .. }
             | Request::Broadcast { request_id, .. }
             | Request::BroadcastClientCount { request_id, .. }
-            | Request::BroadcastAck { request_id, .. } => Some(request_id),
+            | Request::BroadcastAck { request_id, .. }
+            | Request::ServerStatus { request_id, .. } => Some(request_id),
             Request::ServerSideEmit { request_id, .. } => request_id.as_deref(),
             Request::RemoteJoin(r) | Request::RemoteLeave(r) => r.request_id.as_deref(),
             Request::RemoteDisconnect(r) => r.request_id.as_deref(),
@@ -299,6 +314,14 @@ pub enum Response {
         /// The client's ack arguments.
         packet: Value,
     },
+    /// Answer to SERVER_STATUS: `{type: 100, requestId, server: {...}}` (see
+    /// docs/protocol.md for the fields of `server`).
+    ServerStatus {
+        /// Echoed request id.
+        request_id: String,
+        /// The gateway's description: a map.
+        server: Value,
+    },
 }
 
 impl Response {
@@ -311,7 +334,8 @@ impl Response {
             | Response::Ack { request_id }
             | Response::ServerSideEmit { request_id, .. }
             | Response::BroadcastClientCount { request_id, .. }
-            | Response::BroadcastAck { request_id, .. } => request_id,
+            | Response::BroadcastAck { request_id, .. }
+            | Response::ServerStatus { request_id, .. } => request_id,
         }
     }
 
@@ -393,7 +417,7 @@ pub fn encode_request(req: &Request) -> Vec<u8> {
             e.push(kv("rooms", strings(rooms)));
             json(e)
         }
-        Request::AllRooms { uid, request_id } => {
+        Request::AllRooms { uid, request_id } | Request::ServerStatus { uid, request_id } => {
             let mut e = Vec::new();
             opt_str(&mut e, "uid", uid);
             e.push(kv("requestId", Value::from(request_id.as_str())));
@@ -513,7 +537,7 @@ fn message_type(entries: &[(Value, Value)]) -> Result<Option<u8>, WireError> {
     match get(entries, "type") {
         None | Some(Value::Nil) => Ok(None),
         Some(Value::Integer(i)) => match i.as_u64() {
-            Some(n) if n <= 9 => Ok(Some(n as u8)),
+            Some(n) if n <= 9 || n == RequestType::ServerStatus as u64 => Ok(Some(n as u8)),
             _ => Err(WireError::UnknownType(i.as_i64().unwrap_or(i64::MAX))),
         },
         Some(other) => Err(WireError::Shape(format!(
@@ -559,6 +583,10 @@ pub fn decode_request(bytes: &[u8]) -> Result<Request, WireError> {
             rooms: room_list(get(&e, "rooms"), "rooms")?,
         },
         RequestType::AllRooms => Request::AllRooms {
+            uid,
+            request_id: req_string(&e, "requestId")?,
+        },
+        RequestType::ServerStatus => Request::ServerStatus {
             uid,
             request_id: req_string(&e, "requestId")?,
         },
@@ -676,6 +704,11 @@ pub fn encode_response(resp: &Response) -> Vec<u8> {
             kv("requestId", Value::from(request_id.as_str())),
             kv("clientCount", Value::from(*client_count)),
         ]),
+        Response::ServerStatus { request_id, server } => json(vec![
+            kv("type", Value::from(RequestType::ServerStatus as u8)),
+            kv("requestId", Value::from(request_id.as_str())),
+            kv("server", server.clone()),
+        ]),
         Response::BroadcastAck { request_id, packet } => crate::msgpack::encode(&Value::Map(vec![
             kv("type", Value::from(RequestType::BroadcastAck as u8)),
             kv("requestId", Value::from(request_id.as_str())),
@@ -703,6 +736,10 @@ pub fn decode_response(bytes: &[u8]) -> Result<Response, WireError> {
         Some(9) => Ok(Response::BroadcastAck {
             request_id,
             packet: get(&e, "packet").cloned().unwrap_or(Value::Nil),
+        }),
+        Some(100) => Ok(Response::ServerStatus {
+            request_id,
+            server: get(&e, "server").cloned().unwrap_or(Value::Nil),
         }),
         Some(other) => Err(WireError::UnknownType(i64::from(other))),
         None => {
@@ -750,6 +787,27 @@ mod tests {
             rooms: rooms.iter().map(|r| r.to_string()).collect(),
             except: except.iter().map(|r| r.to_string()).collect(),
         }
+    }
+
+    #[test]
+    fn server_status_round_trips_as_json() {
+        let req = Request::ServerStatus {
+            uid: Some("cli123".into()),
+            request_id: "r1".into(),
+        };
+        let bytes = encode_request(&req);
+        assert_eq!(s(&bytes), r#"{"uid":"cli123","requestId":"r1","type":100}"#);
+        assert_eq!(decode_request(&bytes).unwrap(), req);
+        let resp = Response::ServerStatus {
+            request_id: "r1".into(),
+            server: Value::Map(vec![(Value::from("uid"), Value::from("gw1"))]),
+        };
+        let bytes = encode_response(&resp);
+        assert_eq!(
+            s(&bytes),
+            r#"{"type":100,"requestId":"r1","server":{"uid":"gw1"}}"#
+        );
+        assert_eq!(decode_response(&bytes).unwrap(), resp);
     }
 
     #[test]

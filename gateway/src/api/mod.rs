@@ -141,6 +141,16 @@ impl PublishApi {
 
     /// Answers one request under `/api/`.
     pub async fn handle(&self, req: Request<Incoming>, remote: SocketAddr) -> Response<Body> {
+        let route = Metrics::api_route(req.uri().path());
+        let response = self.answer(req, remote).await;
+        self.metrics
+            .api_requests
+            .with_label_values(&[route, response.status().as_str()])
+            .inc();
+        response
+    }
+
+    async fn answer(&self, req: Request<Incoming>, remote: SocketAddr) -> Response<Body> {
         let client = self.trusted_proxies.client_ip(remote.ip(), req.headers());
         match self.try_handle(req, client).await {
             Ok(body) => json(StatusCode::OK, &body),

@@ -89,6 +89,7 @@ impl SocketIo {
     }
 
     fn on_broadcast(&self, payload: &[u8]) {
+        let received = tokio::time::Instant::now();
         let msg = match decode_broadcast(payload) {
             Ok(msg) => msg,
             Err(err) => return self.bus_decode_error("broadcast", &err),
@@ -97,11 +98,17 @@ impl SocketIo {
             return;
         }
         self.metrics.bus_in.with_label_values(&["broadcast"]).inc();
-        self.deliver(&msg);
+        self.deliver_received(&msg, received);
     }
 
     /// Queues one broadcast to every local target.
     pub fn deliver(&self, msg: &BroadcastMessage) {
+        self.deliver_received(msg, tokio::time::Instant::now());
+    }
+
+    /// Queues one broadcast, which the gateway received at `received`, to
+    /// every local target (the delivery latency histogram counts from then).
+    pub fn deliver_received(&self, msg: &BroadcastMessage, received: tokio::time::Instant) {
         let nsp = msg.packet.nsp.as_str();
         let targets = self.rooms.targets(nsp, &msg.opts.rooms, &msg.opts.except);
         if targets.is_empty() {
@@ -121,7 +128,10 @@ impl SocketIo {
                 self.metrics.volatile_dropped.inc();
                 continue;
             }
-            if socket.send_all(frames.iter().cloned()) {
+            if socket
+                .conn
+                .send_all_received(frames.iter().cloned(), Some(received))
+            {
                 sent += 1;
             }
         }
@@ -234,6 +244,12 @@ impl SocketIo {
                     },
                 );
             }
+            Request::ServerStatus { uid, request_id }
+                if uid.as_deref() != Some(self.uid.as_str()) =>
+            {
+                let server = json_to_msgpack(&self.status());
+                self.respond(nsp, Response::ServerStatus { request_id, server });
+            }
             Request::Broadcast {
                 uid,
                 request_id,
@@ -246,6 +262,37 @@ impl SocketIo {
                 tracing::debug!(request = ?other.request_type(), "bus request not handled by the gateway");
             }
         }
+    }
+
+    /// What this gateway says about itself to `switchboard status` (the
+    /// fields are documented in docs/protocol.md).
+    fn status(&self) -> serde_json::Value {
+        let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .or_else(|_| std::env::var("HOSTNAME"))
+            .unwrap_or_default();
+        let connections = |transport: &str| {
+            self.metrics
+                .connections
+                .with_label_values(&[transport])
+                .get()
+        };
+        serde_json::json!({
+            "uid": self.uid,
+            "kind": "switchboard",
+            "version": env!("CARGO_PKG_VERSION"),
+            "hostname": hostname,
+            "address": self.advertise,
+            "pid": std::process::id(),
+            "uptimeSecs": self.metrics.uptime_secs(),
+            "connections": {
+                "polling": connections("polling"),
+                "websocket": connections("websocket"),
+            },
+            "sockets": self.metrics.sockets.get(),
+            "rooms": self.rooms.room_count(),
+            "busUp": self.metrics.bus_up.get() == 1,
+        })
     }
 
     /// A Node server's `io.timeout(..).emit(..., ack)`: send with one ack id,

@@ -94,6 +94,9 @@ pub struct SocketIo {
     /// one field, so they cost one branch when the admin is off or in
     /// production mode.
     admin_events: Option<Arc<Admin>>,
+    /// The address peers forward to (`cluster.advertise_addr`), reported to
+    /// `switchboard status`.
+    pub(crate) advertise: Option<String>,
 }
 
 /// Why a client packet was refused; the label of `switchboard_bad_packets_total`.
@@ -155,6 +158,7 @@ impl SocketIo {
             next_ack_id: std::sync::atomic::AtomicI64::new(0),
             admin,
             admin_events,
+            advertise: config.advertise_addr().ok().map(|a| a.to_string()),
         }
     }
 

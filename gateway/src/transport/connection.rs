@@ -133,6 +133,22 @@ pub(crate) struct TransportState {
     pub post_active: bool,
     /// A ping was sent and its pong has not come back yet.
     pub awaiting_pong: bool,
+    /// When the outstanding ping was queued, to time its round trip.
+    pub ping_sent_at: Option<Instant>,
+}
+
+impl TransportState {
+    /// A ping goes out now: a pong is due, and its round trip starts.
+    pub fn ping_sent(&mut self, at: Instant) {
+        self.awaiting_pong = true;
+        self.ping_sent_at = Some(at);
+    }
+
+    /// A pong came back: the round trip of the ping it answers, if any.
+    pub fn pong_received(&mut self) -> Option<std::time::Duration> {
+        self.awaiting_pong = false;
+        self.ping_sent_at.take().map(|sent| sent.elapsed())
+    }
 }
 
 /// The queue of frames waiting for the writer, with its size in bytes.
@@ -143,6 +159,10 @@ pub(crate) struct Outbox {
     /// When the writer last took frames: a writer that keeps taking is a
     /// client that keeps reading, whatever the size of a burst.
     pub last_drain: Instant,
+    /// When the gateway received the oldest event waiting in `frames`, for
+    /// the delivery latency histogram (frames without one, such as pings,
+    /// leave it alone).
+    pub received: Option<Instant>,
 }
 
 /// A reading client may hold this many times `max_queue_bytes` during a
@@ -200,6 +220,7 @@ impl<D> Connection<D> {
                 frames: VecDeque::new(),
                 bytes: 0,
                 last_drain: Instant::now(),
+                received: None,
             }),
             wake: Notify::new(),
             closed_signal: Notify::new(),
@@ -210,6 +231,7 @@ impl<D> Connection<D> {
                 get_active: false,
                 post_active: false,
                 awaiting_pong: false,
+                ping_sent_at: None,
             }),
             closed: AtomicBool::new(false),
             limits,
@@ -229,6 +251,16 @@ impl<D> Connection<D> {
     /// it keeps taking them, so a burst larger than the bound (a batch
     /// publish) does not cut clients that are reading.
     pub fn send_all(&self, frames: impl IntoIterator<Item = Frame>) -> bool {
+        self.send_all_received(frames, None)
+    }
+
+    /// [`Connection::send_all`] for an event the gateway received at
+    /// `received`: the writer reports the time from then to its write.
+    pub fn send_all_received(
+        &self,
+        frames: impl IntoIterator<Item = Frame>,
+        received: Option<Instant>,
+    ) -> bool {
         if self.is_closed() {
             return false;
         }
@@ -255,6 +287,9 @@ impl<D> Connection<D> {
             if overflow {
                 outbox.frames.clear();
                 outbox.bytes = 0;
+                outbox.received = None;
+            } else if outbox.received.is_none() {
+                outbox.received = received;
             }
             overflow
         };
@@ -274,10 +309,16 @@ impl<D> Connection<D> {
 
     /// Takes every queued frame, for the writer.
     pub(crate) fn take_frames(&self) -> VecDeque<Frame> {
+        self.take_frames_received().0
+    }
+
+    /// Takes every queued frame, with when the gateway received the oldest
+    /// event among them (see [`Outbox::received`]).
+    pub(crate) fn take_frames_received(&self) -> (VecDeque<Frame>, Option<Instant>) {
         let mut outbox = self.outbox.lock();
         outbox.bytes = 0;
         outbox.last_drain = Instant::now();
-        std::mem::take(&mut outbox.frames)
+        (std::mem::take(&mut outbox.frames), outbox.received.take())
     }
 
     /// Bytes waiting in the queue.
@@ -412,7 +453,7 @@ impl Heartbeat {
                 self.due = (ping_due + interval).max(Instant::now());
             }
             None => {
-                conn.state.lock().awaiting_pong = true;
+                conn.state.lock().ping_sent(Instant::now());
                 conn.send(Frame::Text(Utf8Bytes::from_static("2")));
                 self.ping_due = Some(self.due);
                 self.due += timeout;

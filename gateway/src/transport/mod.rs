@@ -498,7 +498,7 @@ impl<H: EngineHandler> Engine<H> {
                 websocket::open(self, req, handshake)
             }
             (Some(conn), TransportKind::Polling) => match *req.method() {
-                Method::GET => polling::poll(conn).await,
+                Method::GET => polling::poll(conn, &self.metrics).await,
                 Method::POST => polling::post(self, conn, req).await,
                 _ => Err(EngineError::BadRequest),
             },
@@ -667,7 +667,9 @@ impl<H: EngineHandler> Engine<H> {
     fn on_packet(&self, conn: &Arc<Connection<H::Data>>, packet: Packet) -> bool {
         match packet {
             Packet::Pong => {
-                conn.state.lock().awaiting_pong = false;
+                if let Some(rtt) = conn.state.lock().pong_received() {
+                    self.metrics.heartbeat_rtt.observe(rtt.as_secs_f64());
+                }
                 true
             }
             Packet::Message(text) => {

@@ -84,12 +84,16 @@ fn begin<D>(conn: &Connection<D>, get: bool) -> Result<InFlight<'_, D>, EngineEr
 /// one. If the session ends while it waits, it answers `6` (noop) when the
 /// client itself closed (its `1` arrived in a POST; the reference server
 /// does the same), and `1` (close) when the server closed it.
-pub(super) async fn poll<D>(conn: Arc<Connection<D>>) -> Result<Response<Body>, EngineError> {
+pub(super) async fn poll<D>(
+    conn: Arc<Connection<D>>,
+    metrics: &crate::metrics::Metrics,
+) -> Result<Response<Body>, EngineError> {
     let _in_flight = begin(&conn, true)?;
     loop {
         let woken = conn.wake.notified();
-        let frames = conn.take_frames();
+        let (frames, received) = conn.take_frames_received();
         if !frames.is_empty() {
+            metrics.observe_delivery(received);
             return Ok(payload_response(frames));
         }
         if conn.is_closed() {

@@ -297,7 +297,7 @@ async fn run<H: EngineHandler>(
             timer.as_mut().reset(heartbeat.deadline());
         }
         let woken = conn.wake.notified();
-        let frames = conn.take_frames();
+        let (frames, received) = conn.take_frames_received();
         if !frames.is_empty() {
             // A client that stops reading blocks this write; the write
             // timeout ends it, and so does a close from elsewhere (queue
@@ -311,7 +311,7 @@ async fn run<H: EngineHandler>(
             };
             tokio::select! {
                 result = tokio::time::timeout(settings.write_timeout, write) => match result {
-                    Ok(Ok(())) => {}
+                    Ok(Ok(())) => engine.metrics.observe_delivery(received),
                     Ok(Err(_)) => conn.close(CloseReason::TransportError),
                     Err(_) => conn.close(CloseReason::SlowConsumer),
                 },
