@@ -8,7 +8,7 @@
 //! - [`transport`]: Engine.IO v4 sessions over polling and websocket;
 //! - [`session`]: the Socket.IO v5 layer on top of one Engine.IO session;
 //! - [`auth`]: JWT verification and claims-to-rooms mapping at CONNECT;
-//! - [`rooms`]: the room index every fan-out reads;
+//! - [`hub`]: the one owner of sockets, rooms, users, expiries and pending acks;
 //! - [`bus`]: the Redis (or in-memory) bus that brings events in;
 //! - [`metrics`]: Prometheus counters and gauges for all of the above;
 //! - [`admin`]: the server side of the official Socket.IO Admin UI.
@@ -22,11 +22,11 @@ pub mod cluster;
 pub mod config;
 pub mod conn_slot;
 pub mod handshake;
+pub mod hub;
 pub mod log_throttle;
 pub mod logging;
 pub mod metrics;
 pub mod peer_directory;
-pub mod rooms;
 pub mod server;
 pub mod session;
 pub mod transport;

@@ -124,7 +124,7 @@ impl Gateway {
             }
             (&Method::GET, "/readyz") => self.readyz(),
             (&Method::GET, "/metrics") => {
-                self.metrics.rooms.set(self.io.rooms.room_count() as i64);
+                self.metrics.rooms.set(self.io.hub.room_count() as i64);
                 let open = self.config.server.max_connections - self.slots.available_permits();
                 self.metrics.http_connections.set(open as i64);
                 Response::builder()

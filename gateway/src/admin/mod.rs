@@ -221,9 +221,7 @@ impl Admin {
         let mut namespaces: Vec<Value> = io
             .namespaces
             .iter()
-            .map(|nsp| {
-                json!({"name": &**nsp, "socketsCount": io.rooms.targets::<&str>(nsp, &[], &[]).len()})
-            })
+            .map(|nsp| json!({"name": &**nsp, "socketsCount": io.hub.socket_count(nsp)}))
             .collect();
         namespaces.push(json!({"name": &*self.nsp, "socketsCount": admin_conns}));
         let stats =
@@ -358,7 +356,7 @@ impl Admin {
         let mut all = Vec::new();
         for nsp in &io.namespaces {
             all.extend(
-                io.rooms
+                io.hub
                     .targets::<&str>(nsp, &[], &[])
                     .iter()
                     .map(|s| self.serialize(s)),
@@ -386,14 +384,23 @@ impl Admin {
             id: socket.id.to_string(),
             handshake: json_to_msgpack(&handshake),
             rooms: std::iter::once(socket.id.to_string())
-                .chain(socket.rooms())
+                .chain(self.rooms_of(socket))
                 .collect(),
             data: json_to_msgpack(&data),
         }
     }
 
     fn serialize(&self, socket: &Socket) -> Value {
-        serialize::socket(socket, &self.path, &self.token_param)
+        serialize::socket(socket, self.rooms_of(socket), &self.path, &self.token_param)
+    }
+
+    /// A socket's rooms, from the hub of the session layer this admin serves.
+    fn rooms_of(&self, socket: &Socket) -> Vec<String> {
+        self.io
+            .get()
+            .and_then(Weak::upgrade)
+            .map(|io| io.hub.rooms_of(socket.id))
+            .unwrap_or_default()
     }
 
     /// An event from a UI: an action on app sockets, unless read-only.

@@ -19,10 +19,10 @@ use crate::{
 const SECRET_HEADERS: [&str; 3] = ["authorization", "cookie", "proxy-authorization"];
 
 /// A gateway socket, with `data` = its verified token claims.
-pub fn socket(socket: &Socket, path: &str, token_param: &str) -> Value {
+pub fn socket(socket: &Socket, rooms: Vec<String>, path: &str, token_param: &str) -> Value {
     let conn = &socket.conn;
     let rooms: Vec<String> = std::iter::once(socket.id.to_string())
-        .chain(socket.rooms())
+        .chain(rooms)
         .collect();
     json!({
         "id": socket.id.as_str(),

@@ -63,7 +63,7 @@ impl BusHandler for SocketIo {
             if let Some(room) = self.channels.room_of(nsp, channel) {
                 // A room channel for a room nobody here is in: skip decoding,
                 // as the Node adapter does.
-                if room.is_some_and(|room| !self.rooms.has_room(nsp, room)) {
+                if room.is_some_and(|room| !self.hub.has_room(nsp, room)) {
                     return;
                 }
                 return self.on_broadcast(&payload);
@@ -110,7 +110,7 @@ impl SocketIo {
     /// every local target (the delivery latency histogram counts from then).
     pub fn deliver_received(&self, msg: &BroadcastMessage, received: tokio::time::Instant) {
         let nsp = msg.packet.nsp.as_str();
-        let targets = self.rooms.targets(nsp, &msg.opts.rooms, &msg.opts.except);
+        let targets = self.hub.targets(nsp, &msg.opts.rooms, &msg.opts.except);
         if targets.is_empty() {
             return;
         }
@@ -152,7 +152,7 @@ impl SocketIo {
         match request {
             Request::RemoteJoin(req) => {
                 for socket in self.request_targets(nsp, req.sid.as_deref(), req.opts.as_ref()) {
-                    let created = self.rooms.join(&socket, &req.rooms);
+                    let created = self.hub.join(socket.id, &req.rooms);
                     self.metrics.rooms.add(created as i64);
                     if let Some(admin) = &self.admin_events {
                         admin.rooms_joined(&socket, &req.rooms);
@@ -161,7 +161,7 @@ impl SocketIo {
             }
             Request::RemoteLeave(req) => {
                 for socket in self.request_targets(nsp, req.sid.as_deref(), req.opts.as_ref()) {
-                    let emptied = self.rooms.leave(&socket, &req.rooms);
+                    let emptied = self.hub.leave(socket.id, &req.rooms);
                     self.metrics.rooms.sub(emptied as i64);
                     if let Some(admin) = &self.admin_events {
                         admin.rooms_left(&socket, &req.rooms);
@@ -174,7 +174,7 @@ impl SocketIo {
                 }
             }
             Request::AllRooms { uid, request_id } if uid.as_deref() != Some(self.uid.as_str()) => {
-                let rooms = self.rooms.all_rooms(nsp);
+                let rooms = self.hub.all_rooms(nsp);
                 self.respond(nsp, Response::AllRooms { request_id, rooms });
             }
             Request::RemoteFetch {
@@ -197,7 +197,9 @@ impl SocketIo {
                                 "query": {},
                                 "auth": {},
                             })),
-                            rooms: std::iter::once(s.id.to_string()).chain(s.rooms()).collect(),
+                            rooms: std::iter::once(s.id.to_string())
+                                .chain(self.hub.rooms_of(s.id))
+                                .collect(),
                             data: json_to_msgpack(&serde_json::Value::Object(s.claims.clone())),
                         },
                     })
@@ -216,7 +218,7 @@ impl SocketIo {
                 rooms,
             } if uid.as_deref() != Some(self.uid.as_str()) => {
                 let sockets = self
-                    .rooms
+                    .hub
                     .targets::<String>(nsp, &rooms, &[])
                     .iter()
                     .map(|s| s.id.to_string())
@@ -304,10 +306,8 @@ impl SocketIo {
         data: &rmpv::Value,
         opts: &switchboard_wire::BroadcastOptions,
     ) {
-        let targets = self.rooms.targets(nsp, &opts.rooms, &opts.except);
-        let ack_id = self
-            .next_ack_id
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let targets = self.hub.targets(nsp, &opts.rooms, &opts.except);
+        let ack_id = self.hub.acks.next_id();
         let mut sent = 0u64;
         if !targets.is_empty() {
             let packet = match encode_event(nsp, data, u64::try_from(ack_id).ok()) {
@@ -319,10 +319,10 @@ impl SocketIo {
             frames.extend(packet.attachments.into_iter().map(Frame::Binary));
             let deadline = std::time::Instant::now()
                 + std::time::Duration::from_millis(opts.flags.timeout.unwrap_or(30_000));
-            let mut pending = self.pending_acks.lock();
+            let mut pending = self.hub.acks.lock();
             for socket in &targets {
                 if socket.send_all(frames.iter().cloned()) {
-                    pending.insert((socket.id, ack_id), (request_id.clone(), deadline));
+                    pending.insert(socket.id, ack_id, request_id.clone(), deadline);
                     sent += 1;
                 }
             }
@@ -345,7 +345,7 @@ impl SocketIo {
         id: i64,
         value: socketioxide_core::Value,
     ) {
-        let Some((request_id, _)) = self.pending_acks.lock().remove(&(socket.id, id)) else {
+        let Some(request_id) = self.hub.acks.take(socket.id, id) else {
             tracing::debug!(socket = %socket.id, id, "ack for no pending event; ignored");
             return;
         };
@@ -369,14 +369,11 @@ impl SocketIo {
 
     /// Forgets acks whose broadcast timed out (the Node caller has given up).
     pub(super) fn expire_acks(&self) {
-        let now = std::time::Instant::now();
-        self.pending_acks
-            .lock()
-            .retain(|_, (_, deadline)| *deadline > now);
+        self.hub.acks.expire(std::time::Instant::now());
     }
 
     fn targets_of(&self, nsp: &str, opts: &RequestOpts) -> Vec<std::sync::Arc<super::Socket>> {
-        self.rooms.targets(nsp, &opts.rooms, &opts.except)
+        self.hub.targets(nsp, &opts.rooms, &opts.except)
     }
 
     /// The sockets a join/leave/disconnect request acts on: one socket by
@@ -388,9 +385,9 @@ impl SocketIo {
         opts: Option<&RequestOpts>,
     ) -> Vec<std::sync::Arc<super::Socket>> {
         match (sid, opts) {
-            (Some(sid), _) => self.rooms.targets(nsp, &[sid], &[]),
+            (Some(sid), _) => self.hub.targets(nsp, &[sid], &[]),
             (None, Some(opts)) => self.targets_of(nsp, opts),
-            (None, None) => self.rooms.targets::<&str>(nsp, &[], &[]),
+            (None, None) => self.hub.targets::<&str>(nsp, &[], &[]),
         }
     }
 

@@ -12,13 +12,10 @@ mod socket;
 mod upstream;
 
 use std::{
-    collections::{BTreeMap, HashMap},
     sync::{Arc, Weak},
     time::Duration,
 };
 
-use engineioxide_core::Sid;
-use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use bytes::Bytes;
@@ -50,25 +47,25 @@ use crate::{
     bus::Bus,
     config::{Config, LimitsConfig},
     handshake::Handshake,
+    hub::{Hub, NewSocket},
     metrics::Metrics,
-    rooms::RoomIndex,
     transport::{CloseReason, Connection, EngineHandler, TokenBucket},
 };
-
-/// A user within a namespace, for per-user connection counts.
-type UserKey = (Arc<str>, Box<str>);
 
 /// An Engine.IO connection as the session layer holds it.
 pub type Conn = Arc<Connection<Client>>;
 
-/// The Socket.IO server of one gateway: namespaces, authentication, the room
-/// index and the bus it publishes client events to.
+/// The Socket.IO server of one gateway: namespaces, authentication, the
+/// [`Hub`] (sockets, rooms, users, expiries, pending acks) and the bus it
+/// publishes client events to.
 pub struct SocketIo {
     pub(crate) namespaces: Vec<Arc<str>>,
     connect_timeout: Duration,
     parse_config: ParseConfig,
     auth: Authenticator,
-    pub rooms: RoomIndex,
+    /// The one owner of sockets, room membership, per-user counts, token
+    /// expiries and pending acks.
+    pub hub: Hub<Arc<Socket>>,
     pub metrics: Metrics,
     pub(crate) bus: Arc<Bus>,
     /// Channel names of the bus (`redis.key` prefix).
@@ -78,16 +75,7 @@ pub struct SocketIo {
     /// This gateway's uid on the bus; messages carrying it are our own.
     pub uid: String,
     limits: LimitsConfig,
-    /// Sockets per namespace and user, for `limits.max_connections_per_user`.
-    per_user: Mutex<HashMap<UserKey, usize>>,
-    /// Sockets by token expiry, swept once a second.
-    expiries: Mutex<BTreeMap<(u64, Sid), Weak<Socket>>>,
     expiry_grace_s: u64,
-    /// Client acks awaited for broadcasts-with-ack from Node servers:
-    /// (socket, ack id) -> (request id, deadline).
-    pub(crate) pending_acks: Mutex<HashMap<(Sid, i64), (String, std::time::Instant)>>,
-    /// Ack ids handed out by this gateway.
-    pub(crate) next_ack_id: std::sync::atomic::AtomicI64,
     /// The Admin UI server, when `admin.enabled`.
     pub admin: Option<Arc<Admin>>,
     /// The same, only in development mode: the per-socket hooks test this
@@ -144,18 +132,14 @@ impl SocketIo {
             connect_timeout: config.socketio.connect_timeout(),
             parse_config,
             auth,
-            rooms: RoomIndex::new(),
+            hub: Hub::new(),
             metrics,
             bus,
             channels: switchboard_wire::Channels::new(config.redis.key.clone()),
             upstream_key: config.redis.key.clone(),
             uid,
             limits: config.limits.clone(),
-            per_user: Mutex::new(HashMap::new()),
-            expiries: Mutex::new(BTreeMap::new()),
             expiry_grace_s: config.auth.expiry_grace_s,
-            pending_acks: Mutex::new(HashMap::new()),
-            next_ack_id: std::sync::atomic::AtomicI64::new(0),
             admin,
             admin_events,
             advertise: config.advertise_addr().ok().map(|a| a.to_string()),
@@ -331,17 +315,6 @@ impl SocketIo {
                 return self.refuse_connect(conn, &nsp, refusal.reason(), &refusal.message(), true);
             }
         };
-        if let Some(user) = &identity.user
-            && !self.claim_user_slot(&nsp, user)
-        {
-            return self.refuse_connect(
-                conn,
-                &nsp,
-                "too_many_connections",
-                "too many connections for this user",
-                true,
-            );
-        }
         let budget = (self.limits.client_events_per_sec > 0).then(|| {
             TokenBucket::new(
                 self.limits.client_events_per_sec,
@@ -356,13 +329,26 @@ impl SocketIo {
             identity.expires_at,
             budget,
         ));
-        if let Some(exp) = socket.expires_at {
-            self.expiries
-                .lock()
-                .insert((exp, socket.id), Arc::downgrade(&socket));
+        let new = NewSocket {
+            nsp: &nsp,
+            id: socket.id,
+            user: socket.user.as_deref(),
+            expires_at: socket.expires_at,
+        };
+        if self
+            .hub
+            .add(new, socket.clone(), self.limits.max_connections_per_user)
+            .is_err()
+        {
+            return self.refuse_connect(
+                conn,
+                &nsp,
+                "too_many_connections",
+                "too many connections for this user",
+                true,
+            );
         }
-        self.rooms.add_socket(&socket);
-        let created = self.rooms.join(&socket, &identity.rooms);
+        let created = self.hub.join(socket.id, &identity.rooms);
         self.metrics.rooms.add(created as i64);
         conn.data.add(socket.clone());
         self.metrics.sockets.inc();
@@ -424,38 +410,9 @@ impl SocketIo {
         upstream::relay(self, socket.clone(), args, attachments, ack);
     }
 
-    /// Counts a socket against its user's limit; false when the user is at it.
-    fn claim_user_slot(&self, nsp: &Arc<str>, user: &str) -> bool {
-        let mut per_user = self.per_user.lock();
-        let count = per_user.entry((nsp.clone(), Box::from(user))).or_insert(0);
-        if self.limits.max_connections_per_user > 0
-            && *count >= self.limits.max_connections_per_user
-        {
-            if *count == 0 {
-                per_user.remove(&(nsp.clone(), Box::from(user)));
-            }
-            return false;
-        }
-        *count += 1;
-        true
-    }
-
     /// Removes a socket from the rooms and the gauges.
     fn remove_socket(&self, socket: &Socket, why: &str) {
-        if let Some(user) = &socket.user {
-            let mut per_user = self.per_user.lock();
-            let key = (socket.nsp.clone(), user.clone());
-            if let Some(count) = per_user.get_mut(&key) {
-                *count = count.saturating_sub(1);
-                if *count == 0 {
-                    per_user.remove(&key);
-                }
-            }
-        }
-        if let Some(exp) = socket.expires_at {
-            self.expiries.lock().remove(&(exp, socket.id));
-        }
-        let emptied = self.rooms.remove_socket(socket);
+        let emptied = self.hub.remove(socket.id);
         self.metrics.rooms.sub(emptied as i64);
         self.metrics.sockets.dec();
         tracing::debug!(socket = %socket.id, nsp = &*socket.nsp, why, "socket disconnected");
@@ -502,14 +459,7 @@ impl SocketIo {
             .map(|d| d.as_secs())
             .unwrap_or(0);
         let cutoff = now.saturating_sub(self.expiry_grace_s);
-        let expired: Vec<Weak<Socket>> = {
-            let mut expiries = self.expiries.lock();
-            let keep = expiries.split_off(&(cutoff, Sid::ZERO));
-            std::mem::replace(&mut *expiries, keep)
-                .into_values()
-                .collect()
-        };
-        for socket in expired.iter().filter_map(Weak::upgrade) {
+        for socket in self.hub.take_expired(cutoff) {
             if socket.conn.data.remove(&socket.nsp).is_none() {
                 continue;
             }

@@ -11,8 +11,8 @@ use crate::transport::{Connection, Frame, TokenBucket};
 /// One client in one namespace: the unit rooms hold and fan-out reaches.
 ///
 /// Kept small on purpose (it exists once per connected user): the identity
-/// is reduced to the user id and expiry, and room names are shared
-/// `Arc<str>` with the room index.
+/// is reduced to the user id and expiry. Its rooms live in the
+/// [`Hub`](crate::hub::Hub), the one copy of room membership.
 pub struct Socket {
     /// The Socket.IO socket id (distinct from the Engine.IO session id).
     pub id: Sid,
@@ -25,7 +25,6 @@ pub struct Socket {
     pub claims: serde_json::Map<String, serde_json::Value>,
     /// Unix seconds at which the token expires.
     pub expires_at: Option<u64>,
-    rooms: Mutex<Vec<Arc<str>>>,
     /// Rate of events this socket may emit, when limited.
     event_budget: Option<Mutex<TokenBucket>>,
 }
@@ -56,7 +55,6 @@ impl Socket {
             user: user.map(String::into_boxed_str),
             claims,
             expires_at,
-            rooms: Mutex::new(Vec::new()),
             event_budget: event_budget.map(Mutex::new),
         }
     }
@@ -71,22 +69,5 @@ impl Socket {
         self.event_budget
             .as_ref()
             .is_none_or(|bucket| bucket.lock().try_take())
-    }
-
-    /// The rooms this socket is in (its own id not included).
-    pub fn rooms(&self) -> Vec<String> {
-        self.rooms.lock().iter().map(|r| r.to_string()).collect()
-    }
-
-    pub(crate) fn add_room(&self, room: Arc<str>) {
-        self.rooms.lock().push(room);
-    }
-
-    pub(crate) fn remove_room(&self, room: &str) {
-        self.rooms.lock().retain(|r| &**r != room);
-    }
-
-    pub(crate) fn take_rooms(&self) -> Vec<Arc<str>> {
-        std::mem::take(&mut *self.rooms.lock())
     }
 }

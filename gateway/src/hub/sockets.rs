@@ -1,0 +1,25 @@
+//! The socket registry: every connected socket by id, with what the Hub
+//! must know to remove it without a trace.
+
+use std::{collections::HashMap, sync::Arc};
+
+use engineioxide_core::Sid;
+use parking_lot::RwLock;
+
+/// One shard of the socket registry.
+pub(super) type SocketShard<T> = RwLock<HashMap<Sid, Entry<T>>>;
+
+/// A registered socket.
+pub(super) struct Entry<T> {
+    /// Its namespace.
+    pub(super) nsp: Arc<str>,
+    /// What a fan-out sends through.
+    pub(super) handle: T,
+    /// The user it counts against, if any.
+    pub(super) user: Option<Box<str>>,
+    /// Its token expiry (Unix seconds), if any.
+    pub(super) expires_at: Option<u64>,
+    /// Its rooms: the socket -> rooms side of the membership, sharing the
+    /// interned names of the room -> members side.
+    pub(super) rooms: Vec<Arc<str>>,
+}
