@@ -21,6 +21,7 @@ pub mod client_ip;
 pub mod cluster;
 pub mod config;
 pub mod conn_slot;
+pub mod disconnect;
 pub mod handshake;
 pub mod hub;
 pub mod log_throttle;

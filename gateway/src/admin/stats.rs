@@ -15,29 +15,7 @@ use serde_json::{Value, json};
 use crate::{metrics::Metrics, transport::CloseReason};
 
 /// Every close reason, to read each labelled series.
-const CLOSE_REASONS: [CloseReason; 7] = [
-    CloseReason::ClientClosed,
-    CloseReason::TransportError,
-    CloseReason::PingTimeout,
-    CloseReason::ProtocolError,
-    CloseReason::ServerClosed,
-    CloseReason::ShuttingDown,
-    CloseReason::SlowConsumer,
-];
-
-/// The Engine.IO close reason Node would report for ours (what the UI's
-/// disconnection chart is labelled with).
-pub fn node_reason(reason: CloseReason) -> &'static str {
-    match reason {
-        CloseReason::ClientClosed => "transport close",
-        CloseReason::TransportError => "transport error",
-        CloseReason::PingTimeout => "ping timeout",
-        CloseReason::ProtocolError => "parse error",
-        CloseReason::ServerClosed => "forced close",
-        CloseReason::ShuttingDown => "server shutting down",
-        CloseReason::SlowConsumer => "forced close",
-    }
-}
+const CLOSE_REASONS: [CloseReason; 7] = CloseReason::ALL;
 
 /// Counter values at the previous sample.
 #[derive(Default, Clone, Copy)]
@@ -126,7 +104,7 @@ impl Stats {
         for (i, reason) in CLOSE_REASONS.iter().enumerate() {
             push(
                 "rawDisconnection",
-                Some(node_reason(*reason)),
+                Some(reason.spec().node_reason),
                 now.closed[i].saturating_sub(before.closed[i]),
             );
         }

@@ -46,6 +46,7 @@ use crate::{
     auth::Authenticator,
     bus::Bus,
     config::{Config, LimitsConfig},
+    disconnect::SocketLeft,
     handshake::Handshake,
     hub::{Hub, NewSocket},
     metrics::Metrics,
@@ -222,7 +223,7 @@ impl SocketIo {
             PacketData::Connect(payload) => self.on_connect(conn, nsp, payload),
             PacketData::Disconnect => {
                 if let Some(socket) = conn.data.remove(nsp) {
-                    self.remove_socket(&socket, "client namespace disconnect");
+                    self.remove_socket(&socket, SocketLeft::ClientNamespace);
                 }
             }
             PacketData::Event(value, ack) | PacketData::BinaryEvent(value, ack) => {
@@ -411,24 +412,47 @@ impl SocketIo {
     }
 
     /// Removes a socket from the rooms and the gauges.
-    fn remove_socket(&self, socket: &Socket, why: &str) {
+    fn remove_socket(&self, socket: &Socket, why: SocketLeft) {
         let emptied = self.hub.remove(socket.id);
         self.metrics.rooms.sub(emptied as i64);
         self.metrics.sockets.dec();
-        tracing::debug!(socket = %socket.id, nsp = &*socket.nsp, why, "socket disconnected");
+        tracing::debug!(socket = %socket.id, nsp = &*socket.nsp, why = why.node_reason(), "socket disconnected");
         if let Some(admin) = &self.admin_events {
-            admin.socket_disconnected(socket, why);
+            admin.socket_disconnected(socket, why.node_reason());
         }
     }
 
     /// Disconnects a socket from its namespace by server decision: the client
     /// gets a DISCONNECT packet and does not reconnect on its own.
     pub fn disconnect_socket(&self, socket: &Arc<Socket>, close_connection: bool) {
+        self.server_disconnect(socket, SocketLeft::ServerNamespace, close_connection);
+    }
+
+    /// Disconnects a socket by server decision, as the disconnect table says
+    /// for `why`: counted when it has a server label, a CONNECT_ERROR when it
+    /// has one (else a DISCONNECT), and the connection closed when asked or
+    /// when it holds no other namespace.
+    fn server_disconnect(&self, socket: &Arc<Socket>, why: SocketLeft, close_connection: bool) {
         if socket.conn.data.remove(&socket.nsp).is_none() {
             return;
         }
-        socket.send_all([packets::disconnect(&socket.nsp)]);
-        self.remove_socket(socket, "server namespace disconnect");
+        if let Some(label) = why.server_label() {
+            self.metrics
+                .server_disconnects
+                .with_label_values(&[label])
+                .inc();
+            tracing::info!(socket = %socket.id, user = ?socket.user, reason = label, "disconnecting socket");
+        }
+        let frame = match why.connect_error() {
+            Some((message, reason)) => packets::connect_error(
+                &socket.nsp,
+                message,
+                Some(serde_json::json!({ "reason": reason })),
+            ),
+            None => packets::disconnect(&socket.nsp),
+        };
+        socket.send_all([frame]);
+        self.remove_socket(socket, why);
         if close_connection || !socket.conn.data.has_sockets() {
             socket.conn.close(CloseReason::ServerClosed);
         }
@@ -460,23 +484,7 @@ impl SocketIo {
             .unwrap_or(0);
         let cutoff = now.saturating_sub(self.expiry_grace_s);
         for socket in self.hub.take_expired(cutoff) {
-            if socket.conn.data.remove(&socket.nsp).is_none() {
-                continue;
-            }
-            self.metrics
-                .server_disconnects
-                .with_label_values(&["token_expired"])
-                .inc();
-            tracing::info!(socket = %socket.id, user = ?socket.user, "token expired; disconnecting");
-            socket.send_all([packets::connect_error(
-                &socket.nsp,
-                "authentication failed: token expired",
-                Some(serde_json::json!({ "reason": "token_expired" })),
-            )]);
-            self.remove_socket(&socket, "token expired");
-            if !socket.conn.data.has_sockets() {
-                socket.conn.close(CloseReason::ServerClosed);
-            }
+            self.server_disconnect(&socket, SocketLeft::TokenExpired, false);
         }
     }
 
@@ -547,8 +555,7 @@ impl EngineHandler for SocketIo {
             admin.on_disconnect(conn);
         }
         for socket in conn.data.take_all() {
-            // Node's wording, which the Admin UI shows.
-            self.remove_socket(&socket, crate::admin::stats::node_reason(reason));
+            self.remove_socket(&socket, SocketLeft::Closed(reason));
         }
     }
 

@@ -83,39 +83,7 @@ impl TransportKind {
     }
 }
 
-/// Why a session ended; logged, counted, and handed to the layer above.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CloseReason {
-    /// The client sent an Engine.IO close packet or closed the websocket.
-    ClientClosed,
-    /// The transport failed (reset, write error, bad frame).
-    TransportError,
-    /// No pong within `ping_timeout` after a ping.
-    PingTimeout,
-    /// The client broke the protocol (bad packet, concurrent polls, oversize).
-    ProtocolError,
-    /// The layer above closed it (Socket.IO reasons such as connect timeout).
-    ServerClosed,
-    /// The gateway is shutting down; the client should reconnect elsewhere.
-    ShuttingDown,
-    /// The client does not read fast enough; its queue hit the bound.
-    SlowConsumer,
-}
-
-impl CloseReason {
-    /// Stable label for logs and metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CloseReason::ClientClosed => "client_closed",
-            CloseReason::TransportError => "transport_error",
-            CloseReason::PingTimeout => "ping_timeout",
-            CloseReason::ProtocolError => "protocol_error",
-            CloseReason::ServerClosed => "server_closed",
-            CloseReason::ShuttingDown => "shutting_down",
-            CloseReason::SlowConsumer => "slow_consumer",
-        }
-    }
-}
+pub use crate::disconnect::CloseReason;
 
 /// Mutable per-session transport state, behind one small lock.
 #[derive(Debug)]

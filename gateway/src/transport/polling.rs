@@ -97,10 +97,11 @@ pub(super) async fn poll<D>(
             return Ok(payload_response(frames));
         }
         if conn.is_closed() {
-            let last = match conn.close_reason() {
-                Some(CloseReason::ClientClosed) => "6",
-                _ => "1",
-            };
+            let last = conn
+                .close_reason()
+                .unwrap_or(CloseReason::ServerClosed)
+                .spec()
+                .last_poll;
             return Ok(payload_response([Frame::text(last)]));
         }
         if conn.state.lock().probed {

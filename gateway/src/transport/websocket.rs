@@ -366,20 +366,11 @@ async fn run<H: EngineHandler>(
         }
     }
     let reason = conn.close_reason();
-    if !matches!(
-        reason,
-        Some(CloseReason::ClientClosed | CloseReason::TransportError)
-    ) {
-        // Say why in the close frame (browsers show it as CloseEvent.reason).
+    // Say why in the close frame (browsers show it as CloseEvent.reason),
+    // as the disconnect table says; none when the peer is already gone.
+    if let Some((code, text)) = reason.unwrap_or(CloseReason::ServerClosed).spec().ws_close {
         // A slow consumer's backlog is dropped; anything else still queued
         // (a final DISCONNECT or CONNECT_ERROR) goes out first.
-        let (code, text) = match reason {
-            Some(CloseReason::SlowConsumer) => (4008, "slow consumer: outbound queue full"),
-            Some(CloseReason::ShuttingDown) => (1001, "gateway shutting down; reconnect"),
-            Some(CloseReason::PingTimeout) => (4000, "ping timeout"),
-            Some(CloseReason::ProtocolError) => (1002, "protocol error"),
-            _ => (1000, "closed by server"),
-        };
         let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
             if reason != Some(CloseReason::SlowConsumer) {
                 for frame in conn.take_frames() {
