@@ -6,7 +6,7 @@
 //! and starts every Engine.IO sid with that tag. A polling request or
 //! websocket upgrade that lands on the wrong gateway names its owner in the
 //! sid; the gateway finds the owner in its in-memory copy of the directory
-//! and forwards the request there (see `transport::forward`). A sid that
+//! and forwards the request there (see `engine::forward`). A sid that
 //! does not parse, or whose owner is not in the directory, gets the normal
 //! "Session ID unknown" without any Redis traffic.
 

@@ -5,8 +5,9 @@
 //! The request path, outside in:
 //! - [`server`]: the hyper listener, routing (`/socket.io/`, health, metrics,
 //!   publish API) and graceful shutdown;
-//! - [`transport`]: Engine.IO v4 sessions over polling and websocket;
-//! - [`session`]: the Socket.IO v5 layer on top of one Engine.IO session;
+//! - [`engine`]: Engine.IO v4 sessions over polling and websocket, and the
+//!   handshake;
+//! - [`socketio`]: the Socket.IO v5 layer on top of one Engine.IO session;
 //! - [`auth`]: JWT verification and claims-to-rooms mapping at CONNECT;
 //! - [`hub`]: the one owner of sockets, rooms, users, expiries and pending acks;
 //! - [`bus`]: the Redis (or in-memory) bus that brings events in;
@@ -22,14 +23,14 @@ pub mod cluster;
 pub mod config;
 pub mod conn_slot;
 pub mod disconnect;
-pub mod handshake;
+pub mod engine;
+pub mod http;
 pub mod hub;
 pub mod log_throttle;
 pub mod logging;
 pub mod metrics;
 pub mod peer_directory;
 pub mod server;
-pub mod session;
-pub mod transport;
+pub mod socketio;
 
 pub use config::Config;

@@ -38,10 +38,11 @@ use crate::{
     cluster::Cluster,
     config::Config,
     conn_slot::SlottedStream,
+    engine::{Body, CloseReason, Engine, EngineSettings, TokenBucket},
+    http::json,
     log_throttle::LogThrottle,
     metrics::Metrics,
-    session::SocketIo,
-    transport::{Body, CloseReason, Engine, EngineSettings, TokenBucket},
+    socketio::SocketIo,
 };
 
 /// Everything one running gateway is made of, shared by all requests.
@@ -166,15 +167,6 @@ impl Gateway {
         };
         json(status, &body)
     }
-}
-
-/// A JSON response.
-pub(crate) fn json(status: StatusCode, body: &serde_json::Value) -> Response<Body> {
-    Response::builder()
-        .status(status)
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Full::new(Bytes::from(body.to_string())))
-        .unwrap_or_default()
 }
 
 impl BoundGateway {

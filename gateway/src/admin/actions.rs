@@ -17,7 +17,7 @@ use switchboard_wire::{
     RoomsRequest, encode_broadcast, encode_request, json_to_msgpack,
 };
 
-use crate::session::SocketIo;
+use crate::socketio::SocketIo;
 
 /// Performs one UI event; `Err` says why it was refused.
 pub fn perform(io: &SocketIo, args: &[Value]) -> Result<(), &'static str> {

@@ -13,7 +13,7 @@ use switchboard_wire::{Request, RequestOpts, Response, decode_response, encode_r
 use tokio::sync::mpsc;
 
 use super::serialize;
-use crate::session::SocketIo;
+use crate::socketio::SocketIo;
 
 /// How long `all_sockets` waits for the other servers (the adapter's own
 /// default is 5 s; the UI is waiting for a first picture).

@@ -43,9 +43,9 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     bus::Bus,
     config::{AdminMode, Config},
+    engine::{Frame, TransportKind},
     metrics::Metrics,
-    session::{Conn, Socket, SocketIo},
-    transport::{Frame, TransportKind},
+    socketio::{Conn, Socket, SocketIo},
 };
 
 use auth::{AdminAuth, LoggedIn};
@@ -293,7 +293,7 @@ impl Admin {
                     .with_label_values(&["invalid_credentials"])
                     .inc();
                 tracing::warn!(sid = %conn.sid, client = %conn.handshake.client_address(), "admin connect refused: invalid credentials");
-                conn.send(crate::session::packets_connect_error(
+                conn.send(crate::socketio::packets_connect_error(
                     &admin.nsp,
                     "invalid credentials",
                 ));
@@ -320,7 +320,7 @@ impl Admin {
                 }
             };
             tracing::info!(sid = %conn.sid, client = %conn.handshake.client_address(), "admin UI connected");
-            conn.send(crate::session::packets_connect(&admin.nsp, id.as_str()));
+            conn.send(crate::socketio::packets_connect(&admin.nsp, id.as_str()));
             if let LoggedIn::NewSession(session) = logged_in {
                 admin.send_to(&conn, "session", vec![Value::from(session)]);
             }

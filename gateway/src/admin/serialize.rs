@@ -11,8 +11,8 @@ use serde_json::{Map, Value, json};
 use switchboard_wire::{FetchedSocket, msgpack_to_json};
 
 use crate::{
-    handshake::{Handshake, percent_decode},
-    session::Socket,
+    engine::{Handshake, handshake::percent_decode},
+    socketio::Socket,
 };
 
 /// Headers that carry credentials.

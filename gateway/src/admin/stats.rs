@@ -12,7 +12,7 @@ use std::time::Instant;
 use parking_lot::Mutex;
 use serde_json::{Value, json};
 
-use crate::{metrics::Metrics, transport::CloseReason};
+use crate::{engine::CloseReason, metrics::Metrics};
 
 /// Every close reason, to read each labelled series.
 const CLOSE_REASONS: [CloseReason; 7] = CloseReason::ALL;

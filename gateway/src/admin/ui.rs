@@ -13,7 +13,7 @@ use bytes::Bytes;
 use http::{Response, StatusCode, header};
 use http_body_util::Full;
 
-use crate::transport::Body;
+use crate::engine::Body;
 
 /// The URL prefix the UI is served under.
 pub const PREFIX: &str = "/admin";

@@ -26,8 +26,8 @@ use switchboard_wire::{
 mod key_guard;
 
 use crate::{
-    bus::Bus, client_ip::TrustedProxies, config::Config, log_throttle::LogThrottle,
-    metrics::Metrics, server::json, transport::Body,
+    bus::Bus, client_ip::TrustedProxies, config::Config, engine::Body, http::json,
+    log_throttle::LogThrottle, metrics::Metrics,
 };
 use key_guard::{ApiKeys, FailedKeyLimiter};
 

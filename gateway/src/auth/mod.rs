@@ -37,7 +37,7 @@ use verify::Verifier;
 
 use crate::{
     config::{AuthConfig, ConfigError},
-    handshake::Handshake,
+    engine::Handshake,
 };
 
 /// Standard claims kept in [`Identity::claims`] besides those the room plan

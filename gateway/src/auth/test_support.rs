@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use crate::{config::AuthConfig, handshake::Handshake};
+use crate::{config::AuthConfig, engine::Handshake};
 
 /// An HMAC secret long enough for the config's 16-byte minimum.
 pub const SECRET: &str = "test-only-secret-0123456789abcdef";

@@ -7,7 +7,7 @@
 use serde_json::Value;
 
 use super::Refusal;
-use crate::{config::TokenSource, handshake::Handshake};
+use crate::{config::TokenSource, engine::Handshake};
 
 /// A token taken from one source, not yet verified.
 ///

@@ -19,7 +19,7 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use crate::handshake::Handshake;
+use crate::engine::Handshake;
 
 /// One Engine.IO message ready for the wire, shared (by reference count)
 /// between every connection a broadcast reaches.

@@ -10,6 +10,7 @@
 
 mod connection;
 mod forward;
+pub mod handshake;
 mod polling;
 mod websocket;
 
@@ -22,6 +23,8 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use parking_lot::RwLock;
 
+pub use handshake::Handshake;
+
 pub use connection::{
     CloseReason, Connection, Frame, QueueLimits, TransportKind, str_from_utf8_bytes,
 };
@@ -29,7 +32,6 @@ pub use connection::{
 use crate::{
     cluster::{Cluster, Owner},
     config::{Config, Transport},
-    handshake::Handshake,
     metrics::Metrics,
 };
 
@@ -308,7 +310,7 @@ fn parse_query(query: &str) -> EngineQuery {
         match k {
             "EIO" => q.eio = Some(v.to_string()),
             "transport" => q.transport = Some(v.to_string()),
-            "sid" => q.sid = Some(crate::handshake::percent_decode(v)),
+            "sid" => q.sid = Some(crate::engine::handshake::percent_decode(v)),
             _ => {}
         }
     }

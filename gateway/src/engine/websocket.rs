@@ -21,7 +21,7 @@ use tokio_tungstenite::{
     },
 };
 
-use crate::{conn_slot::SlottedStream, handshake::Handshake};
+use crate::{conn_slot::SlottedStream, engine::Handshake};
 
 use super::{
     Body, CloseReason, Connection, Engine, EngineError, EngineHandler, Frame, TransportKind,

@@ -11,7 +11,7 @@ use socketioxide_core::parser::ParserState;
 use super::socket::Socket;
 
 /// Per-connection Socket.IO state, stored in the Engine.IO
-/// [`Connection`](crate::transport::Connection): the parser's partial binary
+/// [`Connection`](crate::engine::Connection): the parser's partial binary
 /// packet and the sockets (one per connected namespace).
 #[derive(Default)]
 pub struct Client {

@@ -14,7 +14,7 @@ use switchboard_wire::{
 };
 
 use super::SocketIo;
-use crate::{bus::BusHandler, transport::Frame};
+use crate::{bus::BusHandler, engine::Frame};
 
 impl BusHandler for SocketIo {
     fn channels(&self) -> Vec<String> {

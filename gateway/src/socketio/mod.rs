@@ -31,12 +31,12 @@ use switchboard_wire::RESERVED_EVENTS;
 pub use client::Client;
 
 /// The CONNECT reply, for the admin namespace.
-pub(crate) fn packets_connect(nsp: &str, sid: &str) -> crate::transport::Frame {
+pub(crate) fn packets_connect(nsp: &str, sid: &str) -> crate::engine::Frame {
     packets::connect(nsp, sid)
 }
 
 /// A CONNECT_ERROR with a message only (as a Node middleware error).
-pub(crate) fn packets_connect_error(nsp: &str, message: &str) -> crate::transport::Frame {
+pub(crate) fn packets_connect_error(nsp: &str, message: &str) -> crate::engine::Frame {
     packets::connect_error(nsp, message, None)
 }
 pub use socket::Socket;
@@ -47,10 +47,10 @@ use crate::{
     bus::Bus,
     config::{Config, LimitsConfig},
     disconnect::SocketLeft,
-    handshake::Handshake,
+    engine::Handshake,
+    engine::{CloseReason, Connection, EngineHandler, TokenBucket},
     hub::{Hub, NewSocket},
     metrics::Metrics,
-    transport::{CloseReason, Connection, EngineHandler, TokenBucket},
 };
 
 /// An Engine.IO connection as the session layer holds it.

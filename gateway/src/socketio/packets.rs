@@ -6,7 +6,7 @@
 
 use serde_json::Value;
 
-use crate::transport::Frame;
+use crate::engine::Frame;
 
 fn with_nsp(kind: char, nsp: &str, rest: &str) -> Frame {
     let mut s = String::with_capacity(2 + nsp.len() + rest.len() + 1);

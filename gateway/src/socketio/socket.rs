@@ -6,7 +6,7 @@ use engineioxide_core::Sid;
 use parking_lot::Mutex;
 
 use super::client::Client;
-use crate::transport::{Connection, Frame, TokenBucket};
+use crate::engine::{Connection, Frame, TokenBucket};
 
 /// One client in one namespace: the unit rooms hold and fan-out reaches.
 ///
