@@ -33,15 +33,25 @@ use switchboard_redis::{RedisSettings, Secret};
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
+    /// `[server]`: the HTTP listener.
     pub server: ServerConfig,
+    /// `[engine]`: the Engine.IO transport.
     pub engine: EngineConfig,
+    /// `[socketio]`: the Socket.IO layer.
     pub socketio: SocketIoConfig,
+    /// `[auth]`: connect-time authentication and rooms.
     pub auth: AuthConfig,
+    /// `[redis]`: the bus.
     pub redis: RedisConfig,
+    /// `[api]`: the HTTP publish API.
     pub api: ApiConfig,
+    /// `[limits]`: admission and rate limits.
     pub limits: LimitsConfig,
+    /// `[cluster]`: sticky-session-free routing between gateways.
     pub cluster: ClusterConfig,
+    /// `[log]`: tracing output.
     pub log: LogConfig,
+    /// `[admin]`: the Socket.IO Admin UI server.
     pub admin: AdminConfig,
 }
 
@@ -105,7 +115,9 @@ impl Default for ServerConfig {
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Transport {
+    /// HTTP long-polling.
     Polling,
+    /// WebSocket.
     Websocket,
 }
 
@@ -113,7 +125,9 @@ pub enum Transport {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct EngineConfig {
+    /// How often the server pings.
     pub ping_interval_ms: u64,
+    /// How long a pong may take before the session is closed.
     pub ping_timeout_ms: u64,
     /// Largest HTTP polling body or websocket message accepted, in bytes.
     pub max_payload: u64,
@@ -136,15 +150,19 @@ impl Default for EngineConfig {
 }
 
 impl EngineConfig {
+    /// `ping_interval_ms` as a duration.
     pub fn ping_interval(&self) -> Duration {
         Duration::from_millis(self.ping_interval_ms)
     }
+    /// `ping_timeout_ms` as a duration.
     pub fn ping_timeout(&self) -> Duration {
         Duration::from_millis(self.ping_timeout_ms)
     }
+    /// `upgrade_timeout_ms` as a duration.
     pub fn upgrade_timeout(&self) -> Duration {
         Duration::from_millis(self.upgrade_timeout_ms)
     }
+    /// Whether `transport` is enabled.
     pub fn allows(&self, transport: Transport) -> bool {
         self.transports.contains(&transport)
     }
@@ -175,6 +193,7 @@ impl Default for SocketIoConfig {
 }
 
 impl SocketIoConfig {
+    /// `connect_timeout_ms` as a duration.
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_millis(self.connect_timeout_ms)
     }
@@ -212,7 +231,9 @@ pub struct AuthConfig {
     pub audience: Option<Vec<String>>,
     /// Token locations, tried in this order.
     pub token_sources: Vec<TokenSource>,
+    /// The cookie a token is read from (`cookie` source).
     pub cookie_name: String,
+    /// The query parameter a token is read from (`query` source).
     pub query_param: String,
     /// Admit connections without a token; they join only `public_rooms`.
     pub allow_anonymous: bool,
@@ -301,6 +322,7 @@ pub struct RedisConfig {
     pub key: String,
     /// Reconnect backoff bounds.
     pub reconnect_min_ms: u64,
+    /// See `reconnect_min_ms`.
     pub reconnect_max_ms: u64,
     /// How long a publish (or any Redis call, connecting included) may take
     /// before it fails.
@@ -498,6 +520,7 @@ pub struct AdminConfig {
     /// A bcrypt hash of the password (`$2b$12$...`), as `instrument()`'s
     /// basic auth takes it; the password itself is never configured.
     pub password_bcrypt: String,
+    /// `development` emits per-socket events; `production` only stats.
     pub mode: AdminMode,
     /// Show everything but refuse `join`, `leave`, `_disconnect` and `emit`.
     pub readonly: bool,
@@ -542,15 +565,25 @@ impl Default for LogConfig {
 /// Why the configuration could not be used; the message names the key.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The config file could not be read.
     #[error("cannot read config file {path}: {source}")]
     Read {
+        /// The file.
         path: PathBuf,
+        /// Why.
         source: std::io::Error,
     },
+    /// The file or the environment does not parse.
     #[error("invalid configuration: {0}")]
     Parse(String),
+    /// A key has a value the gateway cannot use.
     #[error("invalid configuration: `{key}`: {message}")]
-    Invalid { key: &'static str, message: String },
+    Invalid {
+        /// The key, as in the TOML file.
+        key: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
     /// A `[redis]` connection key (the message names it as `redis.<key>`).
     #[error("invalid configuration: {0}")]
     Redis(#[from] switchboard_redis::SettingsError),
@@ -1064,14 +1097,17 @@ impl Config {
             .collect()
     }
 
+    /// `server.header_read_timeout_ms` as a duration.
     pub fn header_read_timeout(&self) -> Duration {
         Duration::from_millis(self.server.header_read_timeout_ms)
     }
 
+    /// `server.body_read_timeout_ms` as a duration.
     pub fn body_read_timeout(&self) -> Duration {
         Duration::from_millis(self.server.body_read_timeout_ms)
     }
 
+    /// `server.shutdown_deadline_ms` as a duration.
     pub fn shutdown_deadline(&self) -> Duration {
         Duration::from_millis(self.server.shutdown_deadline_ms)
     }

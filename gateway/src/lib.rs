@@ -14,23 +14,25 @@
 //! - [`metrics`]: Prometheus counters and gauges for all of the above;
 //! - [`admin`]: the server side of the official Socket.IO Admin UI.
 
-pub mod admin;
-pub mod api;
+#![warn(missing_docs)]
+
+pub(crate) mod admin;
+pub(crate) mod api;
 pub mod auth;
-pub mod bus;
-pub mod client_ip;
-pub mod cluster;
+pub(crate) mod bus;
+pub(crate) mod client_ip;
+pub(crate) mod cluster;
 pub mod config;
-pub mod conn_slot;
-pub mod disconnect;
-pub mod engine;
-pub mod http;
-pub mod hub;
-pub mod log_throttle;
+pub(crate) mod conn_slot;
+pub(crate) mod disconnect;
+pub(crate) mod engine;
+pub(crate) mod http;
+pub(crate) mod hub;
+pub(crate) mod log_throttle;
 pub mod logging;
-pub mod metrics;
-pub mod peer_directory;
+pub(crate) mod metrics;
+pub(crate) mod peer_directory;
 pub mod server;
-pub mod socketio;
+pub(crate) mod socketio;
 
 pub use config::Config;

@@ -161,11 +161,6 @@ impl PeerDirectory {
     pub fn len(&self) -> usize {
         self.peers.read().len()
     }
-
-    /// True before the first refresh.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 #[cfg(test)]

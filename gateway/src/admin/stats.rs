@@ -76,10 +76,6 @@ impl Stats {
         }
     }
 
-    pub fn server_id(&self) -> &str {
-        &self.server_id
-    }
-
     /// Records what the counters did since the last sample, stamped with
     /// the current second (the UI's `EventBuffer` buckets by second).
     pub fn sample(&self, metrics: &Metrics, now_ms: u64) {

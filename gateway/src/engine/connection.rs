@@ -52,10 +52,6 @@ impl Frame {
             Frame::Binary(b) => b.len(),
         }
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// Converts a websocket text payload into the codec's string type without a

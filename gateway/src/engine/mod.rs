@@ -70,7 +70,6 @@ pub enum EngineError {
     SessionIdUnknown,
     BadHandshakeMethod,
     BadRequest,
-    Forbidden,
     UnsupportedProtocolVersion,
     PayloadTooLarge,
     /// The origin is not in `server.allowed_origins`.
@@ -101,9 +100,7 @@ impl EngineError {
             EngineError::SessionIdUnknown => 1,
             EngineError::BadHandshakeMethod => 2,
             EngineError::BadRequest | EngineError::PayloadTooLarge => 3,
-            EngineError::Forbidden
-            | EngineError::OriginNotAllowed
-            | EngineError::ForwardNotAllowed => 4,
+            EngineError::OriginNotAllowed | EngineError::ForwardNotAllowed => 4,
             EngineError::UnsupportedProtocolVersion => 5,
             EngineError::TooManyConnections | EngineError::RateLimited => 3,
             EngineError::ForwardOverloaded
@@ -119,7 +116,6 @@ impl EngineError {
             EngineError::SessionIdUnknown => "Session ID unknown",
             EngineError::BadHandshakeMethod => "Bad handshake method",
             EngineError::BadRequest => "Bad request",
-            EngineError::Forbidden => "Forbidden",
             EngineError::UnsupportedProtocolVersion => "Unsupported protocol version",
             EngineError::PayloadTooLarge => "Payload too large",
             EngineError::OriginNotAllowed => "Forbidden: origin not allowed",
@@ -142,7 +138,6 @@ impl EngineError {
             EngineError::SessionIdUnknown => "session_id_unknown",
             EngineError::BadHandshakeMethod => "bad_handshake_method",
             EngineError::BadRequest => "bad_request",
-            EngineError::Forbidden => "forbidden",
             EngineError::UnsupportedProtocolVersion => "unsupported_protocol_version",
             EngineError::PayloadTooLarge => "payload_too_large",
             EngineError::OriginNotAllowed => "origin_not_allowed",
@@ -159,7 +154,7 @@ impl EngineError {
 
     fn status(self) -> StatusCode {
         match self {
-            EngineError::Forbidden | EngineError::OriginNotAllowed => StatusCode::FORBIDDEN,
+            EngineError::OriginNotAllowed => StatusCode::FORBIDDEN,
             EngineError::TooManyConnections | EngineError::RateLimited => {
                 StatusCode::TOO_MANY_REQUESTS
             }

@@ -311,6 +311,7 @@ impl<T: Clone> Hub<T> {
     }
 
     /// Sockets `user` holds in `nsp`.
+    #[cfg(test)]
     pub fn user_count(&self, nsp: &str, user: &str) -> usize {
         self.users.count(self.shard_of(user), nsp, user)
     }

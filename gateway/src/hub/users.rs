@@ -46,6 +46,7 @@ impl Users {
     }
 
     /// Sockets the user holds in `nsp`.
+    #[cfg(test)]
     pub(super) fn count(&self, shard: usize, nsp: &str, user: &str) -> usize {
         self.shards[shard]
             .lock()
