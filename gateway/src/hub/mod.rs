@@ -269,6 +269,14 @@ impl<T: Clone> Hub<T> {
         any
     }
 
+    /// The socket with this id, if it is here.
+    pub fn get(&self, id: Sid) -> Option<T> {
+        self.socket_shard(&id)
+            .read()
+            .get(&id)
+            .map(|e| e.handle.clone())
+    }
+
     /// The rooms a socket is in (its own id not included).
     pub fn rooms_of(&self, id: Sid) -> Vec<String> {
         self.socket_shard(&id)

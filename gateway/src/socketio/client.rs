@@ -5,29 +5,35 @@ use std::sync::{
     atomic::{AtomicBool, AtomicU8, Ordering},
 };
 
+use engineioxide_core::Sid;
 use parking_lot::Mutex;
 use socketioxide_core::parser::ParserState;
 
-use super::socket::Socket;
-
 /// Per-connection Socket.IO state, stored in the Engine.IO
 /// [`Connection`](crate::engine::Connection): the parser's partial binary
-/// packet and the sockets (one per connected namespace).
+/// packet and the ids of its sockets (one per connected namespace).
+///
+/// Only ids: the sockets themselves live in the [`Hub`](crate::hub::Hub),
+/// so there is no reference cycle socket -> connection -> socket.
 #[derive(Default)]
 pub struct Client {
     pub(crate) parser: ParserState,
-    sockets: Mutex<Vec<Arc<Socket>>>,
+    sockets: Mutex<Vec<(Arc<str>, Sid)>>,
     /// An Admin UI is connected on this connection (its socket lives in
-    /// `admin::Admin`, outside the room index).
+    /// `admin::Admin`, outside the hub).
     admin: AtomicBool,
     /// CONNECTs refused on this session so far (bounded retries).
     refused_connects: AtomicU8,
 }
 
 impl Client {
-    /// The socket connected to `nsp`, if any.
-    pub fn socket(&self, nsp: &str) -> Option<Arc<Socket>> {
-        self.sockets.lock().iter().find(|s| &*s.nsp == nsp).cloned()
+    /// The id of the socket connected to `nsp`, if any.
+    pub fn socket(&self, nsp: &str) -> Option<Sid> {
+        self.sockets
+            .lock()
+            .iter()
+            .find(|(n, _)| &**n == nsp)
+            .map(|(_, id)| *id)
     }
 
     /// Counts one refused CONNECT; returns how many there have been.
@@ -37,13 +43,14 @@ impl Client {
             .saturating_add(1)
     }
 
+    /// Whether any namespace (the admin's included) is connected.
     pub fn has_sockets(&self) -> bool {
         self.is_admin() || !self.sockets.lock().is_empty()
     }
 
-    /// The app sockets of this connection.
-    pub fn sockets(&self) -> Vec<Arc<Socket>> {
-        self.sockets.lock().clone()
+    /// The ids of the app sockets of this connection.
+    pub fn sockets(&self) -> Vec<Sid> {
+        self.sockets.lock().iter().map(|(_, id)| *id).collect()
     }
 
     /// Whether an Admin UI is connected on this connection.
@@ -55,18 +62,34 @@ impl Client {
         self.admin.store(on, Ordering::Release);
     }
 
-    pub(crate) fn add(&self, socket: Arc<Socket>) {
-        self.sockets.lock().push(socket);
+    pub(crate) fn add(&self, nsp: Arc<str>, id: Sid) {
+        self.sockets.lock().push((nsp, id));
     }
 
-    pub(crate) fn remove(&self, nsp: &str) -> Option<Arc<Socket>> {
+    /// Forgets the socket of `nsp`; returns its id.
+    pub(crate) fn remove(&self, nsp: &str) -> Option<Sid> {
         let mut sockets = self.sockets.lock();
-        let index = sockets.iter().position(|s| &*s.nsp == nsp)?;
-        Some(sockets.swap_remove(index))
+        let index = sockets.iter().position(|(n, _)| &**n == nsp)?;
+        Some(sockets.swap_remove(index).1)
     }
 
-    /// Takes every socket, ending the reference cycle socket -> connection.
-    pub(crate) fn take_all(&self) -> Vec<Arc<Socket>> {
+    /// Forgets socket `id`; false when it was not (or no longer) here.
+    pub(crate) fn remove_id(&self, id: Sid) -> bool {
+        let mut sockets = self.sockets.lock();
+        match sockets.iter().position(|(_, s)| *s == id) {
+            Some(index) => {
+                sockets.swap_remove(index);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Takes every socket id (the connection closed).
+    pub(crate) fn take_all(&self) -> Vec<Sid> {
         std::mem::take(&mut *self.sockets.lock())
+            .into_iter()
+            .map(|(_, id)| id)
+            .collect()
     }
 }

@@ -154,6 +154,11 @@ impl SocketIo {
         }
     }
 
+    /// The socket `conn` holds in `nsp`, if any.
+    fn socket_of(&self, conn: &Conn, nsp: &str) -> Option<Arc<Socket>> {
+        conn.data.socket(nsp).and_then(|id| self.hub.get(id))
+    }
+
     fn namespace(&self, nsp: &str) -> Option<&Arc<str>> {
         self.namespaces.iter().find(|n| &***n == nsp)
     }
@@ -222,18 +227,18 @@ impl SocketIo {
         match packet.inner {
             PacketData::Connect(payload) => self.on_connect(conn, nsp, payload),
             PacketData::Disconnect => {
-                if let Some(socket) = conn.data.remove(nsp) {
+                if let Some(socket) = conn.data.remove(nsp).and_then(|id| self.hub.get(id)) {
                     self.remove_socket(&socket, SocketLeft::ClientNamespace);
                 }
             }
             PacketData::Event(value, ack) | PacketData::BinaryEvent(value, ack) => {
-                let Some(socket) = conn.data.socket(nsp) else {
+                let Some(socket) = self.socket_of(conn, nsp) else {
                     return self.refuse_packet(conn, BadPacket::NotConnected, nsp);
                 };
                 self.on_event(conn, &socket, value, ack);
             }
             PacketData::EventAck(value, id) | PacketData::BinaryAck(value, id) => {
-                match conn.data.socket(nsp) {
+                match self.socket_of(conn, nsp) {
                     Some(socket) => self.on_client_ack(&socket, id, value),
                     None => self.refuse_packet(conn, BadPacket::NotConnected, nsp),
                 }
@@ -307,7 +312,7 @@ impl SocketIo {
         };
         if let Some(existing) = conn.data.socket(&nsp) {
             // A repeated CONNECT for a connected namespace gets the same socket.
-            conn.send(packets::connect(&nsp, existing.id.as_str()));
+            conn.send(packets::connect(&nsp, existing.as_str()));
             return;
         }
         let identity = match self.auth.authenticate(&conn.handshake, auth.as_ref()) {
@@ -351,7 +356,7 @@ impl SocketIo {
         }
         let created = self.hub.join(socket.id, &identity.rooms);
         self.metrics.rooms.add(created as i64);
-        conn.data.add(socket.clone());
+        conn.data.add(nsp.clone(), socket.id);
         self.metrics.sockets.inc();
         self.metrics.connects.with_label_values(&[&nsp]).inc();
         tracing::debug!(sid = %conn.sid, socket = %socket.id, nsp = &*nsp, user = ?socket.user, rooms = ?identity.rooms, "socket connected");
@@ -433,7 +438,7 @@ impl SocketIo {
     /// has one (else a DISCONNECT), and the connection closed when asked or
     /// when it holds no other namespace.
     fn server_disconnect(&self, socket: &Arc<Socket>, why: SocketLeft, close_connection: bool) {
-        if socket.conn.data.remove(&socket.nsp).is_none() {
+        if !socket.conn.data.remove_id(socket.id) {
             return;
         }
         if let Some(label) = why.server_label() {
@@ -554,14 +559,24 @@ impl EngineHandler for SocketIo {
         {
             admin.on_disconnect(conn);
         }
-        for socket in conn.data.take_all() {
+        for socket in conn
+            .data
+            .take_all()
+            .into_iter()
+            .filter_map(|id| self.hub.get(id))
+        {
             self.remove_socket(&socket, SocketLeft::Closed(reason));
         }
     }
 
     fn on_upgrade(&self, conn: &Conn) {
         if let Some(admin) = &self.admin_events {
-            for socket in conn.data.sockets() {
+            for socket in conn
+                .data
+                .sockets()
+                .into_iter()
+                .filter_map(|id| self.hub.get(id))
+            {
                 admin.socket_upgraded(&socket);
             }
         }
