@@ -181,13 +181,17 @@ impl BoundGateway {
         let bus_task = gateway
             .bus
             .start(gateway.io.clone(), shutdown.child_token());
-        gateway.io.spawn_expiry_sweeper(shutdown.child_token());
+        // Background tasks that shutdown awaits (bounded below).
+        let tasks = TaskTracker::new();
+        gateway
+            .io
+            .spawn_expiry_sweeper(&tasks, shutdown.child_token());
         gateway.io.start_admin(shutdown.child_token());
         let cluster_task = gateway
             .config
             .redis
             .enabled()
-            .then(|| spawn_cluster_join(&gateway, shutdown.child_token()));
+            .then(|| spawn_cluster_join(&gateway, &tasks, shutdown.child_token()));
         let http_connections = TaskTracker::new();
         let stop_http = CancellationToken::new();
         let slots = gateway.slots.clone();
@@ -226,9 +230,7 @@ impl BoundGateway {
         );
         gateway.engine.close_all(CloseReason::ShuttingDown);
         let drained = tokio::time::timeout(deadline, async {
-            while gateway.engine.session_count() > 0 {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+            gateway.engine.drained().await;
             stop_http.cancel();
             http_connections.close();
             http_connections.wait().await;
@@ -242,12 +244,15 @@ impl BoundGateway {
         }
         // The de-registration needs the bus, so it finishes before the bus
         // stops; bounded, so a Redis that is down does not hold shutdown.
-        if let Some(task) = cluster_task
-            && tokio::time::timeout(Duration::from_secs(2), task)
-                .await
-                .is_err()
+        tasks.close();
+        if tokio::time::timeout(Duration::from_secs(2), tasks.wait())
+            .await
+            .is_err()
         {
-            tracing::warn!("peer de-registration did not finish in 2 s");
+            tracing::warn!(
+                cluster = cluster_task.is_some(),
+                "background tasks (peer de-registration) did not finish in 2 s"
+            );
         }
         if let Some(task) = bus_task {
             task.abort();
@@ -263,10 +268,11 @@ impl BoundGateway {
 /// The task returned ends after the de-registration that follows `shutdown`.
 fn spawn_cluster_join(
     gateway: &Arc<Gateway>,
+    tasks: &TaskTracker,
     shutdown: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     let gateway = gateway.clone();
-    tokio::spawn(async move {
+    tasks.spawn(async move {
         let advertise = match gateway.config.advertise_addr() {
             Ok(addr) => addr,
             Err(err) => {

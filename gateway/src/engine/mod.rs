@@ -256,6 +256,9 @@ impl TokenBucket {
 pub struct Engine<H: EngineHandler> {
     pub settings: EngineSettings,
     sessions: RwLock<HashMap<Sid, Arc<Connection<H::Data>>>>,
+    /// Woken when the last session ends, so a draining shutdown waits for
+    /// it instead of polling the count.
+    emptied: tokio::sync::Notify,
     /// Open sessions per client address, for `limits.max_connections_per_ip`.
     per_ip: parking_lot::Mutex<HashMap<String, usize>>,
     /// Admission of new sessions, for `limits.connects_per_sec`.
@@ -323,6 +326,7 @@ impl<H: EngineHandler> Engine<H> {
             forwarder: forward::Forwarder::new(settings.forward.clone()),
             settings,
             sessions: RwLock::new(HashMap::new()),
+            emptied: tokio::sync::Notify::new(),
             per_ip: parking_lot::Mutex::new(HashMap::new()),
             admission: admission.map(parking_lot::Mutex::new),
             cluster: std::sync::OnceLock::new(),
@@ -343,6 +347,21 @@ impl<H: EngineHandler> Engine<H> {
     /// Number of open sessions.
     pub fn session_count(&self) -> usize {
         self.sessions.read().len()
+    }
+
+    /// Returns once no session is open.
+    pub async fn drained(&self) {
+        loop {
+            let emptied = self.emptied.notified();
+            tokio::pin!(emptied);
+            // Registered before the count is read, so a session ending in
+            // between still wakes us.
+            emptied.as_mut().enable();
+            if self.session_count() == 0 {
+                return;
+            }
+            emptied.await;
+        }
     }
 
     /// Closes every session, for shutdown: clients see their transport close
@@ -698,8 +717,14 @@ impl<H: EngineHandler> Engine<H> {
     /// by whichever task drives the session when it ends.
     fn finish(&self, conn: &Arc<Connection<H::Data>>) {
         let reason = conn.close_reason().unwrap_or(CloseReason::TransportError);
-        if self.sessions.write().remove(&conn.sid).is_none() {
-            return;
+        {
+            let mut sessions = self.sessions.write();
+            if sessions.remove(&conn.sid).is_none() {
+                return;
+            }
+            if sessions.is_empty() {
+                self.emptied.notify_waiters();
+            }
         }
         self.release(&conn.handshake);
         self.metrics

@@ -466,9 +466,13 @@ impl SocketIo {
     /// Disconnects every socket whose token expired (plus `auth.expiry_grace_s`)
     /// once a second, until `shutdown`. The client gets a CONNECT_ERROR
     /// "token expired" so it can refresh its token and reconnect.
-    pub fn spawn_expiry_sweeper(self: &Arc<Self>, shutdown: CancellationToken) {
+    pub fn spawn_expiry_sweeper(
+        self: &Arc<Self>,
+        tasks: &tokio_util::task::TaskTracker,
+        shutdown: CancellationToken,
+    ) {
         let io = self.clone();
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tokio::select! {
