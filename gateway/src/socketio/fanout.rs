@@ -292,7 +292,7 @@ impl SocketIo {
                 "websocket": connections("websocket"),
             },
             "sockets": self.metrics.sockets.get(),
-            "rooms": self.rooms.room_count(),
+            "rooms": self.hub.room_count(),
             "busUp": self.metrics.bus_up.get() == 1,
         })
     }
