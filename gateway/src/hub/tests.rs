@@ -266,6 +266,83 @@ fn shared_by_threads() {
     assert_eq!(hub.room_count(), 5);
 }
 
+#[test]
+fn get_finds_registered_sockets_only() {
+    let hub = Hub::new();
+    let ns = nsp("/");
+    let a = add(&hub, &ns, 7, None);
+    assert_eq!(hub.get(a), Some(7));
+    hub.remove(a);
+    assert_eq!(hub.get(a), None);
+}
+
+#[test]
+fn leaving_a_room_not_joined_changes_nothing() {
+    let hub = Hub::new();
+    let ns = nsp("/");
+    let a = add(&hub, &ns, 1, None);
+    let b = add(&hub, &ns, 2, None);
+    hub.join(b, &["r"]);
+    assert_eq!(hub.leave(a, &["r", "nowhere"]), 0);
+    assert_eq!(hub.targets(&ns, &["r"], &[]), [2]);
+    assert_eq!(hub.room_count(), 1);
+}
+
+#[test]
+fn unknown_namespace_is_empty() {
+    let hub = Hub::new();
+    let ns = nsp("/");
+    let a = add(&hub, &ns, 1, None);
+    hub.join(a, &["r"]);
+    assert!(hub.targets::<&str>("/nope", &[], &[]).is_empty());
+    assert!(hub.targets("/nope", &["r"], &[]).is_empty());
+    assert!(hub.all_rooms("/nope").is_empty());
+    assert_eq!(hub.socket_count("/nope"), 0);
+    assert!(!hub.has_room("/nope", "r"));
+}
+
+#[test]
+fn rooms_of_lists_joined_rooms_in_order() {
+    let hub = Hub::new();
+    let ns = nsp("/");
+    let a = add(&hub, &ns, 1, None);
+    hub.join(a, &["user:1", "role:admin"]);
+    hub.join(a, &["lobby"]);
+    assert_eq!(hub.rooms_of(a), ["user:1", "role:admin", "lobby"]);
+    hub.leave(a, &["role:admin"]);
+    let mut rooms = hub.rooms_of(a);
+    rooms.sort();
+    assert_eq!(rooms, ["lobby", "user:1"]);
+}
+
+#[test]
+fn an_unparsable_room_name_is_just_an_empty_room() {
+    let hub = Hub::new();
+    let ns = nsp("/");
+    add(&hub, &ns, 1, None);
+    assert!(hub.targets(&ns, &["not a sid"], &[]).is_empty());
+    assert!(!hub.has_room(&ns, ""));
+}
+
+#[test]
+fn except_a_socket_id() {
+    let hub = Hub::new();
+    let ns = nsp("/");
+    let a = add(&hub, &ns, 1, None);
+    let b = add(&hub, &ns, 2, None);
+    hub.join(a, &["r"]);
+    hub.join(b, &["r"]);
+    assert_eq!(hub.targets(&ns, &["r"], &[a.as_str()]), [2]);
+}
+
+#[test]
+fn expiry_without_a_token_expiry_is_never_taken() {
+    let hub = Hub::new();
+    let ns = nsp("/");
+    add(&hub, &ns, 1, None);
+    assert!(hub.take_expired(u64::MAX).is_empty());
+}
+
 /// One step of a random workload over a few sockets and rooms.
 #[derive(Debug, Clone)]
 enum Op {
