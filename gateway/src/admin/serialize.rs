@@ -10,10 +10,7 @@
 use serde_json::{Map, Value, json};
 use switchboard_wire::{FetchedSocket, msgpack_to_json};
 
-use crate::{
-    engine::{Handshake, handshake::percent_decode},
-    socketio::Socket,
-};
+use crate::{engine::Handshake, socketio::Socket};
 
 /// Headers that carry credentials.
 const SECRET_HEADERS: [&str; 3] = ["authorization", "cookie", "proxy-authorization"];
@@ -48,12 +45,13 @@ pub fn handshake(h: &Handshake, path: &str, token_param: &str) -> Value {
     let mut query = Map::new();
     let mut kept = Vec::new();
     for pair in h.query.split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let key = percent_decode(k);
+        let Some((key, value)) = form_urlencoded::parse(pair.as_bytes()).next() else {
+            continue;
+        };
         if key == token_param {
             continue;
         }
-        query.insert(key, Value::String(percent_decode(v)));
+        query.insert(key.into_owned(), Value::String(value.into_owned()));
         kept.push(pair);
     }
     // The gateway keeps only the headers authentication reads (memory per

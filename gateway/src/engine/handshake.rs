@@ -25,67 +25,32 @@ pub struct Handshake {
 }
 
 impl Handshake {
-    /// The value of one query parameter, percent-decoded.
+    /// The value of one query parameter, decoded as a form
+    /// (`application/x-www-form-urlencoded`: `%XX` escapes and `+`).
     pub fn query_param(&self, name: &str) -> Option<String> {
-        form_urlencoded_pairs(&self.query)
+        form_urlencoded::parse(self.query.as_bytes())
             .find(|(k, _)| k == name)
-            .map(|(_, v)| v)
+            .map(|(_, v)| v.into_owned())
     }
 
-    /// The value of one cookie from the `Cookie` headers.
+    /// The value of one cookie from the `Cookie` headers, percent-decoded
+    /// and without surrounding double quotes (parsed by the `cookie` crate;
+    /// a malformed cookie is skipped, not the whole header).
     pub fn cookie(&self, name: &str) -> Option<String> {
         self.headers
             .get_all(http::header::COOKIE)
             .iter()
             .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .filter_map(|pair| pair.trim().split_once('='))
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| percent_decode(v.trim_matches('"')))
+            .flat_map(cookie::Cookie::split_parse_encoded)
+            .filter_map(Result::ok)
+            .find(|c| c.name() == name)
+            .map(|c| c.value_trimmed().to_string())
     }
 
     /// The client address, as used by per-address limits and logs.
     pub fn client_address(&self) -> String {
         self.client_ip.to_string()
     }
-}
-
-fn form_urlencoded_pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
-    query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|pair| match pair.split_once('=') {
-            Some((k, v)) => (percent_decode(k), percent_decode(v)),
-            None => (percent_decode(pair), String::new()),
-        })
-}
-
-/// Decodes `%XX` escapes and `+` as space; invalid escapes are kept as written.
-pub fn percent_decode(input: &str) -> String {
-    let bytes = input.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3])
-                    .ok()
-                    .and_then(|h| u8::from_str_radix(h, 16).ok());
-                match hex {
-                    Some(b) => {
-                        out.push(b);
-                        i += 3;
-                        continue;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
@@ -121,7 +86,33 @@ mod tests {
 
     #[test]
     fn bad_escapes_are_kept() {
-        assert_eq!(percent_decode("100%"), "100%");
-        assert_eq!(percent_decode("%zz%41"), "%zzA");
+        let h = handshake("a=100%&b=%zz%41", None);
+        assert_eq!(h.query_param("a").as_deref(), Some("100%"));
+        assert_eq!(h.query_param("b").as_deref(), Some("%zzA"));
+    }
+
+    #[test]
+    fn cookies_are_decoded_and_unquoted() {
+        let h = handshake("", Some("a=1; token=%22x%20y%22; q=\"v\"; broken; z=2"));
+        assert_eq!(h.cookie("token").as_deref(), Some("x y"));
+        assert_eq!(h.cookie("q").as_deref(), Some("v"));
+        assert_eq!(h.cookie("z").as_deref(), Some("2"));
+        assert_eq!(h.cookie("broken"), None);
+    }
+
+    #[test]
+    fn cookies_from_several_headers() {
+        let mut h = handshake("", Some("a=1"));
+        h.headers
+            .append(http::header::COOKIE, "b=2".parse().unwrap());
+        assert_eq!(h.cookie("a").as_deref(), Some("1"));
+        assert_eq!(h.cookie("b").as_deref(), Some("2"));
+    }
+
+    #[test]
+    fn a_parameter_without_value_is_empty() {
+        let h = handshake("flag&x=1", None);
+        assert_eq!(h.query_param("flag").as_deref(), Some(""));
+        assert_eq!(h.query_param("x").as_deref(), Some("1"));
     }
 }

@@ -303,12 +303,11 @@ fn parse_query(query: &str) -> EngineQuery {
         transport: None,
         sid: None,
     };
-    for pair in query.split('&') {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        match k {
-            "EIO" => q.eio = Some(v.to_string()),
-            "transport" => q.transport = Some(v.to_string()),
-            "sid" => q.sid = Some(crate::engine::handshake::percent_decode(v)),
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        match &*k {
+            "EIO" => q.eio = Some(v.into_owned()),
+            "transport" => q.transport = Some(v.into_owned()),
+            "sid" => q.sid = Some(v.into_owned()),
             _ => {}
         }
     }
