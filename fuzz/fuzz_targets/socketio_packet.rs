@@ -1,7 +1,7 @@
 //! Socket.IO packets as the gateway decodes them: a sequence of websocket
 //! messages through one connection's `ParserState`, with the gateway's
 //! `ParseConfig` (at most 10 attachments, `engine.max_payload` bytes of
-//! them), then the checks `session::SocketIo` applies to what decoded.
+//! them), then the checks `socketio::SocketIo` applies to what decoded.
 //!
 //! Input framing: messages separated by a NUL byte; a message starting with
 //! 0x01 is binary (the rest of it), anything else is text (lossy UTF-8).

@@ -17,7 +17,7 @@
 #![warn(missing_docs)]
 
 pub(crate) mod admin;
-pub(crate) mod api;
+pub mod api;
 pub mod auth;
 pub(crate) mod bus;
 pub(crate) mod client_ip;

@@ -53,6 +53,7 @@ pub struct EmitRequest {
     pub data: Option<serde_json::Value>,
     /// Several arguments.
     pub args: Option<Vec<serde_json::Value>>,
+    /// Rooms (or socket ids) to send to.
     #[serde(default)]
     pub rooms: Vec<String>,
     /// User ids, turned into rooms by the user room template (`user:{sub}`).
@@ -66,6 +67,7 @@ pub struct EmitRequest {
     pub except: Vec<String>,
     /// Namespace, `/` by default.
     pub namespace: Option<String>,
+    /// Drop the event for clients whose outbound queue is not empty.
     #[serde(default)]
     pub volatile: bool,
     /// Send to every socket of the namespace; required when no target is named,
@@ -113,7 +115,7 @@ fn err(status: StatusCode, reason: &'static str, message: impl Into<String>) -> 
 }
 
 impl PublishApi {
-    pub fn new(config: &Config, bus: Arc<Bus>, metrics: Metrics) -> Self {
+    pub(crate) fn new(config: &Config, bus: Arc<Bus>, metrics: Metrics) -> Self {
         let user_claim = format!("{{{}}}", config.auth.user_claim);
         PublishApi {
             keys: ApiKeys::new(&config.api.keys),
