@@ -10,7 +10,11 @@
 //! does not parse, or whose owner is not in the directory, gets the normal
 //! "Session ID unknown" without any Redis traffic.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use engineioxide_core::Sid;
 use tokio_util::sync::CancellationToken;
@@ -30,7 +34,12 @@ pub struct Cluster {
     advertise: SocketAddr,
     bus: Arc<Bus>,
     directory: PeerDirectory,
+    /// When peers will all know this gateway's tag (see [`Cluster::announced`]).
+    announced_at: Instant,
 }
+
+/// Slack on top of one directory refresh for a peer's refresh in flight.
+const ANNOUNCE_MARGIN: Duration = Duration::from_millis(250);
 
 fn random_tag() -> String {
     Sid::new().as_str()[..TAG_LEN].to_string()
@@ -62,15 +71,32 @@ impl Cluster {
             if directory.claim(&bus, &tag, advertise).await? {
                 directory.refresh(&bus, &tag, advertise).await?;
                 tracing::info!(tag, %advertise, peers = directory.len(), "registered with peers for sid forwarding");
+                // Peers read the directory every REFRESH: until each has read
+                // it once, a request for one of our sids that lands on a peer
+                // would get "Session ID unknown". Alone, nobody has to learn.
+                let wait = if directory.len() > 1 {
+                    PeerDirectory::REFRESH + ANNOUNCE_MARGIN
+                } else {
+                    Duration::ZERO
+                };
                 return Ok(Cluster {
                     tag,
                     advertise,
                     bus,
                     directory,
+                    announced_at: Instant::now() + wait,
                 });
             }
         }
         Err(BusError::Command("could not claim an instance tag".into()))
+    }
+
+    /// Whether every live peer has read this gateway's registration, so a
+    /// request for one of its sids can land on any gateway. Readiness waits
+    /// for it: a load balancer that routes by `/readyz` never hands this
+    /// gateway a client whose next request a peer could not forward.
+    pub fn announced(&self) -> bool {
+        Instant::now() >= self.announced_at
     }
 
     /// The tag every sid of this gateway starts with.

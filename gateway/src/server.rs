@@ -54,6 +54,9 @@ pub struct Gateway {
     api: PublishApi,
     metrics: Metrics,
     draining: AtomicBool,
+    /// Sids are forwarded between gateways (Redis configured and an
+    /// advertise address known): readiness then waits for the peers.
+    forwarding: bool,
     /// Places under `server.max_connections`, one per open TCP connection.
     slots: Arc<Semaphore>,
 }
@@ -92,6 +95,7 @@ impl Gateway {
                 bus,
                 api,
                 draining: AtomicBool::new(false),
+                forwarding: config.redis.enabled() && config.advertise_addr().is_ok(),
                 slots: Arc::new(Semaphore::new(config.server.max_connections)),
                 config,
                 metrics,
@@ -153,10 +157,20 @@ impl Gateway {
     fn readyz(&self) -> Response<Body> {
         let bus = self.bus.status();
         let draining = self.draining.load(Ordering::Acquire);
-        let ready = bus.subscribed && !draining;
+        // A gateway whose sids its peers cannot forward yet is not ready:
+        // a client's next polling request may land on any gateway.
+        let peers = if !self.forwarding {
+            "off"
+        } else if self.engine.announced_to_peers() {
+            "announced"
+        } else {
+            "joining"
+        };
+        let ready = bus.subscribed && !draining && peers != "joining";
         let body = serde_json::json!({
             "ready": ready,
             "draining": draining,
+            "peers": peers,
             "bus": bus,
             "connections": self.engine.session_count(),
         });

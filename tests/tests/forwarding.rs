@@ -434,3 +434,29 @@ async fn polling_and_upgrade_through_a_peer_reach_the_owner() {
     }
     wait_metric(&owner, "switchboard_upgrades_total", T, |v| v == 1.0).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_joining_a_fleet_is_ready_only_once_peers_can_forward_its_sids() {
+    let redis = redis();
+    let fast = [
+        ("SWITCHBOARD_ENGINE__PING_INTERVAL_MS", "300"),
+        ("SWITCHBOARD_ENGINE__PING_TIMEOUT_MS", "200"),
+    ];
+    let older = redis_gateway(&redis, &fast).await;
+    // `redis_gateway` returns as soon as `/readyz` says ready: from then on a
+    // load balancer may send the newcomer clients whose next request lands
+    // on the older gateway, which must already know the newcomer's tag
+    // (it reads the directory once a second).
+    let newcomer = redis_gateway(&redis, &fast).await;
+    let ready = get_json(format!("{}/readyz", newcomer.url()))
+        .await
+        .unwrap();
+    assert_eq!(ready.1["peers"], "announced", "{ready:?}");
+    let sid = polling_open(newcomer.port()).await.unwrap();
+    let (status, body) = polling_get(older.port(), &sid).await.unwrap();
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "2"),
+        "the newcomer's session polled through the older gateway"
+    );
+}

@@ -339,6 +339,11 @@ impl<H: EngineHandler> Engine<H> {
         let _ = self.cluster.set(cluster);
     }
 
+    /// Registered with peers, and every peer has read the registration.
+    pub fn announced_to_peers(&self) -> bool {
+        self.cluster.get().is_some_and(|c| c.announced())
+    }
+
     pub fn handler(&self) -> &Arc<H> {
         &self.handler
     }
