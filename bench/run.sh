@@ -10,6 +10,8 @@
 #   bench/run.sh publish              # issue #18: broadcaster crate vs @socket.io/redis-emitter, publishes/s and p50/p99
 #   BASELINE_BIN=/tmp/gw-base/switchboard-gateway bench/run.sh http-publish
 #                                     # issue #18: the gateway's HTTP publish API, this build vs BASELINE_BIN, requests/s and p50/p99
+#   bench/run.sh burst steady         # issue #10: open-loop burst (1M deliveries/s offered) and steady 25k/s,
+#                                     # Switchboard, socketioxide, Node and the raw-write floor in one run
 #
 # Knobs (environment): MEM_SIZES ("5000 19000"), CONNECT_COUNT (10000),
 # CONNECT_CONCURRENCY (64), FANOUT_CLIENTS (5000), FANOUT_ROOMS (10),
@@ -20,7 +22,10 @@
 # SCALE_READY_SECS (900: time allowed for connecting), NO_BUILD (unset), NO_REPORT (unset),
 # PUBLISH_COUNT (100000), PUBLISH_WARMUP (10000), PUBLISH_CONCURRENCY ("1 32 256"),
 # HTTP_PUBLISH_SECS (10), HTTP_PUBLISH_CONCURRENCY ("1 32 256"), BASELINE_BIN (a gateway
-# binary of another build, e.g. main's, measured as `baseline` in http-publish; unset: this build only).
+# binary of another build, e.g. main's, measured as `baseline` in http-publish; unset: this build only),
+# BURST_SERVERS ("switchboard socketioxide node"), BURST_CLIENTS (5000), BURST_ROOMS (10),
+# BURST_RATE (1000000 deliveries/s offered), BURST_SECS (3), STEADY_RATE (25000), STEADY_SECS (10),
+# PERF_SENDS (set: count the server's send syscalls with perf during burst/steady).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -52,6 +57,13 @@ PUBLISH_CONCURRENCY=${PUBLISH_CONCURRENCY:-"1 32 256"}
 HTTP_PUBLISH_SECS=${HTTP_PUBLISH_SECS:-10}
 HTTP_PUBLISH_CONCURRENCY=${HTTP_PUBLISH_CONCURRENCY:-"1 32 256"}
 BASELINE_BIN=${BASELINE_BIN:-}
+BURST_SERVERS=${BURST_SERVERS:-"switchboard socketioxide node"}
+BURST_CLIENTS=${BURST_CLIENTS:-5000}
+BURST_ROOMS=${BURST_ROOMS:-10}
+BURST_RATE=${BURST_RATE:-1000000}
+BURST_SECS=${BURST_SECS:-3}
+STEADY_RATE=${STEADY_RATE:-25000}
+STEADY_SECS=${STEADY_SECS:-10}
 
 REDIS_PORT=6390
 REDIS_URL=redis://127.0.0.1:$REDIS_PORT
@@ -61,7 +73,7 @@ BENCH_API_KEY=bench-api-key-0123456789abcdef
 
 if [ $# -gt 0 ]; then SCENARIOS=("$@"); else SCENARIOS=(memory connect fanout ceiling twogw); fi
 for s in "${SCENARIOS[@]}"; do
-  case $s in memory|connect|fanout|ceiling|twogw|scale|publish|http-publish) ;; *) echo "unknown scenario: $s" >&2; exit 2 ;; esac
+  case $s in memory|connect|fanout|ceiling|twogw|scale|publish|http-publish|burst|steady) ;; *) echo "unknown scenario: $s" >&2; exit 2 ;; esac
 done
 
 log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
@@ -70,6 +82,10 @@ log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 if [ -z "${NO_BUILD:-}" ]; then
   log "building (release)"
   cargo build --release -q -p switchboard-gateway -p switchboard-bench
+  if printf '%s\n' "${SCENARIOS[@]}" | grep -qx -e burst -e steady; then
+    log "building the socketioxide reference (its own lock file)"
+    cargo build --release -q --manifest-path bench/socketioxide-reference/Cargo.toml
+  fi
   if [ ! -d bench/node-reference/node_modules/@socket.io/redis-emitter ]; then
     log "installing the Node reference (npm ci)"
     (cd bench/node-reference && npm ci --no-audit --no-fund --loglevel=error)
@@ -133,6 +149,10 @@ start_server() {
       PORT=$port REDIS_URL=$REDIS_URL JWT_SECRET=$SWITCHBOARD_JWT_SECRET \
         taskset -c "$SERVER_CPU" node bench/node-reference/server.js >>"$RESULTS_DIR/server.log" 2>&1 &
       ;;
+    socketioxide)
+      PORT=$port REDIS_URL=$REDIS_URL JWT_SECRET=$SWITCHBOARD_JWT_SECRET \
+        taskset -c "$SERVER_CPU" "$BIN/socketioxide-reference" >>"$RESULTS_DIR/server.log" 2>&1 &
+      ;;
     floor-tcp) taskset -c "$SERVER_CPU" "$BIN/sb-floor" --mode tcp --listen 127.0.0.1:$port >>"$RESULTS_DIR/server.log" 2>&1 & ;;
     floor-ws) taskset -c "$SERVER_CPU" "$BIN/sb-floor" --mode ws --listen 127.0.0.1:$port >>"$RESULTS_DIR/server.log" 2>&1 & ;;
     floor-fanout) taskset -c "$SERVER_CPU" "$BIN/sb-floor" --mode fanout --listen 127.0.0.1:$port "$@" >>"$RESULTS_DIR/server.log" 2>&1 & ;;
@@ -157,7 +177,8 @@ next_src() { SRC_BLOCK=$((SRC_BLOCK + 1)); echo "127.$((SRC_BLOCK % 250 + 1)).0.
 load() {
   local pidargs=() p
   for p in "${SERVER_PIDS[@]}"; do pidargs+=(--server-pid "$p"); done
-  taskset -c "$LOAD_CPU" "$BIN/sb-load" "$1" "${@:2}" "${pidargs[@]}" \
+  # LOAD_TIMEOUT (seconds) bounds one run; unset, the scenario's own bounds apply.
+  timeout "${LOAD_TIMEOUT:-0}" taskset -c "$LOAD_CPU" "$BIN/sb-load" "$1" "${@:2}" "${pidargs[@]}" \
     --src-base "$(next_src)" --results "$RUN_RESULTS"
 }
 
@@ -251,6 +272,60 @@ scenario_twogw() {
     done
   done
 }
+
+# Issue #10: open-loop fan-out at a fixed offered rate (the publisher does
+# not wait for deliveries), every delivery accounted per client (loss and
+# duplicates), for each of BURST_SERVERS and the raw-write floor, the order
+# alternating between rounds. `burst` offers far more than any server
+# sustains; `steady` a rate every server keeps up with (CPU per delivery and
+# p99 against the floor). With PERF_SENDS set, `perf stat` counts the
+# server's send syscalls during the run (deliveries per send).
+run_open_loop() {
+  local label=$1 rate=$2 secs=$3 srv rep
+  local args=(--clients "$BURST_CLIENTS" --rooms "$BURST_ROOMS" --rate "$rate" --redis-url "$REDIS_URL" --secs "$secs")
+  local saved=$SERVERS; SERVERS=$BURST_SERVERS
+  for rep in $(seq 1 "$REPEAT"); do
+    for srv in $(ordered_servers) floor-fanout; do
+      log "$label: $BURST_CLIENTS clients in $BURST_ROOMS rooms, $rate deliveries/s offered for ${secs}s -> $srv (load $(cut -d' ' -f1 /proc/loadavg))"
+      local extra=()
+      if [ "$srv" = floor-fanout ]; then
+        start_server floor-fanout $BASE_PORT --rooms "$BURST_ROOMS" --rate "$rate" --secs "$secs"
+        extra=(--floor)
+      else
+        start_server "$srv" $BASE_PORT
+      fi
+      local perf_out= perf_pid=
+      if [ -n "${PERF_SENDS:-}" ]; then
+        perf_out=$(mktemp "$RESULTS_DIR/perf.XXXXXX")
+        # Started once the clients are connected would be better; counting
+        # from the start adds only the handshakes (a few per client).
+        perf stat -x, -e syscalls:sys_enter_sendto,syscalls:sys_enter_writev,syscalls:sys_enter_write \
+          -p "${SERVER_PIDS[0]}" -o "$perf_out" &
+        perf_pid=$!
+      fi
+      local before; before=$(wc -l <"$RUN_RESULTS" 2>/dev/null || echo 0)
+      LOAD_TIMEOUT=$((secs + 300)) load fanout --addr 127.0.0.1:$BASE_PORT --server "$srv" --scenario "$label" \
+        "${args[@]}" "${extra[@]}" >/dev/null || log "$label: the load generator failed for $srv"
+      if [ -n "$perf_pid" ]; then
+        kill -INT "$perf_pid" 2>/dev/null || true; wait "$perf_pid" 2>/dev/null || true
+        local sends; sends=$(awk -F, '$1 ~ /^[0-9]+$/ {n += $1} END {print n + 0}' "$perf_out")
+        rm -f "$perf_out"
+        local after; after=$(wc -l <"$RUN_RESULTS")
+        if [ "$after" -gt "$before" ] && [ "$sends" -gt 0 ]; then
+          # Adds the send count to the result line just written.
+          local last; last=$(tail -n1 "$RUN_RESULTS" | jq -c --argjson s "$sends" \
+            '.figures.send_syscalls = $s | .figures.deliveries_per_send = (.figures.deliveries / $s)')
+          head -n -1 "$RUN_RESULTS" >"$RUN_RESULTS.tmp"; echo "$last" >>"$RUN_RESULTS.tmp"; mv "$RUN_RESULTS.tmp" "$RUN_RESULTS"
+        fi
+      fi
+      stop_servers
+    done
+  done
+  SERVERS=$saved
+}
+
+scenario_burst() { run_open_loop burst "$BURST_RATE" "$BURST_SECS"; }
+scenario_steady() { run_open_loop steady "$STEADY_RATE" "$STEADY_SECS"; }
 
 # 200k idle sessions over SCALE_GATEWAYS processes sharing one Redis, one
 # generator per process. `sb-load scale-coord` takes the baseline RSS, waits for

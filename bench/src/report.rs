@@ -136,6 +136,18 @@ pub const METRICS: &[(&str, &str, usize, Better)] = &[
         2,
         Better::Neither,
     ),
+    (
+        "load_avg_1m",
+        "machine load average (1 min) at the end",
+        2,
+        Better::Neither,
+    ),
+    (
+        "deliveries_per_send",
+        "deliveries per send syscall (perf)",
+        2,
+        Better::Higher,
+    ),
     ("connections", "connections", 0, Better::Neither),
     ("connect_failures", "connects that failed", 0, Better::Lower),
     ("hold_s", "idle hold measured (s)", 0, Better::Neither),
@@ -357,6 +369,8 @@ pub fn render_tables(records: &[Record]) -> String {
         "connect",
         "fanout",
         "ceiling",
+        "burst",
+        "steady",
         "twogw",
         "scale",
         "publish",
@@ -390,12 +404,13 @@ pub fn render_tables(records: &[Record]) -> String {
 
     let mut out = String::new();
     for ((scenario, size), cells) in &groups {
-        // Extra columns: floors, and the previous gateway build (`baseline`)
-        // of a before/after scenario.
-        let floors: Vec<&String> = cells
+        // Extra columns: other servers (socketioxide), the previous gateway
+        // build (`baseline`) of a before/after scenario, then the floors.
+        let mut floors: Vec<&String> = cells
             .keys()
-            .filter(|s| s.starts_with("floor") || *s == "baseline")
+            .filter(|s| *s != "switchboard" && *s != "node")
             .collect();
+        floors.sort_by_key(|s| (s.starts_with("floor"), s.as_str()));
         out.push_str(&format!("#### `{scenario}` — {size}\n\n"));
         if let Some(runs) = runs_of.get(&(scenario.clone(), size.clone())) {
             let runs: Vec<&str> = runs.iter().map(String::as_str).collect();

@@ -558,6 +558,14 @@ async fn fanout(a: FanoutArgs) -> anyhow::Result<()> {
     if peak > 0 {
         f.insert("max_rss_mib".into(), mib(peak));
     }
+    // The machine is shared: the load average says whether other processes
+    // competed for the cores during this result.
+    if let Some(load) = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next()?.parse::<f64>().ok())
+    {
+        f.insert("load_avg_1m".into(), load);
+    }
     let default = if a.ceiling { "ceiling" } else { "fanout" };
     let size = if a.ceiling {
         format!("{} clients, {} rooms, closed loop", a.clients, rooms)
