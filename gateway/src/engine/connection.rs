@@ -230,22 +230,26 @@ impl<D> Connection<D> {
         }
         let overflow = {
             let mut outbox = self.outbox.lock();
-            let stalled = outbox.last_drain.elapsed() > STALL_AFTER;
-            let (max_bytes, max_frames) = if stalled {
-                (self.limits.max_bytes, self.limits.max_frames)
-            } else {
-                (
-                    self.limits.max_bytes.saturating_mul(BURST_FACTOR),
-                    self.limits.max_frames.saturating_mul(BURST_FACTOR),
-                )
-            };
+            // Whether the writer has stalled is only asked (a clock read)
+            // once the queue passes the base bound, never per delivery on a
+            // queue that keeps draining.
+            let mut stalled: Option<bool> = None;
             let mut overflow = false;
             for frame in frames {
-                if outbox.bytes + frame.len() > max_bytes || outbox.frames.len() >= max_frames {
-                    overflow = true;
-                    break;
+                let bytes = outbox.bytes + frame.len();
+                let count = outbox.frames.len();
+                if bytes > self.limits.max_bytes || count >= self.limits.max_frames {
+                    let stalled =
+                        *stalled.get_or_insert_with(|| outbox.last_drain.elapsed() > STALL_AFTER);
+                    let factor = if stalled { 1 } else { BURST_FACTOR };
+                    if bytes > self.limits.max_bytes.saturating_mul(factor)
+                        || count >= self.limits.max_frames.saturating_mul(factor)
+                    {
+                        overflow = true;
+                        break;
+                    }
                 }
-                outbox.bytes += frame.len();
+                outbox.bytes = bytes;
                 outbox.frames.push_back(frame);
             }
             if overflow {

@@ -5,13 +5,14 @@
 //! so an idle connection costs one task, one small read buffer and its
 //! [`Connection`].
 
-use std::sync::Arc;
+use std::{collections::VecDeque, sync::Arc};
 
 use engineioxide_core::{Packet, ProtocolVersion};
 use futures_util::{SinkExt, StreamExt};
 use http::{HeaderMap, Method, Request, Response, StatusCode, header};
 use hyper::{body::Incoming, upgrade::Upgraded};
 use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWriteExt;
 use tokio_tungstenite::{
     WebSocketStream,
     tungstenite::{
@@ -35,6 +36,9 @@ type Ws = WebSocketStream<SlottedStream>;
 /// just in more reads.
 const READ_BUFFER_BYTES: usize = 512;
 
+/// tungstenite writes what it sends itself (the probe reply, pongs, the
+/// close frame) at once; the frames of the outbox bypass it (see
+/// [`write_batch`]).
 fn ws_config(max_payload: u64) -> WebSocketConfig {
     let max = usize::try_from(max_payload).unwrap_or(usize::MAX);
     WebSocketConfig::default()
@@ -272,11 +276,68 @@ async fn probe<D>(ws: &mut Ws, conn: &Connection<D>) -> Result<(), UpgradeFailed
     Err(UpgradeFailed)
 }
 
-fn to_message(frame: Frame) -> Message {
-    match frame {
-        Frame::Text(text) => Message::Text(text),
-        Frame::Binary(data) => Message::Binary(data),
+/// Bytes encoded per `write` when a drain is large: big enough that a burst
+/// costs a few syscalls per socket, small enough that the transient buffer
+/// of a socket with a deep queue stays modest.
+const WRITE_CHUNK_BYTES: usize = 64 * 1024;
+
+/// Appends one unmasked, unfragmented server-to-client websocket frame
+/// (RFC 6455 section 5.2) to `buf`.
+fn encode_frame(buf: &mut Vec<u8>, frame: &Frame) {
+    let (opcode, payload): (u8, &[u8]) = match frame {
+        Frame::Text(text) => (0x1, text.as_str().as_bytes()),
+        Frame::Binary(data) => (0x2, &data[..]),
+    };
+    buf.push(0x80 | opcode);
+    let len = payload.len();
+    if len < 126 {
+        buf.push(len as u8);
+    } else if let Ok(len) = u16::try_from(len) {
+        buf.push(126);
+        buf.extend_from_slice(&len.to_be_bytes());
+    } else {
+        buf.push(127);
+        buf.extend_from_slice(&(len as u64).to_be_bytes());
     }
+    buf.extend_from_slice(payload);
+}
+
+/// Why a batch was not written completely.
+#[derive(Debug)]
+struct WriteFailed;
+
+/// Writes one drain of the outbox: every frame is framed here into one
+/// buffer and written with one `write` per [`WRITE_CHUNK_BYTES`], instead
+/// of one `sendto` (and one tungstenite copy) per frame. Under a burst the
+/// queue fills while the previous write is in flight, so a socket costs one
+/// wake and a few syscalls per batch rather than per delivery.
+///
+/// Frames go to the TCP stream directly, behind tungstenite's back: its own
+/// buffer (a pong or close reply from the read side) is flushed first, and
+/// `torn` is set while a write may have been cut short, after which nothing
+/// more may be written on this stream (the close path checks it).
+async fn write_batch(
+    ws: &mut Ws,
+    frames: &VecDeque<Frame>,
+    torn: &mut bool,
+) -> Result<(), WriteFailed> {
+    ws.flush().await.map_err(|_| WriteFailed)?;
+    let total: usize = frames.iter().map(|f| f.len() + 10).sum();
+    let mut buf = Vec::with_capacity(total.min(WRITE_CHUNK_BYTES + 10));
+    let mut frames = frames.iter().peekable();
+    while frames.peek().is_some() {
+        while let Some(frame) = frames.next_if(|_| buf.len() < WRITE_CHUNK_BYTES) {
+            encode_frame(&mut buf, frame);
+        }
+        *torn = true;
+        ws.get_mut()
+            .write_all(&buf)
+            .await
+            .map_err(|_| WriteFailed)?;
+        *torn = false;
+        buf.clear();
+    }
+    Ok(())
 }
 
 /// Reads, writes and keeps the heartbeat of a websocket session until it
@@ -292,6 +353,9 @@ async fn run<H: EngineHandler>(
     // deadline changes rather than re-armed on every delivery.
     let timer = tokio::time::sleep_until(heartbeat.deadline());
     tokio::pin!(timer);
+    // A write of frames was cut short (timeout or close): the stream may
+    // end inside a frame, so nothing more is written to it.
+    let mut torn = false;
     loop {
         if timer.deadline() != heartbeat.deadline() {
             timer.as_mut().reset(heartbeat.deadline());
@@ -303,12 +367,7 @@ async fn run<H: EngineHandler>(
             // timeout ends it, and so does a close from elsewhere (queue
             // overflow, shutdown), so the task never hangs on a dead peer.
             let closed = conn.closed_signal.notified();
-            let write = async {
-                for frame in frames {
-                    ws.feed(to_message(frame)).await?;
-                }
-                ws.flush().await
-            };
+            let write = write_batch(&mut ws, &frames, &mut torn);
             tokio::select! {
                 result = tokio::time::timeout(settings.write_timeout, write) => match result {
                     Ok(Ok(())) => engine.metrics.observe_delivery(received),
@@ -367,14 +426,21 @@ async fn run<H: EngineHandler>(
     }
     let reason = conn.close_reason();
     // Say why in the close frame (browsers show it as CloseEvent.reason),
-    // as the disconnect table says; none when the peer is already gone.
-    if let Some((code, text)) = reason.unwrap_or(CloseReason::ServerClosed).spec().ws_close {
+    // as the disconnect table says; none when the peer is already gone, nor
+    // on a stream a cut-short write left inside a frame.
+    if let Some((code, text)) = reason
+        .unwrap_or(CloseReason::ServerClosed)
+        .spec()
+        .ws_close
+        .filter(|_| !torn)
+    {
         // A slow consumer's backlog is dropped; anything else still queued
         // (a final DISCONNECT or CONNECT_ERROR) goes out first.
         let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
             if reason != Some(CloseReason::SlowConsumer) {
-                for frame in conn.take_frames() {
-                    ws.feed(to_message(frame)).await?;
+                let frames = conn.take_frames();
+                if write_batch(&mut ws, &frames, &mut torn).await.is_err() {
+                    return Ok(());
                 }
             }
             ws.close(Some(CloseFrame {
@@ -386,4 +452,35 @@ async fn run<H: EngineHandler>(
         .await;
     }
     engine.finish(conn);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use tokio_tungstenite::tungstenite::protocol::frame::{
+        Frame as WsFrame,
+        coding::{Data, OpCode},
+    };
+
+    /// Our framing is byte-identical to tungstenite's for every length
+    /// encoding (7-bit, 16-bit, 64-bit) and both data opcodes.
+    #[test]
+    fn frames_match_tungstenite_at_every_length_boundary() {
+        for len in [0usize, 1, 125, 126, 127, 65_535, 65_536, 70_000] {
+            let payload = "z".repeat(len);
+            for (ours, opcode) in [
+                (Frame::text(payload.clone()), Data::Text),
+                (Frame::Binary(Bytes::from(payload.clone())), Data::Binary),
+            ] {
+                let mut got = Vec::new();
+                encode_frame(&mut got, &ours);
+                let mut want = Vec::new();
+                WsFrame::message(payload.clone(), OpCode::Data(opcode), true)
+                    .format(&mut want)
+                    .expect("format");
+                assert_eq!(got, want, "length {len}, {opcode:?}");
+            }
+        }
+    }
 }
