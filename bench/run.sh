@@ -25,7 +25,9 @@
 # binary of another build, e.g. main's, measured as `baseline` in http-publish; unset: this build only),
 # BURST_SERVERS ("switchboard socketioxide node"), BURST_CLIENTS (5000), BURST_ROOMS (10),
 # BURST_RATE (1000000 deliveries/s offered), BURST_SECS (3), STEADY_RATE (25000), STEADY_SECS (10),
-# PERF_SENDS (set: count the server's send syscalls with perf during burst/steady).
+# BURST_FLOOR (floor-fanout; empty: no floor run), PERF_SENDS (set: count the server's send
+# syscalls with perf during burst/steady); `baseline` (BASELINE_BIN) may be one of
+# BURST_SERVERS, for before/after figures in one run.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -285,7 +287,7 @@ run_open_loop() {
   local args=(--clients "$BURST_CLIENTS" --rooms "$BURST_ROOMS" --rate "$rate" --redis-url "$REDIS_URL" --secs "$secs")
   local saved=$SERVERS; SERVERS=$BURST_SERVERS
   for rep in $(seq 1 "$REPEAT"); do
-    for srv in $(ordered_servers) floor-fanout; do
+    for srv in $(ordered_servers) ${BURST_FLOOR-floor-fanout}; do
       log "$label: $BURST_CLIENTS clients in $BURST_ROOMS rooms, $rate deliveries/s offered for ${secs}s -> $srv (load $(cut -d' ' -f1 /proc/loadavg))"
       local extra=()
       if [ "$srv" = floor-fanout ]; then

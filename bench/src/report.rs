@@ -100,6 +100,12 @@ pub const METRICS: &[(&str, &str, usize, Better)] = &[
         Better::Higher,
     ),
     (
+        "deliveries_per_s_drained",
+        "deliveries/s, first publish to last delivery",
+        0,
+        Better::Higher,
+    ),
+    (
         "cpu_us_per_delivery",
         "server CPU per delivery (µs)",
         2,

@@ -124,7 +124,11 @@ async fn main() -> anyhow::Result<()> {
     let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
     validation.leeway = 30;
 
-    let (layer, io) = SocketIo::new_layer();
+    // socketioxide drops a message (emit error `SocketFull`) once a socket
+    // has 128 waiting; a burst queues far more than that per socket, and the
+    // other servers bound their queues in bytes, so the bound is raised to
+    // what the gateway allows (4,096 frames, x4 while the client reads).
+    let (layer, io) = SocketIo::builder().max_buffer_size(16 * 1024).build_layer();
     let auth = move |s: SocketRef, Data(auth): Data<Auth>| {
         let claims = jsonwebtoken::decode::<Claims>(&auth.token, &key, &validation)
             .map_err(|_| Unauthorized);
