@@ -100,25 +100,13 @@ async fn a_thousand_queued_frames_reach_one_socket_complete_and_in_order() {
             json!({"event": "burst", "roles": ["solo"], "args": [seq, "y".repeat(size_of(seq))]})
         })
         .collect();
-    let body = json!({ "messages": messages }).to_string().into_bytes();
-    let url = format!("{}/api/v1/emit/batch", gw.url());
-    let auth = format!("Bearer {API_KEY}");
-    let resp = tokio::task::spawn_blocking(move || {
-        http_request(
-            "POST",
-            &url,
-            &[
-                ("Authorization", auth.as_str()),
-                ("Content-Type", "application/json"),
-            ],
-            Some(&body),
-            Duration::from_secs(5),
-        )
-    })
-    .await
-    .expect("task")
-    .expect("POST batch");
-    assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&resp.body));
+    let (status, resp) = common::api_post(
+        gw.url(),
+        "/api/v1/emit/batch",
+        json!({ "messages": messages }),
+    )
+    .await;
+    assert_eq!(status, 200, "{resp}");
 
     for seq in 0..1000 {
         let args = node
