@@ -157,16 +157,18 @@ impl Gateway {
     fn readyz(&self) -> Response<Body> {
         let bus = self.bus.status();
         let draining = self.draining.load(Ordering::Acquire);
-        // A gateway whose sids its peers cannot forward yet is not ready:
-        // a client's next polling request may land on any gateway.
-        let peers = if !self.forwarding {
-            "off"
-        } else if self.engine.announced_to_peers() {
-            "announced"
-        } else {
-            "joining"
+        // A gateway whose registration its peers have not read yet is not
+        // ready: a client's next polling request may land on any gateway.
+        // One that cannot register at all (Redis refuses: an ACL without key
+        // rights, say) stays as before, ready with untagged sids that need
+        // sticky routing; its log says why.
+        let peers = match (self.forwarding, self.engine.announced_to_peers()) {
+            (false, _) => "off",
+            (true, None) => "unregistered",
+            (true, Some(false)) => "announcing",
+            (true, Some(true)) => "announced",
         };
-        let ready = bus.subscribed && !draining && peers != "joining";
+        let ready = bus.subscribed && !draining && peers != "announcing";
         let body = serde_json::json!({
             "ready": ready,
             "draining": draining,

@@ -339,9 +339,10 @@ impl<H: EngineHandler> Engine<H> {
         let _ = self.cluster.set(cluster);
     }
 
-    /// Registered with peers, and every peer has read the registration.
-    pub fn announced_to_peers(&self) -> bool {
-        self.cluster.get().is_some_and(|c| c.announced())
+    /// Where this gateway stands with its peers: `None` before it has
+    /// registered, else whether every peer has read the registration.
+    pub fn announced_to_peers(&self) -> Option<bool> {
+        self.cluster.get().map(|c| c.announced())
     }
 
     pub fn handler(&self) -> &Arc<H> {
