@@ -327,6 +327,34 @@ pub struct RedisConfig {
     /// How long a publish (or any Redis call, connecting included) may take
     /// before it fails.
     pub publish_timeout_ms: u64,
+    /// `classic` (PUBLISH/PSUBSCRIBE, `createAdapter`'s format) or `sharded`
+    /// (SPUBLISH/SSUBSCRIBE, Redis >= 7, `createShardedAdapter`'s format).
+    pub pubsub: PubsubMode,
+    /// With `pubsub = "sharded"`: `dynamic` (also one channel per room with
+    /// local sockets, Node's default) or `static`.
+    pub subscription: SubscriptionMode,
+}
+
+/// Which Redis pub/sub the bus speaks (see `bus::sharded`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PubsubMode {
+    /// `PUBLISH` / `PSUBSCRIBE` in the `createAdapter` / emitter format.
+    #[default]
+    Classic,
+    /// `SPUBLISH` / `SSUBSCRIBE` in the `createShardedAdapter` format.
+    Sharded,
+}
+
+/// `subscriptionMode` of the sharded adapter that the gateway supports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SubscriptionMode {
+    /// The namespace channel and this gateway's own channel only.
+    Static,
+    /// Also `socket.io#<nsp>#<room>#` for each room with local sockets.
+    #[default]
+    Dynamic,
 }
 
 /// How the gateway reaches Redis (see `switchboard_redis::Mode`).
@@ -354,6 +382,8 @@ impl Default for RedisConfig {
             reconnect_min_ms: 100,
             reconnect_max_ms: 3_000,
             publish_timeout_ms: 2_000,
+            pubsub: PubsubMode::Classic,
+            subscription: SubscriptionMode::Dynamic,
         }
     }
 }
@@ -740,6 +770,12 @@ impl Config {
             return Err(invalid(
                 "redis.publish_timeout_ms",
                 "must be greater than 0",
+            ));
+        }
+        if r.pubsub == PubsubMode::Sharded && !r.enabled() {
+            return Err(invalid(
+                "redis.pubsub",
+                "\"sharded\" needs a Redis >= 7: set redis.url, or redis.mode = \"cluster\" with redis.nodes",
             ));
         }
         let l = &self.limits;

@@ -67,6 +67,17 @@ pub struct Metrics {
     pub bus_outages: IntCounter,
     /// Publishes to the bus that failed, by origin.
     pub bus_publish_errors: IntCounterVec,
+    /// Sharded pub/sub: namespace and own channels subscribed.
+    pub bus_shard_channels: IntGauge,
+    /// Sharded pub/sub, dynamic mode: room channels subscribed.
+    pub bus_shard_room_channels: IntGauge,
+    /// Sharded pub/sub: room channel (un)subscriptions Redis failed (retried).
+    pub bus_shard_subscribe_errors: IntCounter,
+    /// Messages received from Redis, by subscription kind (`channel`,
+    /// `pattern`, `shard`), before any filtering.
+    pub bus_received: IntCounterVec,
+    /// Payload bytes of those messages (channel names not included).
+    pub bus_received_bytes: IntCounterVec,
     /// Socket.IO packets queued to clients.
     pub messages_out: IntCounter,
     /// Bytes queued to clients (Engine.IO framing included).
@@ -240,6 +251,33 @@ impl Metrics {
                 "Failed publishes to the bus, by origin",
                 &["origin"],
             ),
+            bus_shard_channels: gauge(
+                &r,
+                "switchboard_bus_shard_channels",
+                "Sharded pub/sub: namespace and own shard channels subscribed",
+            ),
+            bus_shard_room_channels: gauge(
+                &r,
+                "switchboard_bus_shard_room_channels",
+                "Sharded pub/sub (dynamic): room shard channels subscribed",
+            ),
+            bus_shard_subscribe_errors: counter(
+                &r,
+                "switchboard_bus_shard_subscribe_errors_total",
+                "Sharded pub/sub: room channel (un)subscriptions that failed and were retried",
+            ),
+            bus_received: counter_vec(
+                &r,
+                "switchboard_bus_received_total",
+                "Messages Redis delivered to this gateway, by subscription kind",
+                &["subscription"],
+            ),
+            bus_received_bytes: counter_vec(
+                &r,
+                "switchboard_bus_received_bytes_total",
+                "Payload bytes Redis delivered to this gateway, by subscription kind",
+                &["subscription"],
+            ),
             messages_out: counter(
                 &r,
                 "switchboard_messages_out_total",
@@ -344,6 +382,10 @@ impl Metrics {
         for kind in ["broadcast", "request"] {
             self.bus_in.with_label_values(&[kind]);
             self.bus_decode_errors.with_label_values(&[kind]);
+        }
+        for kind in ["channel", "pattern", "shard"] {
+            self.bus_received.with_label_values(&[kind]);
+            self.bus_received_bytes.with_label_values(&[kind]);
         }
         for (_, route) in API_ROUTES {
             self.api_requests.with_label_values(&[route, "200"]);

@@ -300,20 +300,25 @@ impl Subscriber {
                         (SubscriptionKind::Pattern, true) => conn.psubscribe(names).await,
                         (SubscriptionKind::Pattern, false) => conn.punsubscribe(names).await,
                         // One command per slot: Redis refuses shard channels
-                        // of several slots in one (CROSSSLOT).
+                        // of several slots in one (CROSSSLOT). The commands
+                        // go out together (pipelined per node), so that
+                        // thousands of room channels take a few round trips.
                         (SubscriptionKind::Shard, add) => {
-                            let mut result = Ok(());
-                            for group in by_slot(names) {
-                                result = if add {
-                                    conn.ssubscribe(group).await
-                                } else {
-                                    conn.sunsubscribe(group).await
-                                };
-                                if result.is_err() {
-                                    break;
+                            let changes = by_slot(names).into_iter().map(|group| {
+                                let mut conn = conn.clone();
+                                async move {
+                                    if add {
+                                        conn.ssubscribe(group).await
+                                    } else {
+                                        conn.sunsubscribe(group).await
+                                    }
                                 }
-                            }
-                            result
+                            });
+                            futures_util::future::join_all(changes)
+                                .await
+                                .into_iter()
+                                .collect::<RedisResult<Vec<()>>>()
+                                .map(drop)
                         }
                     };
                     r.map_err(|e| Error::from_redis(target, &e))

@@ -227,16 +227,23 @@ impl PublishApi {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        // One PUBLISH per message, a batch in one pipeline: one round trip.
-        let published = if batch {
-            self.bus.publish_many(encoded).await
-        } else {
-            let mut one = encoded;
-            match one.pop() {
-                Some((channel, payload)) => {
-                    self.bus.publish(&channel, payload).await.map(|n| vec![n])
+        // One PUBLISH (SPUBLISH when sharded) per message, a batch in one
+        // pipeline (per slot in a cluster).
+        let sharded = self.bus.sharded().is_some();
+        let published = match (batch, sharded) {
+            (true, false) => self.bus.publish_many(encoded).await,
+            (true, true) => self.bus.spublish_many(encoded).await,
+            (false, _) => {
+                let mut one = encoded;
+                match one.pop() {
+                    Some((channel, payload)) if sharded => {
+                        self.bus.spublish(&channel, payload).await.map(|n| vec![n])
+                    }
+                    Some((channel, payload)) => {
+                        self.bus.publish(&channel, payload).await.map(|n| vec![n])
+                    }
+                    None => Ok(Vec::new()),
                 }
-                None => Ok(Vec::new()),
             }
         };
         let receivers = published.map_err(|e| {
@@ -369,7 +376,12 @@ impl PublishApi {
                 },
             },
         };
-        Ok((channel, encode_broadcast(&msg)))
+        // Sharded pub/sub: the sharded adapter's message, on the room's
+        // shard channel when one room is targeted (Node's computeChannel).
+        Ok(match self.bus.sharded() {
+            Some(sharded) => sharded.encode_broadcast(&msg),
+            None => (channel, encode_broadcast(&msg)),
+        })
     }
 }
 

@@ -10,6 +10,7 @@
 
 mod memory;
 mod redis;
+pub mod sharded;
 
 use std::sync::Arc;
 
@@ -28,6 +29,21 @@ pub trait BusHandler: Send + Sync + 'static {
     fn patterns(&self) -> Vec<String>;
     /// A message arrived on `channel`.
     fn on_bus_message(&self, channel: &str, payload: Bytes);
+    /// Sharded pub/sub: the shard channels always subscribed (namespace
+    /// and own channels).
+    fn shard_channels(&self) -> Vec<String> {
+        Vec::new()
+    }
+    /// Sharded pub/sub: a message arrived on shard channel `channel`.
+    fn on_shard_message(&self, channel: &str, payload: Bytes) {
+        let _ = (channel, payload);
+    }
+    /// Sharded pub/sub, dynamic mode: whether `room` of `nsp` has local
+    /// sockets (its channel is subscribed while it does).
+    fn has_local_room(&self, nsp: &str, room: &str) -> bool {
+        let _ = (nsp, room);
+        false
+    }
 }
 
 /// Why a publish failed. Publishing never waits longer than
@@ -68,6 +84,8 @@ enum Kind {
 /// The gateway's bus, shared by the session layer and the publish API.
 pub struct Bus {
     kind: Kind,
+    /// Sharded pub/sub, when `redis.pubsub = "sharded"`.
+    sharded: Option<sharded::Sharded>,
 }
 
 impl Bus {
@@ -75,15 +93,29 @@ impl Bus {
     pub fn memory() -> Bus {
         Bus {
             kind: Kind::Memory(memory::MemoryBus::default()),
+            sharded: None,
         }
     }
 
     /// A Redis bus; connects lazily, so a gateway starts (not ready) while
     /// Redis is down and becomes ready once it is back.
     pub fn redis(config: &RedisConfig, metrics: Metrics) -> Result<Bus, BusError> {
+        let bus = redis::RedisBus::new(config, metrics.clone())?;
+        let sharded = (config.pubsub == crate::config::PubsubMode::Sharded)
+            .then(|| {
+                bus.subscriber()
+                    .map(|s| sharded::Sharded::new(config, s, metrics))
+            })
+            .flatten();
         Ok(Bus {
-            kind: Kind::Redis(Box::new(redis::RedisBus::new(config, metrics)?)),
+            kind: Kind::Redis(Box::new(bus)),
+            sharded,
         })
+    }
+
+    /// The sharded pub/sub side, when `redis.pubsub = "sharded"`.
+    pub fn sharded(&self) -> Option<&sharded::Sharded> {
+        self.sharded.as_ref()
     }
 
     /// Builds the bus the config asks for. The embedded bus is up from the
@@ -147,7 +179,39 @@ impl Bus {
                 m.set_handler(handler);
                 None
             }
-            Kind::Redis(r) => Some(r.start(handler, shutdown)),
+            Kind::Redis(r) => {
+                let classic = r.start(handler.clone(), shutdown.clone());
+                let shards = self.sharded.as_ref().map(|s| s.start(handler, shutdown));
+                Some(tokio::spawn(async move {
+                    let _ = classic.await;
+                    if let Some(shards) = shards {
+                        let _ = shards.await;
+                    }
+                }))
+            }
+        }
+    }
+
+    /// `SPUBLISH`es `payload` on shard channel `channel`; returns how many
+    /// subscribers received it. The embedded bus has no shard channels.
+    pub async fn spublish(&self, channel: &str, payload: Vec<u8>) -> Result<usize, BusError> {
+        match &self.kind {
+            Kind::Memory(_) => Err(BusError::Config("sharded pub/sub needs a Redis".into())),
+            Kind::Redis(r) => r.spublish(channel, &payload).await,
+        }
+    }
+
+    /// [`Bus::publish_many`] with `SPUBLISH`.
+    pub async fn spublish_many(
+        &self,
+        messages: Vec<(String, Vec<u8>)>,
+    ) -> Result<Vec<usize>, BusError> {
+        match &self.kind {
+            Kind::Memory(_) => Err(BusError::Config("sharded pub/sub needs a Redis".into())),
+            Kind::Redis(r) => {
+                r.publish_many_kind(switchboard_redis::PublishKind::Sharded, &messages)
+                    .await
+            }
         }
     }
 

@@ -11,7 +11,9 @@
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use switchboard_redis::{LinkStatus, Messages, Publisher, Redis, Subscriber};
+use switchboard_redis::{
+    LinkStatus, Messages, PublishKind, Publisher, Redis, Subscriber, SubscriptionKind,
+};
 use tokio::{sync::watch, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
@@ -58,6 +60,12 @@ impl RedisBus {
         })
     }
 
+    /// A handle on the subscriber (for the sharded side's own
+    /// subscriptions); `None` once started.
+    pub fn subscriber(&self) -> Option<Subscriber> {
+        self.subscriber.lock().as_ref().map(|(s, _)| s.clone())
+    }
+
     /// The Redis this bus talks to (password removed), for logs.
     pub fn describe(&self) -> &str {
         self.redis.describe()
@@ -82,6 +90,7 @@ impl RedisBus {
             metrics: self.metrics.clone(),
             seen: LinkStatus::default(),
         };
+        let metrics = self.metrics.clone();
         tokio::spawn(async move {
             // The subscriber remembers these before sending them: if Redis is
             // down now, the first connection subscribes to them.
@@ -104,7 +113,7 @@ impl RedisBus {
                 _ = shutdown.cancelled() => {}
                 _ = async {
                     subscribe.await;
-                    tokio::join!(watcher.run(status), deliver(messages, handler));
+                    tokio::join!(watcher.run(status), deliver(messages, handler, metrics));
                 } => {}
             }
             drop(subscriber);
@@ -119,15 +128,34 @@ impl RedisBus {
             .map_err(|e| self.error(e))
     }
 
+    /// `SPUBLISH` on a shard channel.
+    pub async fn spublish(&self, channel: &str, payload: &[u8]) -> Result<usize, BusError> {
+        self.publisher
+            .spublish(channel, payload)
+            .await
+            .map(|n| n as usize)
+            .map_err(|e| self.error(e))
+    }
+
     /// Publishes every message in one pipeline.
     pub async fn publish_many(
         &self,
         messages: &[(String, Vec<u8>)],
     ) -> Result<Vec<usize>, BusError> {
+        self.publish_many_kind(PublishKind::Classic, messages).await
+    }
+
+    /// Publishes every message in one pipeline (per slot in a cluster),
+    /// with `PUBLISH` or `SPUBLISH`.
+    pub async fn publish_many_kind(
+        &self,
+        kind: PublishKind,
+        messages: &[(String, Vec<u8>)],
+    ) -> Result<Vec<usize>, BusError> {
         let batch: Vec<_> = messages
             .iter()
             .map(|(channel, payload)| switchboard_redis::Publication {
-                kind: switchboard_redis::PublishKind::Classic,
+                kind,
                 channel: channel.as_bytes(),
                 payload,
             })
@@ -170,12 +198,26 @@ impl RedisBus {
     }
 }
 
-/// Hands every message to the handler, in the order Redis sent them.
-async fn deliver(mut messages: Messages, handler: Arc<dyn BusHandler>) {
+/// Hands every message to the handler, in the order Redis sent them
+/// (shard channel messages to its sharded side), counting what Redis sent.
+async fn deliver(mut messages: Messages, handler: Arc<dyn BusHandler>, metrics: Metrics) {
     while let Some(m) = messages.recv().await {
-        match std::str::from_utf8(&m.channel) {
-            Ok(channel) => handler.on_bus_message(channel, m.payload.into()),
-            Err(_) => tracing::debug!("dropped a bus message on a non-UTF-8 channel"),
+        let kind = match m.kind {
+            SubscriptionKind::Channel => "channel",
+            SubscriptionKind::Pattern => "pattern",
+            SubscriptionKind::Shard => "shard",
+        };
+        metrics.bus_received.with_label_values(&[kind]).inc();
+        metrics
+            .bus_received_bytes
+            .with_label_values(&[kind])
+            .inc_by(m.payload.len() as u64);
+        match (std::str::from_utf8(&m.channel), m.kind) {
+            (Ok(channel), SubscriptionKind::Shard) => {
+                handler.on_shard_message(channel, m.payload.into())
+            }
+            (Ok(channel), _) => handler.on_bus_message(channel, m.payload.into()),
+            (Err(_), _) => tracing::debug!("dropped a bus message on a non-UTF-8 channel"),
         }
     }
 }

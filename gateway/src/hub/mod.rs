@@ -32,7 +32,7 @@ mod tests;
 use std::{
     collections::HashSet,
     hash::{BuildHasher, Hash, RandomState},
-    sync::Arc,
+    sync::{Arc, OnceLock},
 };
 
 use engineioxide_core::Sid;
@@ -78,7 +78,16 @@ pub struct Hub<T> {
     expiries: Expiries,
     /// Client acks awaited for broadcasts-with-ack.
     pub(crate) acks: Acks,
+    /// Told the namespace and name of each room created or emptied (the
+    /// sharded bus subscribes to a room's channel while it exists here).
+    room_watcher: OnceLock<RoomWatcher>,
 }
+
+/// Called with `(nsp, room)` when a room appears or disappears on this
+/// gateway; it must not block (it runs under a socket's shard lock). Calls
+/// for one room may arrive out of order across threads: the watcher reads
+/// [`Hub::has_named_room`] to learn the current state.
+pub type RoomWatcher = Box<dyn Fn(&Arc<str>, &Arc<str>) + Send + Sync>;
 
 impl<T: Clone> Default for Hub<T> {
     fn default() -> Self {
@@ -96,7 +105,26 @@ impl<T: Clone> Hub<T> {
             users: Users::new(SHARDS),
             expiries: Expiries::default(),
             acks: Acks::default(),
+            room_watcher: OnceLock::new(),
         }
+    }
+
+    /// Installs the room watcher (once; a second one is refused and
+    /// returned).
+    pub fn watch_rooms(&self, watcher: RoomWatcher) -> Result<(), RoomWatcher> {
+        self.room_watcher.set(watcher)
+    }
+
+    fn room_changed(&self, nsp: &Arc<str>, room: &Arc<str>) {
+        if let Some(watch) = self.room_watcher.get() {
+            watch(nsp, room);
+        }
+    }
+
+    /// Whether the room `room` of `nsp` exists here (a socket id is not a
+    /// named room).
+    pub fn has_named_room(&self, nsp: &str, room: &str) -> bool {
+        self.room_shard(room).for_each(nsp, room, &mut |_, _| {})
     }
 
     fn shard_of<K: Hash + ?Sized>(&self, key: &K) -> usize {
@@ -160,6 +188,7 @@ impl<T: Clone> Hub<T> {
             .rooms
             .iter()
             .filter(|room| self.room_shard(room).remove(&entry.nsp, room, id))
+            .inspect(|room| self.room_changed(&entry.nsp, room))
             .count()
     }
 
@@ -180,6 +209,9 @@ impl<T: Clone> Hub<T> {
                 self.room_shard(room)
                     .insert(&entry.nsp, room, id, entry.handle.clone());
             created += usize::from(new);
+            if new {
+                self.room_changed(&entry.nsp, &name);
+            }
             entry.rooms.push(name);
         }
         created
@@ -197,8 +229,11 @@ impl<T: Clone> Hub<T> {
             let Some(at) = entry.rooms.iter().position(|r| &**r == room) else {
                 continue;
             };
-            entry.rooms.swap_remove(at);
-            emptied += usize::from(self.room_shard(room).remove(&entry.nsp, room, id));
+            let name = entry.rooms.swap_remove(at);
+            if self.room_shard(room).remove(&entry.nsp, room, id) {
+                emptied += 1;
+                self.room_changed(&entry.nsp, &name);
+            }
         }
         emptied
     }

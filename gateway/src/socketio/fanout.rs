@@ -46,6 +46,18 @@ impl BusHandler for SocketIo {
         patterns
     }
 
+    fn shard_channels(&self) -> Vec<String> {
+        self.shard_base_channels()
+    }
+
+    fn on_shard_message(&self, channel: &str, payload: Bytes) {
+        SocketIo::on_shard_message(self, channel, payload)
+    }
+
+    fn has_local_room(&self, nsp: &str, room: &str) -> bool {
+        self.hub.has_named_room(nsp, room)
+    }
+
     fn on_bus_message(&self, channel: &str, payload: Bytes) {
         if let Some(admin) = &self.admin {
             if self.channels.room_of(admin.nsp(), channel).is_some() {
@@ -80,7 +92,7 @@ impl BusHandler for SocketIo {
 }
 
 impl SocketIo {
-    fn bus_decode_error(&self, kind: &str, err: &dyn std::fmt::Display) {
+    pub(super) fn bus_decode_error(&self, kind: &str, err: &dyn std::fmt::Display) {
         self.metrics
             .bus_decode_errors
             .with_label_values(&[kind])
@@ -149,6 +161,12 @@ impl SocketIo {
             Err(err) => return self.bus_decode_error("request", &err),
         };
         self.metrics.bus_in.with_label_values(&["request"]).inc();
+        self.handle_request(nsp, request);
+    }
+
+    /// Acts on a request (classic, or a sharded one turned into the classic
+    /// request of the same meaning).
+    pub(super) fn handle_request(&self, nsp: &str, request: Request) {
         match request {
             Request::RemoteJoin(req) => {
                 for socket in self.request_targets(nsp, req.sid.as_deref(), req.opts.as_ref()) {
@@ -369,7 +387,9 @@ impl SocketIo {
 
     /// Forgets acks whose broadcast timed out (the Node caller has given up).
     pub(super) fn expire_acks(&self) {
-        self.hub.acks.expire(std::time::Instant::now());
+        let now = std::time::Instant::now();
+        self.hub.acks.expire(now);
+        self.sharded_requesters.expire(now);
     }
 
     fn targets_of(&self, nsp: &str, opts: &RequestOpts) -> Vec<std::sync::Arc<super::Socket>> {
@@ -393,6 +413,9 @@ impl SocketIo {
 
     /// Publishes a response where Node servers wait for it.
     fn respond(&self, nsp: &str, response: Response) {
+        if self.respond_sharded(nsp, &response) {
+            return;
+        }
         self.publish_in_background(
             self.channels.response(nsp),
             encode_response(&response),

@@ -8,6 +8,7 @@
 mod client;
 mod fanout;
 mod packets;
+mod sharded;
 mod socket;
 mod upstream;
 
@@ -86,6 +87,8 @@ pub struct SocketIo {
     /// The address peers forward to (`cluster.advertise_addr`), reported to
     /// `switchboard status`.
     pub(crate) advertise: Option<String>,
+    /// Who sent the requests that came over sharded pub/sub.
+    sharded_requesters: sharded::Requesters,
 }
 
 /// Why a client packet was refused; the label of `switchboard_bad_packets_total`.
@@ -123,6 +126,11 @@ impl SocketIo {
         let uid = engineioxide_core::Sid::new().to_string();
         let admin = Admin::from_config(config, &bus, &uid, &metrics);
         let admin_events = admin.clone().filter(|a| a.development());
+        let hub = Hub::new();
+        if let Some(watcher) = bus.sharded().and_then(|s| s.room_watcher()) {
+            // A fresh hub has no watcher yet.
+            let _ = hub.watch_rooms(watcher);
+        }
         SocketIo {
             namespaces: config
                 .socketio
@@ -133,7 +141,7 @@ impl SocketIo {
             connect_timeout: config.socketio.connect_timeout(),
             parse_config,
             auth,
-            hub: Hub::new(),
+            hub,
             metrics,
             bus,
             channels: switchboard_wire::Channels::new(config.redis.key.clone()),
@@ -144,6 +152,7 @@ impl SocketIo {
             admin,
             admin_events,
             advertise: config.advertise_addr().ok().map(|a| a.to_string()),
+            sharded_requesters: sharded::Requesters::default(),
         }
     }
 
