@@ -19,9 +19,9 @@ import { createInterface } from "node:readline";
 import { createServer } from "node:http";
 import { io as ioClient } from "socket.io-client";
 import { Server } from "socket.io";
-import { createAdapter } from "@socket.io/redis-adapter";
+import { createAdapter, createShardedAdapter } from "@socket.io/redis-adapter";
 import { Emitter } from "@socket.io/redis-emitter";
-import { createClient } from "redis";
+import { createClient, createCluster } from "redis";
 
 // stdout carries the protocol only: route any library console output to stderr.
 console.log = (...a) => console.error(...a);
@@ -297,8 +297,11 @@ function onConnection(port, socket) {
 }
 
 async function opStartServer(req) {
-  need(typeof req.redisUrl === "string", "startServer needs redisUrl");
-  const pub = createClient({ url: req.redisUrl });
+  need(typeof req.redisUrl === "string" || Array.isArray(req.clusterNodes), "startServer needs redisUrl or clusterNodes");
+  // A Redis Cluster (node-redis createCluster) or one server.
+  const pub = Array.isArray(req.clusterNodes)
+    ? createCluster({ rootNodes: req.clusterNodes.map((url) => ({ url })) })
+    : createClient({ url: req.redisUrl });
   const sub = pub.duplicate();
   pub.on("error", (e) => console.error(`driver: server pub redis: ${errMessage(e)}`));
   sub.on("error", (e) => console.error(`driver: server sub redis: ${errMessage(e)}`));
@@ -308,7 +311,9 @@ async function opStartServer(req) {
   if (req.requestsTimeout) adapterOpts.requestsTimeout = req.requestsTimeout;
   const http = createServer();
   const io = new Server(http, {
-    adapter: createAdapter(pub, sub, adapterOpts),
+    adapter: req.sharded
+      ? createShardedAdapter(pub, sub, { subscriptionMode: req.sharded, ...(req.key ? { channelPrefix: req.key } : {}) })
+      : createAdapter(pub, sub, adapterOpts),
     path: req.path || "/socket.io",
     ...(decode(req.serverOpts || {})),
   });

@@ -392,6 +392,15 @@ pub struct StartServer {
     /// Extra namespaces to create up front (so they receive adapter traffic).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub namespaces: Vec<String>,
+    /// Use `createShardedAdapter` (SSUBSCRIBE / SPUBLISH) with this
+    /// `subscriptionMode` (`static`, `dynamic`, `dynamic-private`) instead
+    /// of the classic adapter.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sharded: Option<String>,
+    /// Connect to a Redis Cluster seeded from these `redis://host:port`
+    /// URLs (node-redis `createCluster`) instead of `redis_url`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cluster_nodes: Vec<String>,
     /// Instrument the server with `@socket.io/admin-ui`:
     /// `{username, passwordHash, serverId?, mode?, readonly?}`.
     #[serde(skip_serializing_if = "Option::is_none")]
