@@ -5,9 +5,12 @@
 //! static mode, and a Node server on `@socket.io/redis-adapter`'s
 //! `createShardedAdapter` in the same cluster exchanges broadcasts (and
 //! `fetchSockets`) with them. Official socket.io-client clients through the
-//! Node driver; the cluster from the testkit.
+//! Node driver; the cluster from the testkit. Also: the sid-owner registry
+//! (one hash, single-key commands) works on the cluster, so a polling
+//! request that lands on the wrong gateway is forwarded to its owner.
 
 mod common;
+mod hardening_support;
 
 use std::time::{Duration, Instant};
 
@@ -270,4 +273,50 @@ async fn static_mode_delivers_once_on_the_namespace_channel_with_a_node_server()
         assert_eq!(expect_once(&node, client, "n2g").await, vec![json!(7)]);
     }
     expect_none(&node, "a_admin", "n2g").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polling_requests_are_forwarded_between_gateways_on_a_cluster() {
+    let cluster = tokio::task::block_in_place(|| RedisCluster::start(3, 0)).unwrap();
+    let a = sharded_gateway(&cluster, "dynamic").await;
+    let b = sharded_gateway(&cluster, "dynamic").await;
+    // Each gateway's directory holds both: the registry hash lives on the
+    // master owning its slot, reached from either gateway.
+    for gw in [&a, &b] {
+        wait_metric(gw, "switchboard_peer_directory_entries", T, |v| v == 2.0).await;
+    }
+    let peers = tokio::task::block_in_place(|| {
+        let key = "socket.io-switchboard#peers";
+        let owner = cluster.slot_owner(cluster.key_slot(key).unwrap()).unwrap();
+        cluster
+            .node(owner)
+            .unwrap()
+            .command(&["HLEN", key])
+            .unwrap()
+    });
+    assert_eq!(peers.as_int(), Some(2), "{peers:?}");
+
+    // A polling session on `a`, every later request sent to `b`.
+    let sid = hardening_support::polling_connected(a.port(), &token("u1"))
+        .await
+        .unwrap();
+    let poll = tokio::spawn({
+        let (port, sid) = (b.port(), sid.clone());
+        async move { hardening_support::polling_get(port, &sid).await }
+    });
+    // Published through `b`'s API: SPUBLISH on user:u1's shard channel,
+    // which `a` subscribed when u1 connected there.
+    wait_shard_subscribers(&cluster, "socket.io#/#user:u1#", 1).await;
+    api_emit_ok(&b, json!({"event": "fwd", "data": 8, "users": ["u1"]})).await;
+    let (status, body) = tokio::time::timeout(T, poll)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(r#"42["fwd",8]"#), "{body}");
+    let r = hardening_support::polling_post(b.port(), &sid, b"41")
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
 }
