@@ -42,8 +42,9 @@ pub(crate) trait Connector: Send + Sync + 'static {
     ) -> BoxFuture<'_, RedisResult<Self::Conn>>;
 }
 
-/// Called with every push that is not a disconnection (pub/sub messages,
-/// subscription confirmations).
+/// Called with every push that does not end the connection (pub/sub
+/// messages, subscription confirmations; for a cluster connection, one
+/// node's disconnection too).
 pub(crate) type PushHandler = Box<dyn Fn(PushInfo) + Send + Sync>;
 
 /// The connection's state, as callers see it.
@@ -233,6 +234,11 @@ async fn supervise<C: Connector>(shared: Arc<Shared<C>>) {
                     Some(p) if p.kind == PushKind::Disconnection => {
                         if C::DISCONNECT_ENDS_CONNECTION {
                             break "the connection was closed";
+                        }
+                        // One node of a cluster: the handler decides (the
+                        // subscriber restores what that node carried).
+                        if let Some(handler) = &shared.on_push {
+                            handler(p);
                         }
                     }
                     Some(p) => {

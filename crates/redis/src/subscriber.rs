@@ -148,15 +148,22 @@ impl Subscriber {
                 // When a slot moves, its old owner unsubscribes the shard
                 // channels of that slot (a `sunsubscribe` push nobody asked
                 // for); those still wanted are subscribed again, which
-                // redis-rs routes to the new owner.
+                // redis-rs routes to the new owner. When a node is lost
+                // (killed, failed over), every shard channel is subscribed
+                // again until each succeeds: those of the lost node's slots
+                // land on the replica promoted in its place.
                 let (lost_tx, lost_rx) = mpsc::unbounded_channel();
                 let wanted = tracked.clone();
                 let forward: PushHandler = Box::new(move |push| {
+                    if push.kind == PushKind::Disconnection {
+                        let _ = lost_tx.send(Lost::Node);
+                        return;
+                    }
                     if push.kind == PushKind::SUnsubscribe {
                         if let Some(Value::BulkString(channel)) = push.data.first()
                             && lock(&wanted).shard_channels.contains(channel)
                         {
-                            let _ = lost_tx.send(channel.clone());
+                            let _ = lost_tx.send(Lost::Channel(channel.clone()));
                         }
                         return;
                     }
@@ -371,37 +378,97 @@ fn track(tracked: &Tracked, kind: SubscriptionKind, add: bool, names: &[Vec<u8>]
     }
 }
 
+/// What the cluster subscriber lost.
+enum Lost {
+    /// A shard channel its node dropped (the slot moved).
+    Channel(Vec<u8>),
+    /// A node: whatever it carried is gone.
+    Node,
+}
+
 /// Subscribes again, on whichever node now owns its slot, every shard
-/// channel the server dropped while it is still wanted; retries with
-/// backoff until it succeeds or the channel is no longer wanted.
+/// channel that was lost while it is still wanted (all of them when a node
+/// is lost: subscribing one that is still in place changes nothing); one
+/// command per slot, all at once, and those that fail (their node is down
+/// and not yet replaced) again with backoff until they succeed.
 async fn restore_shard_channels(
     link: Arc<Link<ClusterConnector>>,
     tracked: Tracked,
-    mut lost: mpsc::UnboundedReceiver<Vec<u8>>,
+    mut lost: mpsc::UnboundedReceiver<Lost>,
     target: Arc<Target>,
 ) {
-    while let Some(channel) = lost.recv().await {
-        let mut failures = 0;
-        while lock(&tracked).shard_channels.contains(&channel) {
-            let attempt = tokio::time::timeout(target.timeout, async {
-                let (mut conn, _) = link.get().await?;
-                conn.ssubscribe(&channel)
-                    .await
-                    .map_err(|e| Error::from_redis(&target, &e))
-            })
-            .await;
-            match attempt {
-                Ok(Ok(())) => {
-                    tracing::info!(redis = %target.describe, channel = %String::from_utf8_lossy(&channel), "shard channel subscribed again after its slot moved");
-                    break;
+    let mut pending: BTreeSet<Vec<u8>> = BTreeSet::new();
+    let mut failures = 0u32;
+    let mut node_lost = false;
+    loop {
+        if pending.is_empty() {
+            failures = 0;
+            node_lost = false;
+            let Some(first) = lost.recv().await else {
+                return;
+            };
+            add_lost(&mut pending, &mut node_lost, &tracked, first);
+        }
+        while let Ok(more) = lost.try_recv() {
+            add_lost(&mut pending, &mut node_lost, &tracked, more);
+        }
+        {
+            let t = lock(&tracked);
+            pending.retain(|c| t.shard_channels.contains(c));
+        }
+        if pending.is_empty() {
+            continue;
+        }
+        let attempt = tokio::time::timeout(target.timeout, link.get()).await;
+        let restored = match attempt {
+            Ok(Ok((conn, _))) => {
+                let groups = by_slot(pending.iter().cloned().collect());
+                let results = futures_util::future::join_all(groups.into_iter().map(|group| {
+                    let mut conn = conn.clone();
+                    let timeout = target.timeout;
+                    async move {
+                        let ok = matches!(
+                            tokio::time::timeout(timeout, conn.ssubscribe(group.clone())).await,
+                            Ok(Ok(()))
+                        );
+                        (group, ok)
+                    }
+                }))
+                .await;
+                let mut restored = 0usize;
+                for (group, ok) in results {
+                    if ok {
+                        restored += group.len();
+                        for channel in &group {
+                            pending.remove(channel);
+                        }
+                    }
                 }
-                Ok(Err(e)) => {
-                    failures += 1;
-                    tracing::warn!(redis = %target.describe, channel = %String::from_utf8_lossy(&channel), error = %e, "cannot subscribe a moved shard channel again; retrying");
-                }
-                Err(_) => failures += 1,
+                restored
+            }
+            _ => 0,
+        };
+        if restored > 0 {
+            tracing::info!(redis = %target.describe, channels = restored, after = if node_lost { "a node was lost" } else { "their slot moved" }, "shard channels subscribed again");
+        }
+        if !pending.is_empty() {
+            failures += 1;
+            if failures == 1 || failures.is_power_of_two() {
+                tracing::warn!(redis = %target.describe, channels = pending.len(), attempt = failures, "cannot subscribe lost shard channels again yet (their node is down and not yet replaced?); retrying");
             }
             tokio::time::sleep(backoff(&target, failures)).await;
+        }
+    }
+}
+
+fn add_lost(pending: &mut BTreeSet<Vec<u8>>, node_lost: &mut bool, tracked: &Tracked, lost: Lost) {
+    match lost {
+        Lost::Channel(channel) => {
+            pending.insert(channel);
+        }
+        Lost::Node => {
+            *node_lost = true;
+            pending.extend(lock(tracked).shard_channels.iter().cloned());
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Cluster: PUBLISH and SPUBLISH reach subscribers across a 3-master
 //! cluster, batches are split by slot, and everything keeps working after
-//! the slot of a channel migrates to another master.
+//! the slot of a channel migrates to another master, or after the master
+//! owning it is killed and its replica takes over.
 
 use std::time::{Duration, Instant};
 
@@ -165,4 +166,59 @@ async fn publish_and_spublish_reach_subscribers_across_a_slot_migration() {
         b"classic after",
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shard_subscriptions_follow_a_master_failover() {
+    let mut cluster = RedisCluster::start(3, 1).expect("cluster with replicas");
+    let redis = Redis::new(&RedisSettings {
+        mode: Mode::Cluster,
+        nodes: cluster.addrs(),
+        timeout_ms: 2000,
+        ..RedisSettings::default()
+    })
+    .unwrap();
+    let publisher = redis.publisher().unwrap();
+    let (subscriber, mut messages) = redis.subscriber().unwrap();
+    let room = "socket.io#/#role:admin#";
+    subscriber.ssubscribe(&[room]).await.unwrap();
+    publish_until_received(
+        async || publisher.spublish(room, b"before").await.unwrap_or(0),
+        &mut messages,
+        b"before",
+    )
+    .await;
+
+    // Kill the master owning the channel's slot; its replica takes over.
+    let s = slot(room.as_bytes());
+    let owner = cluster.slot_owner(s).unwrap();
+    cluster.kill_node(owner).unwrap();
+    let killed = Instant::now();
+    let deadline = killed + Duration::from_secs(30);
+    loop {
+        // Publishes fail or count nobody until the subscription is back on
+        // the promoted replica.
+        if publisher.spublish(room, b"after").await.unwrap_or(0) == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the shard subscription never came back after the failover"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    loop {
+        if recv(&mut messages).await.payload == b"after" {
+            break;
+        }
+    }
+    eprintln!(
+        "FIGURES cluster failover: SPUBLISH reached the shard subscriber again {:?} after its master was killed (cluster-node-timeout 3 s)",
+        killed.elapsed()
+    );
+    assert_ne!(
+        tokio::task::block_in_place(|| cluster.slot_owner(s)).unwrap(),
+        owner,
+        "the slot has a new owner"
+    );
 }

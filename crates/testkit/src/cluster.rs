@@ -43,6 +43,10 @@ impl RedisCluster {
                 "3000".into(),
                 "--cluster-config-file".into(),
                 "nodes.conf".into(),
+                // Replicas sync at once (not after the default 5 s), so a
+                // master can be killed and failed over soon after start.
+                "--repl-diskless-sync-delay".into(),
+                "0".into(),
             ]))
             .context("start a cluster node")?;
             nodes.push(node);
@@ -62,6 +66,9 @@ impl RedisCluster {
             );
         }
         cluster.wait_consistent(READY_TIMEOUT)?;
+        if replicas > 0 {
+            cluster.wait_replicas_synced(READY_TIMEOUT)?;
+        }
         Ok(cluster)
     }
 
@@ -92,9 +99,28 @@ impl RedisCluster {
         Ok(u16::try_from(slot)?)
     }
 
-    /// The port of the master owning `slot`, according to the first node.
+    /// The port of the master owning `slot`, according to the first node
+    /// that answers.
     pub fn slot_owner(&self, slot: u16) -> anyhow::Result<u16> {
-        owner_according_to(&self.nodes[0], slot)
+        let mut last = None;
+        for node in &self.nodes {
+            match owner_according_to(node, slot) {
+                Ok(port) => return Ok(port),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("no nodes")))
+    }
+
+    /// Kills the node on `port` (SIGKILL: no goodbye to the cluster); its
+    /// replica is promoted after `cluster-node-timeout` (3 s).
+    pub fn kill_node(&mut self, port: u16) -> anyhow::Result<()> {
+        self.nodes
+            .iter_mut()
+            .find(|n| n.port() == port)
+            .context("no such node")?
+            .kill();
+        Ok(())
     }
 
     /// Ports of the masters.
@@ -171,6 +197,29 @@ impl RedisCluster {
             thread::sleep(Duration::from_millis(50));
         }
         Ok(())
+    }
+
+    /// Waits until every replica has synced with its master (a replica that
+    /// never did refuses to fail over: its data counts as too old).
+    fn wait_replicas_synced(&self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let synced = self.nodes.iter().all(|n| {
+                n.command(&["INFO", "replication"])
+                    .ok()
+                    .and_then(|r| r.as_str())
+                    .is_some_and(|info| {
+                        info.contains("role:master") || info.contains("master_link_status:up")
+                    })
+            });
+            if synced {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!("replicas not synced within {timeout:?}");
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
     }
 
     fn wait_consistent(&self, timeout: Duration) -> anyhow::Result<()> {
