@@ -1480,6 +1480,21 @@ mod tests {
             "the password is printed: {c:?}"
         );
 
+        let c = Config::load_from(
+            None,
+            env(&[
+                secret,
+                ("SWITCHBOARD_REDIS__MODE", "cluster"),
+                ("SWITCHBOARD_REDIS__NODES", "10.0.0.1:7000"),
+                ("SWITCHBOARD_REDIS__PUBSUB", "sharded"),
+                ("SWITCHBOARD_REDIS__SUBSCRIPTION", "static"),
+            ]),
+        )
+        .expect("valid");
+        assert_eq!(c.redis.pubsub, PubsubMode::Sharded);
+        assert_eq!(c.redis.subscription, SubscriptionMode::Static);
+        assert_eq!(RedisConfig::default().pubsub, PubsubMode::Classic);
+
         // No URL in standalone mode: the embedded bus.
         assert!(!RedisConfig::default().enabled());
 
@@ -1506,6 +1521,19 @@ mod tests {
                 "redis.password_file",
             ),
             (vec![("SWITCHBOARD_REDIS__MODE", "shard")], "redis.mode"),
+            // Sharded pub/sub needs a Redis; only static and dynamic modes.
+            (
+                vec![("SWITCHBOARD_REDIS__PUBSUB", "sharded")],
+                "redis.pubsub",
+            ),
+            (
+                vec![
+                    ("SWITCHBOARD_REDIS_URL", "redis://localhost"),
+                    ("SWITCHBOARD_REDIS__PUBSUB", "sharded"),
+                    ("SWITCHBOARD_REDIS__SUBSCRIPTION", "dynamic-private"),
+                ],
+                "redis.subscription",
+            ),
         ] {
             let mut all = vec![secret];
             all.extend(pairs.iter().copied());

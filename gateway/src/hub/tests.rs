@@ -507,3 +507,45 @@ proptest! {
         prop_assert_eq!(hub.socket_count("/"), model.len());
     }
 }
+
+#[test]
+fn the_room_watcher_hears_each_room_appear_and_disappear() {
+    let hub: Hub<u32> = Hub::new();
+    let heard = Arc::new(std::sync::Mutex::new(Vec::<(String, String)>::new()));
+    let sink = heard.clone();
+    assert!(
+        hub.watch_rooms(Box::new(move |n: &Arc<str>, r: &Arc<str>| {
+            sink.lock().unwrap().push((n.to_string(), r.to_string()));
+        }))
+        .is_ok()
+    );
+    assert!(
+        hub.watch_rooms(Box::new(|_: &Arc<str>, _: &Arc<str>| {}))
+            .is_err()
+    );
+    let take = || std::mem::take(&mut *heard.lock().unwrap());
+    let ns = nsp("/");
+    let a = add(&hub, &ns, 1, None);
+    let b = add(&hub, &ns, 2, None);
+    hub.join(a, &["r1", "r2"]);
+    assert_eq!(
+        take(),
+        vec![("/".into(), "r1".into()), ("/".into(), "r2".into())]
+    );
+    // A second member: the room already exists, nothing to hear.
+    hub.join(b, &["r1"]);
+    assert!(take().is_empty());
+    assert!(hub.has_named_room("/", "r1"));
+    // Not the last member: nothing; the last one leaving: the room is gone.
+    hub.leave(a, &["r1"]);
+    assert!(take().is_empty());
+    hub.leave(b, &["r1"]);
+    assert_eq!(take(), vec![("/".into(), "r1".into())]);
+    assert!(!hub.has_named_room("/", "r1"));
+    // A removed socket's rooms disappear with it.
+    hub.remove(a);
+    assert_eq!(take(), vec![("/".into(), "r2".into())]);
+    // A socket id is not a named room.
+    assert!(hub.has_room("/", b.as_str()));
+    assert!(!hub.has_named_room("/", b.as_str()));
+}
