@@ -49,9 +49,11 @@ use std::time::Duration;
 
 use rmpv::Value;
 use serde::Serialize;
+pub use switchboard_wire::sharded::SubscriptionMode;
 use switchboard_wire::{
-    BroadcastFlags, Channels, DisconnectRequest, EMITTER_UID, Request, RequestOpts, RoomsRequest,
-    WireError,
+    BroadcastFlags, BroadcastOptions, Channels, ClusterBody, ClusterMessage, DisconnectRequest,
+    EMITTER_UID, Request, RequestOpts, RoomsRequest, WireError, cluster::ClusterBroadcast,
+    sharded::ShardedOptions,
 };
 
 pub use switchboard_redis::{Mode, RedisSettings, Secret};
@@ -533,6 +535,28 @@ impl RoomTemplate {
     }
 }
 
+/// Checks `data` is `[event, ...args]` with an event name that is not reserved.
+fn check_event_data(data: &Value) -> Result<(), PublishError> {
+    match data {
+        Value::Array(items) => match items.first() {
+            Some(Value::String(s)) => {
+                if let Some(ev) = s.as_str()
+                    && RESERVED_EVENTS.contains(&ev)
+                {
+                    return Err(PublishError::ReservedEvent(ev.to_string()));
+                }
+                Ok(())
+            }
+            _ => Err(PublishError::Encode(WireError::InvalidEvent(
+                "data must start with the event name".into(),
+            ))),
+        },
+        _ => Err(PublishError::Encode(WireError::InvalidEvent(
+            "data must be an array [event, ...args]".into(),
+        ))),
+    }
+}
+
 fn push_unique(list: &mut Vec<String>, item: String) {
     if !list.contains(&item) {
         list.push(item);
@@ -671,27 +695,7 @@ impl BroadcastOperator {
 
     /// Like [`Self::encode`] with `data = [event, ...args]` already built (e.g. from JSON).
     pub fn encode_values(&self, data: Value) -> Result<Encoded, PublishError> {
-        match &data {
-            Value::Array(items) => match items.first() {
-                Some(Value::String(s)) => {
-                    if let Some(ev) = s.as_str()
-                        && RESERVED_EVENTS.contains(&ev)
-                    {
-                        return Err(PublishError::ReservedEvent(ev.to_string()));
-                    }
-                }
-                _ => {
-                    return Err(PublishError::Encode(WireError::InvalidEvent(
-                        "data must start with the event name".into(),
-                    )));
-                }
-            },
-            _ => {
-                return Err(PublishError::Encode(WireError::InvalidEvent(
-                    "data must be an array [event, ...args]".into(),
-                )));
-            }
-        }
+        check_event_data(&data)?;
         let framing = self.framing.get_or_init(|| {
             self.broadcaster.inner.framings.get(
                 framing::Target {
@@ -704,6 +708,63 @@ impl BroadcastOperator {
             )
         });
         Ok(framing.encode(&data))
+    }
+
+    /// The message a Node server on `@socket.io/redis-adapter`'s `createShardedAdapter` with
+    /// `subscriptionMode` `mode` publishes for the same broadcast, for fleets on sharded
+    /// pub/sub (which the official emitter cannot reach): the `ClusterMessage`
+    /// `{type: 3, data: {packet, opts}, uid: "emitter", nsp}` as JSON (notepack when it holds
+    /// binary), on the room's shard channel when exactly one room is targeted and `mode` has
+    /// room channels, else on the namespace channel. Send it with [`Broadcaster::spublish`].
+    pub fn encode_sharded<T: Serialize + ?Sized>(
+        &self,
+        event: &str,
+        args: &T,
+        mode: SubscriptionMode,
+    ) -> Result<Encoded, PublishError> {
+        if RESERVED_EVENTS.contains(&event) {
+            return Err(PublishError::ReservedEvent(event.to_string()));
+        }
+        let mut data = vec![Value::from(event)];
+        data.extend(switchboard_wire::msgpack::to_args(args)?);
+        self.encode_sharded_values(Value::Array(data), mode)
+    }
+
+    /// Like [`Self::encode_sharded`] with `data = [event, ...args]` already built.
+    pub fn encode_sharded_values(
+        &self,
+        data: Value,
+        mode: SubscriptionMode,
+    ) -> Result<Encoded, PublishError> {
+        check_event_data(&data)?;
+        let msg = ClusterMessage::new(
+            switchboard_wire::EMITTER_UID,
+            self.nsp.as_ref(),
+            ClusterBody::Broadcast(ClusterBroadcast::new(
+                data,
+                BroadcastOptions {
+                    rooms: self.rooms.clone(),
+                    except: self.except.clone(),
+                    flags: self.flags.clone(),
+                },
+            )),
+        );
+        let options = ShardedOptions::new(self.broadcaster.inner.config.key.clone(), mode);
+        Ok(Encoded {
+            channel: options.channel_for(&msg),
+            payload: switchboard_wire::sharded::encode(&msg),
+        })
+    }
+
+    /// [`Self::encode_sharded`], then `SPUBLISH`.
+    pub async fn emit_sharded<T: Serialize + ?Sized>(
+        &self,
+        event: &str,
+        args: &T,
+        mode: SubscriptionMode,
+    ) -> Result<Delivery, PublishError> {
+        let m = self.encode_sharded(event, args, mode)?;
+        self.broadcaster.spublish(m).await
     }
 
     /// Emit `event` with `args` to the targeted clients. See [`Self::encode`] for `args`.

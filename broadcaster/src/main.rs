@@ -12,7 +12,7 @@ use rmpv::Value;
 use switchboard_broadcaster::fleet::Fleet;
 use switchboard_broadcaster::{
     BroadcastOperator, Broadcaster, BroadcasterConfig, Delivery, Mode, PublishError, RedisSettings,
-    Secret,
+    Secret, SubscriptionMode,
 };
 
 /// Exit code for bad usage or bad input (clap uses it for usage errors too).
@@ -328,6 +328,11 @@ enum Command {
         /// Volatile: clients that cannot take the event right now miss it.
         #[arg(long)]
         volatile: bool,
+        /// For a fleet on sharded pub/sub (gateways with redis.pubsub = "sharded", Node servers
+        /// on createShardedAdapter): SPUBLISH the sharded adapter's message, to the room's
+        /// channel in `dynamic` mode when one room is targeted.
+        #[arg(long, value_name = "static|dynamic")]
+        sharded: Option<String>,
     },
     /// Disconnect the targeted sockets (e.g. all sockets of a user).
     Kick {
@@ -564,7 +569,18 @@ async fn run(cli: Cli) -> Result<Done, Failure> {
             data_file,
             args,
             volatile,
+            sharded,
         } => {
+            let sharded = sharded
+                .map(|mode| match mode.as_str() {
+                    "static" | "dynamic" => mode
+                        .parse::<SubscriptionMode>()
+                        .map_err(|e| usage(e.to_string())),
+                    _ => Err(usage(
+                        "--sharded takes \"static\" or \"dynamic\" (the fleet's subscription mode)",
+                    )),
+                })
+                .transpose()?;
             let mut values = vec![Value::from(event.as_str())];
             if let Some(d) = data {
                 let text = if d == "-" { read_source("-")? } else { d };
@@ -587,10 +603,20 @@ async fn run(cli: Cli) -> Result<Done, Failure> {
             if volatile {
                 op = op.volatile();
             }
-            let m = op
-                .encode_values(Value::Array(values))
-                .map_err(publish_failure)?;
-            b.publish(m).await.map_err(publish_failure)
+            match sharded {
+                Some(mode) => {
+                    let m = op
+                        .encode_sharded_values(Value::Array(values), mode)
+                        .map_err(publish_failure)?;
+                    b.spublish(m).await.map_err(publish_failure)
+                }
+                None => {
+                    let m = op
+                        .encode_values(Value::Array(values))
+                        .map_err(publish_failure)?;
+                    b.publish(m).await.map_err(publish_failure)
+                }
+            }
         }
         Command::Status { .. } | Command::Sockets { .. } | Command::Rooms { .. } => {
             unreachable!("fleet commands return above")

@@ -19,6 +19,7 @@ use serde_json::json;
 use switchboard_testkit::{
     GatewayProcess,
     cluster::RedisCluster,
+    gateway::bin_path,
     node::{ConnectOptions, NodeDriver, ServerTarget, StartServer},
 };
 
@@ -220,6 +221,22 @@ async fn dynamic_mode_delivers_once_across_a_slot_migration_and_with_a_node_serv
         .await
         .unwrap();
     assert_eq!(sockets.len(), 3, "{sockets:?}");
+
+    // The `switchboard` CLI with --sharded: the sharded adapter's message
+    // on the room's channel, which Node servers and gateways both act on
+    // (the official emitter cannot reach this fleet).
+    let out = std::process::Command::new(bin_path("switchboard").unwrap())
+        .args(["--mode", "cluster", "--node", cluster.addrs()[2].as_str()])
+        .args(["publish", "--role", "admin", "--event", "via-cli", "--data", "9"])
+        .args(["--sharded", "dynamic", "--require-delivery"])
+        .env_remove("SWITCHBOARD_REDIS_URL")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    for client in ["a_admin", "b_admin", "n_admin"] {
+        assert_eq!(expect_once(&node, client, "via-cli").await, vec![json!(9)]);
+    }
+    expect_none(&node, "a_u1", "via-cli").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
