@@ -227,7 +227,9 @@ async fn dynamic_mode_delivers_once_across_a_slot_migration_and_with_a_node_serv
     // (the official emitter cannot reach this fleet).
     let out = std::process::Command::new(bin_path("switchboard").unwrap())
         .args(["--mode", "cluster", "--node", cluster.addrs()[2].as_str()])
-        .args(["publish", "--role", "admin", "--event", "via-cli", "--data", "9"])
+        .args([
+            "publish", "--role", "admin", "--event", "via-cli", "--data", "9",
+        ])
         .args(["--sharded", "dynamic", "--require-delivery"])
         .env_remove("SWITCHBOARD_REDIS_URL")
         .output()
