@@ -431,10 +431,26 @@ impl SocketIo {
         payload: Vec<u8>,
         origin: &'static str,
     ) {
+        self.spawn_publish(false, channel, payload, origin);
+    }
+
+    /// [`Self::publish_in_background`], with `SPUBLISH` when `sharded`.
+    pub(super) fn spawn_publish(
+        &self,
+        sharded: bool,
+        channel: String,
+        payload: Vec<u8>,
+        origin: &'static str,
+    ) {
         let bus = self.bus.clone();
         let metrics = self.metrics.clone();
         tokio::spawn(async move {
-            if let Err(err) = bus.publish(&channel, payload).await {
+            let published = if sharded {
+                bus.spublish(&channel, payload).await
+            } else {
+                bus.publish(&channel, payload).await
+            };
+            if let Err(err) = published {
                 metrics
                     .bus_publish_errors
                     .with_label_values(&[origin])

@@ -209,17 +209,7 @@ impl SocketIo {
         };
         let msg = ClusterMessage::new(self.uid.clone(), nsp, body);
         let (channel, payload) = sharded.encode_response(&requester, &msg);
-        let bus = self.bus.clone();
-        let metrics = self.metrics.clone();
-        tokio::spawn(async move {
-            if let Err(err) = bus.spublish(&channel, payload).await {
-                metrics
-                    .bus_publish_errors
-                    .with_label_values(&["response"])
-                    .inc();
-                tracing::warn!(%err, channel, "sharded response publish failed");
-            }
-        });
+        self.spawn_publish(true, channel, payload, "response");
         true
     }
 }
