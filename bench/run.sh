@@ -10,6 +10,8 @@
 #   bench/run.sh publish              # issue #18: broadcaster crate vs @socket.io/redis-emitter, publishes/s and p50/p99
 #   BASELINE_BIN=/tmp/gw-base/switchboard-gateway bench/run.sh http-publish
 #                                     # issue #18: the gateway's HTTP publish API, this build vs BASELINE_BIN, requests/s and p50/p99
+#   bench/run.sh shardtraffic         # issue #14: what Redis sends each of N gateways on a 3-master cluster,
+#                                     # classic vs sharded-static vs sharded-dynamic, per-user rooms (docs/scaling.md)
 #   bench/run.sh burst steady         # issue #10: open-loop burst (1M deliveries/s offered) and steady 25k/s,
 #                                     # Switchboard, socketioxide, Node and the raw-write floor in one run
 #
@@ -72,6 +74,29 @@ REDIS_URL=redis://127.0.0.1:$REDIS_PORT
 BASE_PORT=4100
 export SWITCHBOARD_JWT_SECRET=${SWITCHBOARD_JWT_SECRET:-bench-secret-0123456789abcdef0123456789}
 BENCH_API_KEY=bench-api-key-0123456789abcdef
+
+# Issue #14 item 6: N gateways (release build) on a 3-master Redis Cluster, U
+# users each (one websocket per user, room user:<id>), E events per user
+# published through one gateway's API; per gateway, the messages and payload
+# bytes Redis sent it (switchboard_bus_received*_total) and its CPU, in
+# classic, sharded-static and sharded-dynamic modes. Runs the ignored test
+# tests/tests/sharded_cluster.rs::bus_traffic_per_gateway_by_pubsub_mode (the
+# testkit starts the cluster and the gateways); sizes: SHARD_GATEWAYS (3),
+# SHARD_USERS_PER_GATEWAY (1000), SHARD_EVENTS_PER_USER (2). Prints and saves
+# the TRAFFIC lines; writes no report.
+if [ "${1:-}" = shardtraffic ]; then
+  log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+  export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+  [ -z "${NO_BUILD:-}" ] && cargo build --release -q -p switchboard-gateway
+  mkdir -p bench/results
+  out=bench/results/shardtraffic-$(date -u +%Y%m%d-%H%M%S).txt
+  log "shardtraffic: ${SHARD_GATEWAYS:-3} gateways x ${SHARD_USERS_PER_GATEWAY:-1000} users, load $(cut -d' ' -f1-3 /proc/loadavg)"
+  SWITCHBOARD_GATEWAY_BIN=$CARGO_TARGET_DIR/release/switchboard-gateway \
+    cargo nextest run -p switchboard-tests --test sharded_cluster --run-ignored only \
+    -E 'test(bus_traffic_per_gateway_by_pubsub_mode)' --no-capture 2>&1 | grep '^TRAFFIC' | tee "$out"
+  log "wrote $out"
+  exit 0
+fi
 
 if [ $# -gt 0 ]; then SCENARIOS=("$@"); else SCENARIOS=(memory connect fanout ceiling twogw); fi
 for s in "${SCENARIOS[@]}"; do

@@ -339,3 +339,159 @@ async fn polling_requests_are_forwarded_between_gateways_on_a_cluster() {
         .unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
 }
+
+/// Reads a gateway's utime + stime in clock ticks (`/proc/<pid>/stat`).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which ends with ')'): utime is the
+    // 12th, stime the 13th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    field(11) + field(12)
+}
+
+/// What Redis sent one gateway, all subscription kinds.
+async fn bus_received(gw: &GatewayProcess) -> (f64, f64) {
+    let text = metrics(gw).await;
+    let sum = |name: &str| -> f64 {
+        ["channel", "pattern", "shard"]
+            .iter()
+            .map(|k| metric_or_zero(&text, &format!("{name}{{subscription=\"{k}\"}}")))
+            .sum()
+    };
+    (
+        sum("switchboard_bus_received_total"),
+        sum("switchboard_bus_received_bytes_total"),
+    )
+}
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Issue #14 item 6 at a small size (`bench/run.sh shardtraffic`): N
+/// gateways on a 3-master cluster, U users each (one websocket per user,
+/// in `user:<id>`), E per-user events published through one gateway's API;
+/// per gateway, the messages and payload bytes Redis sent it and the CPU
+/// it spent, in classic, sharded-static and sharded-dynamic modes. Sizes:
+/// `SHARD_GATEWAYS` (3), `SHARD_USERS_PER_GATEWAY` (1000),
+/// `SHARD_EVENTS_PER_USER` (2). Prints `TRAFFIC` lines; docs/scaling.md.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: bench/run.sh shardtraffic"]
+async fn bus_traffic_per_gateway_by_pubsub_mode() {
+    let gateways = env_usize("SHARD_GATEWAYS", 3);
+    let users = env_usize("SHARD_USERS_PER_GATEWAY", 1000);
+    let per_user = env_usize("SHARD_EVENTS_PER_USER", 2);
+    let cluster = tokio::task::block_in_place(|| RedisCluster::start(3, 0)).unwrap();
+    // ~100 bytes of data per event, as a small notification.
+    let data = json!({"kind": "ticket_updated", "id": 123456, "title": "a short notification title", "n": 0});
+    for (mode, pubsub, subscription) in [
+        ("classic", "classic", "dynamic"),
+        ("sharded-static", "sharded", "static"),
+        ("sharded-dynamic", "sharded", "dynamic"),
+    ] {
+        let mut gws = Vec::new();
+        for _ in 0..gateways {
+            let gw = start(
+                base_opts()
+                    .env("SWITCHBOARD_LOG_LEVEL", "warn")
+                    .env("SWITCHBOARD_REDIS__MODE", "cluster")
+                    .env("SWITCHBOARD_REDIS__NODES", cluster.addrs()[0].as_str())
+                    .env("SWITCHBOARD_REDIS__PUBSUB", pubsub)
+                    .env("SWITCHBOARD_REDIS__SUBSCRIPTION", subscription)
+                    .env("SWITCHBOARD_LIMITS__MAX_CONNECTIONS_PER_IP", "0")
+                    .env("SWITCHBOARD_LIMITS__CONNECTS_PER_SEC", "0")
+                    .env("SWITCHBOARD_LIMITS__MAX_SESSIONS", "0"),
+            )
+            .await;
+            wait_ready(&gw, T).await;
+            gws.push(gw);
+        }
+        let mut clients = Vec::new();
+        for (g, gw) in gws.iter().enumerate() {
+            let live = hardening_support::connect_many(gw.port(), users, 64, |i| {
+                token(&format!("g{g}u{i}"))
+            })
+            .await
+            .unwrap();
+            clients.extend(live);
+        }
+        if subscription == "dynamic" && pubsub == "sharded" {
+            for gw in &gws {
+                wait_metric(gw, "switchboard_bus_shard_room_channels", T, |v| {
+                    v == users as f64
+                })
+                .await;
+            }
+        }
+        let before: Vec<_> = futures_util::future::join_all(gws.iter().map(bus_received)).await;
+        let cpu_before: Vec<u64> = gws.iter().map(|g| cpu_ticks(g.pid().unwrap())).collect();
+        let total = gateways * users * per_user;
+        let started = Instant::now();
+        let mut batch = Vec::new();
+        for round in 0..per_user {
+            for g in 0..gateways {
+                for i in 0..users {
+                    let mut d = data.clone();
+                    d["n"] = json!(round);
+                    batch.push(json!({"event": "tick", "data": d, "users": [format!("g{g}u{i}")]}));
+                    if batch.len() == 1000 {
+                        let body = json!({ "messages": std::mem::take(&mut batch) });
+                        let (status, v) = api_post(gws[0].url(), "/api/v1/emit/batch", body).await;
+                        assert_eq!(status, 200, "{v}");
+                    }
+                }
+            }
+        }
+        if !batch.is_empty() {
+            let (status, v) = api_post(
+                gws[0].url(),
+                "/api/v1/emit/batch",
+                json!({ "messages": batch }),
+            )
+            .await;
+            assert_eq!(status, 200, "{v}");
+        }
+        // Every event delivered once.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let got: usize = clients
+                .iter()
+                .map(|c| c.seen.lock().unwrap().events.len())
+                .sum();
+            if got >= total {
+                assert_eq!(got, total, "{mode}: duplicates");
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{mode}: {got} of {total} delivered"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let elapsed = started.elapsed();
+        let after: Vec<_> = futures_util::future::join_all(gws.iter().map(bus_received)).await;
+        let tick_ms = 1000 / 100; // USER_HZ
+        for (g, gw) in gws.iter().enumerate() {
+            let msgs = after[g].0 - before[g].0;
+            let bytes = after[g].1 - before[g].1;
+            let cpu_ms = (cpu_ticks(gw.pid().unwrap()) - cpu_before[g]) * tick_ms;
+            eprintln!(
+                "TRAFFIC mode={mode} gateways={gateways} connections={} events={total} gateway={g} redis_msgs={msgs} redis_payload_bytes={bytes} msgs_per_event={:.3} cpu_ms={cpu_ms} wall_ms={}",
+                gateways * users,
+                msgs / total as f64,
+                elapsed.as_millis()
+            );
+        }
+        drop(clients);
+    }
+}
