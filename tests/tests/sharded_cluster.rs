@@ -371,6 +371,23 @@ async fn bus_received(gw: &GatewayProcess) -> (f64, f64) {
     )
 }
 
+/// CPU seconds (user + sys) every node of the cluster has used so far.
+fn redis_cpu_secs(cluster: &RedisCluster) -> f64 {
+    cluster
+        .nodes()
+        .iter()
+        .filter_map(|n| n.command(&["INFO", "cpu"]).ok()?.as_str())
+        .flat_map(|info| {
+            info.lines()
+                .filter_map(|l| {
+                    let (k, v) = l.trim().split_once(':')?;
+                    matches!(k, "used_cpu_user" | "used_cpu_sys").then(|| v.parse::<f64>().ok())?
+                })
+                .collect::<Vec<_>>()
+        })
+        .sum()
+}
+
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
@@ -435,6 +452,7 @@ async fn bus_traffic_per_gateway_by_pubsub_mode() {
         }
         let before: Vec<_> = futures_util::future::join_all(gws.iter().map(bus_received)).await;
         let cpu_before: Vec<u64> = gws.iter().map(|g| cpu_ticks(g.pid().unwrap())).collect();
+        let redis_before = tokio::task::block_in_place(|| redis_cpu_secs(&cluster));
         let total = gateways * users * per_user;
         let started = Instant::now();
         let mut batch = Vec::new();
@@ -480,6 +498,11 @@ async fn bus_traffic_per_gateway_by_pubsub_mode() {
         }
         let elapsed = started.elapsed();
         let after: Vec<_> = futures_util::future::join_all(gws.iter().map(bus_received)).await;
+        let redis_ms =
+            (tokio::task::block_in_place(|| redis_cpu_secs(&cluster)) - redis_before) * 1000.0;
+        eprintln!(
+            "TRAFFIC mode={mode} redis_cpu_ms_all_nodes={redis_ms:.0} events={total} (includes the API's publishes and the cluster bus)"
+        );
         let tick_ms = 1000 / 100; // USER_HZ
         for (g, gw) in gws.iter().enumerate() {
             let msgs = after[g].0 - before[g].0;
