@@ -53,6 +53,8 @@ pub struct Config {
     pub log: LogConfig,
     /// `[admin]`: the Socket.IO Admin UI server.
     pub admin: AdminConfig,
+    /// `[presence]`: who is online, who is in a room.
+    pub presence: crate::presence::PresenceConfig,
 }
 
 /// The HTTP listener and its shutdown behaviour.
@@ -785,6 +787,7 @@ impl Config {
             ));
         }
         self.validate_cluster()?;
+        self.presence.validate()?;
         if self.api.keys.iter().any(|k| k.len() < 16) {
             return Err(invalid(
                 "api.keys",
@@ -1132,6 +1135,8 @@ fn env_value(key: &str, raw: &str) -> Figment {
         "server.trusted_proxies",
         "redis.sentinels",
         "redis.nodes",
+        "presence.online_rooms",
+        "presence.claims",
     ];
     // Never read as a number or boolean: a hash, a secret or a name stays a string.
     let string_keys = [

@@ -71,7 +71,8 @@ impl Gateway {
     /// Builds the gateway from a validated config and binds its listener.
     pub async fn bind(config: Config) -> anyhow::Result<BoundGateway> {
         let metrics = Metrics::new();
-        let auth = Authenticator::from_config(&config.auth)?;
+        let mut auth = Authenticator::from_config(&config.auth)?;
+        auth.keep_claims(crate::presence::Presence::claims_needed(&config.presence));
         let bus = Arc::new(Bus::connect(&config.redis, metrics.clone()).await?);
         let io = Arc::new(SocketIo::new(&config, auth, metrics.clone(), bus.clone()));
         let admission = (config.limits.connects_per_sec > 0).then(|| {
@@ -87,7 +88,7 @@ impl Gateway {
         let listener = TcpListener::bind(addr).await.map_err(|e| {
             anyhow::anyhow!("cannot listen on {addr} (server.listen / SWITCHBOARD_PORT): {e}")
         })?;
-        let api = PublishApi::new(&config, bus.clone(), metrics.clone());
+        let api = PublishApi::new(&config, bus.clone(), io.presence.clone(), metrics.clone());
         Ok(BoundGateway {
             gateway: Arc::new(Gateway {
                 engine,
@@ -203,6 +204,15 @@ impl BoundGateway {
             .io
             .spawn_expiry_sweeper(&tasks, shutdown.child_token());
         gateway.io.start_admin(shutdown.child_token());
+        // Presence writes until shutdown, then removes the entries of the
+        // sessions being closed (bounded, within the 2 s below).
+        tasks.spawn(
+            gateway
+                .io
+                .presence
+                .clone()
+                .run(shutdown.child_token(), Duration::from_millis(1500)),
+        );
         let cluster_task = gateway
             .config
             .redis

@@ -104,6 +104,12 @@ impl Authenticator {
         })
     }
 
+    /// Keeps these claims too in [`Identity::claims`] (claims that other
+    /// parts, such as presence, read after the connect).
+    pub fn keep_claims<I: IntoIterator<Item = String>>(&mut self, names: I) {
+        self.kept_claims.extend(names);
+    }
+
     /// Authenticates one CONNECT.
     ///
     /// `connect_auth` is the JSON payload of the Socket.IO CONNECT packet

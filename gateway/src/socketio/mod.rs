@@ -51,6 +51,7 @@ use crate::{
     engine::{CloseReason, Connection, EngineHandler, TokenBucket},
     hub::{Hub, NewSocket},
     metrics::Metrics,
+    presence::Presence,
 };
 
 /// An Engine.IO connection as the session layer holds it.
@@ -86,6 +87,8 @@ pub struct SocketIo {
     /// The address peers forward to (`cluster.advertise_addr`), reported to
     /// `switchboard status`.
     pub(crate) advertise: Option<String>,
+    /// Who is online and in which rooms with presence.
+    pub presence: Arc<Presence>,
 }
 
 /// Why a client packet was refused; the label of `switchboard_bad_packets_total`.
@@ -134,16 +137,17 @@ impl SocketIo {
             parse_config,
             auth,
             hub: Hub::new(),
-            metrics,
-            bus,
+            metrics: metrics.clone(),
+            bus: bus.clone(),
             channels: switchboard_wire::Channels::new(config.redis.key.clone()),
             upstream_key: config.redis.key.clone(),
-            uid,
             limits: config.limits.clone(),
             expiry_grace_s: config.auth.expiry_grace_s,
             admin,
             admin_events,
             advertise: config.advertise_addr().ok().map(|a| a.to_string()),
+            presence: Arc::new(Presence::new(config, &uid, bus.clone(), metrics.clone())),
+            uid,
         }
     }
 
@@ -361,6 +365,7 @@ impl SocketIo {
         self.metrics.connects.with_label_values(&[&nsp]).inc();
         tracing::debug!(sid = %conn.sid, socket = %socket.id, nsp = &*nsp, user = ?socket.user, rooms = ?identity.rooms, "socket connected");
         conn.send(packets::connect(&nsp, socket.id.as_str()));
+        self.presence.connected(&socket);
         if let Some(admin) = &self.admin_events {
             admin.socket_connected(&socket);
         }
@@ -409,6 +414,9 @@ impl SocketIo {
             }
             return;
         }
+        if event == PRESENCE_EVENT {
+            return self.on_presence_query(socket, &args, ack);
+        }
         if let Some(admin) = &self.admin_events {
             admin.event_received(socket, &args);
         }
@@ -416,8 +424,63 @@ impl SocketIo {
         upstream::relay(self, socket.clone(), args, attachments, ack);
     }
 
+    /// `socket.emit("presence", room, ack)`: the room's members, for a
+    /// socket that counts in the room's presence (a member of a room with
+    /// presence). Without an ack there is nothing to answer.
+    fn on_presence_query(
+        &self,
+        socket: &Arc<Socket>,
+        args: &[serde_json::Value],
+        ack: Option<i64>,
+    ) {
+        let room = match args.get(1) {
+            Some(serde_json::Value::String(room)) => Some(room.clone()),
+            Some(serde_json::Value::Number(n)) => Some(n.to_string()),
+            _ => None,
+        };
+        let refused = match &room {
+            None => Some("invalid_argument"),
+            Some(room) if !self.presence.counts_in(socket, room) => Some("not_a_member"),
+            Some(_) if ack.is_none() => Some("no_ack"),
+            Some(_) => None,
+        };
+        if let Some(reason) = refused {
+            self.metrics
+                .client_events_refused
+                .with_label_values(&[&format!("presence_{reason}")])
+                .inc();
+            tracing::debug!(socket = %socket.id, ?room, reason, "presence query refused");
+            if let Some(id) = ack {
+                socket.send_all([packets::ack(
+                    &socket.nsp,
+                    id,
+                    &serde_json::json!([{ "ok": false, "error": reason }]),
+                )]);
+            }
+            return;
+        }
+        let (Some(room), Some(id)) = (room, ack) else {
+            return;
+        };
+        let presence = self.presence.clone();
+        let socket = socket.clone();
+        tokio::spawn(async move {
+            let answer = match presence.members(&socket.nsp, &room).await {
+                Ok(members) => {
+                    serde_json::json!([{ "ok": true, "room": room, "members": members }])
+                }
+                Err(e) => {
+                    tracing::info!(socket = %socket.id, room, error = %e, "presence query failed");
+                    serde_json::json!([{ "ok": false, "error": "unavailable" }])
+                }
+            };
+            socket.send_all([packets::ack(&socket.nsp, id, &answer)]);
+        });
+    }
+
     /// Removes a socket from the rooms and the gauges.
     fn remove_socket(&self, socket: &Socket, why: SocketLeft) {
+        self.presence.disconnected(socket);
         let emptied = self.hub.remove(socket.id);
         self.metrics.rooms.sub(emptied as i64);
         self.metrics.sockets.dec();
@@ -505,6 +568,9 @@ impl SocketIo {
         }
     }
 }
+
+/// The client event that asks for a room's members.
+const PRESENCE_EVENT: &str = "presence";
 
 /// Refused CONNECTs on one session before it is closed.
 const MAX_REFUSED_CONNECTS: u8 = 3;
