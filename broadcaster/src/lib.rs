@@ -41,6 +41,7 @@
 
 pub mod fleet;
 mod framing;
+pub mod presence;
 
 use std::borrow::Cow;
 use std::fmt::Write as _;

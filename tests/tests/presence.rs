@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::{Value, json};
+use switchboard_broadcaster::Broadcaster;
 use switchboard_testkit::{
     GatewayProcess,
     jwt::Claims,
@@ -187,6 +188,12 @@ async fn online_and_offline_reach_the_company_room_once_per_transition() {
                 .is_empty()
         );
     }
+    // The broadcaster reads the same from Redis.
+    let b = Broadcaster::connect(redis.url()).expect("broadcaster");
+    let alice = b.online("alice").await.expect("online").expect("alice online");
+    assert_eq!(alice.sockets, 2);
+    assert_eq!(alice.claims.get("name"), Some(&json!("User alice")));
+    assert!(!b.is_online("nobody").await.expect("is_online"));
     // Closing one tab: still online, nothing announced.
     node.disconnect("alice1").await.unwrap();
     for w in ["watch1", "watch2"] {
@@ -204,6 +211,7 @@ async fn online_and_offline_reach_the_company_room_once_per_transition() {
     }
     let (_, v) = api_get(&gw1, "/api/v1/online?user=alice").await;
     assert_eq!(v["online"], json!(false), "{v}");
+    assert!(!b.is_online("alice").await.expect("is_online"));
     // The other company heard nothing about alice.
     assert!(
         collect(&node, "other", "presence:online", "alice", Duration::ZERO)
