@@ -242,7 +242,11 @@ pub fn print_rooms(r: &FleetRooms, as_json: bool, timeout_ms: u64) {
 }
 
 /// `switchboard presence ROOM`: one line per member.
-pub fn print_presence(room: &str, members: &[switchboard_broadcaster::presence::Member], as_json: bool) {
+pub fn print_presence(
+    room: &str,
+    members: &[switchboard_broadcaster::presence::Member],
+    as_json: bool,
+) {
     if as_json {
         println!("{}", json!({ "room": room, "members": members }));
         return;
@@ -257,7 +261,10 @@ pub fn print_presence(room: &str, members: &[switchboard_broadcaster::presence::
             vec![
                 m.user.clone(),
                 m.sockets.to_string(),
-                format!("{} ago", human_duration(now_ms.saturating_sub(m.joined_at) / 1000)),
+                format!(
+                    "{} ago",
+                    human_duration(now_ms.saturating_sub(m.joined_at) / 1000)
+                ),
                 Value::Object(m.claims.clone()).to_string(),
             ]
         })

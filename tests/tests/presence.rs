@@ -190,7 +190,11 @@ async fn online_and_offline_reach_the_company_room_once_per_transition() {
     }
     // The broadcaster reads the same from Redis.
     let b = Broadcaster::connect(redis.url()).expect("broadcaster");
-    let alice = b.online("alice").await.expect("online").expect("alice online");
+    let alice = b
+        .online("alice")
+        .await
+        .expect("online")
+        .expect("alice online");
     assert_eq!(alice.sockets, 2);
     assert_eq!(alice.claims.get("name"), Some(&json!("User alice")));
     assert!(!b.is_online("nobody").await.expect("is_online"));

@@ -99,6 +99,26 @@ end
 return joined
 "#;
 
+/// Pushes the expiry of this gateway's entries of a scope forward (the
+/// periodic refresh: no info, no socket counts, one key).
+///
+/// `KEYS`: the scope's `x` key. `ARGV`: expiry (Unix ms), gateway uid,
+/// then members. Returns the members whose entry is gone (reaped while
+/// this gateway was unreachable): the gateway writes them again with
+/// [`UPSERT`], which announces them.
+pub const REFRESH: &str = r#"
+local gone = {}
+for k = 3, #ARGV do
+  local e = ARGV[2] .. '|' .. ARGV[k]
+  if redis.call('ZSCORE', KEYS[1], e) then
+    redis.call('ZADD', KEYS[1], ARGV[1], e)
+  else
+    gone[#gone + 1] = ARGV[k]
+  end
+end
+return gone
+"#;
+
 /// Removes this gateway's entries of a scope.
 ///
 /// `KEYS`: the scope's keys. `ARGV`: gateway uid, then members. Returns

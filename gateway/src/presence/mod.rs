@@ -528,6 +528,25 @@ impl Presence {
             .await
     }
 
+    async fn refresh_one(
+        &self,
+        scope: &str,
+        members: &[String],
+        expiry: u64,
+    ) -> Result<Vec<String>, BusError> {
+        let refs: Vec<&str> = members.iter().map(String::as_str).collect();
+        self.store
+            .refresh(
+                &self.bus,
+                &self.metrics,
+                scope,
+                &self.gateway,
+                expiry,
+                &refs,
+            )
+            .await
+    }
+
     async fn remove_one(&self, scope: &str, members: &[String]) -> Result<Vec<Left>, BusError> {
         let refs: Vec<&str> = members.iter().map(String::as_str).collect();
         self.store
@@ -553,27 +572,48 @@ impl Presence {
             }
         }
         self.expiry.store(expiry, Ordering::Release);
-        let ups: HashMap<String, Vec<(String, u32, Info)>> = {
-            let local = self.local.lock();
-            local
+        if registered.is_empty() {
+            // Nothing registered (first refresh, or the lease was taken):
+            // write every entry in full, registering its scope.
+            let mut local = self.local.lock();
+            let all: Vec<(String, String)> = local
                 .scopes
                 .iter()
-                .map(|(scope, members)| {
-                    let list = members
-                        .iter()
-                        .map(|(m, h)| (m.clone(), h.sockets, h.info.clone()))
-                        .collect();
-                    (scope.clone(), list)
-                })
-                .collect()
-        };
-        if !ups.is_empty() {
+                .flat_map(|(scope, members)| members.keys().map(|m| (scope.clone(), m.clone())))
+                .collect();
+            local.dirty.extend(all);
+        } else {
+            let scopes: Vec<(String, Vec<String>)> = {
+                let local = self.local.lock();
+                local
+                    .scopes
+                    .iter()
+                    .map(|(scope, members)| (scope.clone(), members.keys().cloned().collect()))
+                    .collect()
+            };
+            let mut results = Vec::with_capacity(scopes.len());
+            for chunk in scopes.chunks(IN_FLIGHT) {
+                let mut calls = Vec::with_capacity(chunk.len());
+                for (scope, members) in chunk {
+                    calls.push(self.refresh_one(scope, members, expiry));
+                }
+                results.extend(join_all(calls).await);
+            }
             self.metrics
                 .presence_updates
                 .with_label_values(&["refresh"])
-                .inc_by(ups.len() as u64);
+                .inc_by(scopes.len() as u64);
+            let mut local = self.local.lock();
+            for ((scope, _), result) in scopes.into_iter().zip(results) {
+                match result {
+                    // Entries reaped meanwhile: written again in full.
+                    Ok(gone) => local
+                        .dirty
+                        .extend(gone.into_iter().map(|m| (scope.clone(), m))),
+                    Err(e) => self.failed("refresh", &e),
+                }
+            }
         }
-        self.write(ups, registered, expiry).await;
         self.flush(registered).await;
     }
 

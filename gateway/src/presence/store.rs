@@ -59,6 +59,7 @@ return 0
 pub(crate) struct RedisStore {
     key: String,
     upsert: Script,
+    refresh: Script,
     remove: Script,
     reap: Script,
     members: Script,
@@ -100,6 +101,7 @@ impl Store {
         Store::Redis(Box::new(RedisStore {
             key: key.to_string(),
             upsert: Script::new(layout::UPSERT),
+            refresh: Script::new(layout::REFRESH),
             remove: Script::new(layout::REMOVE),
             reap: Script::new(layout::REAP),
             members: Script::new(layout::MEMBERS),
@@ -147,6 +149,28 @@ impl Store {
                 let keys = layout::scope_keys(&r.key, scope);
                 let joined: Vec<String> = r.run(bus, metrics, &r.upsert, &keys, &args).await?;
                 Ok(joined)
+            }
+        }
+    }
+
+    /// Pushes the expiry of this gateway's `members` of `scope` to
+    /// `expiry`; returns those whose entry is gone (to be written again).
+    pub(crate) async fn refresh(
+        &self,
+        bus: &Bus,
+        metrics: &Metrics,
+        scope: &str,
+        gateway: &str,
+        expiry: u64,
+        members: &[&str],
+    ) -> Result<Vec<String>, BusError> {
+        match self {
+            Store::Memory(_) => Ok(Vec::new()),
+            Store::Redis(r) => {
+                let mut args = vec![expiry.to_string(), gateway.to_string()];
+                args.extend(members.iter().map(|m| m.to_string()));
+                let [x, ..] = layout::scope_keys(&r.key, scope);
+                r.run(bus, metrics, &r.refresh, &[x], &args).await
             }
         }
     }
