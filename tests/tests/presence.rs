@@ -295,3 +295,29 @@ async fn a_sigkilled_gateways_users_go_offline_once_within_ttl() {
     let (_, v) = api_get(&gw3, "/api/v1/online?user=bob").await;
     assert_eq!(v["online"], json!(false), "{v}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_mode_keeps_presence_in_memory() {
+    let gw = embedded_gateway(&[
+        ("SWITCHBOARD_AUTH__ROOMS", "user:{sub},company:{company_id}"),
+        ("SWITCHBOARD_PRESENCE__ONLINE_ROOMS", "company:{company_id}"),
+    ])
+    .await;
+    let node = node().await;
+    connect_user(&node, "watch", &gw, "w", "c1").await;
+    connect_user(&node, "a1", &gw, "alice", "c1").await;
+    connect_user(&node, "a2", &gw, "alice", "c1").await;
+    expect_one(&node, "watch", "presence:online", "alice", T).await;
+    let (status, v) = api_get(&gw, "/api/v1/online?user=alice").await;
+    assert_eq!((status, v["sockets"].clone()), (200, json!(2)), "{v}");
+    node.disconnect("a1").await.unwrap();
+    assert!(collect(&node, "watch", "presence:offline", "alice", QUIET).await.is_empty());
+    node.disconnect("a2").await.unwrap();
+    expect_one(&node, "watch", "presence:offline", "alice", T).await;
+    let (_, v) = api_get(&gw, "/api/v1/online?user=alice").await;
+    assert_eq!(v["online"], json!(false), "{v}");
+    // Without online tracking the question is refused, with a reason.
+    let plain = embedded_gateway(&[]).await;
+    let (status, v) = api_get(&plain, "/api/v1/online?user=alice").await;
+    assert_eq!((status, v["error"].clone()), (409, json!("online_not_tracked")), "{v}");
+}

@@ -84,10 +84,13 @@ pub(crate) struct Write<'a> {
 /// A member that left the fleet (no gateway holds it any more).
 pub(crate) type Left = (String, Info);
 
+/// One scope in memory: member -> (sockets, info).
+pub(crate) type MemoryScope = HashMap<String, (u32, Info)>;
+
 /// Presence storage; see the module documentation.
 pub(crate) enum Store {
     /// The embedded mode: scope -> member -> (sockets, info).
-    Memory(Mutex<HashMap<String, HashMap<String, (u32, Info)>>>),
+    Memory(Mutex<HashMap<String, MemoryScope>>),
     /// Redis, shared by the fleet.
     Redis(Box<RedisStore>),
 }
