@@ -20,6 +20,8 @@
 //! * [`streams`]: the streams adapter's stream keys (`hashCode` sharding), XADD fields and
 //!   pub/sub messages.
 //! * [`recovery`]: connection state recovery: session records, offsets, replay filtering.
+//! * [`room_template`]: room names from templates (`user:{sub}`, `role:{role}`, `chat_{arg}`),
+//!   shared by the gateway's auth, HTTP API and client rules and by the broadcaster.
 //! * [`socketio`]: turns bus packet data into the Socket.IO v5 packet text (plus binary
 //!   attachments) exactly as a Node `socket.io` 4.x server would, and JSON <-> msgpack values.
 //!
@@ -46,6 +48,7 @@ pub mod message;
 pub mod msgpack;
 pub mod recovery;
 pub mod request;
+pub mod room_template;
 pub mod sharded;
 pub mod socketio;
 pub mod streams;
