@@ -132,17 +132,23 @@ impl RoomPlan {
 
     /// Union of the roles in the role claims, in claim order, deduplicated.
     fn roles(&self, claims: &Map<String, Value>) -> Vec<String> {
-        let mut roles = Vec::new();
-        for name in &self.role_claims {
-            match room_template::claim(claims, name) {
-                Some(Value::Array(items)) => roles.extend(items.iter().filter_map(claim_text)),
-                Some(value) => roles.extend(claim_text(value)),
-                None => {}
-            }
-        }
-        roles.retain(|r| !r.is_empty());
-        dedup(roles)
+        roles_in(claims, &self.role_claims)
     }
+}
+
+/// The roles in `role_claims` of `claims` (each a string or an array of
+/// strings): their union, in claim order, deduplicated.
+pub fn roles_in(claims: &Map<String, Value>, role_claims: &[String]) -> Vec<String> {
+    let mut roles = Vec::new();
+    for name in role_claims {
+        match room_template::claim(claims, name) {
+            Some(Value::Array(items)) => roles.extend(items.iter().filter_map(claim_text)),
+            Some(value) => roles.extend(claim_text(value)),
+            None => {}
+        }
+    }
+    roles.retain(|r| !r.is_empty());
+    dedup(roles)
 }
 
 /// Keeps the first occurrence of each name, in order.
