@@ -515,12 +515,14 @@ async fn run_fleet(
             status.gathered
         }
         Command::Sockets { rooms, users, .. } => {
+            let template = switchboard_broadcaster::one_variable_template(
+                "--user-room-template",
+                &cli.user_room_template,
+                "id",
+            )
+            .map_err(|e| usage(e.to_string()))?;
             let mut rooms = rooms.clone();
-            rooms.extend(
-                users
-                    .iter()
-                    .map(|u| cli.user_room_template.replace("{id}", u)),
-            );
+            rooms.extend(users.iter().filter_map(|u| template.fill("id", u)));
             let sockets = fleet.sockets(rooms).await.map_err(publish_failure)?;
             cli_fleet::print_sockets(&sockets, fleet_args.json, cli.timeout_ms);
             sockets.gathered

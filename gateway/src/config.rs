@@ -53,6 +53,9 @@ pub struct Config {
     pub log: LogConfig,
     /// `[admin]`: the Socket.IO Admin UI server.
     pub admin: AdminConfig,
+    /// `[client]`: rooms clients join and relay to, events forwarded to the
+    /// API (`[[client.rooms]]`, `[[client.forward]]`, `[client.hooks]`).
+    pub client: crate::actions::config::ClientConfig,
     /// `[presence]`: who is online, who is in a room.
     pub presence: crate::presence::PresenceConfig,
 }
@@ -586,6 +589,14 @@ pub enum ConfigError {
         /// What is wrong with it.
         message: String,
     },
+    /// A key with an index in its name, such as `client.rooms[1].allow`.
+    #[error("invalid configuration: `{key}`: {message}")]
+    InvalidKey {
+        /// The key, as in the TOML file, with the index of the table.
+        key: String,
+        /// What is wrong with it.
+        message: String,
+    },
     /// A `[redis]` connection key (the message names it as `redis.<key>`).
     #[error("invalid configuration: {0}")]
     Redis(#[from] switchboard_redis::SettingsError),
@@ -797,7 +808,9 @@ impl Config {
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(invalid("log.format", "must be \"text\" or \"json\""));
         }
-        self.validate_admin()
+        self.validate_admin()?;
+        self.client.compile(self.redis.enabled())?;
+        Ok(())
     }
 
     fn validate_admin(&self) -> Result<(), ConfigError> {
@@ -1135,6 +1148,7 @@ fn env_value(key: &str, raw: &str) -> Figment {
         "server.trusted_proxies",
         "redis.sentinels",
         "redis.nodes",
+        "client.hooks.claims",
         "presence.online_rooms",
         "presence.claims",
     ];
@@ -1147,6 +1161,7 @@ fn env_value(key: &str, raw: &str) -> Figment {
         "redis.sentinel_password",
         "redis.sentinel_username",
         "redis.master_name",
+        "client.hooks.secret",
     ];
     let value: figment::value::Value = if list_keys.contains(&key) {
         raw.split(',')

@@ -13,10 +13,13 @@
 //! - [`bus`]: the Redis (or in-memory) bus that brings events in;
 //! - [`metrics`]: Prometheus counters and gauges for all of the above;
 //! - [`admin`]: the server side of the official Socket.IO Admin UI;
+//! - [`actions`]: what clients may do by `[client]` policy: join, leave and
+//!   relay to rooms, forward events to the API (HTTP or a Redis stream);
 //! - [`presence`]: who is online and who is in a room, across the fleet.
 
 #![warn(missing_docs)]
 
+pub mod actions;
 pub(crate) mod admin;
 pub mod api;
 pub mod auth;

@@ -92,6 +92,11 @@ pub struct Metrics {
     pub server_disconnects: IntCounterVec,
     /// Client events refused, by reason (`rate_limited`).
     pub client_events_refused: IntCounterVec,
+    /// Client actions (`join`, `leave`, `relay`, `forward`, `stream`) by
+    /// outcome: `ok` or the refusal reason the client's ack carries.
+    pub client_actions: IntCounterVec,
+    /// Round trip of a forwarded client event or a join hook to the API.
+    pub client_forward_seconds: Histogram,
     /// Requests forwarded to the gateway owning their sid, by transport and outcome.
     pub forwarded: IntCounterVec,
     /// Requests naming a foreign sid that were not forwarded, by reason
@@ -338,6 +343,18 @@ impl Metrics {
                 "switchboard_api_requests_total",
                 "Publish API requests, by route and HTTP status",
                 &["route", "status"],
+            ),
+            client_actions: counter_vec(
+                &r,
+                "switchboard_client_actions_total",
+                "Client actions (join, leave, relay, forward, stream) by outcome: ok or the refusal reason",
+                &["action", "outcome"],
+            ),
+            client_forward_seconds: histogram(
+                &r,
+                "switchboard_client_forward_seconds",
+                "Round trip of a forwarded client event or join hook to the API over HTTP",
+                DELIVERY_BUCKETS,
             ),
             delivery_latency: histogram(
                 &r,

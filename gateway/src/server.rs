@@ -32,6 +32,7 @@ use tokio::{
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
+    actions::Actions,
     api::PublishApi,
     auth::Authenticator,
     bus::Bus,
@@ -74,7 +75,8 @@ impl Gateway {
         let mut auth = Authenticator::from_config(&config.auth)?;
         auth.keep_claims(crate::presence::Presence::claims_needed(&config.presence));
         let bus = Arc::new(Bus::connect(&config.redis, metrics.clone()).await?);
-        let io = Arc::new(SocketIo::new(&config, auth, metrics.clone(), bus.clone()));
+        let actions = Actions::from_config(&config, metrics.clone())?;
+        let io = SocketIo::new_shared(&config, auth, metrics.clone(), bus.clone(), actions);
         let admission = (config.limits.connects_per_sec > 0).then(|| {
             TokenBucket::new(config.limits.connects_per_sec, config.limits.connects_burst)
         });

@@ -22,6 +22,7 @@ use serde_json::json;
 use switchboard_wire::{
     BroadcastFlags, BroadcastMessage, BroadcastOptions, BusPacket, Channels, RESERVED_EVENTS,
     encode_broadcast, json_to_msgpack,
+    room_template::{self, RoomTemplate},
 };
 
 mod key_guard;
@@ -91,8 +92,10 @@ pub struct PublishApi {
     bus: Arc<Bus>,
     channels: Channels,
     namespaces: Vec<String>,
-    user_template: Option<String>,
-    role_template: Option<String>,
+    /// The `auth.rooms` template whose only variable is the user claim.
+    user_template: Option<(RoomTemplate, String)>,
+    /// The `auth.rooms` template whose only variable is `{role}`.
+    role_template: Option<RoomTemplate>,
     body_read_timeout: std::time::Duration,
     metrics: Metrics,
     presence: Arc<Presence>,
@@ -123,7 +126,15 @@ impl PublishApi {
         presence: Arc<Presence>,
         metrics: Metrics,
     ) -> Self {
-        let user_claim = format!("{{{}}}", config.auth.user_claim);
+        let user_claim = config.auth.user_claim.clone();
+        // Templates that do not parse stop the start earlier (auth); here
+        // they are simply not candidates.
+        let templates: Vec<RoomTemplate> = config
+            .auth
+            .rooms
+            .iter()
+            .filter_map(|t| RoomTemplate::parse(t).ok())
+            .collect();
         PublishApi {
             keys: ApiKeys::new(&config.api.keys),
             failed_keys: FailedKeyLimiter::default(),
@@ -131,18 +142,13 @@ impl PublishApi {
             bus,
             channels: Channels::new(config.redis.key.clone()),
             namespaces: config.socketio.namespaces.clone(),
-            user_template: config
-                .auth
-                .rooms
+            user_template: templates
                 .iter()
-                .find(|t| t.contains(&user_claim))
-                .map(|t| t.replace(&user_claim, "{id}")),
-            role_template: config
-                .auth
-                .rooms
-                .iter()
-                .find(|t| t.contains("{role}"))
-                .cloned(),
+                .find(|t| t.only_uses(&user_claim))
+                .map(|t| (t.clone(), user_claim.clone())),
+            role_template: templates
+                .into_iter()
+                .find(|t| t.only_uses(room_template::ROLE)),
             body_read_timeout: config.body_read_timeout(),
             metrics,
             presence,
@@ -398,14 +404,15 @@ impl PublishApi {
                 .user_template
                 .as_ref()
                 .ok_or_else(|| bad("`users` needs a user room template in auth.rooms".into()))?;
-            rooms.push(template.replace("{id}", user));
+            let (template, var) = template;
+            rooms.extend(template.fill(var, user));
         }
         for role in &m.roles {
             let template = self
                 .role_template
                 .as_ref()
                 .ok_or_else(|| bad("`roles` needs a {role} template in auth.rooms".into()))?;
-            rooms.push(template.replace("{role}", role));
+            rooms.extend(template.fill(room_template::ROLE, role));
         }
         if rooms.is_empty() && !m.broadcast {
             return Err(bad(

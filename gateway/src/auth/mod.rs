@@ -29,6 +29,7 @@ use std::collections::HashSet;
 use serde_json::{Map, Value};
 
 pub use refusal::Refusal;
+pub use rooms::roles_in;
 pub use verify::MAX_TOKEN_BYTES;
 
 use rooms::RoomPlan;
@@ -104,10 +105,15 @@ impl Authenticator {
         })
     }
 
-    /// Keeps these claims too in [`Identity::claims`] (claims that other
-    /// parts, such as presence, read after the connect).
-    pub fn keep_claims<I: IntoIterator<Item = String>>(&mut self, names: I) {
-        self.kept_claims.extend(names);
+    /// Also keeps these claims in [`Identity::claims`]: the ones the
+    /// client rules read and `client.hooks.claims` (sent to the API).
+    pub fn keep_claims(&mut self, names: impl IntoIterator<Item = String>) {
+        for name in names {
+            if let Some((first, _)) = name.split_once('.') {
+                self.kept_claims.insert(first.to_string());
+            }
+            self.kept_claims.insert(name);
+        }
     }
 
     /// Authenticates one CONNECT.

@@ -42,6 +42,7 @@ pub(crate) fn packets_connect_error(nsp: &str, message: &str) -> crate::engine::
 pub use socket::Socket;
 
 use crate::{
+    actions::Actions,
     admin::Admin,
     auth::Authenticator,
     bus::Bus,
@@ -83,7 +84,12 @@ pub struct SocketIo {
     /// The same, only in development mode: the per-socket hooks test this
     /// one field, so they cost one branch when the admin is off or in
     /// production mode.
-    admin_events: Option<Arc<Admin>>,
+    pub(crate) admin_events: Option<Arc<Admin>>,
+    /// The `[client]` rules (room joins, relays, forwards), when any.
+    pub(crate) actions: Option<Arc<Actions>>,
+    /// This server itself, for the tasks actions spawn (empty unless built
+    /// by [`SocketIo::new_shared`]).
+    me: Weak<SocketIo>,
     /// The address peers forward to (`cluster.advertise_addr`), reported to
     /// `switchboard status`.
     pub(crate) advertise: Option<String>,
@@ -116,7 +122,39 @@ impl BadPacket {
 }
 
 impl SocketIo {
-    pub fn new(config: &Config, auth: Authenticator, metrics: Metrics, bus: Arc<Bus>) -> Self {
+    /// A server shared behind an `Arc`, with the `[client]` rules in
+    /// `actions` (see [`Actions::from_config`]).
+    pub fn new_shared(
+        config: &Config,
+        auth: Authenticator,
+        metrics: Metrics,
+        bus: Arc<Bus>,
+        actions: Option<Actions>,
+    ) -> Arc<Self> {
+        Arc::new_cyclic(|me| SocketIo {
+            me: me.clone(),
+            ..SocketIo::new(config, auth, metrics, bus, actions)
+        })
+    }
+
+    /// This server as an `Arc`, for spawned tasks; `None` when it was not
+    /// built by [`SocketIo::new_shared`] (or is shutting down).
+    pub(crate) fn shared(&self) -> Option<Arc<SocketIo>> {
+        self.me.upgrade()
+    }
+
+    /// A server; actions that wait (relays, forwards, hooks) need
+    /// [`SocketIo::new_shared`].
+    pub fn new(
+        config: &Config,
+        mut auth: Authenticator,
+        metrics: Metrics,
+        bus: Arc<Bus>,
+        actions: Option<Actions>,
+    ) -> Self {
+        if let Some(actions) = &actions {
+            auth.keep_claims(actions.referenced_claims());
+        }
         let parse_config = ParseConfig {
             max_incoming_binaries: config.socketio.max_attachments,
             max_incoming_binary_buf_size: usize::try_from(config.engine.max_payload)
@@ -145,6 +183,8 @@ impl SocketIo {
             expiry_grace_s: config.auth.expiry_grace_s,
             admin,
             admin_events,
+            actions: actions.map(Arc::new),
+            me: Weak::new(),
             advertise: config.advertise_addr().ok().map(|a| a.to_string()),
             presence: Arc::new(Presence::new(config, &uid, bus.clone(), metrics.clone())),
             uid,
@@ -399,12 +439,16 @@ impl SocketIo {
             .client_events
             .with_label_values(&[&socket.nsp])
             .inc();
+        let actions = self.actions.as_ref().filter(|a| a.handles(event));
         if !socket.allow_event() {
             self.metrics
                 .client_events_refused
                 .with_label_values(&["rate_limited"])
                 .inc();
             tracing::debug!(socket = %socket.id, "client event over its rate; refused");
+            if let Some(actions) = actions {
+                return actions.refuse_rate_limited(socket, event, ack);
+            }
             if let Some(id) = ack {
                 socket.send_all([packets::ack(
                     &socket.nsp,
@@ -421,6 +465,11 @@ impl SocketIo {
             admin.event_received(socket, &args);
         }
         let attachments: Vec<Bytes> = attachments.map(Vec::from).unwrap_or_default();
+        if let Some(actions) = actions {
+            return actions
+                .clone()
+                .on_event(self, socket, args, attachments, ack);
+        }
         upstream::relay(self, socket.clone(), args, attachments, ack);
     }
 
