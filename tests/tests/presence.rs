@@ -29,18 +29,91 @@ fn company_token(sub: &str, company: &str) -> String {
         .sign_hs256(SECRET)
 }
 
-/// A Redis gateway that announces online/offline to `company:{company_id}`
-/// (and puts every socket in that room, so watchers hear them).
+/// The configuration of issue #12, as written (its `ttl_s = 60` is
+/// overridden from the environment to [`TTL_S`]).
+const ISSUE_CONFIG: &str = r#"
+[presence]
+ttl_s = 60                          # an entry not refreshed within this is gone (crashed gateway)
+online_rooms = ["company:{company_id}"]   # where a user's online/offline is announced
+
+[[client.rooms]]
+join_event = "join_chat"
+room = "chat_{arg}"
+allow = "authenticated"
+presence = true                     # track members of these rooms and announce joins/leaves
+"#;
+
+/// A Redis gateway with [`ISSUE_CONFIG`]; every socket is also put in
+/// `company:{company_id}` at connect, so watchers hear online/offline.
 async fn presence_gateway(redis: &RedisServer, extra: &[(&str, &str)]) -> GatewayProcess {
     let ttl = TTL_S.to_string();
+    let mut opts = base_opts().redis(redis.url()).config_toml(ISSUE_CONFIG);
     let mut env = vec![
         ("SWITCHBOARD_AUTH__ROOMS", "user:{sub},company:{company_id}"),
-        ("SWITCHBOARD_PRESENCE__ONLINE_ROOMS", "company:{company_id}"),
         ("SWITCHBOARD_PRESENCE__CLAIMS", "name"),
         ("SWITCHBOARD_PRESENCE__TTL_S", ttl.as_str()),
     ];
     env.extend_from_slice(extra);
-    redis_gateway(redis, &env).await
+    for (k, v) in env {
+        opts = opts.env(k, v);
+    }
+    let gw = start(opts).await;
+    wait_ready(&gw, T).await;
+    gw
+}
+
+/// `socket.emit("join_chat", id, ack)` that must be accepted.
+async fn join_chat(node: &NodeDriver, client: &str, id: &str) {
+    let ack = node
+        .emit_with_ack(client, "join_chat", vec![json!(id)], T)
+        .await
+        .expect("join ack");
+    assert_eq!(
+        ack,
+        json!([{"ok": true, "room": format!("chat_{id}")}]),
+        "{client}"
+    );
+}
+
+/// `socket.emit("presence", room, ack)`: the ack's first argument.
+async fn presence_ack(node: &NodeDriver, client: &str, room: &str) -> Value {
+    let ack = node
+        .emit_with_ack(client, "presence", vec![json!(room)], T)
+        .await
+        .expect("presence ack");
+    ack[0].clone()
+}
+
+fn users(members: &Value) -> Vec<(String, u64)> {
+    members
+        .as_array()
+        .expect("members")
+        .iter()
+        .map(|m| {
+            (
+                m["user"].as_str().unwrap_or_default().to_string(),
+                m["sockets"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect()
+}
+
+/// Waits until `GET /api/v1/presence?room=` on `gw` lists `want`.
+async fn wait_members(gw: &GatewayProcess, room: &str, want: &[(&str, u64)]) -> Value {
+    let want: Vec<(String, u64)> = want.iter().map(|(u, n)| (u.to_string(), *n)).collect();
+    let deadline = Instant::now() + T;
+    loop {
+        let (status, v) = api_get(gw, &format!("/api/v1/presence?room={room}")).await;
+        assert_eq!(status, 200, "{v}");
+        if users(&v["members"]) == want {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "members of {room}: {v}, want {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 async fn connect_user(
@@ -243,6 +316,98 @@ async fn online_and_offline_reach_the_company_room_once_per_transition() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_members_across_two_gateways_join_and_leave_once() {
+    let redis = redis();
+    let gw1 = presence_gateway(&redis, &[]).await;
+    let gw2 = presence_gateway(&redis, &[]).await;
+    let node = node().await;
+    connect_user(&node, "alice1", &gw1, "alice", "c1").await;
+    connect_user(&node, "bob", &gw2, "bob", "c1").await;
+    connect_user(&node, "carol", &gw2, "carol", "c1").await;
+    join_chat(&node, "alice1", "123").await;
+    join_chat(&node, "bob", "123").await;
+    // alice (already in) hears bob's first socket join, once.
+    let joined = expect_one(&node, "alice1", "presence:join", "bob", T).await;
+    assert_eq!(joined["room"], json!("chat_123"));
+    assert_eq!(joined["claims"], json!({"name": "User bob"}));
+    wait_members(&gw1, "chat_123", &[("alice", 1), ("bob", 1)]).await;
+
+    // Each sees the other in the ack of `presence`, with the public claims.
+    for client in ["alice1", "bob"] {
+        let ack = presence_ack(&node, client, "chat_123").await;
+        assert_eq!(ack["ok"], json!(true), "{ack}");
+        assert_eq!(
+            users(&ack["members"]),
+            [("alice".into(), 1), ("bob".into(), 1)],
+            "{ack}"
+        );
+        assert_eq!(ack["members"][1]["claims"], json!({"name": "User bob"}));
+        assert!(ack["members"][0]["joined_at"].as_u64().unwrap_or(0) > 0);
+    }
+    // A socket that is not a member is refused, with the reason.
+    let refused = presence_ack(&node, "carol", "chat_123").await;
+    assert_eq!(refused, json!({"ok": false, "error": "not_a_member"}));
+
+    // alice's second tab, on the other gateway: a socket more, no second join.
+    connect_user(&node, "alice2", &gw2, "alice", "c1").await;
+    join_chat(&node, "alice2", "123").await;
+    wait_members(&gw2, "chat_123", &[("alice", 2), ("bob", 1)]).await;
+    assert!(
+        collect(&node, "bob", "presence:join", "alice", QUIET)
+            .await
+            .is_empty()
+    );
+
+    // The broadcaster and the CLI read the same.
+    let b = Broadcaster::connect(redis.url()).expect("broadcaster");
+    let members = b.presence("chat_123").await.expect("presence");
+    assert_eq!(
+        members
+            .iter()
+            .map(|m| (m.user.as_str(), m.sockets))
+            .collect::<Vec<_>>(),
+        [("alice", 2), ("bob", 1)]
+    );
+    let out = tokio::process::Command::new(
+        switchboard_testkit::bin_path("switchboard").expect("switchboard binary"),
+    )
+    .env("SWITCHBOARD_REDIS_URL", redis.url())
+    .args(["presence", "chat_123", "--json"])
+    .output()
+    .await
+    .expect("run switchboard");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(
+        users(&printed["members"]),
+        [("alice".into(), 2), ("bob".into(), 1)]
+    );
+
+    // Closing one tab: nothing; closing the last: one presence:leave.
+    node.disconnect("alice1").await.unwrap();
+    wait_members(&gw2, "chat_123", &[("alice", 1), ("bob", 1)]).await;
+    assert!(
+        collect(&node, "bob", "presence:leave", "alice", QUIET)
+            .await
+            .is_empty()
+    );
+    node.disconnect("alice2").await.unwrap();
+    let left = expect_one(&node, "bob", "presence:leave", "alice", T).await;
+    assert_eq!(left, json!({"room": "chat_123", "user": "alice"}));
+    wait_members(&gw1, "chat_123", &[("bob", 1)]).await;
+    let m = metrics(&gw2).await;
+    assert!(
+        metric_or_zero(&m, "switchboard_presence_rooms") >= 1.0,
+        "{m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sigkilled_gateways_users_go_offline_once_within_ttl() {
     let redis = redis();
     let gw1 = presence_gateway(&redis, &[]).await;
@@ -255,6 +420,10 @@ async fn a_sigkilled_gateways_users_go_offline_once_within_ttl() {
     connect_user(&node, "carol", &gw2, "carol", "c1").await;
     // carol also has a tab on a surviving gateway: she stays online.
     connect_user(&node, "carol_b", &gw3, "carol", "c1").await;
+    for client in ["watch3", "bob", "carol", "carol_b"] {
+        join_chat(&node, client, "9").await;
+    }
+    wait_members(&gw1, "chat_9", &[("bob", 1), ("carol", 2), ("w3", 1)]).await;
     for w in ["watch1", "watch3"] {
         expect_one(&node, w, "presence:online", "bob", T).await;
         expect_one(&node, w, "presence:online", "carol", T).await;
@@ -267,6 +436,14 @@ async fn a_sigkilled_gateways_users_go_offline_once_within_ttl() {
     let bound = Duration::from_millis(TTL_S * 1000 + TTL_S * 1000 / 3 + 700);
     let (_, arrived) = expect_one_at(&node, "watch1", "presence:offline", "bob", bound).await;
     expect_one(&node, "watch3", "presence:offline", "bob", T).await;
+    // and leaves chat_9 once, while carol stays with one socket.
+    expect_one(&node, "watch3", "presence:leave", "bob", T).await;
+    wait_members(&gw1, "chat_9", &[("carol", 1), ("w3", 1)]).await;
+    assert!(
+        collect(&node, "watch3", "presence:leave", "carol", QUIET)
+            .await
+            .is_empty()
+    );
     let took = arrived - killed;
     assert!(
         took >= Duration::from_secs(TTL_S - 1) && took <= bound,
@@ -311,7 +488,11 @@ async fn embedded_mode_keeps_presence_in_memory() {
     let (status, v) = api_get(&gw, "/api/v1/online?user=alice").await;
     assert_eq!((status, v["sockets"].clone()), (200, json!(2)), "{v}");
     node.disconnect("a1").await.unwrap();
-    assert!(collect(&node, "watch", "presence:offline", "alice", QUIET).await.is_empty());
+    assert!(
+        collect(&node, "watch", "presence:offline", "alice", QUIET)
+            .await
+            .is_empty()
+    );
     node.disconnect("a2").await.unwrap();
     expect_one(&node, "watch", "presence:offline", "alice", T).await;
     let (_, v) = api_get(&gw, "/api/v1/online?user=alice").await;
@@ -319,5 +500,9 @@ async fn embedded_mode_keeps_presence_in_memory() {
     // Without online tracking the question is refused, with a reason.
     let plain = embedded_gateway(&[]).await;
     let (status, v) = api_get(&plain, "/api/v1/online?user=alice").await;
-    assert_eq!((status, v["error"].clone()), (409, json!("online_not_tracked")), "{v}");
+    assert_eq!(
+        (status, v["error"].clone()),
+        (409, json!("online_not_tracked")),
+        "{v}"
+    );
 }

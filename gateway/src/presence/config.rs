@@ -2,7 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::template::OnlineTemplate;
+use switchboard_wire::room_template::{self, RoomTemplate};
+
 use crate::config::ConfigError;
 
 /// Shortest accepted `presence.ttl_s`: entries are refreshed every third
@@ -53,10 +54,26 @@ impl PresenceConfig {
     }
 
     /// The parsed `online_rooms` templates (errors name the key).
-    pub fn online_templates(&self) -> Result<Vec<OnlineTemplate>, ConfigError> {
+    /// (`{claim}` only: not `{role}`, which names several rooms, nor
+    /// `{arg}`, which only client events have).
+    pub fn online_templates(&self) -> Result<Vec<RoomTemplate>, ConfigError> {
         self.online_rooms
             .iter()
-            .map(|t| OnlineTemplate::parse(t))
+            .map(|t| {
+                let bad = |message: String| ConfigError::Invalid {
+                    key: "presence.online_rooms",
+                    message,
+                };
+                let template = RoomTemplate::parse(t).map_err(|e| bad(e.to_string()))?;
+                for var in [room_template::ROLE, room_template::ARG] {
+                    if template.uses(var) {
+                        return Err(bad(format!(
+                            "template {t:?}: {{{var}}} is not supported here"
+                        )));
+                    }
+                }
+                Ok(template)
+            })
             .collect()
     }
 
@@ -118,6 +135,13 @@ mod tests {
         assert_eq!(
             key(PresenceConfig {
                 online_rooms: vec!["team:{role}".into()],
+                ..Default::default()
+            }),
+            "presence.online_rooms"
+        );
+        assert_eq!(
+            key(PresenceConfig {
+                online_rooms: vec!["chat_{arg}".into()],
                 ..Default::default()
             }),
             "presence.online_rooms"

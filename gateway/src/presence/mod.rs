@@ -20,7 +20,6 @@
 
 mod config;
 mod store;
-mod template;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -39,13 +38,13 @@ use switchboard_wire::{
     BroadcastFlags, BroadcastMessage, BroadcastOptions, BusPacket, Channels, encode_broadcast,
     json_to_msgpack,
     presence::{Info, Member, room_scope, user_scope},
+    room_template::{RoomTemplate, Vars},
 };
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 pub use config::PresenceConfig;
 use store::{Left, Store, Write};
-use template::OnlineTemplate;
 
 use crate::{
     bus::{Bus, BusError},
@@ -91,8 +90,10 @@ pub struct Presence {
     gateway: String,
     ttl_ms: u64,
     refresh: Duration,
-    online_templates: Vec<OnlineTemplate>,
+    online_templates: Vec<RoomTemplate>,
     track_online: bool,
+    /// Some `[[client.rooms]]` rule has `presence = true`.
+    has_rooms: bool,
     claims: Vec<String>,
     /// The namespace `presence:online` / `offline` are announced in.
     announce_nsp: String,
@@ -137,6 +138,7 @@ impl Presence {
             refresh: p.refresh_period(),
             online_templates: p.online_templates().unwrap_or_default(),
             track_online: p.tracks_online(),
+            has_rooms: config.client.rooms.iter().any(|r| r.presence),
             claims: p.claims.clone(),
             announce_nsp: config
                 .socketio
@@ -159,9 +161,15 @@ impl Presence {
     pub(crate) fn claims_needed(config: &PresenceConfig) -> Vec<String> {
         let mut names = config.claims.clone();
         for t in config.online_templates().unwrap_or_default() {
-            names.extend(t.claim_names().map(str::to_string));
+            names.extend(t.variables().map(str::to_string));
         }
         names
+    }
+
+    /// Whether some room rule has presence (the `presence` client event is
+    /// then the members query).
+    pub fn has_rooms(&self) -> bool {
+        self.has_rooms
     }
 
     /// Whether online state is tracked.
@@ -190,7 +198,7 @@ impl Presence {
             let rooms = self
                 .online_templates
                 .iter()
-                .filter_map(|t| t.expand(&socket.claims))
+                .filter_map(|t| t.expand_one(&Vars::claims(&socket.claims)))
                 .collect();
             self.info(socket, rooms)
         });

@@ -458,7 +458,7 @@ impl SocketIo {
             }
             return;
         }
-        if event == PRESENCE_EVENT {
+        if event == PRESENCE_EVENT && actions.is_none() && self.presence.has_rooms() {
             return self.on_presence_query(socket, &args, ack);
         }
         if let Some(admin) = &self.admin_events {
