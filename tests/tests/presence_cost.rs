@@ -22,6 +22,8 @@ use tokio::{
 
 /// Users connected in the measurement.
 const USERS: usize = 20;
+/// Rooms with presence they join (USERS / ROOMS each).
+const ROOMS: usize = 5;
 const TTL_S: u64 = 3;
 
 /// One command seen by MONITOR: issued by a client (not from inside a
@@ -158,6 +160,25 @@ async fn online_sockets(gw: &GatewayProcess, user: &str) -> Value {
     serde_json::from_slice::<Value>(&resp.body).unwrap_or(Value::Null)["sockets"].clone()
 }
 
+async fn online_members(gw: &GatewayProcess, room: &str) -> u64 {
+    let url = format!("{}/api/v1/presence?room={room}", gw.url());
+    let resp = tokio::task::spawn_blocking(move || {
+        switchboard_testkit::net::http_request(
+            "GET",
+            &url,
+            &[("authorization", &format!("Bearer {API_KEY}"))],
+            None,
+            Duration::from_secs(5),
+        )
+    })
+    .await
+    .expect("task")
+    .expect("GET");
+    serde_json::from_slice::<Value>(&resp.body).unwrap_or(Value::Null)["members"]
+        .as_array()
+        .map_or(0, |m| m.len() as u64)
+}
+
 async fn wait_sockets(gw: &GatewayProcess, user: &str, want: u64) {
     let deadline = Instant::now() + T;
     while online_sockets(gw, user).await != json!(want) {
@@ -170,16 +191,26 @@ async fn wait_sockets(gw: &GatewayProcess, user: &str, want: u64) {
 async fn presence_costs_per_connect_disconnect_and_refresh() {
     let redis = redis();
     let ttl = TTL_S.to_string();
-    let gw = redis_gateway(
-        &redis,
-        &[
-            ("SWITCHBOARD_AUTH__ROOMS", "user:{sub},company:{company_id}"),
-            ("SWITCHBOARD_PRESENCE__ONLINE_ROOMS", "company:{company_id}"),
-            ("SWITCHBOARD_PRESENCE__CLAIMS", "name"),
-            ("SWITCHBOARD_PRESENCE__TTL_S", &ttl),
-        ],
+    let gw = start(
+        base_opts()
+            .redis(redis.url())
+            .config_toml(
+                r#"
+[presence]
+online_rooms = ["company:{company_id}"]
+claims = ["name"]
+
+[[client.rooms]]
+join_event = "join_chat"
+room = "chat_{arg}"
+presence = true
+"#,
+            )
+            .env("SWITCHBOARD_AUTH__ROOMS", "user:{sub},company:{company_id}")
+            .env("SWITCHBOARD_PRESENCE__TTL_S", &ttl),
     )
     .await;
+    wait_ready(&gw, T).await;
     let node = node().await;
     let seen = monitor(redis.port()).await;
     // Let the first refresh (the lease) pass so connects are measured alone.
@@ -221,9 +252,42 @@ async fn presence_costs_per_connect_disconnect_and_refresh() {
 
     // Refresh: idle for a few periods; everything presence sends is refresh
     // (lease, one UPSERT per user) and the reaper's look at the leases.
+    // Join: each user joins one of ROOMS rooms with presence.
+    let (join_from, _) = tally(&seen, 0);
+    for i in 0..USERS {
+        let ack = node
+            .emit_with_ack(&format!("u{i}"), "join_chat", vec![json!(i % ROOMS)], T)
+            .await
+            .expect("join ack");
+        assert_eq!(ack[0]["ok"], json!(true), "{ack}");
+    }
+    let per_room = (USERS / ROOMS) as u64;
+    for r in 0..ROOMS {
+        let deadline = Instant::now() + T;
+        while online_members(&gw, &format!("chat_{r}")).await != per_room {
+            assert!(
+                Instant::now() < deadline,
+                "chat_{r} never had {per_room} members"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let (mark, joins) = tally(&seen, join_from);
+    let room_key = |s: &Seen| {
+        s.args
+            .get(3)
+            .is_some_and(|k| k.windows(4).any(|w| w == b"{r:/"))
+    };
+    let join_cmds: Vec<Seen> = joins
+        .iter()
+        .filter(|s| s.name() == "SADD" || (s.is_script(&upsert) && room_key(s)))
+        .cloned()
+        .collect();
+
     // One period first, so the first refresh's script load (EVAL after
     // NOSCRIPT, once per Redis) stays out of the steady state measured.
     let _ = mark;
+    let _ = join_from;
     tokio::time::sleep(Duration::from_millis(TTL_S * 1000 / 3 + 100)).await;
     let (idle_from, _) = tally(&seen, 0);
     let periods = 3u32;
@@ -247,6 +311,8 @@ async fn presence_costs_per_connect_disconnect_and_refresh() {
         .collect();
 
     let (c_n, c_bytes, c_by) = summary(&connect_cmds);
+    let (j_n, j_bytes, j_by) = summary(&join_cmds);
+    let per_join = (j_n as f64 / USERS as f64, j_bytes as f64 / USERS as f64);
     let (i_n, i_bytes, i_by) = summary(&idle);
     let (d_n, d_bytes, d_by) = summary(&disconnect_cmds);
     let ticks = idle_for.as_secs_f64() / (TTL_S as f64 / 3.0);
@@ -258,31 +324,40 @@ async fn presence_costs_per_connect_disconnect_and_refresh() {
         .filter(|s| s.name() == "EVALSHA")
         .map(Seen::request_bytes)
         .sum();
-    let per_user_refresh = (
-        upserts_idle as f64 / ticks / USERS as f64,
-        upsert_bytes_idle as f64 / ticks / USERS as f64,
+    // Scopes refreshed: USERS online scopes and ROOMS room scopes.
+    let scopes = (USERS + ROOMS) as f64;
+    let per_scope_refresh = (
+        upserts_idle as f64 / ticks / scopes,
+        upsert_bytes_idle as f64 / ticks / scopes,
     );
     let per_gateway_tick = (
         (i_n - upserts_idle) as f64 / ticks,
         (i_bytes - upsert_bytes_idle) as f64 / ticks,
     );
-    // 200,000 users at the default TTL (60 s, refreshed every 20 s).
+    // 200,000 users at the default TTL (60 s, refreshed every 20 s), each
+    // online (one scope per user); rooms add one call per room per period.
     let users = 200_000.0;
     let refresh_s = 20.0;
-    let fleet_cmds = users * per_user_refresh.0 / refresh_s;
-    let fleet_bytes = users * per_user_refresh.1 / refresh_s;
-    eprintln!("presence cost (online tracking, {USERS} users, one socket each, ttl_s = {TTL_S}):");
+    let fleet_cmds = users * per_scope_refresh.0 / refresh_s;
+    let fleet_bytes = users * per_scope_refresh.1 / refresh_s;
+    eprintln!(
+        "presence cost (online tracking, {USERS} users, one socket each, {ROOMS} rooms with presence, ttl_s = {TTL_S}):"
+    );
     eprintln!(
         "  connect:    {:.2} commands, {:.0} request bytes per user  {c_by:?}",
         per_connect.0, per_connect.1
     );
     eprintln!(
-        "  disconnect: {:.2} commands, {:.0} request bytes per user  {d_by:?}",
+        "  join:       {:.2} commands, {:.0} request bytes per first join of a user  {j_by:?}",
+        per_join.0, per_join.1
+    );
+    eprintln!(
+        "  disconnect: {:.2} commands, {:.0} request bytes per user (online + one room)  {d_by:?}",
         per_disconnect.0, per_disconnect.1
     );
     eprintln!(
-        "  refresh:    {:.2} commands, {:.0} request bytes per user per period; {:.2} commands, {:.0} bytes per gateway per period ({i_by:?} over {ticks:.1} periods)",
-        per_user_refresh.0, per_user_refresh.1, per_gateway_tick.0, per_gateway_tick.1
+        "  refresh:    {:.2} commands, {:.0} request bytes per scope per period (a user online, or a room with members here); {:.2} commands, {:.0} bytes per gateway per period ({i_by:?} over {ticks:.1} periods)",
+        per_scope_refresh.0, per_scope_refresh.1, per_gateway_tick.0, per_gateway_tick.1
     );
     eprintln!(
         "  200,000 users, ttl_s = 60: {fleet_cmds:.0} commands/s, {:.2} MB/s of requests to Redis for refresh",
@@ -291,11 +366,14 @@ async fn presence_costs_per_connect_disconnect_and_refresh() {
     // The model: a connect is one UPSERT and one SADD; a disconnect one
     // REMOVE and one SREM; a refresh one UPSERT per entry.
     assert!(per_connect.0 <= 2.0 + 1e-9, "connect: {c_by:?}");
-    assert!(per_disconnect.0 <= 2.0 + 1e-9, "disconnect: {d_by:?}");
+    // A disconnect leaves two scopes here (online, one room): a REMOVE
+    // each and an SREM per scope this gateway no longer holds.
+    assert!(per_disconnect.0 <= 4.0 + 1e-9, "disconnect: {d_by:?}");
+    assert!(per_join.0 <= 2.0 + 1e-9, "join: {j_by:?}");
     assert!(
-        (0.6..=1.4).contains(&per_user_refresh.0),
-        "refresh: {:.2} UPSERTs per user per period",
-        per_user_refresh.0
+        (0.6..=1.4).contains(&per_scope_refresh.0),
+        "refresh: {:.2} calls per scope per period",
+        per_scope_refresh.0
     );
     assert!(per_gateway_tick.0 <= 2.5, "per gateway: {i_by:?}");
 }
