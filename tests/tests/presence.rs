@@ -411,7 +411,7 @@ async fn room_members_across_two_gateways_join_and_leave_once() {
 async fn a_sigkilled_gateways_users_go_offline_once_within_ttl() {
     let redis = redis();
     let gw1 = presence_gateway(&redis, &[]).await;
-    let mut gw2 = presence_gateway(&redis, &[]).await;
+    let gw2 = presence_gateway(&redis, &[]).await;
     let gw3 = presence_gateway(&redis, &[]).await;
     let node = node().await;
     connect_user(&node, "watch1", &gw1, "w1", "c1").await;

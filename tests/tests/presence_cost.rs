@@ -66,7 +66,7 @@ fn parse_monitor(line: &str) -> Option<Seen> {
     let close = line[open..].find(']')? + open;
     let from_script = line[open..close].contains("lua");
     let mut args = Vec::new();
-    let bytes = line[close + 1..].as_bytes();
+    let bytes = &line.as_bytes()[close + 1..];
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] != b'"' {
@@ -235,7 +235,7 @@ presence = true
     for i in 0..USERS {
         wait_sockets(&gw, &format!("user{i}"), 1).await;
     }
-    let (mark, connects) = tally(&seen, start);
+    let (_, connects) = tally(&seen, start);
     // The refresh ticks that fell in the window write every entry too:
     // count only the first UPSERT of each scope and the SADDs.
     let upsert = script_sha(switchboard_wire::presence::UPSERT);
@@ -272,7 +272,7 @@ presence = true
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-    let (mark, joins) = tally(&seen, join_from);
+    let (_, joins) = tally(&seen, join_from);
     let room_key = |s: &Seen| {
         s.args
             .get(3)
@@ -286,8 +286,6 @@ presence = true
 
     // One period first, so the first refresh's script load (EVAL after
     // NOSCRIPT, once per Redis) stays out of the steady state measured.
-    let _ = mark;
-    let _ = join_from;
     tokio::time::sleep(Duration::from_millis(TTL_S * 1000 / 3 + 100)).await;
     let (idle_from, _) = tally(&seen, 0);
     let periods = 3u32;
