@@ -201,26 +201,6 @@ async fn expect_one_at(
     (args[0].clone(), arrived)
 }
 
-async fn api_get(gw: &GatewayProcess, path: &str) -> (u16, Value) {
-    let resp = tokio::task::spawn_blocking({
-        let url = format!("{}{path}", gw.url());
-        move || {
-            switchboard_testkit::net::http_request(
-                "GET",
-                &url,
-                &[("authorization", &format!("Bearer {API_KEY}"))],
-                None,
-                Duration::from_secs(5),
-            )
-        }
-    })
-    .await
-    .expect("http task")
-    .expect("GET");
-    let v = serde_json::from_slice(&resp.body).unwrap_or(Value::Null);
-    (resp.status, v)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn online_and_offline_reach_the_company_room_once_per_transition() {
     let redis = redis();

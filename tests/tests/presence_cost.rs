@@ -144,37 +144,13 @@ fn summary(cmds: &[Seen]) -> (usize, usize, Vec<(String, usize)>) {
 }
 
 async fn online_sockets(gw: &GatewayProcess, user: &str) -> Value {
-    let url = format!("{}/api/v1/online?user={user}", gw.url());
-    let resp = tokio::task::spawn_blocking(move || {
-        switchboard_testkit::net::http_request(
-            "GET",
-            &url,
-            &[("authorization", &format!("Bearer {API_KEY}"))],
-            None,
-            Duration::from_secs(5),
-        )
-    })
-    .await
-    .expect("task")
-    .expect("GET");
-    serde_json::from_slice::<Value>(&resp.body).unwrap_or(Value::Null)["sockets"].clone()
+    api_get(gw, &format!("/api/v1/online?user={user}")).await.1["sockets"].clone()
 }
 
 async fn online_members(gw: &GatewayProcess, room: &str) -> u64 {
-    let url = format!("{}/api/v1/presence?room={room}", gw.url());
-    let resp = tokio::task::spawn_blocking(move || {
-        switchboard_testkit::net::http_request(
-            "GET",
-            &url,
-            &[("authorization", &format!("Bearer {API_KEY}"))],
-            None,
-            Duration::from_secs(5),
-        )
-    })
-    .await
-    .expect("task")
-    .expect("GET");
-    serde_json::from_slice::<Value>(&resp.body).unwrap_or(Value::Null)["members"]
+    api_get(gw, &format!("/api/v1/presence?room={room}"))
+        .await
+        .1["members"]
         .as_array()
         .map_or(0, |m| m.len() as u64)
 }
