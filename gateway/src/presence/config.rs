@@ -154,6 +154,27 @@ mod tests {
             "presence.claims"
         );
         assert!(PresenceConfig::default().validate().is_ok());
+        // Through the whole config, from the environment.
+        let env = |k: &str, v: &str| {
+            crate::config::Config::load_from(
+                None,
+                [
+                    ("SWITCHBOARD_JWT_SECRET".to_string(), "x".repeat(40)),
+                    (k.to_string(), v.to_string()),
+                ],
+            )
+        };
+        let err = env("SWITCHBOARD_PRESENCE__TTL_S", "1")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`presence.ttl_s`"), "{err}");
+        let ok = env(
+            "SWITCHBOARD_PRESENCE__ONLINE_ROOMS",
+            "company:{company_id}, team:{team}",
+        )
+        .expect("valid");
+        assert_eq!(ok.presence.online_rooms.len(), 2);
+        assert!(ok.presence.tracks_online());
         assert!(!PresenceConfig::default().tracks_online());
     }
 }
