@@ -41,6 +41,7 @@
 
 pub mod fleet;
 mod framing;
+pub mod stream;
 
 use std::borrow::Cow;
 use std::sync::{Arc, OnceLock};
