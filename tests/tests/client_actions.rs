@@ -89,10 +89,29 @@ fn user_token(sub: &str, company: Value) -> String {
         .sign_hs256(SECRET)
 }
 
+/// The ack of a join, leave or relay that went through.
+fn ok_room(room: &str) -> Value {
+    json!([{"ok": true, "room": room}])
+}
+
+/// The ack of a refused action.
+fn refused(error: &str) -> Value {
+    json!([{"ok": false, "error": error}])
+}
+
 async fn ack(node: &NodeDriver, client: &str, event: &str, args: Vec<Value>) -> Value {
     node.emit_with_ack(client, event, args, T)
         .await
         .unwrap_or_else(|e| panic!("{client} {event}: {e:#}"))
+}
+
+/// Emits with an ack and checks the answer.
+async fn expect_ack(node: &NodeDriver, client: &str, event: &str, args: Vec<Value>, want: Value) {
+    assert_eq!(
+        ack(node, client, event, args).await,
+        want,
+        "{client} {event}"
+    );
 }
 
 async fn publish(node: &NodeDriver, redis: &RedisServer, room: &str, event: &str, n: i64) {
@@ -112,18 +131,26 @@ async fn company_rooms_follow_the_claims() {
     connect(&node, "u7", &gw2, opts(user_token("u7", json!(7)))).await;
 
     // Own company: joined, and a publish to it reaches the client.
-    assert_eq!(
-        ack(&node, "u1", "join:company", vec![json!("c1")]).await,
-        json!([{"ok": true, "room": "company:c1"}])
-    );
+    expect_ack(
+        &node,
+        "u1",
+        "join:company",
+        vec![json!("c1")],
+        ok_room("company:c1"),
+    )
+    .await;
     publish(&node, &redis, "company:c1", "news", 1).await;
     assert_eq!(expect_once(&node, "u1", "news").await, vec![json!(1)]);
 
     // Another company: forbidden, and nothing joined.
-    assert_eq!(
-        ack(&node, "u1", "join:company", vec![json!("c2")]).await,
-        json!([{"ok": false, "error": "forbidden"}])
-    );
+    expect_ack(
+        &node,
+        "u1",
+        "join:company",
+        vec![json!("c2")],
+        refused("forbidden"),
+    )
+    .await;
     publish(&node, &redis, "company:c2", "news", 2).await;
     expect_none(&node, "u1", "news").await;
 
@@ -131,36 +158,56 @@ async fn company_rooms_follow_the_claims() {
     for bad in [json!({"id": "c1"}), json!(""), json!(1.5), json!(null)] {
         assert_eq!(
             ack(&node, "u1", "join:company", vec![bad.clone()]).await,
-            json!([{"ok": false, "error": "invalid_argument"}]),
+            refused("invalid_argument"),
             "{bad}"
         );
     }
-    assert_eq!(
-        ack(&node, "u1", "join:company", vec![]).await,
-        json!([{"ok": false, "error": "invalid_argument"}])
-    );
+    expect_ack(
+        &node,
+        "u1",
+        "join:company",
+        vec![],
+        refused("invalid_argument"),
+    )
+    .await;
 
     // An integer claim and argument, on the other gateway.
-    assert_eq!(
-        ack(&node, "u7", "join:company", vec![json!(7)]).await,
-        json!([{"ok": true, "room": "company:7"}])
-    );
-    assert_eq!(
-        ack(&node, "u7", "join:company", vec![json!("c1")]).await,
-        json!([{"ok": false, "error": "forbidden"}])
-    );
+    expect_ack(
+        &node,
+        "u7",
+        "join:company",
+        vec![json!(7)],
+        ok_room("company:7"),
+    )
+    .await;
+    expect_ack(
+        &node,
+        "u7",
+        "join:company",
+        vec![json!("c1")],
+        refused("forbidden"),
+    )
+    .await;
 
     // Leave: out of the room; a second leave is not_a_member.
-    assert_eq!(
-        ack(&node, "u1", "leave:company", vec![json!("c1")]).await,
-        json!([{"ok": true, "room": "company:c1"}])
-    );
+    expect_ack(
+        &node,
+        "u1",
+        "leave:company",
+        vec![json!("c1")],
+        ok_room("company:c1"),
+    )
+    .await;
     publish(&node, &redis, "company:c1", "news", 3).await;
     expect_none(&node, "u1", "news").await;
-    assert_eq!(
-        ack(&node, "u1", "leave:company", vec![json!("c1")]).await,
-        json!([{"ok": false, "error": "not_a_member"}])
-    );
+    expect_ack(
+        &node,
+        "u1",
+        "leave:company",
+        vec![json!("c1")],
+        refused("not_a_member"),
+    )
+    .await;
 
     // Membership made by a client is the same membership: the emitter's
     // socketsLeave removes it.
@@ -222,10 +269,14 @@ async fn chat_relay_reaches_other_members_once_with_the_senders_identity() {
     connect(&node, "dan", &gw1, opts("dan")).await;
     connect(&node, "carol", &gw2, opts("carol")).await;
     for who in ["alice", "bob", "dan"] {
-        assert_eq!(
-            ack(&node, who, "join_chat", vec![json!(123)]).await,
-            json!([{"ok": true, "room": "chat_123"}])
-        );
+        expect_ack(
+            &node,
+            who,
+            "join_chat",
+            vec![json!(123)],
+            ok_room("chat_123"),
+        )
+        .await;
     }
 
     let payload = json!({"text": "hi", "from": "bob"});
@@ -237,7 +288,7 @@ async fn chat_relay_reaches_other_members_once_with_the_senders_identity() {
             vec![json!("123"), payload.clone()]
         )
         .await,
-        json!([{"ok": true, "room": "chat_123"}])
+        ok_room("chat_123")
     );
     let meta = json!({"room": "chat_123", "from": {"user": "alice", "socket": alice.sid}});
     // Bob (other gateway) and Dan (same gateway) get it once; the payload is
@@ -261,7 +312,7 @@ async fn chat_relay_reaches_other_members_once_with_the_senders_identity() {
             vec![json!("123"), json!({"text": "spam"})]
         )
         .await,
-        json!([{"ok": false, "error": "not_a_member"}])
+        refused("not_a_member")
     );
     for who in ["alice", "bob", "dan"] {
         expect_none(&node, who, "new_message").await;
@@ -280,10 +331,14 @@ async fn chat_relay_reaches_other_members_once_with_the_senders_identity() {
         json!("two")
     );
     expect_none(&node, "bob", "new_message").await;
-    assert_eq!(
-        ack(&node, "bob", "new_message", vec![json!("123"), json!("x")]).await,
-        json!([{"ok": false, "error": "not_a_member"}])
-    );
+    expect_ack(
+        &node,
+        "bob",
+        "new_message",
+        vec![json!("123"), json!("x")],
+        refused("not_a_member"),
+    )
+    .await;
     let text = metrics(&gw2).await;
     assert_eq!(
         metric(
@@ -545,14 +600,22 @@ join_url = "{base}/realtime/join"
     assert_eq!(api.seen().len() - before, 3, "1 try + 2 retries");
 
     // The join hook: 2xx allows, anything else refuses.
-    assert_eq!(
-        ack(&node, "u1", "join:vip", vec![json!("gold")]).await,
-        json!([{"ok": true, "room": "vip_gold"}])
-    );
-    assert_eq!(
-        ack(&node, "u1", "join:vip", vec![json!("silver")]).await,
-        json!([{"ok": false, "error": "forbidden"}])
-    );
+    expect_ack(
+        &node,
+        "u1",
+        "join:vip",
+        vec![json!("gold")],
+        ok_room("vip_gold"),
+    )
+    .await;
+    expect_ack(
+        &node,
+        "u1",
+        "join:vip",
+        vec![json!("silver")],
+        refused("forbidden"),
+    )
+    .await;
     let hooks: Vec<Seen> = api
         .seen()
         .into_iter()
@@ -605,10 +668,14 @@ max_in_flight_per_socket = 1
         ConnectOptions::new().websocket_only().token(token("a")),
     )
     .await;
-    assert_eq!(
-        ack(&node, "a", "nowhere", vec![json!({})]).await,
-        json!([{"ok": false, "error": "unavailable"}])
-    );
+    expect_ack(
+        &node,
+        "a",
+        "nowhere",
+        vec![json!({})],
+        refused("unavailable"),
+    )
+    .await;
     // One slow call in flight: a second one from the same socket is
     // refused at once; the first times out.
     let first = node.emit_with_ack("a", "slow", vec![json!({"title": "slow"})], T);
@@ -625,11 +692,8 @@ max_in_flight_per_socket = 1
             .await
     };
     let (first, second) = tokio::join!(first, second);
-    assert_eq!(first.unwrap(), json!([{"ok": false, "error": "timeout"}]));
-    assert_eq!(
-        second.unwrap(),
-        json!([{"ok": false, "error": "overloaded"}])
-    );
+    assert_eq!(first.unwrap(), refused("timeout"));
+    assert_eq!(second.unwrap(), refused("overloaded"));
 }
 
 async fn xpending(redis: &RedisServer, stream: &str, group: &str) -> i64 {
