@@ -36,6 +36,10 @@
 //! let deliveries = batch.send().await?;
 //! # Ok(()) }
 //! ```
+//!
+//! Client events the gateways forward onto a Redis stream (`[[client.forward]] stream`) are
+//! consumed with [`stream::StreamConsumer`] (a consumer group: at least once, entries a dead
+//! worker left pending claimed by another).
 
 #![warn(missing_docs)]
 
