@@ -258,6 +258,55 @@ async fn company_rooms_follow_the_claims() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn array_claims_and_roles_allow_joins() {
+    let extra = r#"
+[[client.rooms]]
+join_event = "join:team"
+room = "team:{arg}"
+allow = "{arg} in {teams}"
+
+[[client.rooms]]
+join_event = "join:ops"
+room = "ops"
+allow = "role:admin|role:ops"
+"#;
+    let gw = start(base_opts().config_toml(config(None, extra))).await;
+    let node = node().await;
+    let member = Claims::new()
+        .sub("m")
+        .roles(["viewer", "ops"])
+        .claim("teams", json!(["t1", 2]))
+        .sign_hs256(SECRET);
+    let opts = |t: String| ConnectOptions::new().websocket_only().token(t);
+    connect(&node, "m", &gw, opts(member)).await;
+    connect(&node, "x", &gw, opts(token("x"))).await;
+    for (arg, want) in [
+        (json!("t1"), ok_room("team:t1")),
+        (json!(2), ok_room("team:2")),
+        (json!("t3"), refused("forbidden")),
+    ] {
+        expect_ack(&node, "m", "join:team", vec![arg], want).await;
+    }
+    expect_ack(
+        &node,
+        "x",
+        "join:team",
+        vec![json!("t1")],
+        refused("forbidden"),
+    )
+    .await;
+    expect_ack(&node, "m", "join:ops", vec![], ok_room("ops")).await;
+    expect_ack(&node, "x", "join:ops", vec![], refused("forbidden")).await;
+    api_emit_ok(
+        &gw,
+        json!({"event": "ops_news", "rooms": ["ops"], "data": 1}),
+    )
+    .await;
+    assert_eq!(expect_once(&node, "m", "ops_news").await, vec![json!(1)]);
+    expect_none(&node, "x", "ops_news").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_relay_reaches_other_members_once_with_the_senders_identity() {
     let redis = redis();
     let gw1 = gateway(&redis, config(None, "")).await;
