@@ -36,12 +36,17 @@
 //! let deliveries = batch.send().await?;
 //! # Ok(()) }
 //! ```
+//!
+//! Client events the gateways forward onto a Redis stream (`[[client.forward]] stream`) are
+//! consumed with [`stream::StreamConsumer`] (a consumer group: at least once, entries a dead
+//! worker left pending claimed by another).
 
 #![warn(missing_docs)]
 
 pub mod fleet;
 mod framing;
 pub mod presence;
+pub mod stream;
 
 use std::borrow::Cow;
 use std::sync::{Arc, OnceLock};
