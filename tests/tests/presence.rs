@@ -412,8 +412,9 @@ async fn a_sigkilled_gateways_users_go_offline_once_within_ttl() {
     gw2.signal(9).expect("SIGKILL");
     let killed = Instant::now();
     // Two surviving gateways reap; each watcher hears bob's offline once,
-    // within ttl_s + one refresh period (ttl_s / 3), plus scheduling slack.
-    let bound = Duration::from_millis(TTL_S * 1000 + TTL_S * 1000 / 3 + 700);
+    // within ttl_s + one refresh period (ttl_s / 3), plus 1 s of slack for
+    // a loaded machine.
+    let bound = Duration::from_millis(TTL_S * 1000 + TTL_S * 1000 / 3 + 1000);
     let (_, arrived) = expect_one_at(&node, "watch1", "presence:offline", "bob", bound).await;
     expect_one(&node, "watch3", "presence:offline", "bob", T).await;
     // and leaves chat_9 once, while carol stays with one socket.
@@ -424,10 +425,13 @@ async fn a_sigkilled_gateways_users_go_offline_once_within_ttl() {
             .await
             .is_empty()
     );
+    // Not before the lease could have expired: it was last written at most
+    // one refresh period (ttl_s / 3) before the kill.
+    let earliest = Duration::from_millis(TTL_S * 1000 * 2 / 3);
     let took = arrived - killed;
     assert!(
-        took >= Duration::from_secs(TTL_S - 1) && took <= bound,
-        "offline after {took:?}: expected between the TTL and {bound:?}"
+        took >= earliest && took <= bound,
+        "offline after {took:?}: expected between {earliest:?} and {bound:?}"
     );
     eprintln!("bob announced offline {took:?} after SIGKILL (ttl_s = {TTL_S})");
     for w in ["watch1", "watch3"] {
