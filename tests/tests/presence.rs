@@ -12,7 +12,8 @@ use common::*;
 use serde_json::{Value, json};
 use switchboard_broadcaster::Broadcaster;
 use switchboard_testkit::{
-    GatewayProcess,
+    GatewayOptions, GatewayProcess,
+    cluster::RedisCluster,
     jwt::Claims,
     node::{ConnectOptions, NodeDriver, Note},
     redis::RedisServer,
@@ -43,21 +44,24 @@ allow = "authenticated"
 presence = true                     # track members of these rooms and announce joins/leaves
 "#;
 
-/// A Redis gateway with [`ISSUE_CONFIG`]; every socket is also put in
-/// `company:{company_id}` at connect, so watchers hear online/offline.
-async fn presence_gateway(redis: &RedisServer, extra: &[(&str, &str)]) -> GatewayProcess {
-    let ttl = TTL_S.to_string();
-    let mut opts = base_opts().redis(redis.url()).config_toml(ISSUE_CONFIG);
-    let mut env = vec![
-        ("SWITCHBOARD_AUTH__ROOMS", "user:{sub},company:{company_id}"),
-        ("SWITCHBOARD_PRESENCE__CLAIMS", "name"),
-        ("SWITCHBOARD_PRESENCE__TTL_S", ttl.as_str()),
-    ];
-    env.extend_from_slice(extra);
-    for (k, v) in env {
-        opts = opts.env(k, v);
+/// Options of a gateway with [`ISSUE_CONFIG`] (no Redis yet); every
+/// socket is also put in `company:{company_id}` at connect, so watchers
+/// hear online/offline.
+fn presence_opts(extra: &[(&str, &str)]) -> GatewayOptions {
+    let mut opts = base_opts()
+        .config_toml(ISSUE_CONFIG)
+        .env("SWITCHBOARD_AUTH__ROOMS", "user:{sub},company:{company_id}")
+        .env("SWITCHBOARD_PRESENCE__CLAIMS", "name")
+        .env("SWITCHBOARD_PRESENCE__TTL_S", TTL_S.to_string());
+    for (k, v) in extra {
+        opts = opts.env(*k, *v);
     }
-    let gw = start(opts).await;
+    opts
+}
+
+/// A gateway with [`presence_opts`] on `redis`, ready.
+async fn presence_gateway(redis: &RedisServer, extra: &[(&str, &str)]) -> GatewayProcess {
+    let gw = start(presence_opts(extra).redis(redis.url())).await;
     wait_ready(&gw, T).await;
     gw
 }
@@ -489,4 +493,47 @@ async fn embedded_mode_keeps_presence_in_memory() {
         (409, json!("online_not_tracked")),
         "{v}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_on_redis_cluster_spreads_scopes_and_reaps_a_killed_gateway() {
+    let cluster = tokio::task::block_in_place(|| RedisCluster::start(3, 0)).unwrap();
+    let seed = cluster.addrs()[..1].join(",");
+    let on_cluster = || {
+        presence_opts(&[])
+            .env("SWITCHBOARD_REDIS__MODE", "cluster")
+            .env("SWITCHBOARD_REDIS__NODES", seed.as_str())
+    };
+    let gw1 = start(on_cluster()).await;
+    let gw2 = start(on_cluster()).await;
+    wait_ready(&gw1, T).await;
+    wait_ready(&gw2, T).await;
+    let node = node().await;
+    connect_user(&node, "watch", &gw1, "w", "c1").await;
+    connect_user(&node, "bob", &gw2, "bob", "c1").await;
+    expect_one(&node, "watch", "presence:online", "bob", T).await;
+    // Rooms on different slots (and so, with three masters, nodes).
+    for id in ["1", "2", "3", "4"] {
+        join_chat(&node, "watch", id).await;
+        join_chat(&node, "bob", id).await;
+        wait_members(&gw1, &format!("chat_{id}"), &[("bob", 1), ("w", 1)]).await;
+    }
+    let ack = presence_ack(&node, "watch", "chat_3").await;
+    assert_eq!(
+        users(&ack["members"]),
+        [("bob".into(), 1), ("w".into(), 1)],
+        "{ack}"
+    );
+
+    gw2.signal(9).expect("SIGKILL");
+    let bound = Duration::from_millis(TTL_S * 1000 + TTL_S * 1000 / 3 + 1000);
+    expect_one(&node, "watch", "presence:offline", "bob", bound).await;
+    for id in ["1", "2", "3", "4"] {
+        wait_members(&gw1, &format!("chat_{id}"), &[("w", 1)]).await;
+    }
+    // One leave per room, no more.
+    let mut leaves = collect(&node, "watch", "presence:leave", "bob", QUIET).await;
+    leaves.sort_by_key(|v| v["room"].as_str().unwrap_or_default().to_string());
+    let rooms: Vec<&str> = leaves.iter().filter_map(|v| v["room"].as_str()).collect();
+    assert_eq!(rooms, ["chat_1", "chat_2", "chat_3", "chat_4"]);
 }
