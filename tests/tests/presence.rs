@@ -332,6 +332,11 @@ async fn room_members_across_two_gateways_join_and_leave_once() {
     let refused = presence_ack(&node, "carol", "chat_123").await;
     assert_eq!(refused, json!({"ok": false, "error": "not_a_member"}));
 
+    // bob may have heard alice's own first join, if her write reached
+    // Redis after bob was in the room: at most once.
+    let early = collect(&node, "bob", "presence:join", "alice", QUIET).await;
+    assert!(early.len() <= 1, "{early:?}");
+
     // alice's second tab, on the other gateway: a socket more, no second join.
     connect_user(&node, "alice2", &gw2, "alice", "c1").await;
     join_chat(&node, "alice2", "123").await;
