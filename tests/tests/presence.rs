@@ -542,3 +542,40 @@ async fn presence_on_redis_cluster_spreads_scopes_and_reaps_a_killed_gateway() {
     let rooms: Vec<&str> = leaves.iter().filter_map(|v| v["room"].as_str()).collect();
     assert_eq!(rooms, ["chat_1", "chat_2", "chat_3", "chat_4"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_stopped_gracefully_announces_its_users_offline_at_once() {
+    let redis = redis();
+    // A long TTL: only the goodbye can announce within the test's bound.
+    let long = [("SWITCHBOARD_PRESENCE__TTL_S", "60")];
+    let gw1 = presence_gateway(&redis, &long).await;
+    let mut gw2 = presence_gateway(&redis, &long).await;
+    let node = node().await;
+    connect_user(&node, "watch", &gw1, "w", "c1").await;
+    join_chat(&node, "watch", "5").await;
+    connect_user(&node, "dave", &gw2, "dave", "c1").await;
+    join_chat(&node, "dave", "5").await;
+    expect_one(&node, "watch", "presence:online", "dave", T).await;
+    wait_members(&gw1, "chat_5", &[("dave", 1), ("w", 1)]).await;
+
+    // terminate() returns once the process exited: the goodbye was sent
+    // before, so the announcements are already on their way.
+    gw2.terminate().expect("SIGTERM");
+    expect_one(
+        &node,
+        "watch",
+        "presence:offline",
+        "dave",
+        Duration::from_secs(3),
+    )
+    .await;
+    expect_one(
+        &node,
+        "watch",
+        "presence:leave",
+        "dave",
+        Duration::from_secs(3),
+    )
+    .await;
+    wait_members(&gw1, "chat_5", &[("w", 1)]).await;
+}
