@@ -38,7 +38,7 @@ use crate::{
     cluster::Cluster,
     config::Config,
     conn_slot::SlottedStream,
-    engine::{Body, CloseReason, Engine, EngineSettings, TokenBucket},
+    engine::{Body, CloseReason, Engine, EngineQuery, EngineSettings, TokenBucket},
     http::json,
     log_throttle::LogThrottle,
     metrics::Metrics,
@@ -111,17 +111,15 @@ impl Gateway {
         if path == sio_path || Some(path) == sio_path.strip_suffix('/') {
             // While draining, refuse new sessions only: requests for open
             // sessions (ours, or forwarded to their owner) still go through.
-            let new_session = !req
-                .uri()
-                .query()
-                .is_some_and(|q| q.split('&').any(|p| p.starts_with("sid=")));
-            if new_session && self.draining.load(Ordering::Acquire) {
+            // The query is parsed here, once, and handed down.
+            let query = EngineQuery::of(&req);
+            if query.opens_session() && self.draining.load(Ordering::Acquire) {
                 return json(
                     StatusCode::SERVICE_UNAVAILABLE,
                     &serde_json::json!({"code": 3, "message": "gateway is shutting down"}),
                 );
             }
-            return self.engine.handle(req, remote).await;
+            return self.engine.handle(req, query, remote).await;
         }
         match (req.method(), path) {
             (&Method::GET, "/healthz") => {
