@@ -195,11 +195,12 @@ impl BoundGateway {
         let bus_task = gateway
             .bus
             .start(gateway.io.clone(), shutdown.child_token());
-        // Background tasks that shutdown awaits (bounded below).
-        let tasks = TaskTracker::new();
-        gateway
-            .io
-            .spawn_expiry_sweeper(&tasks, shutdown.child_token());
+        // Background tasks that shutdown awaits (bounded below): the
+        // sweeper, the admin timers, the cluster registration and publishes
+        // in flight. The bus's subscriber is its own task, stopped by its
+        // token and aborted last.
+        let tasks = gateway.io.tasks().clone();
+        gateway.io.spawn_expiry_sweeper(shutdown.child_token());
         gateway.io.start_admin(shutdown.child_token());
         let cluster_task = gateway
             .config
@@ -265,7 +266,7 @@ impl BoundGateway {
         {
             tracing::warn!(
                 cluster = cluster_task.is_some(),
-                "background tasks (peer de-registration) did not finish in 2 s"
+                "background tasks (peer de-registration, publishes in flight) did not finish in 2 s"
             );
         }
         if let Some(task) = bus_task {
@@ -354,6 +355,8 @@ fn refuse_connection(
     let Ok(permit) = refusals.clone().try_acquire_owned() else {
         return;
     };
+    // Per connection: one refused connection's answer, bounded in time and
+    // in number (`MAX_REFUSALS_IN_FLIGHT`).
     tokio::spawn(async move {
         let _permit = permit;
         let body = r#"{"code":3,"message":"Too many connections to this gateway; retry later"}"#;

@@ -660,6 +660,8 @@ impl<H: EngineHandler> Engine<H> {
     fn open_polling(self: &Arc<Self>, handshake: Handshake) -> Response<Body> {
         let conn = self.open_session(handshake, TransportKind::Polling);
         let frames = conn.take_frames();
+        // Per connection: the session's heartbeat, ending with the session
+        // (or handing over to its websocket); shutdown awaits sessions.
         tokio::spawn(polling::drive(self.clone(), conn));
         polling::payload_response(frames)
     }

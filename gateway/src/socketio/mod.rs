@@ -16,7 +16,7 @@ use std::{
     time::Duration,
 };
 
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use bytes::Bytes;
 use engineioxide_core::Str;
@@ -86,6 +86,10 @@ pub struct SocketIo {
     /// The address peers forward to (`cluster.advertise_addr`), reported to
     /// `switchboard status`.
     pub(crate) advertise: Option<String>,
+    /// Background tasks that are not one connection's: the sweeper, the
+    /// admin timers, the cluster registration and publishes in flight.
+    /// Shutdown closes it and awaits them (bounded) before the bus stops.
+    tasks: TaskTracker,
 }
 
 /// Why a client packet was refused; the label of `switchboard_bad_packets_total`.
@@ -144,7 +148,13 @@ impl SocketIo {
             admin,
             admin_events,
             advertise: config.advertise_addr().ok().map(|a| a.to_string()),
+            tasks: TaskTracker::new(),
         }
+    }
+
+    /// The tracker of the gateway's background tasks; see the field.
+    pub(crate) fn tasks(&self) -> &TaskTracker {
+        &self.tasks
     }
 
     /// Starts the Admin UI's timers, when enabled.
@@ -466,13 +476,9 @@ impl SocketIo {
     /// Disconnects every socket whose token expired (plus `auth.expiry_grace_s`)
     /// once a second, until `shutdown`. The client gets a CONNECT_ERROR
     /// "token expired" so it can refresh its token and reconnect.
-    pub fn spawn_expiry_sweeper(
-        self: &Arc<Self>,
-        tasks: &tokio_util::task::TaskTracker,
-        shutdown: CancellationToken,
-    ) {
+    pub fn spawn_expiry_sweeper(self: &Arc<Self>, shutdown: CancellationToken) {
         let io = self.clone();
-        tasks.spawn(async move {
+        self.tasks.spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tokio::select! {
@@ -529,6 +535,8 @@ impl EngineHandler for SocketIo {
         let weak: Weak<Connection<Client>> = Arc::downgrade(conn);
         let timeout = self.connect_timeout;
         let metrics = self.metrics.clone();
+        // Per connection, untracked: it holds the connection weakly and ends
+        // after `socketio.connect_timeout`, whatever happens to it.
         tokio::spawn(async move {
             tokio::time::sleep(timeout).await;
             if let Some(conn) = weak.upgrade()
