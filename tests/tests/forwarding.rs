@@ -347,8 +347,8 @@ async fn forwarding_header_from_outside_peer_cidrs_is_refused() {
     let gw = embedded_gateway(&[("SWITCHBOARD_CLUSTER__PEER_CIDRS", "10.99.0.0/16")]).await;
     let r = http(
         "GET",
-        polling_url(gw.port(), Some("AAAAabcdefghijkl")),
-        vec![("x-switchboard-forwarded".into(), "EVIL".into())],
+        &polling_url(gw.port(), Some("AAAAabcdefghijkl")),
+        &[("x-switchboard-forwarded", "EVIL")],
         None,
     )
     .await
@@ -413,7 +413,9 @@ async fn polling_and_upgrade_through_a_peer_reach_the_owner() {
         polling_post(relay.port(), &sid, b"3").await.unwrap().status,
         200
     );
-    let mut ws = RawWs::connect(&relay, &format!("sid={sid}")).await.unwrap();
+    let mut ws = RawWs::connect(relay.port(), &format!("sid={sid}"))
+        .await
+        .unwrap();
     ws.send_text("2probe").await.unwrap();
     assert_eq!(ws.next_text(T).await.unwrap(), "3probe");
     ws.send_text("5").await.unwrap();
