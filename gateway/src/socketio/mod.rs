@@ -16,7 +16,7 @@ use std::{
     time::Duration,
 };
 
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use bytes::Bytes;
 use engineioxide_core::Str;
@@ -95,6 +95,10 @@ pub struct SocketIo {
     pub(crate) advertise: Option<String>,
     /// Who is online and in which rooms with presence.
     pub presence: Arc<Presence>,
+    /// Background tasks that are not one connection's: the sweeper, the
+    /// admin timers, the cluster registration and publishes in flight.
+    /// Shutdown closes it and awaits them (bounded) before the bus stops.
+    tasks: TaskTracker,
 }
 
 /// Why a client packet was refused; the label of `switchboard_bad_packets_total`.
@@ -188,7 +192,13 @@ impl SocketIo {
             advertise: config.advertise_addr().ok().map(|a| a.to_string()),
             presence: Arc::new(Presence::new(config, &uid, bus.clone(), metrics.clone())),
             uid,
+            tasks: TaskTracker::new(),
         }
+    }
+
+    /// The tracker of the gateway's background tasks; see the field.
+    pub(crate) fn tasks(&self) -> &TaskTracker {
+        &self.tasks
     }
 
     /// Starts the Admin UI's timers, when enabled.
@@ -578,13 +588,9 @@ impl SocketIo {
     /// Disconnects every socket whose token expired (plus `auth.expiry_grace_s`)
     /// once a second, until `shutdown`. The client gets a CONNECT_ERROR
     /// "token expired" so it can refresh its token and reconnect.
-    pub fn spawn_expiry_sweeper(
-        self: &Arc<Self>,
-        tasks: &tokio_util::task::TaskTracker,
-        shutdown: CancellationToken,
-    ) {
+    pub fn spawn_expiry_sweeper(self: &Arc<Self>, shutdown: CancellationToken) {
         let io = self.clone();
-        tasks.spawn(async move {
+        self.tasks.spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tokio::select! {
@@ -644,6 +650,8 @@ impl EngineHandler for SocketIo {
         let weak: Weak<Connection<Client>> = Arc::downgrade(conn);
         let timeout = self.connect_timeout;
         let metrics = self.metrics.clone();
+        // Per connection, untracked: it holds the connection weakly and ends
+        // after `socketio.connect_timeout`, whatever happens to it.
         tokio::spawn(async move {
             tokio::time::sleep(timeout).await;
             if let Some(conn) = weak.upgrade()
