@@ -146,7 +146,7 @@ impl Presence {
                 .first()
                 .cloned()
                 .unwrap_or_else(|| "/".into()),
-            store: Store::new(config.redis.enabled(), &config.redis.key),
+            store: Store::new(bus.store_link(), &config.redis.key),
             bus,
             channels: Channels::new(config.redis.key.clone()),
             metrics,
@@ -309,17 +309,14 @@ impl Presence {
     /// The members of `room` in `nsp`, across the fleet.
     pub async fn members(&self, nsp: &str, room: &str) -> Result<Vec<Member>, BusError> {
         self.store
-            .members(&self.bus, &self.metrics, &room_scope(nsp, room))
+            .members(&self.metrics, &room_scope(nsp, room))
             .await
     }
 
     /// The user's presence when online anywhere (sockets summed over the
     /// fleet); `None` when offline.
     pub async fn online(&self, user: &str) -> Result<Option<Member>, BusError> {
-        let members = self
-            .store
-            .members(&self.bus, &self.metrics, &user_scope(user))
-            .await?;
+        let members = self.store.members(&self.metrics, &user_scope(user)).await?;
         Ok(members.into_iter().find(|m| m.user == user))
     }
 
@@ -351,7 +348,7 @@ impl Presence {
         })
         .await;
         if drained.is_ok()
-            && let Err(e) = self.store.retire(&self.bus, &self.gateway).await
+            && let Err(e) = self.store.retire(&self.gateway).await
         {
             tracing::warn!(error = %e, "presence: could not remove this gateway's lease; it expires");
         }
@@ -406,11 +403,7 @@ impl Presence {
             .filter(|s| !registered.contains(*s))
             .map(String::as_str)
             .collect();
-        if let Err(e) = self
-            .store
-            .register(&self.bus, &self.gateway, &new, true)
-            .await
-        {
+        if let Err(e) = self.store.register(&self.gateway, &new, true).await {
             self.failed("register", &e);
             let mut local = self.local.lock();
             for (scope, members) in ups {
@@ -496,11 +489,7 @@ impl Presence {
             }
         }
         self.publish(announcements).await;
-        match self
-            .store
-            .register(&self.bus, &self.gateway, &emptied, false)
-            .await
-        {
+        match self.store.register(&self.gateway, &emptied, false).await {
             Ok(()) => {
                 for scope in emptied {
                     registered.remove(scope);
@@ -525,14 +514,7 @@ impl Presence {
             })
             .collect();
         self.store
-            .upsert(
-                &self.bus,
-                &self.metrics,
-                scope,
-                &self.gateway,
-                expiry,
-                &writes,
-            )
+            .upsert(&self.metrics, scope, &self.gateway, expiry, &writes)
             .await
     }
 
@@ -544,28 +526,21 @@ impl Presence {
     ) -> Result<Vec<String>, BusError> {
         let refs: Vec<&str> = members.iter().map(String::as_str).collect();
         self.store
-            .refresh(
-                &self.bus,
-                &self.metrics,
-                scope,
-                &self.gateway,
-                expiry,
-                &refs,
-            )
+            .refresh(&self.metrics, scope, &self.gateway, expiry, &refs)
             .await
     }
 
     async fn remove_one(&self, scope: &str, members: &[String]) -> Result<Vec<Left>, BusError> {
         let refs: Vec<&str> = members.iter().map(String::as_str).collect();
         self.store
-            .remove(&self.bus, &self.metrics, scope, &self.gateway, &refs)
+            .remove(&self.metrics, scope, &self.gateway, &refs)
             .await
     }
 
     /// Renews the lease, then every entry this gateway holds.
     async fn refresh_all(&self, registered: &mut HashSet<String>) {
         let expiry = now_ms().saturating_add(self.ttl_ms);
-        match self.store.lease(&self.bus, &self.gateway, expiry).await {
+        match self.store.lease(&self.gateway, expiry).await {
             Ok(missing) => {
                 if missing && !registered.is_empty() {
                     tracing::warn!(
@@ -630,7 +605,7 @@ impl Presence {
     async fn reap(&self) {
         match self
             .store
-            .reap(&self.bus, &self.metrics, &self.gateway, self.ttl_ms)
+            .reap(&self.metrics, &self.gateway, self.ttl_ms)
             .await
         {
             Ok(reaped) => {

@@ -25,7 +25,7 @@ use parking_lot::Mutex;
 use switchboard_wire::presence::{self as layout, Info, Member};
 
 use crate::{
-    bus::{Bus, BusError},
+    bus::{BusError, StoreLink},
     metrics::Metrics,
 };
 
@@ -57,6 +57,7 @@ return 0
 
 /// The Redis side of the store.
 pub(crate) struct RedisStore {
+    link: StoreLink,
     key: String,
     upsert: Script,
     refresh: Script,
@@ -96,12 +97,14 @@ pub(crate) enum Store {
 }
 
 impl Store {
-    /// The store for this bus: Redis when the bus is Redis.
-    pub(crate) fn new(redis: bool, key: &str) -> Store {
-        if !redis {
+    /// The store on the bus' Redis connection, or in memory when the bus
+    /// is the embedded one.
+    pub(crate) fn new(link: Option<StoreLink>, key: &str) -> Store {
+        let Some(link) = link else {
             return Store::Memory(Mutex::new(HashMap::new()));
-        }
+        };
         Store::Redis(Box::new(RedisStore {
+            link,
             key: key.to_string(),
             upsert: Script::new(layout::UPSERT),
             refresh: Script::new(layout::REFRESH),
@@ -116,7 +119,6 @@ impl Store {
     /// until `expiry`, Unix ms); returns those new to the fleet.
     pub(crate) async fn upsert(
         &self,
-        bus: &Bus,
         metrics: &Metrics,
         scope: &str,
         gateway: &str,
@@ -150,7 +152,7 @@ impl Store {
                     args.push(serde_json::to_string(w.info).unwrap_or_default());
                 }
                 let keys = layout::scope_keys(&r.key, scope);
-                let joined: Vec<String> = r.run(bus, metrics, &r.upsert, &keys, &args).await?;
+                let joined: Vec<String> = r.run(metrics, &r.upsert, &keys, &args).await?;
                 Ok(joined)
             }
         }
@@ -160,7 +162,6 @@ impl Store {
     /// `expiry`; returns those whose entry is gone (to be written again).
     pub(crate) async fn refresh(
         &self,
-        bus: &Bus,
         metrics: &Metrics,
         scope: &str,
         gateway: &str,
@@ -173,7 +174,7 @@ impl Store {
                 let mut args = vec![expiry.to_string(), gateway.to_string()];
                 args.extend(members.iter().map(|m| m.to_string()));
                 let [x, ..] = layout::scope_keys(&r.key, scope);
-                r.run(bus, metrics, &r.refresh, &[x], &args).await
+                r.run(metrics, &r.refresh, &[x], &args).await
             }
         }
     }
@@ -182,7 +183,6 @@ impl Store {
     /// the fleet.
     pub(crate) async fn remove(
         &self,
-        bus: &Bus,
         metrics: &Metrics,
         scope: &str,
         gateway: &str,
@@ -208,7 +208,7 @@ impl Store {
                 let mut args = vec![gateway.to_string()];
                 args.extend(members.iter().map(|m| m.to_string()));
                 let keys = layout::scope_keys(&r.key, scope);
-                let flat: Vec<Vec<u8>> = r.run(bus, metrics, &r.remove, &keys, &args).await?;
+                let flat: Vec<Vec<u8>> = r.run(metrics, &r.remove, &keys, &args).await?;
                 Ok(pairs(&flat))
             }
         }
@@ -217,7 +217,6 @@ impl Store {
     /// The live members of `scope`, across the fleet.
     pub(crate) async fn members(
         &self,
-        bus: &Bus,
         metrics: &Metrics,
         scope: &str,
     ) -> Result<Vec<Member>, BusError> {
@@ -243,7 +242,7 @@ impl Store {
             Store::Redis(r) => {
                 let keys = layout::scope_keys(&r.key, scope);
                 let args = [super::now_ms().to_string(), MAX_MEMBERS.to_string()];
-                let flat: Vec<Vec<u8>> = r.run(bus, metrics, &r.members, &keys, &args).await?;
+                let flat: Vec<Vec<u8>> = r.run(metrics, &r.members, &keys, &args).await?;
                 Ok(layout::merge_members(&flat))
             }
         }
@@ -252,18 +251,14 @@ impl Store {
     /// Writes this gateway's lease (before the entries of a refresh);
     /// true when the lease was missing (a reaper took this gateway for
     /// dead: every scope must be registered again).
-    pub(crate) async fn lease(
-        &self,
-        bus: &Bus,
-        gateway: &str,
-        expiry: u64,
-    ) -> Result<bool, BusError> {
+    pub(crate) async fn lease(&self, gateway: &str, expiry: u64) -> Result<bool, BusError> {
         match self {
             Store::Memory(_) => Ok(false),
             Store::Redis(r) => {
-                let added: i64 = bus
-                    .command(
-                        redis::cmd("ZADD")
+                let added: i64 = r
+                    .link
+                    .query(
+                        &redis::cmd("ZADD")
                             .arg(r.gateways_key())
                             .arg(expiry)
                             .arg(gateway)
@@ -279,7 +274,6 @@ impl Store {
     /// `scopes`, for reapers.
     pub(crate) async fn register(
         &self,
-        bus: &Bus,
         gateway: &str,
         scopes: &[&str],
         held: bool,
@@ -289,34 +283,37 @@ impl Store {
             Store::Redis(_) if scopes.is_empty() => Ok(()),
             Store::Redis(r) => {
                 let cmd = if held { "SADD" } else { "SREM" };
-                bus.command::<i64>(
-                    redis::cmd(cmd)
-                        .arg(r.scopes_key(gateway))
-                        .arg(scopes)
-                        .clone(),
-                )
-                .await
-                .map(|_| ())
+                r.link
+                    .query::<i64>(
+                        &redis::cmd(cmd)
+                            .arg(r.scopes_key(gateway))
+                            .arg(scopes)
+                            .clone(),
+                    )
+                    .await
+                    .map(|_| ())
             }
         }
     }
 
     /// Removes this gateway's lease and scope set (a clean shutdown, after
     /// every entry was removed).
-    pub(crate) async fn retire(&self, bus: &Bus, gateway: &str) -> Result<(), BusError> {
+    pub(crate) async fn retire(&self, gateway: &str) -> Result<(), BusError> {
         match self {
             Store::Memory(_) => Ok(()),
             Store::Redis(r) => {
-                bus.command::<i64>(redis::cmd("DEL").arg(r.scopes_key(gateway)).clone())
+                r.link
+                    .query::<i64>(&redis::cmd("DEL").arg(r.scopes_key(gateway)).clone())
                     .await?;
-                bus.command::<i64>(
-                    redis::cmd("ZREM")
-                        .arg(r.gateways_key())
-                        .arg(gateway)
-                        .clone(),
-                )
-                .await
-                .map(|_| ())
+                r.link
+                    .query::<i64>(
+                        &redis::cmd("ZREM")
+                            .arg(r.gateways_key())
+                            .arg(gateway)
+                            .clone(),
+                    )
+                    .await
+                    .map(|_| ())
             }
         }
     }
@@ -326,7 +323,6 @@ impl Store {
     /// every member that left the fleet (to announce).
     pub(crate) async fn reap(
         &self,
-        bus: &Bus,
         metrics: &Metrics,
         me: &str,
         ttl_ms: u64,
@@ -335,9 +331,10 @@ impl Store {
             return Ok(Vec::new());
         };
         let now = super::now_ms();
-        let dead: Vec<String> = bus
-            .command(
-                redis::cmd("ZRANGEBYSCORE")
+        let dead: Vec<String> = r
+            .link
+            .query(
+                &redis::cmd("ZRANGEBYSCORE")
                     .arg(r.gateways_key())
                     .arg("-inf")
                     .arg(now)
@@ -351,7 +348,6 @@ impl Store {
         for gateway in dead.iter().filter(|g| g.as_str() != me) {
             let claimed: i64 = r
                 .run(
-                    bus,
                     metrics,
                     &r.claim,
                     &[r.gateways_key()],
@@ -368,8 +364,9 @@ impl Store {
             tracing::info!(gateway = %gateway, "presence: a gateway's lease expired; removing its entries");
             let set = r.scopes_key(gateway);
             loop {
-                let scopes: Vec<String> = bus
-                    .command(redis::cmd("SRANDMEMBER").arg(&set).arg(REAP_BATCH).clone())
+                let scopes: Vec<String> = r
+                    .link
+                    .query(&redis::cmd("SRANDMEMBER").arg(&set).arg(REAP_BATCH).clone())
                     .await?;
                 if scopes.is_empty() {
                     break;
@@ -380,7 +377,7 @@ impl Store {
                     // Until no expired entry is left (the script removes at
                     // most MAX_MEMBERS per call).
                     loop {
-                        let flat: Vec<Vec<u8>> = r.run(bus, metrics, &r.reap, &keys, &args).await?;
+                        let flat: Vec<Vec<u8>> = r.run(metrics, &r.reap, &keys, &args).await?;
                         let left = pairs(flat.get(1..).unwrap_or_default());
                         if !left.is_empty() {
                             out.push((scope.clone(), left));
@@ -394,16 +391,18 @@ impl Store {
                         }
                     }
                 }
-                bus.command::<i64>(redis::cmd("SREM").arg(&set).arg(&scopes).clone())
+                r.link
+                    .query::<i64>(&redis::cmd("SREM").arg(&set).arg(&scopes).clone())
                     .await?;
             }
-            bus.command::<i64>(
-                redis::cmd("ZREM")
-                    .arg(r.gateways_key())
-                    .arg(gateway)
-                    .clone(),
-            )
-            .await?;
+            r.link
+                .query::<i64>(
+                    &redis::cmd("ZREM")
+                        .arg(r.gateways_key())
+                        .arg(gateway)
+                        .clone(),
+                )
+                .await?;
         }
         Ok(out)
     }
@@ -423,7 +422,6 @@ impl RedisStore {
     /// `switchboard_presence_redis_seconds`.
     async fn run<T: redis::FromRedisValue>(
         &self,
-        bus: &Bus,
         metrics: &Metrics,
         script: &Script,
         keys: &[String],
@@ -438,9 +436,9 @@ impl RedisStore {
                 .arg(args)
                 .clone()
         };
-        let result = match bus.command(call("EVALSHA", &script.sha)).await {
+        let result = match self.link.query(&call("EVALSHA", &script.sha)).await {
             Err(BusError::Command(e)) if e.to_ascii_lowercase().contains("noscript") => {
-                bus.command(call("EVAL", script.code)).await
+                self.link.query(&call("EVAL", script.code)).await
             }
             other => other,
         };

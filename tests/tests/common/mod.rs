@@ -194,18 +194,10 @@ pub async fn api_post(base: String, path: &str, body: Value) -> (u16, Value) {
 /// `GET <gateway><path>` with the test API key: status and JSON body.
 pub async fn api_get(gw: &GatewayProcess, path: &str) -> (u16, Value) {
     let url = format!("{}{path}", gw.url());
-    let resp = tokio::task::spawn_blocking(move || {
-        http_request(
-            "GET",
-            &url,
-            &[("authorization", &format!("Bearer {API_KEY}"))],
-            None,
-            Duration::from_secs(5),
-        )
-    })
-    .await
-    .expect("http task")
-    .expect("GET");
+    let auth = format!("Bearer {API_KEY}");
+    let resp = http("GET", &url, &[("authorization", auth.as_str())], None)
+        .await
+        .expect("GET");
     let v = serde_json::from_slice(&resp.body).unwrap_or(Value::Null);
     (resp.status, v)
 }
