@@ -11,6 +11,9 @@
 mod memory;
 mod redis;
 pub mod sharded;
+mod store_link;
+
+pub use store_link::StoreLink;
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -312,6 +315,15 @@ impl Bus {
         match &self.kind {
             Kind::Memory(_) => Err(no_redis()),
             Kind::Redis(r) => r.exists(key).await,
+        }
+    }
+
+    /// The Redis connection for a store that owns its own keys (presence,
+    /// client-action streams); `None` for the embedded bus.
+    pub fn store_link(&self) -> Option<StoreLink> {
+        match &self.kind {
+            Kind::Memory(_) => None,
+            Kind::Redis(r) => Some(r.store_link()),
         }
     }
 

@@ -181,6 +181,11 @@ impl SocketIo {
                 for socket in self.request_targets(nsp, req.sid.as_deref(), req.opts.as_ref()) {
                     let emptied = self.hub.leave(socket.id, &req.rooms);
                     self.metrics.rooms.sub(emptied as i64);
+                    // A room with presence left by the API or the emitter
+                    // is left in presence too.
+                    for room in &req.rooms {
+                        self.presence.left(&socket, room);
+                    }
                     if let Some(admin) = &self.admin_events {
                         admin.rooms_left(&socket, &req.rooms);
                     }
@@ -444,7 +449,9 @@ impl SocketIo {
     ) {
         let bus = self.bus.clone();
         let metrics = self.metrics.clone();
-        tokio::spawn(async move {
+        // Tracked: shutdown lets a publish in flight finish (within
+        // `redis.publish_timeout_ms`) before the bus stops.
+        self.tasks().spawn(async move {
             let published = if sharded {
                 bus.spublish(&channel, payload).await
             } else {

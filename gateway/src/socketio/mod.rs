@@ -17,7 +17,7 @@ use std::{
     time::Duration,
 };
 
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use bytes::Bytes;
 use engineioxide_core::Str;
@@ -43,6 +43,7 @@ pub(crate) fn packets_connect_error(nsp: &str, message: &str) -> crate::engine::
 pub use socket::Socket;
 
 use crate::{
+    actions::Actions,
     admin::Admin,
     auth::Authenticator,
     bus::Bus,
@@ -52,6 +53,7 @@ use crate::{
     engine::{CloseReason, Connection, EngineHandler, TokenBucket},
     hub::{Hub, NewSocket},
     metrics::Metrics,
+    presence::Presence,
 };
 
 /// An Engine.IO connection as the session layer holds it.
@@ -83,10 +85,21 @@ pub struct SocketIo {
     /// The same, only in development mode: the per-socket hooks test this
     /// one field, so they cost one branch when the admin is off or in
     /// production mode.
-    admin_events: Option<Arc<Admin>>,
+    pub(crate) admin_events: Option<Arc<Admin>>,
+    /// The `[client]` rules (room joins, relays, forwards), when any.
+    pub(crate) actions: Option<Arc<Actions>>,
+    /// This server itself, for the tasks actions spawn (empty unless built
+    /// by [`SocketIo::new_shared`]).
+    me: Weak<SocketIo>,
     /// The address peers forward to (`cluster.advertise_addr`), reported to
     /// `switchboard status`.
     pub(crate) advertise: Option<String>,
+    /// Who is online and in which rooms with presence.
+    pub presence: Arc<Presence>,
+    /// Background tasks that are not one connection's: the sweeper, the
+    /// admin timers, the cluster registration and publishes in flight.
+    /// Shutdown closes it and awaits them (bounded) before the bus stops.
+    tasks: TaskTracker,
     /// Who sent the requests that came over sharded pub/sub.
     sharded_requesters: sharded::Requesters,
 }
@@ -116,7 +129,39 @@ impl BadPacket {
 }
 
 impl SocketIo {
-    pub fn new(config: &Config, auth: Authenticator, metrics: Metrics, bus: Arc<Bus>) -> Self {
+    /// A server shared behind an `Arc`, with the `[client]` rules in
+    /// `actions` (see [`Actions::from_config`]).
+    pub fn new_shared(
+        config: &Config,
+        auth: Authenticator,
+        metrics: Metrics,
+        bus: Arc<Bus>,
+        actions: Option<Actions>,
+    ) -> Arc<Self> {
+        Arc::new_cyclic(|me| SocketIo {
+            me: me.clone(),
+            ..SocketIo::new(config, auth, metrics, bus, actions)
+        })
+    }
+
+    /// This server as an `Arc`, for spawned tasks; `None` when it was not
+    /// built by [`SocketIo::new_shared`] (or is shutting down).
+    pub(crate) fn shared(&self) -> Option<Arc<SocketIo>> {
+        self.me.upgrade()
+    }
+
+    /// A server; actions that wait (relays, forwards, hooks) need
+    /// [`SocketIo::new_shared`].
+    pub fn new(
+        config: &Config,
+        mut auth: Authenticator,
+        metrics: Metrics,
+        bus: Arc<Bus>,
+        actions: Option<Actions>,
+    ) -> Self {
+        if let Some(actions) = &actions {
+            auth.keep_claims(actions.referenced_claims());
+        }
         let parse_config = ParseConfig {
             max_incoming_binaries: config.socketio.max_attachments,
             max_incoming_binary_buf_size: usize::try_from(config.engine.max_payload)
@@ -142,18 +187,27 @@ impl SocketIo {
             parse_config,
             auth,
             hub,
-            metrics,
-            bus,
+            metrics: metrics.clone(),
+            bus: bus.clone(),
             channels: switchboard_wire::Channels::new(config.redis.key.clone()),
             upstream_key: config.redis.key.clone(),
-            uid,
             limits: config.limits.clone(),
             expiry_grace_s: config.auth.expiry_grace_s,
             admin,
             admin_events,
+            actions: actions.map(Arc::new),
+            me: Weak::new(),
             advertise: config.advertise_addr().ok().map(|a| a.to_string()),
             sharded_requesters: sharded::Requesters::default(),
+            presence: Arc::new(Presence::new(config, &uid, bus.clone(), metrics.clone())),
+            uid,
+            tasks: TaskTracker::new(),
         }
+    }
+
+    /// The tracker of the gateway's background tasks; see the field.
+    pub(crate) fn tasks(&self) -> &TaskTracker {
+        &self.tasks
     }
 
     /// Starts the Admin UI's timers, when enabled.
@@ -370,6 +424,7 @@ impl SocketIo {
         self.metrics.connects.with_label_values(&[&nsp]).inc();
         tracing::debug!(sid = %conn.sid, socket = %socket.id, nsp = &*nsp, user = ?socket.user, rooms = ?identity.rooms, "socket connected");
         conn.send(packets::connect(&nsp, socket.id.as_str()));
+        self.presence.connected(&socket);
         if let Some(admin) = &self.admin_events {
             admin.socket_connected(&socket);
         }
@@ -403,12 +458,16 @@ impl SocketIo {
             .client_events
             .with_label_values(&[&socket.nsp])
             .inc();
+        let actions = self.actions.as_ref().filter(|a| a.handles(event));
         if !socket.allow_event() {
             self.metrics
                 .client_events_refused
                 .with_label_values(&["rate_limited"])
                 .inc();
             tracing::debug!(socket = %socket.id, "client event over its rate; refused");
+            if let Some(actions) = actions {
+                return actions.refuse_rate_limited(socket, event, ack);
+            }
             if let Some(id) = ack {
                 socket.send_all([packets::ack(
                     &socket.nsp,
@@ -418,15 +477,78 @@ impl SocketIo {
             }
             return;
         }
+        if event == PRESENCE_EVENT && actions.is_none() && self.presence.has_rooms() {
+            return self.on_presence_query(socket, &args, ack);
+        }
         if let Some(admin) = &self.admin_events {
             admin.event_received(socket, &args);
         }
         let attachments: Vec<Bytes> = attachments.map(Vec::from).unwrap_or_default();
+        if let Some(actions) = actions {
+            return actions
+                .clone()
+                .on_event(self, socket, args, attachments, ack);
+        }
         upstream::relay(self, socket.clone(), args, attachments, ack);
+    }
+
+    /// `socket.emit("presence", room, ack)`: the room's members, for a
+    /// socket that counts in the room's presence (a member of a room with
+    /// presence). Without an ack there is nothing to answer.
+    fn on_presence_query(
+        &self,
+        socket: &Arc<Socket>,
+        args: &[serde_json::Value],
+        ack: Option<i64>,
+    ) {
+        let room = match args.get(1) {
+            Some(serde_json::Value::String(room)) => Some(room.clone()),
+            Some(serde_json::Value::Number(n)) => Some(n.to_string()),
+            _ => None,
+        };
+        let refused = match &room {
+            None => Some("invalid_argument"),
+            Some(room) if !self.presence.counts_in(socket, room) => Some("not_a_member"),
+            Some(_) if ack.is_none() => Some("no_ack"),
+            Some(_) => None,
+        };
+        if let Some(reason) = refused {
+            self.metrics
+                .client_events_refused
+                .with_label_values(&[&format!("presence_{reason}")])
+                .inc();
+            tracing::debug!(socket = %socket.id, ?room, reason, "presence query refused");
+            if let Some(id) = ack {
+                socket.send_all([packets::ack(
+                    &socket.nsp,
+                    id,
+                    &serde_json::json!([{ "ok": false, "error": reason }]),
+                )]);
+            }
+            return;
+        }
+        let (Some(room), Some(id)) = (room, ack) else {
+            return;
+        };
+        let presence = self.presence.clone();
+        let socket = socket.clone();
+        tokio::spawn(async move {
+            let answer = match presence.members(&socket.nsp, &room).await {
+                Ok(members) => {
+                    serde_json::json!([{ "ok": true, "room": room, "members": members }])
+                }
+                Err(e) => {
+                    tracing::info!(socket = %socket.id, room, error = %e, "presence query failed");
+                    serde_json::json!([{ "ok": false, "error": "unavailable" }])
+                }
+            };
+            socket.send_all([packets::ack(&socket.nsp, id, &answer)]);
+        });
     }
 
     /// Removes a socket from the rooms and the gauges.
     fn remove_socket(&self, socket: &Socket, why: SocketLeft) {
+        self.presence.disconnected(socket);
         let emptied = self.hub.remove(socket.id);
         self.metrics.rooms.sub(emptied as i64);
         self.metrics.sockets.dec();
@@ -475,13 +597,9 @@ impl SocketIo {
     /// Disconnects every socket whose token expired (plus `auth.expiry_grace_s`)
     /// once a second, until `shutdown`. The client gets a CONNECT_ERROR
     /// "token expired" so it can refresh its token and reconnect.
-    pub fn spawn_expiry_sweeper(
-        self: &Arc<Self>,
-        tasks: &tokio_util::task::TaskTracker,
-        shutdown: CancellationToken,
-    ) {
+    pub fn spawn_expiry_sweeper(self: &Arc<Self>, shutdown: CancellationToken) {
         let io = self.clone();
-        tasks.spawn(async move {
+        self.tasks.spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tokio::select! {
@@ -515,6 +633,9 @@ impl SocketIo {
     }
 }
 
+/// The client event that asks for a room's members.
+const PRESENCE_EVENT: &str = "presence";
+
 /// Refused CONNECTs on one session before it is closed.
 const MAX_REFUSED_CONNECTS: u8 = 3;
 
@@ -538,6 +659,8 @@ impl EngineHandler for SocketIo {
         let weak: Weak<Connection<Client>> = Arc::downgrade(conn);
         let timeout = self.connect_timeout;
         let metrics = self.metrics.clone();
+        // Per connection, untracked: it holds the connection weakly and ends
+        // after `socketio.connect_timeout`, whatever happens to it.
         tokio::spawn(async move {
             tokio::time::sleep(timeout).await;
             if let Some(conn) = weak.upgrade()
