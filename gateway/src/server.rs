@@ -73,7 +73,7 @@ impl Gateway {
         let metrics = Metrics::new();
         let auth = Authenticator::from_config(&config.auth)?;
         let bus = Arc::new(Bus::connect(&config.redis, metrics.clone()).await?);
-        let io = Arc::new(SocketIo::new(&config, auth, metrics.clone(), bus.clone()));
+        let io = SocketIo::new_shared(&config, auth, metrics.clone(), bus.clone());
         let admission = (config.limits.connects_per_sec > 0).then(|| {
             TokenBucket::new(config.limits.connects_per_sec, config.limits.connects_burst)
         });

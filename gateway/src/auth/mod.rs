@@ -153,6 +153,45 @@ impl Authenticator {
     }
 }
 
+impl Authenticator {
+    /// The identity of a recovered session from the claims it kept
+    /// (`socket.data`), without a token: valid only while those claims are
+    /// (a token that has expired since is refused with
+    /// [`Refusal::Expired`]); no claims is an anonymous session, which needs
+    /// `auth.allow_anonymous`.
+    pub fn restore(&self, claims: Map<String, Value>) -> Result<Identity, Refusal> {
+        if claims.is_empty() {
+            return if self.allow_anonymous {
+                Ok(Identity {
+                    user: None,
+                    rooms: self.rooms.public_rooms().to_vec(),
+                    expires_at: None,
+                    anonymous: true,
+                    claims,
+                })
+            } else {
+                Err(Refusal::MissingToken)
+            };
+        }
+        let expires_at = claims.get("exp").and_then(unix_seconds);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        if expires_at.is_some_and(|exp| exp <= now) {
+            return Err(Refusal::Expired);
+        }
+        let resolved = self.rooms.resolve(&claims)?;
+        Ok(Identity {
+            user: Some(resolved.user),
+            rooms: resolved.rooms,
+            expires_at,
+            anonymous: false,
+            claims,
+        })
+    }
+}
+
 /// A NumericDate as whole unix seconds (JWT allows fractions).
 fn unix_seconds(value: &Value) -> Option<u64> {
     value.as_u64().or_else(|| {

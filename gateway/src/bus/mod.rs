@@ -10,6 +10,9 @@
 
 mod memory;
 mod redis;
+mod streams;
+
+pub use streams::{StreamEntry, StreamsBus};
 
 use std::sync::Arc;
 
@@ -28,6 +31,8 @@ pub trait BusHandler: Send + Sync + 'static {
     fn patterns(&self) -> Vec<String>;
     /// A message arrived on `channel`.
     fn on_bus_message(&self, channel: &str, payload: Bytes);
+    /// Streams mode: an entry read from `stream`, in stream order.
+    fn on_stream_entry(&self, _stream: &str, _entry: &StreamEntry) {}
 }
 
 /// Why a publish failed. Publishing never waits longer than
@@ -63,6 +68,7 @@ pub struct BusStatus {
 enum Kind {
     Memory(memory::MemoryBus),
     Redis(Box<redis::RedisBus>),
+    Streams(Box<StreamsBus>),
 }
 
 /// The gateway's bus, shared by the session layer and the publish API.
@@ -89,7 +95,11 @@ impl Bus {
     /// Builds the bus the config asks for. The embedded bus is up from the
     /// start (`switchboard_bus_up` 1); a Redis bus once it has subscribed.
     pub fn from_config(config: &RedisConfig, metrics: Metrics) -> Result<Bus, BusError> {
-        if config.enabled() {
+        if config.enabled() && config.bus == crate::config::BusMode::Streams {
+            Ok(Bus {
+                kind: Kind::Streams(Box::new(StreamsBus::new(config, metrics)?)),
+            })
+        } else if config.enabled() {
             Bus::redis(config, metrics)
         } else {
             metrics.bus_up.set(1);
@@ -123,6 +133,7 @@ impl Bus {
         match &self.kind {
             Kind::Memory(_) => "embedded",
             Kind::Redis(r) => r.describe(),
+            Kind::Streams(s) => s.pubsub().describe(),
         }
     }
 
@@ -133,6 +144,7 @@ impl Bus {
         match &self.kind {
             Kind::Memory(_) => Ok(()),
             Kind::Redis(r) => r.ping().await,
+            Kind::Streams(s) => s.pubsub().ping().await,
         }
     }
 
@@ -148,6 +160,7 @@ impl Bus {
                 None
             }
             Kind::Redis(r) => Some(r.start(handler, shutdown)),
+            Kind::Streams(s) => Some(s.start(handler, shutdown)),
         }
     }
 
@@ -157,6 +170,7 @@ impl Bus {
         match &self.kind {
             Kind::Memory(m) => Ok(m.publish(channel, payload.into())),
             Kind::Redis(r) => r.publish(channel, &payload).await,
+            Kind::Streams(s) => s.pubsub().publish(channel, &payload).await,
         }
     }
 
@@ -173,6 +187,7 @@ impl Bus {
                 .map(|(channel, payload)| m.publish(&channel, payload.into()))
                 .collect()),
             Kind::Redis(r) => r.publish_many(&messages).await,
+            Kind::Streams(s) => s.pubsub().publish_many(&messages).await,
         }
     }
 
@@ -186,6 +201,7 @@ impl Bus {
         match &self.kind {
             Kind::Memory(_) => Err(BusError::Command("no redis configured".into())),
             Kind::Redis(r) => r.command(cmd).await,
+            Kind::Streams(s) => s.pubsub().command(cmd).await,
         }
     }
 
@@ -194,6 +210,15 @@ impl Bus {
         match &self.kind {
             Kind::Memory(m) => m.status(),
             Kind::Redis(r) => r.status(),
+            Kind::Streams(s) => s.status(),
+        }
+    }
+
+    /// The streams bus, in `redis.bus = "streams"` mode.
+    pub fn streams(&self) -> Option<&StreamsBus> {
+        match &self.kind {
+            Kind::Streams(s) => Some(s),
+            _ => None,
         }
     }
 }

@@ -9,6 +9,7 @@ mod client;
 mod fanout;
 mod packets;
 mod socket;
+mod streams;
 mod upstream;
 
 use std::{
@@ -19,7 +20,7 @@ use std::{
 use tokio_util::sync::CancellationToken;
 
 use bytes::Bytes;
-use engineioxide_core::Str;
+use engineioxide_core::{Sid, Str};
 use socketioxide_core::{
     Value,
     packet::{Packet, PacketData},
@@ -86,6 +87,12 @@ pub struct SocketIo {
     /// The address peers forward to (`cluster.advertise_addr`), reported to
     /// `switchboard status`.
     pub(crate) advertise: Option<String>,
+    /// This server itself, for the tasks a CONNECT may start (recovery).
+    me: Weak<SocketIo>,
+    /// Streams mode (`redis.bus = "streams"`): the adapter options.
+    pub(crate) streams: Option<switchboard_wire::streams::StreamsOptions>,
+    /// Connection state recovery, when `recovery.enabled`.
+    pub(crate) recovery: Option<crate::config::RecoveryConfig>,
 }
 
 /// Why a client packet was refused; the label of `switchboard_bad_packets_total`.
@@ -144,7 +151,26 @@ impl SocketIo {
             admin,
             admin_events,
             advertise: config.advertise_addr().ok().map(|a| a.to_string()),
+            me: Weak::new(),
+            streams: (config.redis.enabled()
+                && config.redis.bus == crate::config::BusMode::Streams)
+                .then(|| config.redis.streams_options()),
+            recovery: config.recovery.enabled.then(|| config.recovery.clone()),
         }
+    }
+
+    /// [`SocketIo::new`], shared, with the reference to itself that
+    /// recovery tasks use.
+    pub fn new_shared(
+        config: &Config,
+        auth: Authenticator,
+        metrics: Metrics,
+        bus: Arc<Bus>,
+    ) -> Arc<Self> {
+        Arc::new_cyclic(|me| SocketIo {
+            me: me.clone(),
+            ..SocketIo::new(config, auth, metrics, bus)
+        })
     }
 
     /// Starts the Admin UI's timers, when enabled.
@@ -312,40 +338,68 @@ impl SocketIo {
         };
         if let Some(existing) = conn.data.socket(&nsp) {
             // A repeated CONNECT for a connected namespace gets the same socket.
-            conn.send(packets::connect(&nsp, existing.as_str()));
+            let reply = match self.hub.get(existing).and_then(|s| s.pid.clone()) {
+                Some(pid) => packets::connect_with_pid(&nsp, existing.as_str(), &pid),
+                None => packets::connect(&nsp, existing.as_str()),
+            };
+            conn.send(reply);
             return;
         }
+        self.connect_or_restore(conn, nsp, auth);
+    }
+
+    /// The client's event budget, when `limits.client_events_per_sec` is set.
+    fn event_budget(&self) -> Option<TokenBucket> {
+        (self.limits.client_events_per_sec > 0).then(|| {
+            TokenBucket::new(
+                self.limits.client_events_per_sec,
+                self.limits.client_events_burst,
+            )
+        })
+    }
+
+    /// Adds a socket to the Hub (the per-user limit applies) and the gauges.
+    fn admit(&self, socket: &Arc<Socket>) -> Result<(), &'static str> {
+        let new = NewSocket {
+            nsp: &socket.nsp,
+            id: socket.id,
+            user: socket.user.as_deref(),
+            expires_at: socket.expires_at,
+        };
+        self.hub
+            .add(new, socket.clone(), self.limits.max_connections_per_user)
+            .map_err(|_| "too many connections for this user")?;
+        self.metrics.sockets.inc();
+        self.metrics
+            .connects
+            .with_label_values(&[&socket.nsp])
+            .inc();
+        Ok(())
+    }
+
+    /// Authenticates a CONNECT and connects a new socket (with a recovery
+    /// session when `recovery.enabled`).
+    fn connect_new(&self, conn: &Conn, nsp: Arc<str>, auth: Option<serde_json::Value>) {
         let identity = match self.auth.authenticate(&conn.handshake, auth.as_ref()) {
             Ok(identity) => identity,
             Err(refusal) => {
                 return self.refuse_connect(conn, &nsp, refusal.reason(), &refusal.message(), true);
             }
         };
-        let budget = (self.limits.client_events_per_sec > 0).then(|| {
-            TokenBucket::new(
-                self.limits.client_events_per_sec,
-                self.limits.client_events_burst,
-            )
-        });
-        let socket = Arc::new(Socket::new(
+        let mut socket = Socket::new(
             nsp.clone(),
             conn.clone(),
             identity.user,
             identity.claims,
             identity.expires_at,
-            budget,
-        ));
-        let new = NewSocket {
-            nsp: &nsp,
-            id: socket.id,
-            user: socket.user.as_deref(),
-            expires_at: socket.expires_at,
-        };
-        if self
-            .hub
-            .add(new, socket.clone(), self.limits.max_connections_per_user)
-            .is_err()
-        {
+            self.event_budget(),
+        );
+        if self.recovery.is_some() {
+            let id = socket.id;
+            socket = socket.with_session(id, Sid::new().to_string().into_boxed_str(), false);
+        }
+        let socket = Arc::new(socket);
+        if self.admit(&socket).is_err() {
             return self.refuse_connect(
                 conn,
                 &nsp,
@@ -357,10 +411,14 @@ impl SocketIo {
         let created = self.hub.join(socket.id, &identity.rooms);
         self.metrics.rooms.add(created as i64);
         conn.data.add(nsp.clone(), socket.id);
-        self.metrics.sockets.inc();
-        self.metrics.connects.with_label_values(&[&nsp]).inc();
         tracing::debug!(sid = %conn.sid, socket = %socket.id, nsp = &*nsp, user = ?socket.user, rooms = ?identity.rooms, "socket connected");
-        conn.send(packets::connect(&nsp, socket.id.as_str()));
+        // Saved before the reply goes out, so even a client that loses its
+        // gateway right after connecting can recover.
+        self.save_session(&socket);
+        conn.send(match &socket.pid {
+            Some(pid) => packets::connect_with_pid(&nsp, socket.id.as_str(), pid),
+            None => packets::connect(&nsp, socket.id.as_str()),
+        });
         if let Some(admin) = &self.admin_events {
             admin.socket_connected(&socket);
         }
@@ -418,6 +476,7 @@ impl SocketIo {
 
     /// Removes a socket from the rooms and the gauges.
     fn remove_socket(&self, socket: &Socket, why: SocketLeft) {
+        self.keep_or_drop_session(socket, why);
         let emptied = self.hub.remove(socket.id);
         self.metrics.rooms.sub(emptied as i64);
         self.metrics.sockets.dec();
@@ -472,14 +531,24 @@ impl SocketIo {
         shutdown: CancellationToken,
     ) {
         let io = self.clone();
+        // Recovery sessions are saved again every half of their lifetime.
+        let refresh_every = self
+            .recovery
+            .as_ref()
+            .map(|r| (r.max_disconnection_ms / 2000).max(1));
         tasks.spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
+            let mut ticks = 0u64;
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     _ = tick.tick() => {
                         io.expire_sockets();
                         io.expire_acks();
+                        ticks += 1;
+                        if refresh_every.is_some_and(|every| ticks % every == 0) {
+                            io.refresh_sessions();
+                        }
                     }
                 }
             }
