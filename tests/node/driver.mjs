@@ -143,7 +143,7 @@ function opConnect(req) {
     socket.on("connect", () => {
       hookEngine();
       const transport = socket.io.engine?.transport?.name ?? null;
-      note({ note: "connect", client: name, sid: socket.id, transport });
+      note({ note: "connect", client: name, sid: socket.id, transport, recovered: socket.recovered === true });
       if (!settled) {
         settled = true;
         resolve({ sid: socket.id, transport });
@@ -188,6 +188,15 @@ function opEmitWithAck(req) {
 function opDisconnect(req) {
   const s = getClient(req.client);
   s.disconnect();
+  return true;
+}
+
+// The network goes away under the client (not a client disconnect): the
+// transport closes, socket.io-client reports "transport close" and, with
+// reconnection on, reconnects with its pid and last offset.
+function opDropTransport(req) {
+  const s = getClient(req.client);
+  s.io.engine?.close();
   return true;
 }
 
@@ -466,6 +475,7 @@ const ops = {
   emitWithAck: opEmitWithAck,
   disconnect: opDisconnect,
   clientState: opClientState,
+  dropTransport: opDropTransport,
   emitterPublish: opEmitterPublish,
   emitterJoin: opEmitterJoin,
   emitterLeave: opEmitterLeave,

@@ -470,6 +470,9 @@ pub enum Note {
         sid: String,
         /// Transport at connect time.
         transport: Option<String>,
+        /// `socket.recovered`: the server restored the session (connection
+        /// state recovery).
+        recovered: bool,
     },
     /// `connect_error`: `message` is `err.message`, `data` is `err.data`.
     ConnectError {
@@ -546,6 +549,7 @@ impl Note {
                     .get("transport")
                     .and_then(Value::as_str)
                     .map(str::to_string),
+                recovered: v.get("recovered").and_then(Value::as_bool).unwrap_or(false),
             },
             "connect_error" => Note::ConnectError {
                 message: s("message"),

@@ -1,0 +1,374 @@
+//! Connection state recovery on the Redis Streams bus (issue #13), end to
+//! end: two gateways with `redis.bus = "streams"` and `[recovery]` behind a
+//! REAL nginx (the shipped site, plain round robin), the stock
+//! socket.io-client 4.8 (it sends `{pid, offset}` on reconnect by itself),
+//! events published with the `broadcaster` crate in the streams format.
+//!
+//! * the client's gateway is SIGKILLed (then, in a second test, SIGTERMed):
+//!   events 6-10 are published while the client is away; it reconnects
+//!   through nginx to the other gateway with `recovered === true`, the same
+//!   socket id and rooms, and gets 6-10 exactly once, in order, each with its
+//!   stream entry id as the offset;
+//! * a reconnect after `recovery.max_disconnection_ms`, or after the missed
+//!   entries were trimmed from the stream, gives a fresh session
+//!   (`recovered === false`) and counts the outcome in
+//!   `switchboard_recoveries_total`.
+
+mod deploy_support;
+
+use std::time::{Duration, Instant};
+
+use deploy_support::*;
+use serde_json::json;
+use switchboard_broadcaster::{Broadcaster, BroadcasterConfig, StreamsOptions};
+use switchboard_testkit::{
+    GatewayOptions, GatewayProcess, free_port, http_get,
+    jwt::Claims,
+    node::{ConnectOptions, NodeDriver, Note},
+    redis::RedisServer,
+};
+
+const SECRET: &str = "recovery-streams-secret-0123456789abcdef";
+/// Bound of every single wait.
+const T: Duration = Duration::from_secs(20);
+
+/// One `switchboard_*` sample from a Prometheus page, summed over the series
+/// whose labels contain every filter.
+fn metric(page: &str, name: &str, label_filter: &[&str]) -> f64 {
+    page.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter(|l| label_filter.iter().all(|f| l.contains(f)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .fold(0.0, |a, b| a + b)
+}
+
+async fn metrics_of(gw: &GatewayProcess) -> String {
+    let url = format!("{}/metrics", gw.url());
+    let (status, body) = tokio::task::spawn_blocking(move || http_get(&url))
+        .await
+        .unwrap()
+        .expect("GET /metrics");
+    assert_eq!(status, 200);
+    body
+}
+
+/// Sums a metric over the gateways still running.
+async fn fleet_metric(gws: &[Option<GatewayProcess>], name: &str, filter: &[&str]) -> f64 {
+    let mut sum = 0.0;
+    for gw in gws.iter().flatten() {
+        sum += metric(&metrics_of(gw).await, name, filter);
+    }
+    sum
+}
+
+async fn wait_ready(gw: &GatewayProcess) {
+    let url = format!("{}/readyz", gw.url());
+    let deadline = Instant::now() + T;
+    loop {
+        let u = url.clone();
+        let r = tokio::task::spawn_blocking(move || http_get(&u))
+            .await
+            .unwrap();
+        if matches!(r, Ok((200, _))) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "gateway {} not ready: {r:?}",
+            gw.port()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Two streams-mode gateways with recovery behind nginx.
+struct Fleet {
+    redis: RedisServer,
+    gateways: Vec<Option<GatewayProcess>>,
+    nginx: Nginx,
+    broadcaster: Broadcaster,
+}
+
+async fn fleet(nginx_bin: &std::path::Path, max_disconnection_ms: u64) -> Fleet {
+    let redis = tokio::task::spawn_blocking(RedisServer::start)
+        .await
+        .unwrap()
+        .expect("redis");
+    let mut gateways = Vec::new();
+    for _ in 0..2 {
+        let opts = GatewayOptions::new()
+            .redis(redis.url())
+            .secret(SECRET)
+            .env("SWITCHBOARD_REDIS__BUS", "streams")
+            .env("SWITCHBOARD_RECOVERY__ENABLED", "true")
+            .env(
+                "SWITCHBOARD_RECOVERY__MAX_DISCONNECTION_MS",
+                max_disconnection_ms.to_string(),
+            )
+            .env("SWITCHBOARD_SERVER__TRUSTED_PROXIES", "127.0.0.1")
+            .env("SWITCHBOARD_ENGINE__PING_INTERVAL_MS", "1000")
+            .env("SWITCHBOARD_ENGINE__PING_TIMEOUT_MS", "1000")
+            .env("SWITCHBOARD_SERVER__SHUTDOWN_DEADLINE_MS", "2000");
+        let gw = GatewayProcess::start_async(opts).await.expect("gateway");
+        wait_ready(&gw).await;
+        gateways.push(Some(gw));
+    }
+    let nginx_port = free_port();
+    let site = adapt_site(
+        &deploy_file("nginx/switchboard.conf"),
+        &gateways
+            .iter()
+            .flatten()
+            .map(|g| format!("127.0.0.1:{}", g.port()))
+            .collect::<Vec<_>>(),
+        // No API behind /api/ in this test.
+        &format!("127.0.0.1:{}", free_port()),
+        Some(&format!("127.0.0.1:{nginx_port}")),
+    );
+    let nginx = {
+        let (b, s) = (nginx_bin.to_path_buf(), site.clone());
+        tokio::task::spawn_blocking(move || Nginx::start(&b, &s, nginx_port))
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("start nginx: {e:#}\n--- site ---\n{site}"))
+    };
+    let broadcaster = Broadcaster::from_config(BroadcasterConfig {
+        redis_url: redis.url(),
+        streams: Some(StreamsOptions::default()),
+        ..Default::default()
+    })
+    .expect("broadcaster");
+    Fleet {
+        redis,
+        gateways,
+        nginx,
+        broadcaster,
+    }
+}
+
+impl Fleet {
+    /// The index of the gateway holding the (one) socket.
+    async fn holder(&self) -> usize {
+        for (i, gw) in self.gateways.iter().enumerate() {
+            if let Some(gw) = gw
+                && metric(&metrics_of(gw).await, "switchboard_sockets", &[]) >= 1.0
+            {
+                return i;
+            }
+        }
+        panic!("no gateway holds the socket");
+    }
+}
+
+/// A stock client with recovery-friendly reconnection: websocket only (so
+/// a session lives on one gateway), a fixed reconnection delay.
+fn client_options(user: &str, reconnect_delay_ms: u64) -> ConnectOptions {
+    ConnectOptions::new()
+        .websocket_only()
+        .token(Claims::new().sub(user).role("admin").sign_hs256(SECRET))
+        .reconnection(true)
+        .opt("reconnectionDelay", json!(reconnect_delay_ms))
+        .opt("reconnectionDelayMax", json!(reconnect_delay_ms))
+        .opt("randomizationFactor", json!(0))
+}
+
+/// Waits for `news` number `n` and returns its offset (the last argument).
+async fn expect_news(node: &NodeDriver, client: &str, n: u64) -> String {
+    let args = node
+        .expect_event(client, "news", T)
+        .await
+        .unwrap_or_else(|e| panic!("{client}: news {n}: {e:#}"));
+    assert_eq!(args.len(), 2, "news {n} with its offset: {args:?}");
+    assert_eq!(args[0], json!({ "n": n }), "{client}: events out of order");
+    args[1]
+        .as_str()
+        .unwrap_or_else(|| panic!("news {n}: the offset is not a string: {args:?}"))
+        .to_string()
+}
+
+/// Publishes `news {n}` to `room` in the streams format; the entry id.
+async fn publish(b: &Broadcaster, room: &str, n: u64) -> String {
+    let d = b
+        .to(room)
+        .emit("news", &json!({ "n": n }))
+        .await
+        .expect("broadcaster publish");
+    d.stream_id.expect("a stream entry id")
+}
+
+/// Takes the next connect note of `client` (other notes stay queued):
+/// its socket id and `socket.recovered`.
+async fn expect_connect(node: &NodeDriver, client: &str) -> (String, bool) {
+    match node
+        .take_note(client, T, |n| matches!(n, Note::Connect { .. }))
+        .await
+        .unwrap_or_else(|e| panic!("{client} did not (re)connect: {e:#}"))
+    {
+        Note::Connect { sid, recovered, .. } => (sid, recovered),
+        other => unreachable!("{other:?}"),
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Stop {
+    Kill,
+    Term,
+}
+
+async fn recover_after(stop: Stop) {
+    let Some(nginx_bin) = find_tool("nginx") else {
+        skip("recovery through nginx", "nginx is not installed");
+        return;
+    };
+    let mut f = fleet(&nginx_bin, 120_000).await;
+    let node = NodeDriver::start().await.expect("node driver");
+    let c = "c1";
+    node.connect(c, &f.nginx.url(), client_options("u1", 1500))
+        .await
+        .expect("connect");
+    let (sid, recovered) = expect_connect(&node, c).await;
+    assert!(!recovered, "a first connect is not a recovery");
+    // A room beyond the token's: joined through the stream (socketsJoin).
+    f.broadcaster
+        .to_user("u1")
+        .sockets_join(["extra"])
+        .await
+        .expect("join");
+    let mut offsets = Vec::new();
+    for n in 1..=5u64 {
+        let room = if n % 2 == 0 { "role:admin" } else { "extra" };
+        // The join is an earlier entry of the same stream: applied first.
+        let id = publish(&f.broadcaster, room, n).await;
+        let got = expect_news(&node, c, n).await;
+        assert_eq!(got, id, "the offset is the stream entry id");
+        offsets.push(got);
+    }
+    let holder = f.holder().await;
+    match stop {
+        Stop::Kill => f.gateways[holder].as_mut().unwrap().kill(),
+        Stop::Term => {
+            f.gateways[holder]
+                .as_mut()
+                .unwrap()
+                .terminate_timeout(T)
+                .expect("SIGTERM");
+        }
+    }
+    f.gateways[holder] = None;
+    node.expect_disconnect(c, T).await.expect("disconnect seen");
+    // While the client waits to reconnect (1.5 s), events 6-10.
+    let mut missed = Vec::new();
+    for n in 6..=10u64 {
+        let room = if n % 2 == 0 { "role:admin" } else { "extra" };
+        missed.push(publish(&f.broadcaster, room, n).await);
+    }
+    let (new_sid, recovered) = expect_connect(&node, c).await;
+    assert!(recovered, "socket.recovered after {stop:?}");
+    assert_eq!(new_sid, sid, "same socket id after recovery");
+    for (n, id) in (6..=10u64).zip(&missed) {
+        assert_eq!(&expect_news(&node, c, n).await, id, "replayed offset");
+    }
+    // The rooms came back: "extra" (joined over the bus) still reaches it.
+    let id = publish(&f.broadcaster, "extra", 11).await;
+    assert_eq!(expect_news(&node, c, 11).await, id);
+    node.expect_no_event_named(c, "news", Duration::from_millis(800))
+        .await
+        .expect("each event exactly once");
+    assert_eq!(
+        fleet_metric(
+            &f.gateways,
+            "switchboard_recoveries_total",
+            &["outcome=\"recovered\""]
+        )
+        .await,
+        1.0
+    );
+    drop(f.redis);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovers_on_the_other_gateway_after_sigkill() {
+    tokio::time::timeout(Duration::from_secs(180), recover_after(Stop::Kill))
+        .await
+        .expect("test exceeded 180 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovers_on_the_other_gateway_after_sigterm() {
+    tokio::time::timeout(Duration::from_secs(180), recover_after(Stop::Term))
+        .await
+        .expect("test exceeded 180 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_late_or_trimmed_gives_a_fresh_session_and_counts_it() {
+    tokio::time::timeout(Duration::from_secs(180), async {
+        let Some(nginx_bin) = find_tool("nginx") else {
+            skip("recovery through nginx", "nginx is not installed");
+            return;
+        };
+        let f = fleet(&nginx_bin, 1_000).await;
+        let node = NodeDriver::start().await.expect("node driver");
+        // Too late: back after 2.5 s, the session lived 1 s.
+        let late = node
+            .connect("late", &f.nginx.url(), client_options("u2", 2500))
+            .await
+            .expect("connect");
+        expect_connect(&node, "late").await;
+        let id = publish(&f.broadcaster, "user:u2", 1).await;
+        assert_eq!(expect_news(&node, "late", 1).await, id);
+        node.request("dropTransport", json!({ "client": "late" }), T)
+            .await
+            .expect("drop transport");
+        node.expect_disconnect("late", T).await.expect("disconnect");
+        let (sid, recovered) = expect_connect(&node, "late").await;
+        assert!(!recovered, "recovered after max_disconnection_ms");
+        assert_ne!(sid, late.sid);
+        assert!(
+            fleet_metric(
+                &f.gateways,
+                "switchboard_recoveries_total",
+                &["outcome=\"expired\""]
+            )
+            .await
+                >= 1.0
+        );
+
+        // Trimmed: the offset the client holds left the stream meanwhile.
+        let early = node
+            .connect("trim", &f.nginx.url(), client_options("u3", 500))
+            .await
+            .expect("connect");
+        expect_connect(&node, "trim").await;
+        let id = publish(&f.broadcaster, "user:u3", 1).await;
+        assert_eq!(expect_news(&node, "trim", 1).await, id);
+        node.request("dropTransport", json!({ "client": "trim" }), T)
+            .await
+            .expect("drop transport");
+        node.expect_disconnect("trim", T).await.expect("disconnect");
+        f.redis
+            .command(&["XTRIM", "socket.io", "MAXLEN", "0"])
+            .expect("XTRIM");
+        let (sid, recovered) = expect_connect(&node, "trim").await;
+        assert!(!recovered, "recovered although the entries were trimmed");
+        assert_ne!(sid, early.sid);
+        assert!(
+            fleet_metric(
+                &f.gateways,
+                "switchboard_recoveries_total",
+                &["outcome=\"trimmed\""]
+            )
+            .await
+                >= 1.0
+        );
+        // A fresh session still gets events (with offsets).
+        let id = publish(&f.broadcaster, "user:u3", 2).await;
+        assert_eq!(expect_news(&node, "trim", 2).await, id);
+    })
+    .await
+    .expect("test exceeded 180 s");
+}
