@@ -546,7 +546,7 @@ impl SocketIo {
                         io.expire_sockets();
                         io.expire_acks();
                         ticks += 1;
-                        if refresh_every.is_some_and(|every| ticks % every == 0) {
+                        if refresh_every.is_some_and(|every| ticks.is_multiple_of(every)) {
                             io.refresh_sessions();
                         }
                     }

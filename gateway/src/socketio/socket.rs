@@ -38,6 +38,9 @@ pub struct Socket {
     /// stream entries are held in `held` meanwhile.
     replaying: AtomicBool,
     /// Live stream entries (id, frames) that arrived during the replay.
+    /// Boxed: one pointer per socket instead of a `Vec`'s three words, for
+    /// a buffer that exists only during a replay.
+    #[allow(clippy::box_collection)]
     held: Mutex<Option<Box<Vec<HeldEntry>>>>,
 }
 
