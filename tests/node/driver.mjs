@@ -316,8 +316,16 @@ async function opStartServer(req) {
   if (req.key) adapterOpts.key = req.key;
   if (req.requestsTimeout) adapterOpts.requestsTimeout = req.requestsTimeout;
   const http = createServer();
+  let adapter;
+  if (req.adapter === "streams") {
+    // @socket.io/redis-streams-adapter 0.3 (one client; it duplicates its readers).
+    const streams = await import("@socket.io/redis-streams-adapter");
+    adapter = streams.createAdapter(pub, decode(req.adapterOpts || {}));
+  } else {
+    adapter = createAdapter(pub, sub, adapterOpts);
+  }
   const io = new Server(http, {
-    adapter: createAdapter(pub, sub, adapterOpts),
+    adapter,
     path: req.path || "/socket.io",
     ...(decode(req.serverOpts || {})),
   });

@@ -392,6 +392,16 @@ pub struct StartServer {
     /// Extra namespaces to create up front (so they receive adapter traffic).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub namespaces: Vec<String>,
+    /// `"streams"`: `@socket.io/redis-streams-adapter` 0.3 instead of the
+    /// classic `@socket.io/redis-adapter`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub adapter: Option<String>,
+    /// Options of the streams adapter (`{streamName, maxLen, ...}`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub adapter_opts: Option<Value>,
+    /// Extra `Server` options, e.g. `{"connectionStateRecovery": {}}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_opts: Option<Value>,
     /// Instrument the server with `@socket.io/admin-ui`:
     /// `{username, passwordHash, serverId?, mode?, readonly?}`.
     #[serde(skip_serializing_if = "Option::is_none")]
