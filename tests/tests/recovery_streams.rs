@@ -372,3 +372,58 @@ async fn too_late_or_trimmed_gives_a_fresh_session_and_counts_it() {
     .await
     .expect("test exceeded 180 s");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_that_expired_meanwhile_is_refused() {
+    tokio::time::timeout(Duration::from_secs(120), async {
+        let Some(nginx_bin) = find_tool("nginx") else {
+            skip("recovery through nginx", "nginx is not installed");
+            return;
+        };
+        let f = fleet(&nginx_bin, 120_000).await;
+        let node = NodeDriver::start().await.expect("node driver");
+        // The token expires 2 s from now; the client comes back after 3.5 s.
+        let token = Claims::new()
+            .sub("u4")
+            .role("admin")
+            .expires_in(Duration::from_secs(2))
+            .sign_hs256(SECRET);
+        node.connect(
+            "exp",
+            &f.nginx.url(),
+            client_options("u4", 3500).token(token),
+        )
+        .await
+        .expect("connect");
+        expect_connect(&node, "exp").await;
+        let id = publish(&f.broadcaster, "user:u4", 1).await;
+        assert_eq!(expect_news(&node, "exp", 1).await, id);
+        node.request("dropTransport", json!({ "client": "exp" }), T)
+            .await
+            .expect("drop transport");
+        node.expect_disconnect("exp", T).await.expect("disconnect");
+        let note = node
+            .take_note("exp", T, |n| {
+                matches!(n, Note::ConnectError { .. } | Note::Connect { .. })
+            })
+            .await
+            .expect("an answer to the reconnect");
+        match note {
+            Note::ConnectError { data, .. } => {
+                assert_eq!(data["reason"], "expired", "{data}");
+            }
+            other => panic!("a session with an expired token was restored: {other:?}"),
+        }
+        assert!(
+            fleet_metric(
+                &f.gateways,
+                "switchboard_recoveries_total",
+                &["outcome=\"expired\""]
+            )
+            .await
+                >= 1.0
+        );
+    })
+    .await
+    .expect("test exceeded 120 s");
+}
