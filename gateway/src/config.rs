@@ -1408,6 +1408,64 @@ mod tests {
     }
 
     #[test]
+    fn streams_and_recovery_settings_name_the_key() {
+        let secret = ("SWITCHBOARD_JWT_SECRET", "0123456789abcdef0123456789abcdef");
+        let redis = ("SWITCHBOARD_REDIS_URL", "redis://127.0.0.1:6379");
+        let streams = ("SWITCHBOARD_REDIS__BUS", "streams");
+        let ok = Config::load_from(
+            None,
+            env(&[
+                secret,
+                redis,
+                streams,
+                ("SWITCHBOARD_RECOVERY__ENABLED", "true"),
+                ("SWITCHBOARD_REDIS__STREAM_COUNT", "4"),
+            ]),
+        )
+        .expect("valid");
+        assert_eq!(ok.redis.bus, BusMode::Streams);
+        assert_eq!(ok.recovery.max_disconnection_ms, 120_000);
+        assert_eq!(
+            ok.redis.streams_options().read_streams(),
+            ["socket.io-0", "socket.io-1", "socket.io-2", "socket.io-3"]
+        );
+        for (vars, key) in [
+            (vec![streams], "redis.bus"),
+            (
+                vec![redis, streams, ("SWITCHBOARD_REDIS__STREAM_COUNT", "0")],
+                "redis.stream_count",
+            ),
+            (
+                vec![redis, streams, ("SWITCHBOARD_REDIS__STREAM_MAX_LEN", "0")],
+                "redis.stream_max_len",
+            ),
+            (
+                vec![redis, streams, ("SWITCHBOARD_REDIS__STREAM_NAME", "")],
+                "redis.stream_name",
+            ),
+            (
+                vec![redis, ("SWITCHBOARD_RECOVERY__ENABLED", "true")],
+                "recovery.enabled",
+            ),
+            (
+                vec![
+                    redis,
+                    streams,
+                    ("SWITCHBOARD_RECOVERY__ENABLED", "true"),
+                    ("SWITCHBOARD_RECOVERY__MAX_DISCONNECTION_MS", "0"),
+                ],
+                "recovery.max_disconnection_ms",
+            ),
+            (vec![redis, ("SWITCHBOARD_REDIS__BUS", "kafka")], "bus"),
+        ] {
+            let mut all = vec![secret];
+            all.extend(vars.iter().copied());
+            let err = Config::load_from(None, env(&all)).unwrap_err().to_string();
+            assert!(err.contains(key), "{vars:?}: {err}");
+        }
+    }
+
+    #[test]
     fn cluster_settings_are_validated_and_name_the_key() {
         let secret = ("SWITCHBOARD_JWT_SECRET", "0123456789abcdef0123456789abcdef");
         let ok = Config::load_from(
