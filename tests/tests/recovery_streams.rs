@@ -16,7 +16,7 @@
 
 mod deploy_support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use deploy_support::*;
 use serde_json::json;
@@ -31,20 +31,6 @@ use switchboard_testkit::{
 const SECRET: &str = "recovery-streams-secret-0123456789abcdef";
 /// Bound of every single wait.
 const T: Duration = Duration::from_secs(20);
-
-/// One `switchboard_*` sample from a Prometheus page, summed over the series
-/// whose labels contain every filter.
-fn metric(page: &str, name: &str, label_filter: &[&str]) -> f64 {
-    page.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
-        })
-        .filter(|l| label_filter.iter().all(|f| l.contains(f)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .fold(0.0, |a, b| a + b)
-}
 
 async fn metrics_of(gw: &GatewayProcess) -> String {
     let url = format!("{}/metrics", gw.url());
@@ -63,26 +49,6 @@ async fn fleet_metric(gws: &[Option<GatewayProcess>], name: &str, filter: &[&str
         sum += metric(&metrics_of(gw).await, name, filter);
     }
     sum
-}
-
-async fn wait_ready(gw: &GatewayProcess) {
-    let url = format!("{}/readyz", gw.url());
-    let deadline = Instant::now() + T;
-    loop {
-        let u = url.clone();
-        let r = tokio::task::spawn_blocking(move || http_get(&u))
-            .await
-            .unwrap();
-        if matches!(r, Ok((200, _))) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "gateway {} not ready: {r:?}",
-            gw.port()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// Two streams-mode gateways with recovery behind nginx.
@@ -213,6 +179,56 @@ async fn expect_connect(node: &NodeDriver, client: &str) -> (String, bool) {
     }
 }
 
+/// The fleet and a node driver, or `None` (test skipped) without nginx.
+async fn setup(max_disconnection_ms: u64) -> Option<(Fleet, NodeDriver)> {
+    let Some(nginx_bin) = find_tool("nginx") else {
+        skip("recovery through nginx", "nginx is not installed");
+        return None;
+    };
+    let f = fleet(&nginx_bin, max_disconnection_ms).await;
+    let node = NodeDriver::start().await.expect("node driver");
+    Some((f, node))
+}
+
+/// The client's network goes away (its transport closes under it); waits
+/// until it has noticed.
+async fn drop_transport(node: &NodeDriver, client: &str) {
+    node.request("dropTransport", json!({ "client": client }), T)
+        .await
+        .expect("drop transport");
+    node.expect_disconnect(client, T)
+        .await
+        .expect("disconnect seen");
+}
+
+/// Connects `client` (user `user`) through nginx, checks one event reaches
+/// it with its offset, then drops its transport; the first socket id.
+async fn connect_one_event_then_drop(
+    f: &Fleet,
+    node: &NodeDriver,
+    client: &str,
+    user: &str,
+    opts: ConnectOptions,
+) -> String {
+    node.connect(client, &f.nginx.url(), opts)
+        .await
+        .expect("connect");
+    let (sid, _) = expect_connect(node, client).await;
+    let id = publish(&f.broadcaster, &format!("user:{user}"), 1).await;
+    assert_eq!(expect_news(node, client, 1).await, id);
+    drop_transport(node, client).await;
+    sid
+}
+
+/// `switchboard_recoveries_total{outcome}` over the running gateways is at least 1.
+async fn counted(f: &Fleet, outcome: &str) {
+    let filter = format!("outcome=\"{outcome}\"");
+    assert!(
+        fleet_metric(&f.gateways, "switchboard_recoveries_total", &[&filter]).await >= 1.0,
+        "no recovery counted as {outcome}"
+    );
+}
+
 #[derive(Clone, Copy, Debug)]
 enum Stop {
     Kill,
@@ -220,12 +236,9 @@ enum Stop {
 }
 
 async fn recover_after(stop: Stop) {
-    let Some(nginx_bin) = find_tool("nginx") else {
-        skip("recovery through nginx", "nginx is not installed");
+    let Some((mut f, node)) = setup(120_000).await else {
         return;
     };
-    let mut f = fleet(&nginx_bin, 120_000).await;
-    let node = NodeDriver::start().await.expect("node driver");
     let c = "c1";
     node.connect(c, &f.nginx.url(), client_options("u1", 1500))
         .await
@@ -307,64 +320,27 @@ async fn recovers_on_the_other_gateway_after_sigterm() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn too_late_or_trimmed_gives_a_fresh_session_and_counts_it() {
     tokio::time::timeout(Duration::from_secs(180), async {
-        let Some(nginx_bin) = find_tool("nginx") else {
-            skip("recovery through nginx", "nginx is not installed");
+        let Some((f, node)) = setup(1_000).await else {
             return;
         };
-        let f = fleet(&nginx_bin, 1_000).await;
-        let node = NodeDriver::start().await.expect("node driver");
         // Too late: back after 2.5 s, the session lived 1 s.
-        let late = node
-            .connect("late", &f.nginx.url(), client_options("u2", 2500))
-            .await
-            .expect("connect");
-        expect_connect(&node, "late").await;
-        let id = publish(&f.broadcaster, "user:u2", 1).await;
-        assert_eq!(expect_news(&node, "late", 1).await, id);
-        node.request("dropTransport", json!({ "client": "late" }), T)
-            .await
-            .expect("drop transport");
-        node.expect_disconnect("late", T).await.expect("disconnect");
+        let first =
+            connect_one_event_then_drop(&f, &node, "late", "u2", client_options("u2", 2500)).await;
         let (sid, recovered) = expect_connect(&node, "late").await;
         assert!(!recovered, "recovered after max_disconnection_ms");
-        assert_ne!(sid, late.sid);
-        assert!(
-            fleet_metric(
-                &f.gateways,
-                "switchboard_recoveries_total",
-                &["outcome=\"expired\""]
-            )
-            .await
-                >= 1.0
-        );
+        assert_ne!(sid, first);
+        counted(&f, "expired").await;
 
         // Trimmed: the offset the client holds left the stream meanwhile.
-        let early = node
-            .connect("trim", &f.nginx.url(), client_options("u3", 500))
-            .await
-            .expect("connect");
-        expect_connect(&node, "trim").await;
-        let id = publish(&f.broadcaster, "user:u3", 1).await;
-        assert_eq!(expect_news(&node, "trim", 1).await, id);
-        node.request("dropTransport", json!({ "client": "trim" }), T)
-            .await
-            .expect("drop transport");
-        node.expect_disconnect("trim", T).await.expect("disconnect");
+        let first =
+            connect_one_event_then_drop(&f, &node, "trim", "u3", client_options("u3", 500)).await;
         f.redis
             .command(&["XTRIM", "socket.io", "MAXLEN", "0"])
             .expect("XTRIM");
         let (sid, recovered) = expect_connect(&node, "trim").await;
         assert!(!recovered, "recovered although the entries were trimmed");
-        assert_ne!(sid, early.sid);
-        assert!(
-            fleet_metric(
-                &f.gateways,
-                "switchboard_recoveries_total",
-                &["outcome=\"trimmed\""]
-            )
-            .await
-                >= 1.0
-        );
+        assert_ne!(sid, first);
+        counted(&f, "trimmed").await;
         // A fresh session still gets events (with offsets).
         let id = publish(&f.broadcaster, "user:u3", 2).await;
         assert_eq!(expect_news(&node, "trim", 2).await, id);
@@ -376,32 +352,23 @@ async fn too_late_or_trimmed_gives_a_fresh_session_and_counts_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_that_expired_meanwhile_is_refused() {
     tokio::time::timeout(Duration::from_secs(120), async {
-        let Some(nginx_bin) = find_tool("nginx") else {
-            skip("recovery through nginx", "nginx is not installed");
+        let Some((f, node)) = setup(120_000).await else {
             return;
         };
-        let f = fleet(&nginx_bin, 120_000).await;
-        let node = NodeDriver::start().await.expect("node driver");
         // The token expires 2 s from now; the client comes back after 3.5 s.
         let token = Claims::new()
             .sub("u4")
             .role("admin")
             .expires_in(Duration::from_secs(2))
             .sign_hs256(SECRET);
-        node.connect(
+        connect_one_event_then_drop(
+            &f,
+            &node,
             "exp",
-            &f.nginx.url(),
+            "u4",
             client_options("u4", 3500).token(token),
         )
-        .await
-        .expect("connect");
-        expect_connect(&node, "exp").await;
-        let id = publish(&f.broadcaster, "user:u4", 1).await;
-        assert_eq!(expect_news(&node, "exp", 1).await, id);
-        node.request("dropTransport", json!({ "client": "exp" }), T)
-            .await
-            .expect("drop transport");
-        node.expect_disconnect("exp", T).await.expect("disconnect");
+        .await;
         let note = node
             .take_note("exp", T, |n| {
                 matches!(n, Note::ConnectError { .. } | Note::Connect { .. })
@@ -414,15 +381,7 @@ async fn a_token_that_expired_meanwhile_is_refused() {
             }
             other => panic!("a session with an expired token was restored: {other:?}"),
         }
-        assert!(
-            fleet_metric(
-                &f.gateways,
-                "switchboard_recoveries_total",
-                &["outcome=\"expired\""]
-            )
-            .await
-                >= 1.0
-        );
+        counted(&f, "expired").await;
     })
     .await
     .expect("test exceeded 120 s");

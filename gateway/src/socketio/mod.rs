@@ -348,14 +348,29 @@ impl SocketIo {
         self.connect_or_restore(conn, nsp, auth);
     }
 
-    /// The client's event budget, when `limits.client_events_per_sec` is set.
-    fn event_budget(&self) -> Option<TokenBucket> {
-        (self.limits.client_events_per_sec > 0).then(|| {
+    /// A new socket of `conn` in `nsp` for `identity` (with the event
+    /// budget of `limits.client_events_per_sec`), and the rooms it joins.
+    fn socket_for(
+        &self,
+        conn: &Conn,
+        nsp: &Arc<str>,
+        identity: crate::auth::Identity,
+    ) -> (Socket, Vec<String>) {
+        let budget = (self.limits.client_events_per_sec > 0).then(|| {
             TokenBucket::new(
                 self.limits.client_events_per_sec,
                 self.limits.client_events_burst,
             )
-        })
+        });
+        let socket = Socket::new(
+            nsp.clone(),
+            conn.clone(),
+            identity.user,
+            identity.claims,
+            identity.expires_at,
+            budget,
+        );
+        (socket, identity.rooms)
     }
 
     /// Adds a socket to the Hub (the per-user limit applies) and the gauges.
@@ -386,14 +401,7 @@ impl SocketIo {
                 return self.refuse_connect(conn, &nsp, refusal.reason(), &refusal.message(), true);
             }
         };
-        let mut socket = Socket::new(
-            nsp.clone(),
-            conn.clone(),
-            identity.user,
-            identity.claims,
-            identity.expires_at,
-            self.event_budget(),
-        );
+        let (mut socket, rooms) = self.socket_for(conn, &nsp, identity);
         if self.recovery.is_some() {
             let id = socket.id;
             socket = socket.with_session(id, Sid::new().to_string().into_boxed_str(), false);
@@ -408,10 +416,10 @@ impl SocketIo {
                 true,
             );
         }
-        let created = self.hub.join(socket.id, &identity.rooms);
+        let created = self.hub.join(socket.id, &rooms);
         self.metrics.rooms.add(created as i64);
         conn.data.add(nsp.clone(), socket.id);
-        tracing::debug!(sid = %conn.sid, socket = %socket.id, nsp = &*nsp, user = ?socket.user, rooms = ?identity.rooms, "socket connected");
+        tracing::debug!(sid = %conn.sid, socket = %socket.id, nsp = &*nsp, user = ?socket.user, rooms = ?rooms, "socket connected");
         // Saved before the reply goes out, so even a client that loses its
         // gateway right after connecting can recover.
         self.save_session(&socket);

@@ -194,6 +194,7 @@ impl SocketIo {
             return;
         };
         let id = entry.id.parse::<StreamId>().ok();
+        let join = msg.message_type() == switchboard_wire::MessageType::SocketsJoin;
         match msg.body {
             ClusterBody::Broadcast(b) => {
                 self.metrics.bus_in.with_label_values(&["broadcast"]).inc();
@@ -201,19 +202,16 @@ impl SocketIo {
                 // and orders the entry against a replay in progress.
                 self.deliver_data(&nsp, &b.packet.data, &b.opts, received, id);
             }
-            ClusterBody::SocketsJoin(c) => {
+            ClusterBody::SocketsJoin(c) | ClusterBody::SocketsLeave(c) => {
                 self.metrics.bus_in.with_label_values(&["request"]).inc();
                 for socket in self.hub.targets(&nsp, &c.opts.rooms, &c.opts.except) {
-                    let created = self.hub.join(socket.id, &c.rooms);
-                    self.metrics.rooms.add(created as i64);
-                    self.save_session(&socket);
-                }
-            }
-            ClusterBody::SocketsLeave(c) => {
-                self.metrics.bus_in.with_label_values(&["request"]).inc();
-                for socket in self.hub.targets(&nsp, &c.opts.rooms, &c.opts.except) {
-                    let emptied = self.hub.leave(socket.id, &c.rooms);
-                    self.metrics.rooms.sub(emptied as i64);
+                    if join {
+                        let created = self.hub.join(socket.id, &c.rooms);
+                        self.metrics.rooms.add(created as i64);
+                    } else {
+                        let emptied = self.hub.leave(socket.id, &c.rooms);
+                        self.metrics.rooms.sub(emptied as i64);
+                    }
                     self.save_session(&socket);
                 }
             }
@@ -419,17 +417,8 @@ impl SocketIo {
             old.conn.data.remove_id(old.id);
             self.remove_socket(&old, SocketLeft::ClientNamespace);
         }
-        let socket = Arc::new(
-            Socket::new(
-                nsp.clone(),
-                conn.clone(),
-                identity.user,
-                identity.claims,
-                identity.expires_at,
-                self.event_budget(),
-            )
-            .with_session(sid, session.pid.clone().into_boxed_str(), true),
-        );
+        let (socket, _) = self.socket_for(conn, nsp, identity);
+        let socket = Arc::new(socket.with_session(sid, session.pid.clone().into_boxed_str(), true));
         conn.data.add(nsp.clone(), sid);
         if let Err(why) = self.admit(&socket) {
             conn.data.remove_id(sid);
