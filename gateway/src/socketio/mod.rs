@@ -93,6 +93,9 @@ pub struct SocketIo {
     pub(crate) streams: Option<switchboard_wire::streams::StreamsOptions>,
     /// Connection state recovery, when `recovery.enabled`.
     pub(crate) recovery: Option<crate::config::RecoveryConfig>,
+    /// The queue of the task writing recovery sessions in order.
+    session_writer:
+        std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<(String, streams::SessionOp)>>,
 }
 
 /// Why a client packet was refused; the label of `switchboard_bad_packets_total`.
@@ -156,6 +159,7 @@ impl SocketIo {
                 && config.redis.bus == crate::config::BusMode::Streams)
                 .then(|| config.redis.streams_options()),
             recovery: config.recovery.enabled.then(|| config.recovery.clone()),
+            session_writer: std::sync::OnceLock::new(),
         }
     }
 

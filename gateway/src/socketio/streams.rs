@@ -61,6 +61,60 @@ fn recovery_request(auth: Option<&serde_json::Value>) -> Option<(String, String)
     }
 }
 
+/// A write of a recovery session.
+pub(super) enum SessionOp {
+    /// `SET <key> <record> PX <ttl_ms>`.
+    Save {
+        /// The adapter's record (`Session::encode`).
+        record: String,
+        /// `recovery.max_disconnection_ms`.
+        ttl_ms: u64,
+    },
+    /// `DEL <key>`.
+    Delete,
+}
+
+/// Writes sessions in the order they were queued for each key (a stale
+/// room list never overwrites a newer one, a delete never lands before the
+/// save it follows): takes what is queued, keeps the last operation per
+/// key, runs those concurrently (distinct keys), then takes the next batch.
+/// A failure is logged and counted
+/// (`switchboard_bus_publish_errors_total{origin="session"}`).
+async fn write_sessions(
+    bus: Arc<crate::bus::Bus>,
+    metrics: crate::metrics::Metrics,
+    mut queue: tokio::sync::mpsc::UnboundedReceiver<(String, SessionOp)>,
+) {
+    let mut batch = Vec::new();
+    while queue.recv_many(&mut batch, 4096).await > 0 {
+        let Some(streams) = bus.streams() else {
+            return;
+        };
+        let mut latest: std::collections::HashMap<String, SessionOp> =
+            std::collections::HashMap::with_capacity(batch.len());
+        for (key, op) in batch.drain(..) {
+            latest.insert(key, op);
+        }
+        let writes = latest.into_iter().map(|(key, op)| async move {
+            match op {
+                SessionOp::Save { record, ttl_ms } => {
+                    streams.save_session(&key, &record, ttl_ms).await
+                }
+                SessionOp::Delete => streams.delete_session(&key).await,
+            }
+        });
+        for result in futures_util::future::join_all(writes).await {
+            if let Err(err) = result {
+                metrics
+                    .bus_publish_errors
+                    .with_label_values(&["session"])
+                    .inc();
+                tracing::warn!(%err, "recovery session not written");
+            }
+        }
+    }
+}
+
 /// Why a recovery did not happen.
 enum NotRecovered {
     /// A fresh session is created; the label of `switchboard_recoveries_total`.
@@ -266,11 +320,11 @@ impl SocketIo {
             data: json_to_msgpack(&serde_json::Value::Object(socket.claims.clone())),
         };
         let key = opts.session_key(pid);
-        let record = session.encode();
-        let ttl = recovery.max_disconnection_ms;
-        self.session_command(key, move |bus, key| {
-            Box::pin(async move { bus.save_session(&key, &record, ttl).await })
-        });
+        let op = SessionOp::Save {
+            record: session.encode(),
+            ttl_ms: recovery.max_disconnection_ms,
+        };
+        self.session_command(key, op);
     }
 
     /// Deletes `socket`'s session: it left for good (its own or the
@@ -279,35 +333,17 @@ impl SocketIo {
         let (Some(opts), Some(pid)) = (&self.streams, &socket.pid) else {
             return;
         };
-        self.session_command(opts.session_key(pid), |bus, key| {
-            Box::pin(async move { bus.delete_session(&key).await })
-        });
+        self.session_command(opts.session_key(pid), SessionOp::Delete);
     }
 
-    fn session_command<F>(&self, key: String, op: F)
-    where
-        F: for<'a> FnOnce(
-                &'a crate::bus::StreamsBus,
-                String,
-            ) -> std::pin::Pin<
-                Box<dyn Future<Output = Result<(), crate::bus::BusError>> + Send + 'a>,
-            > + Send
-            + 'static,
-    {
-        let bus = self.bus.clone();
-        let metrics = self.metrics.clone();
-        tokio::spawn(async move {
-            let Some(streams) = bus.streams() else {
-                return;
-            };
-            if let Err(err) = op(streams, key).await {
-                metrics
-                    .bus_publish_errors
-                    .with_label_values(&["session"])
-                    .inc();
-                tracing::warn!(%err, "recovery session not saved");
-            }
+    /// Queues a session write to the writer task (started on first use).
+    fn session_command(&self, key: String, op: SessionOp) {
+        let writer = self.session_writer.get_or_init(|| {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            tokio::spawn(write_sessions(self.bus.clone(), self.metrics.clone(), rx));
+            tx
         });
+        let _ = writer.send((key, op));
     }
 
     /// A socket left: keep its session for a reconnect when its connection
@@ -357,7 +393,11 @@ impl SocketIo {
                         io.connect_new(&conn, nsp, auth);
                     }
                     Err(NotRecovered::Refused(refusal)) => {
-                        io.metrics.recoveries.with_label_values(&["expired"]).inc();
+                        let outcome = match refusal {
+                            Refusal::Expired => "expired",
+                            _ => "invalid",
+                        };
+                        io.metrics.recoveries.with_label_values(&[outcome]).inc();
                         io.refuse_connect(&conn, &nsp, refusal.reason(), &refusal.message(), true);
                     }
                 }
