@@ -12,6 +12,9 @@
 //! gateways' readers resumed from their last ids after each reconnect; with
 //! pub/sub the events published while a subscription was down are lost.
 
+#[allow(unused_imports)] // its re-exports serve the deploy tests
+mod deploy_support;
+
 use std::{
     collections::HashSet,
     sync::{
@@ -215,6 +218,20 @@ async fn run() {
         assert!(
             gw.logs().contains("resuming from the last entry read"),
             "gateway {} never lost its stream reader's connection",
+            gw.port()
+        );
+    }
+    // Nothing was trimmed or reset under the readers: no loss counted.
+    for gw in &gateways {
+        let url = format!("{}/metrics", gw.url());
+        let (_, page) = tokio::task::spawn_blocking(move || switchboard_testkit::http_get(&url))
+            .await
+            .unwrap()
+            .expect("GET /metrics");
+        assert_eq!(
+            deploy_support::metric(&page, "switchboard_stream_lost_total", &[]),
+            0.0,
+            "gateway {} counted a loss",
             gw.port()
         );
     }
