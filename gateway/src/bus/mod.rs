@@ -14,7 +14,7 @@ mod streams;
 
 pub use streams::{StreamEntry, StreamsBus};
 
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use serde::Serialize;
@@ -191,17 +191,85 @@ impl Bus {
         }
     }
 
-    /// Runs one Redis command (for the peer directory) on the publisher's
-    /// pipelined connection, within `redis.publish_timeout_ms`; the embedded
-    /// bus has no Redis and answers with an error.
-    pub async fn command<T: ::redis::FromRedisValue>(
+    /// Claims `tag` in the peer registry hash `hash` with `entry` if no
+    /// entry holds it; false if one does.
+    ///
+    /// The bus runs no raw Redis command: besides pub/sub it offers only
+    /// these typed operations, the four `registry_*` ones being the peer
+    /// directory's storage ([`crate::peer_directory`]). All use the
+    /// publisher's pipelined connection, within `redis.publish_timeout_ms`;
+    /// the embedded bus has no Redis and answers each with an error.
+    pub async fn registry_claim(
         &self,
-        cmd: ::redis::Cmd,
-    ) -> Result<T, BusError> {
+        hash: &str,
+        tag: &str,
+        entry: &str,
+    ) -> Result<bool, BusError> {
         match &self.kind {
-            Kind::Memory(_) => Err(BusError::Command("no redis configured".into())),
-            Kind::Redis(r) => r.command(cmd).await,
-            Kind::Streams(s) => s.pubsub().command(cmd).await,
+            Kind::Memory(_) => Err(no_redis()),
+            Kind::Redis(r) => r.hash_set_nx(hash, tag, entry).await,
+            Kind::Streams(s) => s.pubsub().hash_set_nx(hash, tag, entry).await,
+        }
+    }
+
+    /// Writes (or overwrites) `tag`'s entry in the registry hash.
+    pub async fn registry_write(&self, hash: &str, tag: &str, entry: &str) -> Result<(), BusError> {
+        match &self.kind {
+            Kind::Memory(_) => Err(no_redis()),
+            Kind::Redis(r) => r.hash_set(hash, tag, entry).await,
+            Kind::Streams(s) => s.pubsub().hash_set(hash, tag, entry).await,
+        }
+    }
+
+    /// Every `(tag, entry)` in the registry hash.
+    pub async fn registry_entries(&self, hash: &str) -> Result<HashMap<String, String>, BusError> {
+        match &self.kind {
+            Kind::Memory(_) => Err(no_redis()),
+            Kind::Redis(r) => r.hash_get_all(hash).await,
+            Kind::Streams(s) => s.pubsub().hash_get_all(hash).await,
+        }
+    }
+
+    /// Removes the entries of `tags` from the registry hash (none: no-op).
+    pub async fn registry_remove(&self, hash: &str, tags: &[String]) -> Result<(), BusError> {
+        if tags.is_empty() {
+            return Ok(());
+        }
+        match &self.kind {
+            Kind::Memory(_) => Err(no_redis()),
+            Kind::Redis(r) => r.hash_del(hash, tags).await,
+            Kind::Streams(s) => s.pubsub().hash_del(hash, tags).await,
+        }
+    }
+
+    /// How many clients subscribe to `channel` on Redis (this gateway
+    /// included, if it does); the admin UI asks before a fleet-wide fetch.
+    /// The embedded bus has no other subscribers and answers with an error.
+    pub async fn subscribers(&self, channel: &str) -> Result<usize, BusError> {
+        match &self.kind {
+            Kind::Memory(_) => Err(no_redis()),
+            Kind::Redis(r) => r.subscribers(channel).await,
+            Kind::Streams(s) => s.pubsub().subscribers(channel).await,
+        }
+    }
+
+    /// Saves an admin UI login session under `key` for `ttl`, as
+    /// `@socket.io/admin-ui`'s `RedisStore` does (`SET key true EX ttl`),
+    /// so every gateway and Node server on this Redis accepts it.
+    pub async fn save_admin_session(&self, key: &str, ttl: Duration) -> Result<(), BusError> {
+        match &self.kind {
+            Kind::Memory(_) => Err(no_redis()),
+            Kind::Redis(r) => r.set_ex(key, "true", ttl).await,
+            Kind::Streams(s) => s.pubsub().set_ex(key, "true", ttl).await,
+        }
+    }
+
+    /// Whether the admin UI login session `key` exists (unexpired).
+    pub async fn admin_session_exists(&self, key: &str) -> Result<bool, BusError> {
+        match &self.kind {
+            Kind::Memory(_) => Err(no_redis()),
+            Kind::Redis(r) => r.exists(key).await,
+            Kind::Streams(s) => s.pubsub().exists(key).await,
         }
     }
 
@@ -221,6 +289,11 @@ impl Bus {
             _ => None,
         }
     }
+}
+
+/// The embedded bus's answer to an operation only Redis can do.
+fn no_redis() -> BusError {
+    BusError::Command("no redis configured".into())
 }
 
 /// Redis glob matching for the only pattern form the gateway uses: a

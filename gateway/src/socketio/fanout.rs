@@ -451,7 +451,9 @@ impl SocketIo {
     ) {
         let bus = self.bus.clone();
         let metrics = self.metrics.clone();
-        tokio::spawn(async move {
+        // Tracked: shutdown lets a publish in flight finish (within
+        // `redis.publish_timeout_ms`) before the bus stops.
+        self.tasks().spawn(async move {
             if let Err(err) = bus.publish(&channel, payload).await {
                 metrics
                     .bus_publish_errors

@@ -17,7 +17,7 @@ use std::{
     time::Duration,
 };
 
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use bytes::Bytes;
 use engineioxide_core::{Sid, Str};
@@ -96,6 +96,10 @@ pub struct SocketIo {
     /// The queue of the task writing recovery sessions in order.
     session_writer:
         std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<(String, streams::SessionOp)>>,
+    /// Background tasks that are not one connection's: the sweeper, the
+    /// admin timers, the cluster registration and publishes in flight.
+    /// Shutdown closes it and awaits them (bounded) before the bus stops.
+    tasks: TaskTracker,
 }
 
 /// Why a client packet was refused; the label of `switchboard_bad_packets_total`.
@@ -160,6 +164,7 @@ impl SocketIo {
                 .then(|| config.redis.streams_options()),
             recovery: config.recovery.enabled.then(|| config.recovery.clone()),
             session_writer: std::sync::OnceLock::new(),
+            tasks: TaskTracker::new(),
         }
     }
 
@@ -175,6 +180,11 @@ impl SocketIo {
             me: me.clone(),
             ..SocketIo::new(config, auth, metrics, bus)
         })
+    }
+
+    /// The tracker of the gateway's background tasks; see the field.
+    pub(crate) fn tasks(&self) -> &TaskTracker {
+        &self.tasks
     }
 
     /// Starts the Admin UI's timers, when enabled.
@@ -537,18 +547,14 @@ impl SocketIo {
     /// Disconnects every socket whose token expired (plus `auth.expiry_grace_s`)
     /// once a second, until `shutdown`. The client gets a CONNECT_ERROR
     /// "token expired" so it can refresh its token and reconnect.
-    pub fn spawn_expiry_sweeper(
-        self: &Arc<Self>,
-        tasks: &tokio_util::task::TaskTracker,
-        shutdown: CancellationToken,
-    ) {
+    pub fn spawn_expiry_sweeper(self: &Arc<Self>, shutdown: CancellationToken) {
         let io = self.clone();
         // Recovery sessions are saved again every half of their lifetime.
         let refresh_every = self
             .recovery
             .as_ref()
             .map(|r| (r.max_disconnection_ms / 2000).max(1));
-        tasks.spawn(async move {
+        self.tasks.spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             let mut ticks = 0u64;
             loop {
@@ -610,6 +616,8 @@ impl EngineHandler for SocketIo {
         let weak: Weak<Connection<Client>> = Arc::downgrade(conn);
         let timeout = self.connect_timeout;
         let metrics = self.metrics.clone();
+        // Per connection, untracked: it holds the connection weakly and ends
+        // after `socketio.connect_timeout`, whatever happens to it.
         tokio::spawn(async move {
             tokio::time::sleep(timeout).await;
             if let Some(conn) = weak.upgrade()

@@ -340,6 +340,9 @@ impl SocketIo {
     fn session_command(&self, key: String, op: SessionOp) {
         let writer = self.session_writer.get_or_init(|| {
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            // Untracked: it lives as long as this server (it ends when the
+            // queue's sender, held here, is dropped); shutdown does not wait
+            // for it, since every session was already saved at CONNECT.
             tokio::spawn(write_sessions(self.bus.clone(), self.metrics.clone(), rx));
             tx
         });
@@ -379,6 +382,8 @@ impl SocketIo {
             && let Some(io) = self.me.upgrade()
         {
             let conn = conn.clone();
+            // Per connection, untracked: one restore (a few Redis commands,
+            // each bounded by redis.publish_timeout_ms), then it ends.
             tokio::spawn(async move {
                 match io.restore(&conn, &nsp, &pid, &offset).await {
                     Ok(()) => {
