@@ -36,14 +36,19 @@
 //! let deliveries = batch.send().await?;
 //! # Ok(()) }
 //! ```
+//!
+//! Client events the gateways forward onto a Redis stream (`[[client.forward]] stream`) are
+//! consumed with [`stream::StreamConsumer`] (a consumer group: at least once, entries a dead
+//! worker left pending claimed by another).
 
 #![warn(missing_docs)]
 
 pub mod fleet;
 mod framing;
+pub mod presence;
+pub mod stream;
 
 use std::borrow::Cow;
-use std::fmt::Write as _;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -51,7 +56,7 @@ use rmpv::Value;
 use serde::Serialize;
 use switchboard_wire::{
     BroadcastFlags, Channels, DisconnectRequest, EMITTER_UID, Request, RequestOpts, RoomsRequest,
-    WireError,
+    WireError, room_template::RoomTemplate,
 };
 
 pub use switchboard_redis::{Mode, RedisSettings, Secret};
@@ -307,16 +312,10 @@ impl Broadcaster {
         if config.publish_timeout.is_zero() {
             return Err(PublishError::Config("publish_timeout must be > 0".into()));
         }
-        if !config.user_room_template.contains("{id}") {
-            return Err(PublishError::Config(
-                "user_room_template must contain {id}".into(),
-            ));
-        }
-        if !config.role_room_template.contains("{role}") {
-            return Err(PublishError::Config(
-                "role_room_template must contain {role}".into(),
-            ));
-        }
+        let user_room =
+            one_variable_template("user_room_template", &config.user_room_template, "id")?;
+        let role_room =
+            one_variable_template("role_room_template", &config.role_room_template, "role")?;
         let config_error =
             |e: switchboard_redis::SettingsError| PublishError::Config(e.to_string());
         let redis = Redis::new(&config.redis_settings()).map_err(config_error)?;
@@ -326,8 +325,8 @@ impl Broadcaster {
                 publisher,
                 channels: Channels::new(config.key.clone()),
                 framings: FramingCache::default(),
-                user_room: RoomTemplate::new(&config.user_room_template, "{id}"),
-                role_room: RoomTemplate::new(&config.role_room_template, "{role}"),
+                user_room,
+                role_room,
                 config,
             }),
         })
@@ -555,35 +554,29 @@ pub struct BroadcastOperator {
     framing: OnceLock<Arc<Framing>>,
 }
 
-/// A room name template (`user:{id}`) split at its placeholder once, so that
-/// filling it in is one allocation and no search.
-#[derive(Debug)]
-struct RoomTemplate {
-    /// The text around each placeholder: `["user:", ""]`.
-    parts: Vec<String>,
+/// Parses a room template that must read `{var}` and nothing else (the
+/// gateway's room-template engine, `switchboard_wire::room_template`).
+pub fn one_variable_template(
+    key: &str,
+    text: &str,
+    var: &str,
+) -> Result<RoomTemplate, PublishError> {
+    let template =
+        RoomTemplate::parse(text).map_err(|e| PublishError::Config(format!("{key}: {e}")))?;
+    if !template.only_uses(var) {
+        return Err(PublishError::Config(format!(
+            "{key} must contain {{{var}}} and no other placeholder (got {text:?})"
+        )));
+    }
+    Ok(template)
 }
 
-impl RoomTemplate {
-    fn new(template: &str, placeholder: &str) -> Self {
-        RoomTemplate {
-            parts: template.split(placeholder).map(str::to_string).collect(),
-        }
-    }
-
-    /// The template with every placeholder replaced by `value`.
-    fn fill(&self, value: impl std::fmt::Display) -> String {
-        let len: usize = self.parts.iter().map(String::len).sum();
-        let mut out = String::with_capacity(len + 16);
-        let mut parts = self.parts.iter();
-        if let Some(first) = parts.next() {
-            out.push_str(first);
-        }
-        for part in parts {
-            let _ = write!(out, "{value}");
-            out.push_str(part);
-        }
-        out
-    }
+/// `template` with `{var}` replaced by `value` (checked at construction to
+/// be its only variable).
+fn fill_one(template: &RoomTemplate, var: &str, value: impl std::fmt::Display) -> String {
+    template
+        .fill(var, value)
+        .unwrap_or_else(|| template.as_str().to_string())
 }
 
 fn push_unique(list: &mut Vec<String>, item: String) {
@@ -638,12 +631,12 @@ impl BroadcastOperator {
 
     /// The room name of a user under the configured template.
     pub fn user_room(&self, id: impl std::fmt::Display) -> String {
-        self.broadcaster.inner.user_room.fill(id)
+        fill_one(&self.broadcaster.inner.user_room, "id", id)
     }
 
     /// The room name of a role under the configured template.
     pub fn role_room(&self, role: impl std::fmt::Display) -> String {
-        self.broadcaster.inner.role_room.fill(role)
+        fill_one(&self.broadcaster.inner.role_room, "role", role)
     }
 
     /// Exclude a room or a socket id.
@@ -927,8 +920,10 @@ mod tests {
         assert_eq!(op.rooms(), ["a", "b"]);
         assert_eq!(b.to_user(42).rooms(), ["user:42"]);
         assert_eq!(b.to_role("admin").rooms(), ["role:admin"]);
-        assert_eq!(RoomTemplate::new("{id}/x/{id}", "{id}").fill(7), "7/x/7");
-        assert_eq!(RoomTemplate::new("plain", "{id}").fill(7), "plain");
+        let t = one_variable_template("t", "{id}/x/{id}", "id").unwrap();
+        assert_eq!(fill_one(&t, "id", 7), "7/x/7");
+        assert!(one_variable_template("t", "plain", "id").is_err());
+        assert!(one_variable_template("t", "u:{id}:{x}", "id").is_err());
         assert_eq!(b.of("chat").namespace(), "/chat");
         assert_eq!(b.of("/chat").namespace(), "/chat");
         let e = b.to_user(1).encode("ev", &()).unwrap();

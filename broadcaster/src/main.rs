@@ -43,7 +43,7 @@ EXAMPLES:\n  switchboard publish --role admin --event ticket_updated --data '{\"
 switchboard publish --user 42 --event notification --args '[\"assigned\", 7]'\n  \
 echo '{\"id\":7}' | switchboard publish --to room1 --event update --data -\n  \
 switchboard kick --user 42 --close\n  switchboard join --user 42 --room ticket:7\n  \
-switchboard status\n  switchboard sockets --user 42\n  switchboard sockets --room ticket:7 --json\n  switchboard rooms"
+switchboard status\n  switchboard presence chat_123\n  switchboard sockets --user 42\n  switchboard sockets --room ticket:7 --json\n  switchboard rooms"
 )]
 struct Cli {
     /// Redis URL (standalone mode): redis://host:6379, rediss://user:password@host:6380 for TLS.
@@ -421,6 +421,13 @@ enum Command {
         #[command(flatten)]
         fleet: FleetArgs,
     },
+    /// List who is in a room with presence (users, sockets, since when), from Redis.
+    Presence {
+        /// The room, e.g. chat_123.
+        room: String,
+        #[command(flatten)]
+        fleet: FleetArgs,
+    },
 }
 
 /// Options of the fleet commands.
@@ -546,12 +553,14 @@ async fn run_fleet(
             status.gathered
         }
         Command::Sockets { rooms, users, .. } => {
+            let template = switchboard_broadcaster::one_variable_template(
+                "--user-room-template",
+                &cli.user_room_template,
+                "id",
+            )
+            .map_err(|e| usage(e.to_string()))?;
             let mut rooms = rooms.clone();
-            rooms.extend(
-                users
-                    .iter()
-                    .map(|u| cli.user_room_template.replace("{id}", u)),
-            );
+            rooms.extend(users.iter().filter_map(|u| template.fill("id", u)));
             let sockets = fleet.sockets(rooms).await.map_err(publish_failure)?;
             cli_fleet::print_sockets(&sockets, fleet_args.json, cli.timeout_ms);
             sockets.gathered
@@ -639,6 +648,14 @@ async fn run(cli: Cli) -> Result<Done, Failure> {
         }
         Command::Status { .. } | Command::Sockets { .. } | Command::Rooms { .. } => {
             unreachable!("fleet commands return above")
+        }
+        Command::Presence { room, fleet } => {
+            let members = b
+                .presence_in(&fleet.namespace, &room)
+                .await
+                .map_err(publish_failure)?;
+            cli_fleet::print_presence(&room, &members, fleet.json);
+            return Ok(Done::Reported { complete: true });
         }
         Command::Kick { target, close, all } => {
             require_target(&target, all, "kick")?;

@@ -55,6 +55,11 @@ pub struct Config {
     pub admin: AdminConfig,
     /// `[recovery]`: connection state recovery (needs `redis.bus = "streams"`).
     pub recovery: RecoveryConfig,
+    /// `[client]`: rooms clients join and relay to, events forwarded to the
+    /// API (`[[client.rooms]]`, `[[client.forward]]`, `[client.hooks]`).
+    pub client: crate::actions::config::ClientConfig,
+    /// `[presence]`: who is online, who is in a room.
+    pub presence: crate::presence::PresenceConfig,
 }
 
 /// The HTTP listener and its shutdown behaviour.
@@ -648,6 +653,14 @@ pub enum ConfigError {
         /// What is wrong with it.
         message: String,
     },
+    /// A key with an index in its name, such as `client.rooms[1].allow`.
+    #[error("invalid configuration: `{key}`: {message}")]
+    InvalidKey {
+        /// The key, as in the TOML file, with the index of the table.
+        key: String,
+        /// What is wrong with it.
+        message: String,
+    },
     /// A `[redis]` connection key (the message names it as `redis.<key>`).
     #[error("invalid configuration: {0}")]
     Redis(#[from] switchboard_redis::SettingsError),
@@ -850,6 +863,7 @@ impl Config {
             ));
         }
         self.validate_cluster()?;
+        self.presence.validate()?;
         if self.api.keys.iter().any(|k| k.len() < 16) {
             return Err(invalid(
                 "api.keys",
@@ -859,7 +873,9 @@ impl Config {
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(invalid("log.format", "must be \"text\" or \"json\""));
         }
-        self.validate_admin()
+        self.validate_admin()?;
+        self.client.compile(self.redis.enabled())?;
+        Ok(())
     }
 
     fn validate_streams(&self) -> Result<(), ConfigError> {
@@ -1232,6 +1248,9 @@ fn env_value(key: &str, raw: &str) -> Figment {
         "server.trusted_proxies",
         "redis.sentinels",
         "redis.nodes",
+        "client.hooks.claims",
+        "presence.online_rooms",
+        "presence.claims",
     ];
     // Never read as a number or boolean: a hash, a secret or a name stays a string.
     let string_keys = [
@@ -1242,6 +1261,7 @@ fn env_value(key: &str, raw: &str) -> Figment {
         "redis.sentinel_password",
         "redis.sentinel_username",
         "redis.master_name",
+        "client.hooks.secret",
     ];
     let value: figment::value::Value = if list_keys.contains(&key) {
         raw.split(',')

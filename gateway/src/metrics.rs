@@ -27,6 +27,12 @@ const HEARTBEAT_BUCKETS: &[f64] = &[
 pub const API_ROUTES: &[(&str, &str)] = &[
     ("/api/v1/emit", "emit"),
     ("/api/v1/emit/batch", "emit_batch"),
+    ("/api/v1/presence", "presence"),
+    ("/api/v1/online", "online"),
+];
+/// Buckets of [`Metrics::presence_redis_seconds`], in seconds.
+const PRESENCE_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 2.0,
 ];
 
 /// Every counter and gauge the gateway exports, registered once at start.
@@ -55,6 +61,15 @@ pub struct Metrics {
     pub client_events: IntCounterVec,
     /// Rooms that currently hold at least one socket.
     pub rooms: IntGauge,
+    /// Rooms with presence tracked on this gateway (sockets here in them).
+    pub presence_rooms: IntGauge,
+    /// Presence entries this gateway holds (room members, online users).
+    pub presence_members: IntGauge,
+    /// Presence updates written, by operation (`upsert`, `remove`,
+    /// `refresh`, `reap`) and the announcements they caused.
+    pub presence_updates: IntCounterVec,
+    /// Latency of presence reads and writes against the store.
+    pub presence_redis_seconds: Histogram,
     /// Messages that arrived from the bus, by kind (`broadcast`, `request`).
     pub bus_in: IntCounterVec,
     /// Bus messages that could not be decoded, by kind.
@@ -85,6 +100,11 @@ pub struct Metrics {
     pub server_disconnects: IntCounterVec,
     /// Client events refused, by reason (`rate_limited`).
     pub client_events_refused: IntCounterVec,
+    /// Client actions (`join`, `leave`, `relay`, `forward`, `stream`) by
+    /// outcome: `ok` or the refusal reason the client's ack carries.
+    pub client_actions: IntCounterVec,
+    /// Round trip of a forwarded client event or a join hook to the API.
+    pub client_forward_seconds: Histogram,
     /// Requests forwarded to the gateway owning their sid, by transport and outcome.
     pub forwarded: IntCounterVec,
     /// Requests naming a foreign sid that were not forwarded, by reason
@@ -215,6 +235,28 @@ impl Metrics {
                 &["namespace"],
             ),
             rooms: gauge(&r, "switchboard_rooms", "Rooms with at least one socket"),
+            presence_rooms: gauge(
+                &r,
+                "switchboard_presence_rooms",
+                "Rooms with presence that this gateway holds members of",
+            ),
+            presence_members: gauge(
+                &r,
+                "switchboard_presence_members",
+                "Presence entries held by this gateway (room members and online users)",
+            ),
+            presence_updates: counter_vec(
+                &r,
+                "switchboard_presence_updates_total",
+                "Presence writes and announcements, by operation",
+                &["op"],
+            ),
+            presence_redis_seconds: histogram(
+                &r,
+                "switchboard_presence_redis_seconds",
+                "Latency of one presence store call (one script or batch)",
+                PRESENCE_BUCKETS,
+            ),
             bus_in: counter_vec(
                 &r,
                 "switchboard_bus_messages_total",
@@ -321,6 +363,18 @@ impl Metrics {
                 "switchboard_api_requests_total",
                 "Publish API requests, by route and HTTP status",
                 &["route", "status"],
+            ),
+            client_actions: counter_vec(
+                &r,
+                "switchboard_client_actions_total",
+                "Client actions (join, leave, relay, forward, stream) by outcome: ok or the refusal reason",
+                &["action", "outcome"],
+            ),
+            client_forward_seconds: histogram(
+                &r,
+                "switchboard_client_forward_seconds",
+                "Round trip of a forwarded client event or join hook to the API over HTTP",
+                DELIVERY_BUCKETS,
             ),
             delivery_latency: histogram(
                 &r,

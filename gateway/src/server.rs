@@ -32,6 +32,7 @@ use tokio::{
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
+    actions::Actions,
     api::PublishApi,
     auth::Authenticator,
     bus::Bus,
@@ -71,9 +72,11 @@ impl Gateway {
     /// Builds the gateway from a validated config and binds its listener.
     pub async fn bind(config: Config) -> anyhow::Result<BoundGateway> {
         let metrics = Metrics::new();
-        let auth = Authenticator::from_config(&config.auth)?;
+        let mut auth = Authenticator::from_config(&config.auth)?;
+        auth.keep_claims(crate::presence::Presence::claims_needed(&config.presence));
         let bus = Arc::new(Bus::connect(&config.redis, metrics.clone()).await?);
-        let io = SocketIo::new_shared(&config, auth, metrics.clone(), bus.clone());
+        let actions = Actions::from_config(&config, metrics.clone())?;
+        let io = SocketIo::new_shared(&config, auth, metrics.clone(), bus.clone(), actions);
         let admission = (config.limits.connects_per_sec > 0).then(|| {
             TokenBucket::new(config.limits.connects_per_sec, config.limits.connects_burst)
         });
@@ -87,7 +90,7 @@ impl Gateway {
         let listener = TcpListener::bind(addr).await.map_err(|e| {
             anyhow::anyhow!("cannot listen on {addr} (server.listen / SWITCHBOARD_PORT): {e}")
         })?;
-        let api = PublishApi::new(&config, bus.clone(), metrics.clone());
+        let api = PublishApi::new(&config, bus.clone(), io.presence.clone(), metrics.clone());
         Ok(BoundGateway {
             gateway: Arc::new(Gateway {
                 engine,
@@ -202,6 +205,15 @@ impl BoundGateway {
         let tasks = gateway.io.tasks().clone();
         gateway.io.spawn_expiry_sweeper(shutdown.child_token());
         gateway.io.start_admin(shutdown.child_token());
+        // Presence writes until shutdown, then removes the entries of the
+        // sessions being closed (bounded, within the 2 s below).
+        tasks.spawn(
+            gateway
+                .io
+                .presence
+                .clone()
+                .run(shutdown.child_token(), Duration::from_millis(1500)),
+        );
         let cluster_task = gateway
             .config
             .redis

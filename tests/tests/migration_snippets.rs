@@ -50,7 +50,7 @@ struct Snippet {
 }
 
 /// Every snippet the guide must have, and nothing else.
-const EXPECTED: [&str; 13] = [
+const EXPECTED: [&str; 18] = [
     "diagram",
     "before-express",
     "gateway-env",
@@ -62,6 +62,11 @@ const EXPECTED: [&str; 13] = [
     "curl",
     "python",
     "client-events",
+    "before-handlers",
+    "client-config",
+    "client-app",
+    "api-handler",
+    "stream-worker",
     "mixed-fleet",
     "nginx",
 ];
@@ -239,6 +244,30 @@ fn every_block_has_a_marker_and_static_snippets_match_their_sources() {
         snippet(&all, "client-events")
             .code
             .contains("\"ticket_viewed\"")
+    );
+
+    // before-handlers (not runnable: no Socket.IO server to replace here):
+    // every handler it shows is taken over by client-config.
+    let handlers = snippet(&all, "before-handlers").code;
+    let config = snippet(&all, "client-config").code;
+    for (on, configured) in [
+        ("socket.on('join:company'", "join_event = \"join:company\""),
+        ("socket.on('join_chat'", "join_event = \"join_chat\""),
+        ("socket.on('new_message'", "relay_event = \"new_message\""),
+        ("socket.on('send_message'", "events = [\"send_message\"]"),
+    ] {
+        assert!(handlers.contains(on), "before-handlers has {on}");
+        assert!(
+            config.contains(configured),
+            "client-config has {configured}"
+        );
+    }
+    assert!(handlers.contains("companyId !== user.company_id"));
+    assert!(config.contains("allow = \"{arg} == {company_id}\""));
+    assert!(
+        snippet(&all, "api-handler")
+            .code
+            .contains("io.to(`chat_${chatId}`).emit(\"message_saved\", saved)")
     );
 
     // The diagram names the routes the nginx snippet implements.
@@ -954,4 +983,183 @@ async fn api_post(gw: &GatewayProcess, key: &str, body: Value) -> (u16, Value) {
         resp.status,
         serde_json::from_slice(&resp.body).unwrap_or(Value::Null),
     )
+}
+
+// ---------------------------------------------- client handlers (section 6)
+
+/// Section 6: the old server's handlers as `[client]` configuration
+/// (`client-config`), the unchanged client (`client-app`), the API endpoint
+/// that took over the business logic (`api-handler`) and the stream worker
+/// (`stream-worker`), all run for real: two gateways on one Redis, the
+/// official socket.io-client, Node's http server checking the signature.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_handler_snippets_work_end_to_end() {
+    let all = snippets(&guide());
+    let redis = redis();
+    let redis_url = redis.url();
+    let jwt_secret = "migration-client-secret-0123456789abcdef";
+
+    // The API endpoint (api-handler) on a free port, with the hook secret
+    // the gateway configuration names.
+    let config = snippet(&all, "client-config").code;
+    let hook_secret = config
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("secret = \""))
+        .and_then(|rest| rest.split('"').next())
+        .expect("client-config sets client.hooks.secret")
+        .to_string();
+    let api_port = free_port();
+    let f_api = node_file("api-handler", &snippet(&all, "api-handler").code);
+    let api = Running::spawn(
+        "api-handler snippet",
+        node_cmd(
+            &f_api,
+            &[
+                ("REDIS_URL", redis_url.clone()),
+                ("PORT", api_port.to_string()),
+                ("SWITCHBOARD_HOOK_SECRET", hook_secret.clone()),
+            ],
+        ),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", api_port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "api-handler never listened: {}",
+            api.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Two gateways configured by client-config (its API URL pointed at the
+    // snippet's server).
+    assert!(config.contains("http://127.0.0.1:8080/realtime/events"));
+    let toml = config.replace("127.0.0.1:8080", &format!("127.0.0.1:{api_port}"));
+    let mut gws = Vec::new();
+    for _ in 0..2 {
+        let gw = GatewayProcess::start_async(
+            GatewayOptions::new()
+                .config_toml(toml.clone())
+                .secret(jwt_secret)
+                .redis(redis_url.clone()),
+        )
+        .await
+        .expect("gateway with the client-config snippet starts");
+        wait_ready(&gw, T).await;
+        gws.push(gw);
+    }
+    let token = |sub: &str, company: &str| {
+        Claims::new()
+            .sub(sub)
+            .claim("company_id", company)
+            .sign_hs256(jwt_secret)
+    };
+
+    // Bob, on the second gateway, in chat 123; not allowed into company c1.
+    let node = node().await;
+    connect(
+        &node,
+        "bob",
+        &gws[1],
+        ConnectOptions::new()
+            .websocket_only()
+            .token(token("bob", "c2")),
+    )
+    .await;
+    let ack = |who: &'static str, event: &'static str, arg: &'static str| {
+        let node = &node;
+        async move {
+            node.emit_with_ack(who, event, vec![json!(arg)], T)
+                .await
+                .expect("ack")
+        }
+    };
+    assert_eq!(
+        ack("bob", "join_chat", "123").await,
+        json!([{"ok": true, "room": "chat_123"}])
+    );
+    assert_eq!(
+        ack("bob", "join:company", "c1").await,
+        json!([{"ok": false, "error": "forbidden"}])
+    );
+
+    // Alice runs the client-app snippet on the first gateway.
+    let code = format!(
+        r#"// --- test harness (not part of the snippet) ---
+import {{ io }} from "socket.io-client";
+const socket = io(process.env.GATEWAY_URL, {{ auth: {{ token: process.env.TOKEN }}, transports: ["websocket"], reconnection: false }});
+const user = {{ company_id: "c1" }};
+const chatId = "123";
+await new Promise((resolve, reject) => {{ socket.on("connect", resolve); socket.on("connect_error", reject); }});
+// --- the snippet ---
+{}"#,
+        snippet(&all, "client-app").code
+    );
+    let f_client = node_file("client-app", &code);
+    let mut alice = Running::spawn(
+        "client-app snippet",
+        node_cmd(
+            &f_client,
+            &[
+                ("GATEWAY_URL", gws[0].url()),
+                ("TOKEN", token("alice", "c1")),
+            ],
+        ),
+    );
+    alice
+        .expect_line(r#"joined {"ok":true,"room":"company:c1"}"#, T)
+        .await;
+    alice
+        .expect_line(r#"joined {"ok":true,"room":"chat_123"}"#, T)
+        .await;
+    let saved = json!({"id": 1, "chatId": "123", "text": "hello", "user": "alice"});
+    alice
+        .expect_line(&format!("send_message ack {saved}"), T)
+        .await;
+
+    // The relay reached Bob once, with Alice's verified identity; the saved
+    // message reached both (the API published it to chat_123).
+    let relayed = expect_once(&node, "bob", "new_message").await;
+    assert_eq!(relayed[0], json!({"text": "typing..."}));
+    assert_eq!(relayed[1]["room"], json!("chat_123"));
+    assert_eq!(relayed[1]["from"]["user"], json!("alice"));
+    assert_eq!(
+        expect_once(&node, "bob", "message_saved").await,
+        vec![saved.clone()]
+    );
+    // (It may have come before the ack, and been read already.)
+    let line = format!("message_saved {saved}");
+    if !alice.seen.contains(&line) {
+        alice.expect_line(&line, T).await;
+    }
+
+    // ticket_viewed went onto the stream; the stream-worker snippet handles
+    // and acknowledges it.
+    let f_worker = node_file("stream-worker", &snippet(&all, "stream-worker").code);
+    let mut worker = Running::spawn(
+        "stream-worker snippet",
+        node_cmd(&f_worker, &[("REDIS_URL", redis_url.clone())]),
+    );
+    worker
+        .expect_line("user alice viewed ticket 7", Duration::from_secs(20))
+        .await;
+    let deadline = Instant::now() + T;
+    loop {
+        let pending = redis
+            .command(&["XPENDING", "socket.io-upstream", "audit"])
+            .expect("XPENDING");
+        let count = pending
+            .as_array()
+            .and_then(|a| a.first())
+            .and_then(|c| c.as_int());
+        if count == Some(0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the worker never acknowledged: {pending:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop((worker, alice, api));
 }

@@ -20,6 +20,10 @@
 //! * [`streams`]: the streams adapter's stream keys (`hashCode` sharding), XADD fields and
 //!   pub/sub messages.
 //! * [`recovery`]: connection state recovery: session records, offsets, replay filtering.
+//! * [`client_event`]: a client event as the gateway forwards it to the API (HTTP body, stream
+//!   entry), read by the broadcaster's stream consumer.
+//! * [`room_template`]: room names from templates (`user:{sub}`, `role:{role}`, `chat_{arg}`),
+//!   shared by the gateway's auth, HTTP API and client rules and by the broadcaster.
 //! * [`socketio`]: turns bus packet data into the Socket.IO v5 packet text (plus binary
 //!   attachments) exactly as a Node `socket.io` 4.x server would, and JSON <-> msgpack values.
 //!
@@ -40,12 +44,15 @@
 #![warn(missing_docs)]
 
 pub mod channel;
+pub mod client_event;
 pub mod cluster;
 mod js;
 pub mod message;
 pub mod msgpack;
+pub mod presence;
 pub mod recovery;
 pub mod request;
+pub mod room_template;
 pub mod sharded;
 pub mod socketio;
 pub mod streams;

@@ -1,6 +1,7 @@
 //! The HTTP publish API, for services in languages with no Socket.IO
 //! emitter: `POST /api/v1/emit` and `POST /api/v1/emit/batch`, authorized
-//! by API keys from config.
+//! by API keys from config; and the presence queries `GET
+//! /api/v1/presence?room=` and `GET /api/v1/online?user=` (same keys).
 //!
 //! With Redis configured the gateway publishes into Redis in the emitter
 //! format, so every gateway (and every Node server on the same Redis)
@@ -21,13 +22,14 @@ use serde_json::json;
 use switchboard_wire::{
     BroadcastFlags, BroadcastMessage, BroadcastOptions, BusPacket, Channels, RESERVED_EVENTS,
     encode_broadcast, json_to_msgpack,
+    room_template::{self, RoomTemplate},
 };
 
 mod key_guard;
 
 use crate::{
     bus::Bus, client_ip::TrustedProxies, config::Config, engine::Body, http::json,
-    log_throttle::LogThrottle, metrics::Metrics,
+    log_throttle::LogThrottle, metrics::Metrics, presence::Presence,
 };
 use key_guard::{ApiKeys, FailedKeyLimiter};
 
@@ -90,10 +92,13 @@ pub struct PublishApi {
     bus: Arc<Bus>,
     channels: Channels,
     namespaces: Vec<String>,
-    user_template: Option<String>,
-    role_template: Option<String>,
+    /// The `auth.rooms` template whose only variable is the user claim.
+    user_template: Option<(RoomTemplate, String)>,
+    /// The `auth.rooms` template whose only variable is `{role}`.
+    role_template: Option<RoomTemplate>,
     body_read_timeout: std::time::Duration,
     metrics: Metrics,
+    presence: Arc<Presence>,
 }
 
 /// A client-visible API error.
@@ -115,8 +120,21 @@ fn err(status: StatusCode, reason: &'static str, message: impl Into<String>) -> 
 }
 
 impl PublishApi {
-    pub(crate) fn new(config: &Config, bus: Arc<Bus>, metrics: Metrics) -> Self {
-        let user_claim = format!("{{{}}}", config.auth.user_claim);
+    pub(crate) fn new(
+        config: &Config,
+        bus: Arc<Bus>,
+        presence: Arc<Presence>,
+        metrics: Metrics,
+    ) -> Self {
+        let user_claim = config.auth.user_claim.clone();
+        // Templates that do not parse stop the start earlier (auth); here
+        // they are simply not candidates.
+        let templates: Vec<RoomTemplate> = config
+            .auth
+            .rooms
+            .iter()
+            .filter_map(|t| RoomTemplate::parse(t).ok())
+            .collect();
         PublishApi {
             keys: ApiKeys::new(&config.api.keys),
             failed_keys: FailedKeyLimiter::default(),
@@ -124,20 +142,16 @@ impl PublishApi {
             bus,
             channels: Channels::new(config.redis.key.clone()),
             namespaces: config.socketio.namespaces.clone(),
-            user_template: config
-                .auth
-                .rooms
+            user_template: templates
                 .iter()
-                .find(|t| t.contains(&user_claim))
-                .map(|t| t.replace(&user_claim, "{id}")),
-            role_template: config
-                .auth
-                .rooms
-                .iter()
-                .find(|t| t.contains("{role}"))
-                .cloned(),
+                .find(|t| t.only_uses(&user_claim))
+                .map(|t| (t.clone(), user_claim.clone())),
+            role_template: templates
+                .into_iter()
+                .find(|t| t.only_uses(room_template::ROLE)),
             body_read_timeout: config.body_read_timeout(),
             metrics,
+            presence,
         }
     }
 
@@ -196,6 +210,17 @@ impl PublishApi {
                     StatusCode::METHOD_NOT_ALLOWED,
                     "method_not_allowed",
                     "use POST",
+                ));
+            }
+            (&Method::GET, "/api/v1/presence" | "/api/v1/online") => {
+                self.authorize(&req, client)?;
+                return self.presence_query(&req).await;
+            }
+            (_, "/api/v1/presence" | "/api/v1/online") => {
+                return Err(err(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method_not_allowed",
+                    "use GET",
                 ));
             }
             _ => return Err(err(StatusCode::NOT_FOUND, "not_found", "unknown API path")),
@@ -261,6 +286,58 @@ impl PublishApi {
         } else {
             json!({ "ok": true, "receivers": receivers.first().copied().unwrap_or(0) })
         })
+    }
+
+    /// `GET /api/v1/presence?room=R[&namespace=/]` and
+    /// `GET /api/v1/online?user=U`.
+    async fn presence_query(&self, req: &Request<Incoming>) -> Result<serde_json::Value, ApiError> {
+        let bad = |msg: &str| err(StatusCode::BAD_REQUEST, "invalid_request", msg);
+        let query: std::collections::HashMap<String, String> =
+            form_urlencoded::parse(req.uri().query().unwrap_or_default().as_bytes())
+                .into_owned()
+                .collect();
+        let unavailable = |e: crate::bus::BusError| {
+            err(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "bus_unavailable",
+                e.to_string(),
+            )
+        };
+        if req.uri().path() == "/api/v1/online" {
+            let user = query
+                .get("user")
+                .filter(|u| !u.is_empty())
+                .ok_or_else(|| bad("give ?user=<user id>"))?;
+            if !self.presence.tracks_online() {
+                return Err(err(
+                    StatusCode::CONFLICT,
+                    "online_not_tracked",
+                    "online state is not tracked: set presence.online_rooms or presence.track_online",
+                ));
+            }
+            let member = self.presence.online(user).await.map_err(unavailable)?;
+            return Ok(json!({
+                "ok": true,
+                "user": user,
+                "online": member.is_some(),
+                "sockets": member.as_ref().map_or(0, |m| m.sockets),
+                "since": member.map(|m| m.joined_at),
+            }));
+        }
+        let room = query
+            .get("room")
+            .filter(|r| !r.is_empty())
+            .ok_or_else(|| bad("give ?room=<room>"))?;
+        let nsp = query.get("namespace").map_or("/", String::as_str);
+        if !self.namespaces.iter().any(|n| n == nsp) {
+            return Err(bad("unknown namespace"));
+        }
+        let members = self
+            .presence
+            .members(nsp, room)
+            .await
+            .map_err(unavailable)?;
+        Ok(json!({ "ok": true, "room": room, "namespace": nsp, "members": members }))
     }
 
     fn authorize(&self, req: &Request<Incoming>, client: IpAddr) -> Result<(), ApiError> {
@@ -372,14 +449,15 @@ impl PublishApi {
                 .user_template
                 .as_ref()
                 .ok_or_else(|| bad("`users` needs a user room template in auth.rooms".into()))?;
-            rooms.push(template.replace("{id}", user));
+            let (template, var) = template;
+            rooms.extend(template.fill(var, user));
         }
         for role in &m.roles {
             let template = self
                 .role_template
                 .as_ref()
                 .ok_or_else(|| bad("`roles` needs a {role} template in auth.rooms".into()))?;
-            rooms.push(template.replace("{role}", role));
+            rooms.extend(template.fill(room_template::ROLE, role));
         }
         if rooms.is_empty() && !m.broadcast {
             return Err(bad(

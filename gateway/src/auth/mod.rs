@@ -29,6 +29,7 @@ use std::collections::HashSet;
 use serde_json::{Map, Value};
 
 pub use refusal::Refusal;
+pub use rooms::roles_in;
 pub use verify::MAX_TOKEN_BYTES;
 
 use rooms::RoomPlan;
@@ -102,6 +103,17 @@ impl Authenticator {
             allow_anonymous: cfg.allow_anonymous,
             kept_claims,
         })
+    }
+
+    /// Also keeps these claims in [`Identity::claims`]: the ones the
+    /// client rules read and `client.hooks.claims` (sent to the API).
+    pub fn keep_claims(&mut self, names: impl IntoIterator<Item = String>) {
+        for name in names {
+            if let Some((first, _)) = name.split_once('.') {
+                self.kept_claims.insert(first.to_string());
+            }
+            self.kept_claims.insert(name);
+        }
     }
 
     /// Authenticates one CONNECT.

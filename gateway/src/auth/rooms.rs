@@ -1,6 +1,8 @@
 //! Verified claims -> the user name and the rooms a connection joins.
 //!
-//! Templates from `auth.rooms` are parsed once at start. At CONNECT each is
+//! Templates from `auth.rooms` are parsed once at start with the shared
+//! room-template engine (`switchboard_wire::room_template`, also used by the
+//! HTTP API, the client room rules and the broadcaster). At CONNECT each is
 //! filled from the claims:
 //! - `{role}` expands to one room per role found in the `auth.role_claims`
 //!   claims (a string or an array of strings; union, deduplicated);
@@ -15,112 +17,24 @@
 use std::collections::HashSet;
 
 use serde_json::{Map, Value};
+use switchboard_wire::room_template::{self, RoomTemplate, Vars, claim_text};
 
 use super::Refusal;
 use crate::config::{AuthConfig, ConfigError};
 
-/// The placeholder that expands to one room per role.
-const ROLE_PLACEHOLDER: &str = "role";
-
-/// One piece of a parsed room template.
-///
-/// Parsing once at start keeps the per-connection work to lookups and
-/// string pushes, and turns a broken template into a start-up error.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Part {
-    /// Text copied as is.
-    Literal(String),
-    /// `{role}`: one room per role.
-    Role,
-    /// `{claim}` or `{a.b}`: the claim's value.
-    Claim(String),
-}
-
-/// A room template such as `user:{sub}` or `role_{role}`, parsed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Template {
-    parts: Vec<Part>,
-}
-
-impl Template {
-    fn parse(text: &str) -> Result<Template, ConfigError> {
-        let bad = |why: &str| ConfigError::Invalid {
-            key: "auth.rooms",
-            message: format!("template {text:?}: {why}"),
-        };
-        let mut parts = Vec::new();
-        let mut rest = text;
-        while !rest.is_empty() {
-            match rest.find(['{', '}']) {
-                None => {
-                    parts.push(Part::Literal(rest.to_string()));
-                    break;
-                }
-                Some(i) if rest[i..].starts_with('}') => return Err(bad("'}' without '{'")),
-                Some(i) => {
-                    if i > 0 {
-                        parts.push(Part::Literal(rest[..i].to_string()));
-                    }
-                    let after = &rest[i + 1..];
-                    let end = after.find('}').ok_or_else(|| bad("'{' without '}'"))?;
-                    let name = after[..end].trim();
-                    if name.is_empty() || name.contains('{') {
-                        return Err(bad("placeholders look like {claim} or {role}"));
-                    }
-                    parts.push(if name == ROLE_PLACEHOLDER {
-                        Part::Role
-                    } else {
-                        Part::Claim(name.to_string())
-                    });
-                    rest = &after[end + 1..];
-                }
-            }
-        }
-        if parts.is_empty() {
-            return Err(bad("room names must not be empty"));
-        }
-        Ok(Template { parts })
-    }
-
-    /// Claim paths this template reads (not counting `{role}`).
-    fn claim_paths(&self) -> impl Iterator<Item = &str> {
-        self.parts.iter().filter_map(|p| match p {
-            Part::Claim(path) => Some(path.as_str()),
-            _ => None,
-        })
-    }
-
-    /// Rooms from this template, in role order; none if a claim is missing
-    /// or the template uses `{role}` and there are no roles.
-    fn expand(&self, claims: &Map<String, Value>, roles: &[String], out: &mut Vec<String>) {
-        let uses_role = self.parts.contains(&Part::Role);
-        let role_values: Vec<Option<&str>> = if uses_role {
-            roles.iter().map(|r| Some(r.as_str())).collect()
-        } else {
-            vec![None]
-        };
-        'role: for role in role_values {
-            let mut room = String::new();
-            for part in &self.parts {
-                match part {
-                    Part::Literal(text) => room.push_str(text),
-                    Part::Role => room.push_str(role.unwrap_or_default()),
-                    Part::Claim(path) => match lookup(claims, path).and_then(scalar) {
-                        Some(value) => room.push_str(&value),
-                        None => break 'role,
-                    },
-                }
-            }
-            out.push(room);
-        }
-    }
+/// Parses one `auth.rooms` template; an error names `auth.rooms`.
+fn parse_template(text: &str) -> Result<RoomTemplate, ConfigError> {
+    RoomTemplate::parse(text).map_err(|e| ConfigError::Invalid {
+        key: "auth.rooms",
+        message: e.to_string(),
+    })
 }
 
 /// How claims become a user name and rooms; built once from
 /// [`AuthConfig`] and shared by all connections.
 #[derive(Debug, Clone)]
 pub struct RoomPlan {
-    templates: Vec<Template>,
+    templates: Vec<RoomTemplate>,
     public_rooms: Vec<String>,
     role_claims: Vec<String>,
     user_claim: String,
@@ -148,7 +62,7 @@ impl RoomPlan {
             templates: cfg
                 .rooms
                 .iter()
-                .map(|t| Template::parse(t))
+                .map(|t| parse_template(t))
                 .collect::<Result<_, _>>()?,
             public_rooms: dedup(cfg.public_rooms.clone()),
             role_claims: cfg.role_claims.clone(),
@@ -167,20 +81,25 @@ impl RoomPlan {
     /// null or empty, and [`Refusal::InvalidClaim`] when it is neither a
     /// string nor a number.
     pub fn resolve(&self, claims: &Map<String, Value>) -> Result<Resolved, Refusal> {
-        let user = match lookup(claims, &self.user_claim) {
+        let user = match room_template::claim(claims, &self.user_claim) {
             None | Some(Value::Null) => return Err(Refusal::MissingClaim(self.user_claim.clone())),
             Some(Value::String(s)) if s.is_empty() => {
                 return Err(Refusal::MissingClaim(self.user_claim.clone()));
             }
             Some(value) => {
-                scalar(value).ok_or_else(|| Refusal::InvalidClaim(self.user_claim.clone()))?
+                claim_text(value).ok_or_else(|| Refusal::InvalidClaim(self.user_claim.clone()))?
             }
         };
 
         let roles = self.roles(claims);
+        let vars = Vars {
+            claims,
+            roles: &roles,
+            arg: None,
+        };
         let mut rooms = Vec::new();
         for template in &self.templates {
-            template.expand(claims, &roles, &mut rooms);
+            template.expand(&vars, &mut rooms);
         }
         rooms.extend(self.public_rooms.iter().cloned());
         Ok(Resolved {
@@ -198,7 +117,8 @@ impl RoomPlan {
         let paths = self
             .templates
             .iter()
-            .flat_map(Template::claim_paths)
+            .flat_map(RoomTemplate::variables)
+            .filter(|v| *v != room_template::ROLE)
             .chain(self.role_claims.iter().map(String::as_str))
             .chain(std::iter::once(self.user_claim.as_str()));
         for path in paths {
@@ -212,41 +132,23 @@ impl RoomPlan {
 
     /// Union of the roles in the role claims, in claim order, deduplicated.
     fn roles(&self, claims: &Map<String, Value>) -> Vec<String> {
-        let mut roles = Vec::new();
-        for name in &self.role_claims {
-            match lookup(claims, name) {
-                Some(Value::Array(items)) => roles.extend(items.iter().filter_map(scalar)),
-                Some(value) => roles.extend(scalar(value)),
-                None => {}
-            }
+        roles_in(claims, &self.role_claims)
+    }
+}
+
+/// The roles in `role_claims` of `claims` (each a string or an array of
+/// strings): their union, in claim order, deduplicated.
+pub fn roles_in(claims: &Map<String, Value>, role_claims: &[String]) -> Vec<String> {
+    let mut roles = Vec::new();
+    for name in role_claims {
+        match room_template::claim(claims, name) {
+            Some(Value::Array(items)) => roles.extend(items.iter().filter_map(claim_text)),
+            Some(value) => roles.extend(claim_text(value)),
+            None => {}
         }
-        roles.retain(|r| !r.is_empty());
-        dedup(roles)
     }
-}
-
-/// A claim by name: the literal key first (URL-style claim names contain
-/// dots), then a walk through nested objects along the dots.
-fn lookup<'a>(claims: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {
-    if let Some(value) = claims.get(path) {
-        return Some(value);
-    }
-    let mut segments = path.split('.');
-    let mut current = claims.get(segments.next()?)?;
-    for segment in segments {
-        current = current.as_object()?.get(segment)?;
-    }
-    Some(current)
-}
-
-/// A claim value usable in a room name: a non-empty string, or a number as
-/// JSON writes it (`42`, `1.5`). Booleans, null, arrays and objects are not.
-fn scalar(value: &Value) -> Option<String> {
-    match value {
-        Value::String(s) if !s.is_empty() => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
+    roles.retain(|r| !r.is_empty());
+    dedup(roles)
 }
 
 /// Keeps the first occurrence of each name, in order.

@@ -10,8 +10,10 @@
 
 mod memory;
 mod redis;
+mod store_link;
 mod streams;
 
+pub use store_link::StoreLink;
 pub use streams::{StreamEntry, StreamsBus};
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
@@ -270,6 +272,16 @@ impl Bus {
             Kind::Memory(_) => Err(no_redis()),
             Kind::Redis(r) => r.exists(key).await,
             Kind::Streams(s) => s.pubsub().exists(key).await,
+        }
+    }
+
+    /// The Redis connection for a store that owns its own keys (presence,
+    /// client-action streams); `None` for the embedded bus.
+    pub fn store_link(&self) -> Option<StoreLink> {
+        match &self.kind {
+            Kind::Memory(_) => None,
+            Kind::Redis(r) => Some(r.store_link()),
+            Kind::Streams(s) => Some(s.pubsub().store_link()),
         }
     }
 

@@ -205,11 +205,12 @@ impl RedisBus {
     }
 
     fn error(&self, e: switchboard_redis::Error) -> BusError {
-        match e {
-            switchboard_redis::Error::Timeout { .. } => BusError::Timeout(self.publish_timeout_ms),
-            switchboard_redis::Error::Server { .. } => BusError::Command(e.to_string()),
-            other => BusError::Unreachable(other.to_string()),
-        }
+        super::store_link::to_bus_error(e, self.publish_timeout_ms)
+    }
+
+    /// The publisher's connection for a store's own commands.
+    pub fn store_link(&self) -> super::StoreLink {
+        super::StoreLink::new(self.publisher.clone(), self.publish_timeout_ms)
     }
 
     pub fn status(&self) -> BusStatus {

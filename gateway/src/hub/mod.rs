@@ -286,6 +286,22 @@ impl<T: Clone> Hub<T> {
             .unwrap_or_default()
     }
 
+    /// Whether socket `id` is in `room` (its own id not counted).
+    pub fn is_in(&self, id: Sid, room: &str) -> bool {
+        self.socket_shard(&id)
+            .read()
+            .get(&id)
+            .is_some_and(|e| e.rooms.iter().any(|r| &**r == room))
+    }
+
+    /// How many rooms socket `id` is in (its own id not counted).
+    pub fn rooms_len(&self, id: Sid) -> usize {
+        self.socket_shard(&id)
+            .read()
+            .get(&id)
+            .map_or(0, |e| e.rooms.len())
+    }
+
     /// Every room name of `nsp` (for the adapter's `allRooms`), socket ids
     /// included as Socket.IO does.
     pub fn all_rooms(&self, nsp: &str) -> Vec<String> {

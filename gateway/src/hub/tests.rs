@@ -54,6 +54,24 @@ fn join_and_targets() {
 }
 
 #[test]
+fn membership_queries() {
+    let hub = Hub::new();
+    let ns = nsp("/");
+    let a = add(&hub, &ns, 1, None);
+    hub.join(a, &["r1", "r2"]);
+    assert!(hub.is_in(a, "r1"));
+    assert!(!hub.is_in(a, "r3"));
+    assert!(!hub.is_in(a, a.as_str()), "its own id is not a stored room");
+    assert_eq!(hub.rooms_len(a), 2);
+    hub.leave(a, &["r1"]);
+    assert!(!hub.is_in(a, "r1"));
+    assert_eq!(hub.rooms_len(a), 1);
+    hub.remove(a);
+    assert!(!hub.is_in(a, "r2"));
+    assert_eq!(hub.rooms_len(a), 0);
+}
+
+#[test]
 fn joining_twice_is_one_membership() {
     let hub = Hub::new();
     let ns = nsp("/");

@@ -220,6 +220,11 @@ impl SocketIo {
                 for socket in self.request_targets(nsp, req.sid.as_deref(), req.opts.as_ref()) {
                     let emptied = self.hub.leave(socket.id, &req.rooms);
                     self.metrics.rooms.sub(emptied as i64);
+                    // A room with presence left by the API or the emitter
+                    // is left in presence too.
+                    for room in &req.rooms {
+                        self.presence.left(&socket, room);
+                    }
                     if let Some(admin) = &self.admin_events {
                         admin.rooms_left(&socket, &req.rooms);
                     }

@@ -43,6 +43,7 @@ pub(crate) fn packets_connect_error(nsp: &str, message: &str) -> crate::engine::
 pub use socket::Socket;
 
 use crate::{
+    actions::Actions,
     admin::Admin,
     auth::Authenticator,
     bus::Bus,
@@ -52,6 +53,7 @@ use crate::{
     engine::{CloseReason, Connection, EngineHandler, TokenBucket},
     hub::{Hub, NewSocket},
     metrics::Metrics,
+    presence::Presence,
 };
 
 /// An Engine.IO connection as the session layer holds it.
@@ -83,12 +85,15 @@ pub struct SocketIo {
     /// The same, only in development mode: the per-socket hooks test this
     /// one field, so they cost one branch when the admin is off or in
     /// production mode.
-    admin_events: Option<Arc<Admin>>,
+    pub(crate) admin_events: Option<Arc<Admin>>,
+    /// The `[client]` rules (room joins, relays, forwards), when any.
+    pub(crate) actions: Option<Arc<Actions>>,
+    /// This server itself, for the tasks actions spawn (empty unless built
+    /// by [`SocketIo::new_shared`]).
+    me: Weak<SocketIo>,
     /// The address peers forward to (`cluster.advertise_addr`), reported to
     /// `switchboard status`.
     pub(crate) advertise: Option<String>,
-    /// This server itself, for the tasks a CONNECT may start (recovery).
-    me: Weak<SocketIo>,
     /// Streams mode (`redis.bus = "streams"`): the adapter options.
     pub(crate) streams: Option<switchboard_wire::streams::StreamsOptions>,
     /// Connection state recovery, when `recovery.enabled`.
@@ -96,6 +101,8 @@ pub struct SocketIo {
     /// The queue of the task writing recovery sessions in order.
     session_writer:
         std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<(String, streams::SessionOp)>>,
+    /// Who is online and in which rooms with presence.
+    pub presence: Arc<Presence>,
     /// Background tasks that are not one connection's: the sweeper, the
     /// admin timers, the cluster registration and publishes in flight.
     /// Shutdown closes it and awaits them (bounded) before the bus stops.
@@ -127,7 +134,39 @@ impl BadPacket {
 }
 
 impl SocketIo {
-    pub fn new(config: &Config, auth: Authenticator, metrics: Metrics, bus: Arc<Bus>) -> Self {
+    /// A server shared behind an `Arc`, with the `[client]` rules in
+    /// `actions` (see [`Actions::from_config`]).
+    pub fn new_shared(
+        config: &Config,
+        auth: Authenticator,
+        metrics: Metrics,
+        bus: Arc<Bus>,
+        actions: Option<Actions>,
+    ) -> Arc<Self> {
+        Arc::new_cyclic(|me| SocketIo {
+            me: me.clone(),
+            ..SocketIo::new(config, auth, metrics, bus, actions)
+        })
+    }
+
+    /// This server as an `Arc`, for spawned tasks; `None` when it was not
+    /// built by [`SocketIo::new_shared`] (or is shutting down).
+    pub(crate) fn shared(&self) -> Option<Arc<SocketIo>> {
+        self.me.upgrade()
+    }
+
+    /// A server; actions that wait (relays, forwards, hooks) need
+    /// [`SocketIo::new_shared`].
+    pub fn new(
+        config: &Config,
+        mut auth: Authenticator,
+        metrics: Metrics,
+        bus: Arc<Bus>,
+        actions: Option<Actions>,
+    ) -> Self {
+        if let Some(actions) = &actions {
+            auth.keep_claims(actions.referenced_claims());
+        }
         let parse_config = ParseConfig {
             max_incoming_binaries: config.socketio.max_attachments,
             max_incoming_binary_buf_size: usize::try_from(config.engine.max_payload)
@@ -148,38 +187,26 @@ impl SocketIo {
             parse_config,
             auth,
             hub: Hub::new(),
-            metrics,
-            bus,
+            metrics: metrics.clone(),
+            bus: bus.clone(),
             channels: switchboard_wire::Channels::new(config.redis.key.clone()),
             upstream_key: config.redis.key.clone(),
-            uid,
             limits: config.limits.clone(),
             expiry_grace_s: config.auth.expiry_grace_s,
             admin,
             admin_events,
-            advertise: config.advertise_addr().ok().map(|a| a.to_string()),
+            actions: actions.map(Arc::new),
             me: Weak::new(),
+            advertise: config.advertise_addr().ok().map(|a| a.to_string()),
             streams: (config.redis.enabled()
                 && config.redis.bus == crate::config::BusMode::Streams)
                 .then(|| config.redis.streams_options()),
             recovery: config.recovery.enabled.then(|| config.recovery.clone()),
             session_writer: std::sync::OnceLock::new(),
+            presence: Arc::new(Presence::new(config, &uid, bus.clone(), metrics.clone())),
+            uid,
             tasks: TaskTracker::new(),
         }
-    }
-
-    /// [`SocketIo::new`], shared, with the reference to itself that
-    /// recovery tasks use.
-    pub fn new_shared(
-        config: &Config,
-        auth: Authenticator,
-        metrics: Metrics,
-        bus: Arc<Bus>,
-    ) -> Arc<Self> {
-        Arc::new_cyclic(|me| SocketIo {
-            me: me.clone(),
-            ..SocketIo::new(config, auth, metrics, bus)
-        })
     }
 
     /// The tracker of the gateway's background tasks; see the field.
@@ -441,6 +468,7 @@ impl SocketIo {
             Some(pid) => packets::connect_with_pid(&nsp, socket.id.as_str(), pid),
             None => packets::connect(&nsp, socket.id.as_str()),
         });
+        self.presence.connected(&socket);
         if let Some(admin) = &self.admin_events {
             admin.socket_connected(&socket);
         }
@@ -474,12 +502,16 @@ impl SocketIo {
             .client_events
             .with_label_values(&[&socket.nsp])
             .inc();
+        let actions = self.actions.as_ref().filter(|a| a.handles(event));
         if !socket.allow_event() {
             self.metrics
                 .client_events_refused
                 .with_label_values(&["rate_limited"])
                 .inc();
             tracing::debug!(socket = %socket.id, "client event over its rate; refused");
+            if let Some(actions) = actions {
+                return actions.refuse_rate_limited(socket, event, ack);
+            }
             if let Some(id) = ack {
                 socket.send_all([packets::ack(
                     &socket.nsp,
@@ -489,16 +521,79 @@ impl SocketIo {
             }
             return;
         }
+        if event == PRESENCE_EVENT && actions.is_none() && self.presence.has_rooms() {
+            return self.on_presence_query(socket, &args, ack);
+        }
         if let Some(admin) = &self.admin_events {
             admin.event_received(socket, &args);
         }
         let attachments: Vec<Bytes> = attachments.map(Vec::from).unwrap_or_default();
+        if let Some(actions) = actions {
+            return actions
+                .clone()
+                .on_event(self, socket, args, attachments, ack);
+        }
         upstream::relay(self, socket.clone(), args, attachments, ack);
+    }
+
+    /// `socket.emit("presence", room, ack)`: the room's members, for a
+    /// socket that counts in the room's presence (a member of a room with
+    /// presence). Without an ack there is nothing to answer.
+    fn on_presence_query(
+        &self,
+        socket: &Arc<Socket>,
+        args: &[serde_json::Value],
+        ack: Option<i64>,
+    ) {
+        let room = match args.get(1) {
+            Some(serde_json::Value::String(room)) => Some(room.clone()),
+            Some(serde_json::Value::Number(n)) => Some(n.to_string()),
+            _ => None,
+        };
+        let refused = match &room {
+            None => Some("invalid_argument"),
+            Some(room) if !self.presence.counts_in(socket, room) => Some("not_a_member"),
+            Some(_) if ack.is_none() => Some("no_ack"),
+            Some(_) => None,
+        };
+        if let Some(reason) = refused {
+            self.metrics
+                .client_events_refused
+                .with_label_values(&[&format!("presence_{reason}")])
+                .inc();
+            tracing::debug!(socket = %socket.id, ?room, reason, "presence query refused");
+            if let Some(id) = ack {
+                socket.send_all([packets::ack(
+                    &socket.nsp,
+                    id,
+                    &serde_json::json!([{ "ok": false, "error": reason }]),
+                )]);
+            }
+            return;
+        }
+        let (Some(room), Some(id)) = (room, ack) else {
+            return;
+        };
+        let presence = self.presence.clone();
+        let socket = socket.clone();
+        tokio::spawn(async move {
+            let answer = match presence.members(&socket.nsp, &room).await {
+                Ok(members) => {
+                    serde_json::json!([{ "ok": true, "room": room, "members": members }])
+                }
+                Err(e) => {
+                    tracing::info!(socket = %socket.id, room, error = %e, "presence query failed");
+                    serde_json::json!([{ "ok": false, "error": "unavailable" }])
+                }
+            };
+            socket.send_all([packets::ack(&socket.nsp, id, &answer)]);
+        });
     }
 
     /// Removes a socket from the rooms and the gauges.
     fn remove_socket(&self, socket: &Socket, why: SocketLeft) {
         self.keep_or_drop_session(socket, why);
+        self.presence.disconnected(socket);
         let emptied = self.hub.remove(socket.id);
         self.metrics.rooms.sub(emptied as i64);
         self.metrics.sockets.dec();
@@ -592,6 +687,9 @@ impl SocketIo {
         }
     }
 }
+
+/// The client event that asks for a room's members.
+const PRESENCE_EVENT: &str = "presence";
 
 /// Refused CONNECTs on one session before it is closed.
 const MAX_REFUSED_CONNECTS: u8 = 3;

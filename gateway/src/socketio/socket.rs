@@ -133,6 +133,11 @@ impl Socket {
         self.conn.send_all(frames)
     }
 
+    /// Answers the client's ack `id` with JSON arguments (an array).
+    pub fn ack(&self, id: i64, args: &serde_json::Value) -> bool {
+        self.send_all([super::packets::ack(&self.nsp, id, args)])
+    }
+
     /// Takes one event from the socket's budget; false when over its rate.
     pub fn allow_event(&self) -> bool {
         self.event_budget

@@ -526,6 +526,7 @@ impl SocketIo {
         }
         socket.end_replay(last.or(Some(since)));
         conn.send(packets::connect_with_pid(nsp, sid.as_str(), &session.pid));
+        self.presence.connected(&socket);
         self.save_session(&socket);
         if conn.is_closed() {
             // The connection ended during the restore; on_close may have

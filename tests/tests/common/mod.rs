@@ -191,6 +191,17 @@ pub async fn api_post(base: String, path: &str, body: Value) -> (u16, Value) {
     (resp.status, v)
 }
 
+/// `GET <gateway><path>` with the test API key: status and JSON body.
+pub async fn api_get(gw: &GatewayProcess, path: &str) -> (u16, Value) {
+    let url = format!("{}{path}", gw.url());
+    let auth = format!("Bearer {API_KEY}");
+    let resp = http("GET", &url, &[("authorization", auth.as_str())], None)
+        .await
+        .expect("GET");
+    let v = serde_json::from_slice(&resp.body).unwrap_or(Value::Null);
+    (resp.status, v)
+}
+
 /// [`api_emit`] that must succeed.
 pub async fn api_emit_ok(gw: &GatewayProcess, body: Value) -> Value {
     let (status, v) = api_emit(gw, body.clone()).await;
