@@ -241,6 +241,38 @@ pub fn print_rooms(r: &FleetRooms, as_json: bool, timeout_ms: u64) {
     );
 }
 
+/// `switchboard presence ROOM`: one line per member.
+pub fn print_presence(
+    room: &str,
+    members: &[switchboard_broadcaster::presence::Member],
+    as_json: bool,
+) {
+    if as_json {
+        println!("{}", json!({ "room": room, "members": members }));
+        return;
+    }
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let mut t = Table::new(vec!["USER", "SOCKETS", "SINCE", "CLAIMS"]);
+    t.rows = members
+        .iter()
+        .map(|m| {
+            vec![
+                m.user.clone(),
+                m.sockets.to_string(),
+                format!(
+                    "{} ago",
+                    human_duration(now_ms.saturating_sub(m.joined_at) / 1000)
+                ),
+                Value::Object(m.claims.clone()).to_string(),
+            ]
+        })
+        .collect();
+    println!("{}", t.render());
+    println!("{} member(s) in {room}", members.len());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

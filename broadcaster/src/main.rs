@@ -43,7 +43,7 @@ EXAMPLES:\n  switchboard publish --role admin --event ticket_updated --data '{\"
 switchboard publish --user 42 --event notification --args '[\"assigned\", 7]'\n  \
 echo '{\"id\":7}' | switchboard publish --to room1 --event update --data -\n  \
 switchboard kick --user 42 --close\n  switchboard join --user 42 --room ticket:7\n  \
-switchboard status\n  switchboard sockets --user 42\n  switchboard sockets --room ticket:7 --json\n  switchboard rooms"
+switchboard status\n  switchboard presence chat_123\n  switchboard sockets --user 42\n  switchboard sockets --room ticket:7 --json\n  switchboard rooms"
 )]
 struct Cli {
     /// Redis URL (standalone mode): redis://host:6379, rediss://user:password@host:6380 for TLS.
@@ -93,6 +93,44 @@ struct Cli {
     /// Exit with code 4 when no subscriber (gateway or server) received the message.
     #[arg(long, global = true)]
     require_delivery: bool,
+    /// The fleet's bus: `pubsub` (the redis-adapter format) or `streams` (the
+    /// @socket.io/redis-streams-adapter 0.3 format, gateways with redis.bus = "streams").
+    #[arg(
+        long,
+        env = "SWITCHBOARD_REDIS__BUS",
+        default_value = "pubsub",
+        value_parser = ["pubsub", "streams"],
+        global = true,
+        help_heading = "Connection"
+    )]
+    bus: String,
+    /// Streams mode: the stream key (the fleet's redis.stream_name / streamName).
+    #[arg(
+        long,
+        env = "SWITCHBOARD_REDIS__STREAM_NAME",
+        default_value = "socket.io",
+        global = true,
+        help_heading = "Connection"
+    )]
+    stream_name: String,
+    /// Streams mode: the fleet's redis.stream_count (streamCount).
+    #[arg(
+        long,
+        env = "SWITCHBOARD_REDIS__STREAM_COUNT",
+        default_value_t = std::num::NonZeroU32::MIN,
+        global = true,
+        help_heading = "Connection"
+    )]
+    stream_count: std::num::NonZeroU32,
+    /// Streams mode: XADD ... MAXLEN ~ this (the fleet's redis.stream_max_len / maxLen).
+    #[arg(
+        long,
+        env = "SWITCHBOARD_REDIS__STREAM_MAX_LEN",
+        default_value_t = 10_000,
+        global = true,
+        help_heading = "Connection"
+    )]
+    stream_max_len: u64,
     #[command(subcommand)]
     command: Command,
 }
@@ -383,6 +421,13 @@ enum Command {
         #[command(flatten)]
         fleet: FleetArgs,
     },
+    /// List who is in a room with presence (users, sockets, since when), from Redis.
+    Presence {
+        /// The room, e.g. chat_123.
+        room: String,
+        #[command(flatten)]
+        fleet: FleetArgs,
+    },
 }
 
 /// Options of the fleet commands.
@@ -555,6 +600,13 @@ async fn run(cli: Cli) -> Result<Done, Failure> {
         publish_timeout: Duration::from_millis(cli.timeout_ms.max(1)),
         user_room_template: cli.user_room_template.clone(),
         role_room_template: cli.role_room_template.clone(),
+        streams: (cli.bus == "streams").then(|| switchboard_broadcaster::StreamsOptions {
+            stream_name: cli.stream_name.clone(),
+            stream_count: cli.stream_count,
+            channels: switchboard_wire::ClusterChannels::new(cli.key.clone()),
+            max_len: cli.stream_max_len,
+            ..Default::default()
+        }),
         ..Default::default()
     })
     .map_err(publish_failure)?;
@@ -596,6 +648,14 @@ async fn run(cli: Cli) -> Result<Done, Failure> {
         }
         Command::Status { .. } | Command::Sockets { .. } | Command::Rooms { .. } => {
             unreachable!("fleet commands return above")
+        }
+        Command::Presence { room, fleet } => {
+            let members = b
+                .presence_in(&fleet.namespace, &room)
+                .await
+                .map_err(publish_failure)?;
+            cli_fleet::print_presence(&room, &members, fleet.json);
+            return Ok(Done::Reported { complete: true });
         }
         Command::Kick { target, close, all } => {
             require_target(&target, all, "kick")?;
@@ -645,6 +705,14 @@ fn main() -> ExitCode {
             } else {
                 ExitCode::from(EXIT_INCOMPLETE)
             }
+        }
+        Ok(Done::Published(d)) if d.stream_id.is_some() => {
+            println!(
+                "appended to {}: entry {}",
+                d.channel,
+                d.stream_id.unwrap_or_default()
+            );
+            ExitCode::SUCCESS
         }
         Ok(Done::Published(d)) => {
             println!(

@@ -14,7 +14,8 @@
 //! - [`metrics`]: Prometheus counters and gauges for all of the above;
 //! - [`admin`]: the server side of the official Socket.IO Admin UI;
 //! - [`actions`]: what clients may do by `[client]` policy: join, leave and
-//!   relay to rooms, forward events to the API (HTTP or a Redis stream).
+//!   relay to rooms, forward events to the API (HTTP or a Redis stream);
+//! - [`presence`]: who is online and who is in a room, across the fleet.
 
 #![warn(missing_docs)]
 
@@ -35,6 +36,7 @@ pub(crate) mod log_throttle;
 pub mod logging;
 pub(crate) mod metrics;
 pub(crate) mod peer_directory;
+pub mod presence;
 pub mod server;
 pub(crate) mod socketio;
 

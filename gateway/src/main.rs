@@ -74,6 +74,8 @@ fn run(config: Config) -> ExitCode {
     };
     runtime.block_on(async {
         let shutdown = CancellationToken::new();
+        // Lives until the first signal, which cancels `shutdown`; the
+        // process ends after `server::run` returns, whatever it is doing.
         tokio::spawn(wait_for_signal(shutdown.clone()));
         match server::run(config, shutdown).await {
             Ok(()) => ExitCode::SUCCESS,

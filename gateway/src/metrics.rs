@@ -27,6 +27,12 @@ const HEARTBEAT_BUCKETS: &[f64] = &[
 pub const API_ROUTES: &[(&str, &str)] = &[
     ("/api/v1/emit", "emit"),
     ("/api/v1/emit/batch", "emit_batch"),
+    ("/api/v1/presence", "presence"),
+    ("/api/v1/online", "online"),
+];
+/// Buckets of [`Metrics::presence_redis_seconds`], in seconds.
+const PRESENCE_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 2.0,
 ];
 
 /// Every counter and gauge the gateway exports, registered once at start.
@@ -55,6 +61,15 @@ pub struct Metrics {
     pub client_events: IntCounterVec,
     /// Rooms that currently hold at least one socket.
     pub rooms: IntGauge,
+    /// Rooms with presence tracked on this gateway (sockets here in them).
+    pub presence_rooms: IntGauge,
+    /// Presence entries this gateway holds (room members, online users).
+    pub presence_members: IntGauge,
+    /// Presence updates written, by operation (`upsert`, `remove`,
+    /// `refresh`, `reap`) and the announcements they caused.
+    pub presence_updates: IntCounterVec,
+    /// Latency of presence reads and writes against the store.
+    pub presence_redis_seconds: Histogram,
     /// Messages that arrived from the bus, by kind (`broadcast`, `request`).
     pub bus_in: IntCounterVec,
     /// Bus messages that could not be decoded, by kind.
@@ -67,6 +82,14 @@ pub struct Metrics {
     pub bus_outages: IntCounter,
     /// Publishes to the bus that failed, by origin.
     pub bus_publish_errors: IntCounterVec,
+    /// Streams mode: stream entries known lost to this gateway's reader, by
+    /// reason (`trimmed`: MAXLEN dropped them before they were read;
+    /// `reset`: the stream vanished, e.g. Redis restarted without persistence).
+    pub stream_lost: IntCounterVec,
+    /// Connection state recovery attempts, by outcome (`recovered`,
+    /// `expired`: no session or too late, `trimmed`: missed events no longer
+    /// in the stream, `invalid`, `error`).
+    pub recoveries: IntCounterVec,
     /// Socket.IO packets queued to clients.
     pub messages_out: IntCounter,
     /// Bytes queued to clients (Engine.IO framing included).
@@ -212,6 +235,28 @@ impl Metrics {
                 &["namespace"],
             ),
             rooms: gauge(&r, "switchboard_rooms", "Rooms with at least one socket"),
+            presence_rooms: gauge(
+                &r,
+                "switchboard_presence_rooms",
+                "Rooms with presence that this gateway holds members of",
+            ),
+            presence_members: gauge(
+                &r,
+                "switchboard_presence_members",
+                "Presence entries held by this gateway (room members and online users)",
+            ),
+            presence_updates: counter_vec(
+                &r,
+                "switchboard_presence_updates_total",
+                "Presence writes and announcements, by operation",
+                &["op"],
+            ),
+            presence_redis_seconds: histogram(
+                &r,
+                "switchboard_presence_redis_seconds",
+                "Latency of one presence store call (one script or batch)",
+                PRESENCE_BUCKETS,
+            ),
             bus_in: counter_vec(
                 &r,
                 "switchboard_bus_messages_total",
@@ -238,6 +283,18 @@ impl Metrics {
                 &r,
                 "switchboard_bus_reconnects_total",
                 "Bus reconnect attempts",
+            ),
+            stream_lost: counter_vec(
+                &r,
+                "switchboard_stream_lost_total",
+                "Streams mode: stream entries lost to this gateway's reader, by reason",
+                &["reason"],
+            ),
+            recoveries: counter_vec(
+                &r,
+                "switchboard_recoveries_total",
+                "Connection state recovery attempts, by outcome",
+                &["outcome"],
             ),
             bus_publish_errors: counter_vec(
                 &r,
@@ -361,6 +418,12 @@ impl Metrics {
         for kind in ["broadcast", "request"] {
             self.bus_in.with_label_values(&[kind]);
             self.bus_decode_errors.with_label_values(&[kind]);
+        }
+        for reason in ["trimmed", "reset"] {
+            self.stream_lost.with_label_values(&[reason]);
+        }
+        for outcome in ["recovered", "expired", "trimmed", "invalid", "error"] {
+            self.recoveries.with_label_values(&[outcome]);
         }
         for (_, route) in API_ROUTES {
             self.api_requests.with_label_values(&[route, "200"]);

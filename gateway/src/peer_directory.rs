@@ -84,31 +84,17 @@ impl PeerDirectory {
     /// Claims `tag` for `addr` if no entry holds it (`HSETNX`); false if
     /// one does, live or not, and the caller picks another tag.
     pub async fn claim(&self, bus: &Bus, tag: &str, addr: SocketAddr) -> Result<bool, BusError> {
-        bus.command::<bool>(
-            redis::cmd("HSETNX")
-                .arg(&self.key)
-                .arg(tag)
-                .arg(entry(addr, Self::TTL))
-                .clone(),
-        )
-        .await
+        bus.registry_claim(&self.key, tag, &entry(addr, Self::TTL))
+            .await
     }
 
     /// Rewrites this gateway's entry, then reloads the directory from the
     /// hash and prunes long-dead entries. A failed refresh keeps the last
     /// known directory (peers keep being reached during a Redis blip).
     pub async fn refresh(&self, bus: &Bus, tag: &str, addr: SocketAddr) -> Result<(), BusError> {
-        bus.command::<i64>(
-            redis::cmd("HSET")
-                .arg(&self.key)
-                .arg(tag)
-                .arg(entry(addr, Self::TTL))
-                .clone(),
-        )
-        .await?;
-        let all: HashMap<String, String> = bus
-            .command(redis::cmd("HGETALL").arg(&self.key).clone())
+        bus.registry_write(&self.key, tag, &entry(addr, Self::TTL))
             .await?;
+        let all = bus.registry_entries(&self.key).await?;
         let now = now_ms();
         let prune_before = now.saturating_sub(Self::PRUNE_AFTER.as_millis() as u64);
         let mut live = HashMap::new();
@@ -135,10 +121,7 @@ impl PeerDirectory {
                 "peer directory full; the peers left out are not forwarded to"
             );
         }
-        if !dead.is_empty() {
-            bus.command::<i64>(redis::cmd("HDEL").arg(&self.key).arg(&dead).clone())
-                .await?;
-        }
+        bus.registry_remove(&self.key, &dead).await?;
         self.size.set(live.len() as i64);
         *self.peers.write() = live;
         Ok(())
@@ -147,9 +130,7 @@ impl PeerDirectory {
     /// Removes this gateway's entry, so peers stop forwarding here at their
     /// next refresh rather than after the TTL.
     pub async fn deregister(&self, bus: &Bus, tag: &str) -> Result<(), BusError> {
-        bus.command::<i64>(redis::cmd("HDEL").arg(&self.key).arg(tag).clone())
-            .await
-            .map(|_| ())
+        bus.registry_remove(&self.key, &[tag.to_string()]).await
     }
 
     /// The address of the live peer with `tag`, from memory.

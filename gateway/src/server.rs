@@ -39,7 +39,7 @@ use crate::{
     cluster::Cluster,
     config::Config,
     conn_slot::SlottedStream,
-    engine::{Body, CloseReason, Engine, EngineSettings, TokenBucket},
+    engine::{Body, CloseReason, Engine, EngineQuery, EngineSettings, TokenBucket},
     http::json,
     log_throttle::LogThrottle,
     metrics::Metrics,
@@ -72,7 +72,8 @@ impl Gateway {
     /// Builds the gateway from a validated config and binds its listener.
     pub async fn bind(config: Config) -> anyhow::Result<BoundGateway> {
         let metrics = Metrics::new();
-        let auth = Authenticator::from_config(&config.auth)?;
+        let mut auth = Authenticator::from_config(&config.auth)?;
+        auth.keep_claims(crate::presence::Presence::claims_needed(&config.presence));
         let bus = Arc::new(Bus::connect(&config.redis, metrics.clone()).await?);
         let actions = Actions::from_config(&config, metrics.clone())?;
         let io = SocketIo::new_shared(&config, auth, metrics.clone(), bus.clone(), actions);
@@ -89,7 +90,7 @@ impl Gateway {
         let listener = TcpListener::bind(addr).await.map_err(|e| {
             anyhow::anyhow!("cannot listen on {addr} (server.listen / SWITCHBOARD_PORT): {e}")
         })?;
-        let api = PublishApi::new(&config, bus.clone(), metrics.clone());
+        let api = PublishApi::new(&config, bus.clone(), io.presence.clone(), metrics.clone());
         Ok(BoundGateway {
             gateway: Arc::new(Gateway {
                 engine,
@@ -113,17 +114,15 @@ impl Gateway {
         if path == sio_path || Some(path) == sio_path.strip_suffix('/') {
             // While draining, refuse new sessions only: requests for open
             // sessions (ours, or forwarded to their owner) still go through.
-            let new_session = !req
-                .uri()
-                .query()
-                .is_some_and(|q| q.split('&').any(|p| p.starts_with("sid=")));
-            if new_session && self.draining.load(Ordering::Acquire) {
+            // The query is parsed here, once, and handed down.
+            let query = EngineQuery::of(&req);
+            if query.opens_session() && self.draining.load(Ordering::Acquire) {
                 return json(
                     StatusCode::SERVICE_UNAVAILABLE,
                     &serde_json::json!({"code": 3, "message": "gateway is shutting down"}),
                 );
             }
-            return self.engine.handle(req, remote).await;
+            return self.engine.handle(req, query, remote).await;
         }
         match (req.method(), path) {
             (&Method::GET, "/healthz") => {
@@ -199,12 +198,22 @@ impl BoundGateway {
         let bus_task = gateway
             .bus
             .start(gateway.io.clone(), shutdown.child_token());
-        // Background tasks that shutdown awaits (bounded below).
-        let tasks = TaskTracker::new();
-        gateway
-            .io
-            .spawn_expiry_sweeper(&tasks, shutdown.child_token());
+        // Background tasks that shutdown awaits (bounded below): the
+        // sweeper, the admin timers, the cluster registration and publishes
+        // in flight. The bus's subscriber is its own task, stopped by its
+        // token and aborted last.
+        let tasks = gateway.io.tasks().clone();
+        gateway.io.spawn_expiry_sweeper(shutdown.child_token());
         gateway.io.start_admin(shutdown.child_token());
+        // Presence writes until shutdown, then removes the entries of the
+        // sessions being closed (bounded, within the 2 s below).
+        tasks.spawn(
+            gateway
+                .io
+                .presence
+                .clone()
+                .run(shutdown.child_token(), Duration::from_millis(1500)),
+        );
         let cluster_task = gateway
             .config
             .redis
@@ -269,7 +278,7 @@ impl BoundGateway {
         {
             tracing::warn!(
                 cluster = cluster_task.is_some(),
-                "background tasks (peer de-registration) did not finish in 2 s"
+                "background tasks (peer de-registration, publishes in flight) did not finish in 2 s"
             );
         }
         if let Some(task) = bus_task {
@@ -358,6 +367,8 @@ fn refuse_connection(
     let Ok(permit) = refusals.clone().try_acquire_owned() else {
         return;
     };
+    // Per connection: one refused connection's answer, bounded in time and
+    // in number (`MAX_REFUSALS_IN_FLIGHT`).
     tokio::spawn(async move {
         let _permit = permit;
         let body = r#"{"code":3,"message":"Too many connections to this gateway; retry later"}"#;

@@ -247,13 +247,28 @@ async fn admin_ui_sees_and_acts_on_the_whole_fleet() {
     );
     assert!(stats_a["uptime"].as_f64().unwrap() > 0.0);
     stats_of(&d, "ui", &server_id(&gw_b), |s| s["clientsCount"] == 1).await;
-    // Aggregated events count what happened (the two app connections at least).
-    let mut connections = 0;
-    while connections < 2 {
-        for gw in [&gw_a, &gw_b] {
+    // Aggregated events count what happened: a connection made on each
+    // gateway while the UI listens shows up in that gateway's next
+    // `server_stats`. (Each `server_stats` carries the buckets since the
+    // previous one, listened to or not, as `@socket.io/admin-ui` clears its
+    // buffer on every emit: the connections above may have been reported
+    // before this UI logged in. Waiting for them, unbounded, once hung this
+    // test in CI.)
+    for (name, gw) in [("tick-a", &gw_a), ("tick-b", &gw_b)] {
+        connect(&d, name, gw, ConnectOptions::new().token(token(name))).await;
+        let deadline = tokio::time::Instant::now() + T * 2;
+        let mut connections = 0;
+        while connections == 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{name}'s connection not counted in a server_stats of {} within {:?}",
+                server_id(gw),
+                T * 2
+            );
             let stats = stats_of(&d, "ui", &server_id(gw), |_| true).await;
             connections += count_of(&stats, "rawConnection");
         }
+        d.disconnect(name).await.unwrap();
     }
 
     // The session id logs in through the other gateway (sessions in Redis).

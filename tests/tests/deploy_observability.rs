@@ -268,7 +268,7 @@ async fn dashboard_and_alerts_query_only_what_the_gateway_exports() {
     )
     .await;
     // A protocol violation on a raw websocket.
-    let mut raw = RawWs::connect(&gw, "").await.unwrap();
+    let mut raw = RawWs::connect(gw.port(), "").await.unwrap();
     raw.socketio_connect(&token("carol")).await.unwrap();
     raw.send_text("4zzz").await.unwrap();
     raw.expect_closed(T).await.unwrap();

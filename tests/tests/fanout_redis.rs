@@ -137,7 +137,9 @@ async fn sockets_join_and_leave_across_gateways() {
     )
     .await
     .unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // No wait: the driver returns once Redis ran the request's PUBLISH, so
+    // it reaches each gateway's subscriber connection before the emit below,
+    // and the gateway applies a request before it reads the next message.
     node.emitter_publish(EmitterPublish::new(redis.url(), "joined", vec![json!(1)]).to("team"))
         .await
         .unwrap();
@@ -149,7 +151,6 @@ async fn sockets_join_and_leave_across_gateways() {
     node.emitter_leave(EmitterTarget::new(redis.url()).to("user:b"), &["team"])
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
     node.emitter_publish(EmitterPublish::new(redis.url(), "after-leave", vec![]).to("team"))
         .await
         .unwrap();
@@ -167,7 +168,6 @@ async fn sockets_join_and_leave_across_gateways() {
     )
     .await
     .unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
     node.emitter_publish(EmitterPublish::new(redis.url(), "hands", vec![]).to("all-hands"))
         .await
         .unwrap();

@@ -14,7 +14,10 @@ use std::{
     collections::HashMap,
     io::{Read, Write},
     net::{TcpListener, TcpStream},
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -211,16 +214,19 @@ fn recording_peer(answer: &'static str) -> (u16, Arc<Mutex<Vec<String>>>) {
 }
 
 /// A fake peer that accepts connections and never answers.
-fn silent_peer() -> u16 {
+fn silent_peer() -> (u16, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
     std::thread::spawn(move || {
         let mut held = Vec::new();
         for stream in listener.incoming().flatten() {
             held.push(stream);
+            counter.fetch_add(1, Ordering::SeqCst);
         }
     });
-    port
+    (port, accepted)
 }
 
 /// Sends `request` as is to 127.0.0.1:`port`; returns the response text.
@@ -245,7 +251,7 @@ async fn silent_peer_times_out_excess_is_refused_and_hop_by_hop_headers_stay() {
         ],
     )
     .await;
-    let silent = silent_peer();
+    let (silent, silent_accepted) = silent_peer();
     let answer = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\nKeep-Alive: timeout=5\r\nConnection: close\r\n\r\nok";
     let (echo, heads) = recording_peer(answer);
     register_peer(&redis, "SLNT", silent);
@@ -260,7 +266,15 @@ async fn silent_peer_times_out_excess_is_refused_and_hop_by_hop_headers_stay() {
         let r = polling_get(port, "SLNTabcdefghijkl").await.unwrap();
         (r, started.elapsed())
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // In flight once the gateway has connected to the silent peer.
+    let deadline = Instant::now() + T;
+    while silent_accepted.load(Ordering::SeqCst) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the gateway never connected to the silent peer"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let (status, body) = polling_get(port, "SLNTmnopqrstuvwx").await.unwrap();
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("Too many forwarded requests"), "{body}");
@@ -347,8 +361,8 @@ async fn forwarding_header_from_outside_peer_cidrs_is_refused() {
     let gw = embedded_gateway(&[("SWITCHBOARD_CLUSTER__PEER_CIDRS", "10.99.0.0/16")]).await;
     let r = http(
         "GET",
-        polling_url(gw.port(), Some("AAAAabcdefghijkl")),
-        vec![("x-switchboard-forwarded".into(), "EVIL".into())],
+        &polling_url(gw.port(), Some("AAAAabcdefghijkl")),
+        &[("x-switchboard-forwarded", "EVIL")],
         None,
     )
     .await
@@ -413,7 +427,9 @@ async fn polling_and_upgrade_through_a_peer_reach_the_owner() {
         polling_post(relay.port(), &sid, b"3").await.unwrap().status,
         200
     );
-    let mut ws = RawWs::connect(&relay, &format!("sid={sid}")).await.unwrap();
+    let mut ws = RawWs::connect(relay.port(), &format!("sid={sid}"))
+        .await
+        .unwrap();
     ws.send_text("2probe").await.unwrap();
     assert_eq!(ws.next_text(T).await.unwrap(), "3probe");
     ws.send_text("5").await.unwrap();

@@ -40,8 +40,9 @@ fn good_claims() -> Claims {
 
 /// CONNECT over a raw websocket with `token`; returns the CONNECT_ERROR body.
 async fn refused_with(port: u16, token: &str) -> Value {
-    let mut ws = ws_open(port).await.unwrap();
-    let reply = sio_handshake(&mut ws, Some(json!({ "token": token })))
+    let mut ws = RawWs::connect(port, "").await.unwrap();
+    let reply = ws
+        .sio_handshake(Some(json!({ "token": token })))
         .await
         .unwrap();
     let body = reply
@@ -164,7 +165,7 @@ async fn jwt_attacks_are_refused_each_with_its_reason() {
         assert_eq!(metric(&text, &series), Some(want), "{series}\n{text}");
     }
     // After all that, a good token still connects.
-    ws_connected(port, &good)
+    RawWs::connected(port, &good)
         .await
         .expect("good token admitted");
 }
@@ -241,7 +242,10 @@ async fn malformed_traffic_closes_only_the_offender() {
     ])
     .await;
     let port = gw.port();
-    let ws_bystander = Live::spawn(ws_connected(port, &token("bystander")).await.unwrap());
+    let ws_bystander = RawWs::connected(port, &token("bystander"))
+        .await
+        .unwrap()
+        .into_live();
 
     let too_many_attachments = format!(
         "4511-[\"ev\",{}]",
@@ -297,19 +301,19 @@ async fn malformed_traffic_closes_only_the_offender() {
         let offender_sub = format!("offender{tag}");
         if case.websocket {
             let ws = if case.connect {
-                ws_connected(port, &token(&offender_sub)).await.unwrap()
+                RawWs::connected(port, &token(&offender_sub)).await.unwrap()
             } else {
-                let mut ws = ws_open(port).await.unwrap();
-                next_text(&mut ws, STEP).await.unwrap();
+                let mut ws = RawWs::connect(port, "").await.unwrap();
+                ws.next_reply(STEP).await.unwrap();
                 ws
             };
-            let offender = Live::spawn(ws);
+            let offender = ws.into_live();
             offender.send(case.payload.clone());
             let end = offender.wait_end(Duration::from_secs(5)).await;
             assert!(
                 end.is_some(),
                 "{label}: offender still connected: {}",
-                summary(&offender)
+                offender.summary()
             );
         } else {
             let sid = if case.connect {
@@ -342,10 +346,10 @@ async fn malformed_traffic_closes_only_the_offender() {
         assert!(
             ws_bystander.wait_event("tick", &json!(tag), T).await,
             "{label}: bystander lost: {}",
-            summary(&ws_bystander)
+            ws_bystander.summary()
         );
     }
-    assert!(ws_bystander.end().is_none(), "{}", summary(&ws_bystander));
+    assert!(ws_bystander.end().is_none(), "{}", ws_bystander.summary());
     assert_eq!(ws_bystander.events_named("tick").len(), cases.len());
     let text = metrics(&gw).await;
     let bad: f64 = text

@@ -29,11 +29,11 @@ async fn per_ip_session_limit_is_429_with_a_visible_body() {
     let gw = embedded_gateway(&[("SWITCHBOARD_LIMITS__MAX_CONNECTIONS_PER_IP", "2")]).await;
     let port = gw.port();
     let first = polling_open(port).await.expect("1st session");
-    let _ws = ws_connected(port, &token("ip2"))
+    let _ws = RawWs::connected(port, &token("ip2"))
         .await
         .expect("2nd session");
 
-    let r = http("GET", polling_url(port, None), vec![], None)
+    let r = http("GET", &polling_url(port, None), &[], None)
         .await
         .unwrap();
     assert_eq!(r.status, 429, "3rd polling handshake: {}", r.text());
@@ -42,7 +42,7 @@ async fn per_ip_session_limit_is_429_with_a_visible_body() {
         json!({"code": 3, "message": "Too many connections from this address"})
     );
     assert_eq!(
-        ws_open_with(port, &[])
+        RawWs::connect_with(port, &[])
             .await
             .err()
             .map(|(status, _)| status),
@@ -76,11 +76,18 @@ async fn per_ip_session_limit_is_429_with_a_visible_body() {
 async fn per_user_socket_limit_refuses_with_too_many_connections() {
     let gw = embedded_gateway(&[("SWITCHBOARD_LIMITS__MAX_CONNECTIONS_PER_USER", "2")]).await;
     let port = gw.port();
-    let a = Live::spawn(ws_connected(port, &token("alice")).await.unwrap());
-    let _b = Live::spawn(ws_connected(port, &token("alice")).await.unwrap());
+    let a = RawWs::connected(port, &token("alice"))
+        .await
+        .unwrap()
+        .into_live();
+    let _b = RawWs::connected(port, &token("alice"))
+        .await
+        .unwrap()
+        .into_live();
 
-    let mut ws = ws_open(port).await.unwrap();
-    let reply = sio_handshake(&mut ws, Some(json!({"token": token("alice")})))
+    let mut ws = RawWs::connect(port, "").await.unwrap();
+    let reply = ws
+        .sio_handshake(Some(json!({"token": token("alice")})))
         .await
         .unwrap();
     let body: Value = serde_json::from_str(reply.strip_prefix("44").expect("CONNECT_ERROR"))
@@ -90,7 +97,7 @@ async fn per_user_socket_limit_refuses_with_too_many_connections() {
         json!({"message": "too many connections for this user", "data": {"reason": "too_many_connections"}})
     );
     // Another user is not affected.
-    ws_connected(port, &token("bob"))
+    RawWs::connected(port, &token("bob"))
         .await
         .expect("bob admitted");
     let text = metrics(&gw).await;
@@ -107,8 +114,9 @@ async fn per_user_socket_limit_refuses_with_too_many_connections() {
     drop(a);
     let deadline = Instant::now() + T;
     loop {
-        let mut ws = ws_open(port).await.unwrap();
-        let reply = sio_handshake(&mut ws, Some(json!({"token": token("alice")})))
+        let mut ws = RawWs::connect(port, "").await.unwrap();
+        let reply = ws
+            .sio_handshake(Some(json!({"token": token("alice")})))
             .await
             .unwrap();
         if reply.starts_with("40") {
@@ -135,7 +143,7 @@ async fn admission_rate_is_429_then_recovers() {
     let mut statuses = Vec::new();
     let mut refused_body = Value::Null;
     for _ in 0..4 {
-        let r = http("GET", polling_url(port, None), vec![], None)
+        let r = http("GET", &polling_url(port, None), &[], None)
             .await
             .unwrap();
         if r.status == 429 {
@@ -168,7 +176,10 @@ async fn client_event_rate_limit_acks_an_error_and_counts() {
         ("SWITCHBOARD_LIMITS__CLIENT_EVENTS_BURST", "5"),
     ])
     .await;
-    let c = Live::spawn(ws_connected(gw.port(), &token("chatty")).await.unwrap());
+    let c = RawWs::connected(gw.port(), &token("chatty"))
+        .await
+        .unwrap()
+        .into_live();
     const SENT: usize = 20;
     for id in 0..SENT {
         c.send(format!("42{id}[\"chat\",{id}]"));
@@ -178,7 +189,7 @@ async fn client_event_rate_limit_acks_an_error_and_counts() {
             s.other.iter().filter(|t| t.starts_with("43")).count() >= SENT
         })
         .await;
-    assert!(acked, "every event acked: {}", summary(&c));
+    assert!(acked, "every event acked: {}", c.summary());
     let acks: Vec<String> = c.seen.lock().unwrap().other.clone();
     let refused = acks
         .iter()
@@ -200,18 +211,21 @@ async fn client_event_rate_limit_acks_an_error_and_counts() {
         "{text}"
     );
     // Being rate limited does not disconnect.
-    assert!(c.end().is_none(), "{}", summary(&c));
+    assert!(c.end().is_none(), "{}", c.summary());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_timeout_closes_sessions_that_never_connect() {
     let gw = embedded_gateway(&[("SWITCHBOARD_SOCKETIO__CONNECT_TIMEOUT_MS", "500")]).await;
     let port = gw.port();
-    let good = Live::spawn(ws_connected(port, &token("good")).await.unwrap());
-    let mut silent = ws_open(port).await.unwrap();
+    let good = RawWs::connected(port, &token("good"))
+        .await
+        .unwrap()
+        .into_live();
+    let mut silent = RawWs::connect(port, "").await.unwrap();
     let opened = Instant::now();
-    next_text(&mut silent, STEP).await.unwrap(); // the open packet
-    let silent = Live::spawn(silent);
+    silent.next_reply(STEP).await.unwrap(); // the open packet
+    let silent = silent.into_live();
     let sid = polling_open(port).await.unwrap();
 
     let end = silent.wait_end(Duration::from_secs(5)).await;
@@ -225,7 +239,7 @@ async fn connect_timeout_closes_sessions_that_never_connect() {
     assert!(
         good.end().is_none(),
         "connected client unaffected: {}",
-        summary(&good)
+        good.summary()
     );
     let text = metrics(&gw).await;
     assert_eq!(
@@ -242,7 +256,10 @@ async fn connect_timeout_closes_sessions_that_never_connect() {
 async fn max_payload_closes_the_offender_on_both_transports() {
     let gw = embedded_gateway(&[("SWITCHBOARD_ENGINE__MAX_PAYLOAD", "2000")]).await;
     let port = gw.port();
-    let bystander = Live::spawn(ws_connected(port, &token("bystander")).await.unwrap());
+    let bystander = RawWs::connected(port, &token("bystander"))
+        .await
+        .unwrap()
+        .into_live();
 
     // Polling: a POST body over the limit is 413 and ends the session.
     let sid = polling_connected(port, &token("poller")).await.unwrap();
@@ -259,26 +276,29 @@ async fn max_payload_closes_the_offender_on_both_transports() {
     );
 
     // Websocket: a message under the limit is fine, one over it closes.
-    let ws = Live::spawn(ws_connected(port, &token("wsbig")).await.unwrap());
+    let ws = RawWs::connected(port, &token("wsbig"))
+        .await
+        .unwrap()
+        .into_live();
     ws.send(format!("421[\"ok\",\"{}\"]", "s".repeat(1800)));
     assert!(
         ws.wait(T, |s| s.other.iter().any(|t| t.starts_with("431")))
             .await,
         "message under the limit acked: {}",
-        summary(&ws)
+        ws.summary()
     );
     ws.send(format!("42[\"big\",\"{}\"]", "w".repeat(4000)));
     let end = ws.wait_end(Duration::from_secs(5)).await;
     assert!(
         end.is_some(),
         "oversize websocket message closes: {}",
-        summary(&ws)
+        ws.summary()
     );
 
     assert!(
         bystander.end().is_none(),
         "bystander unaffected: {}",
-        summary(&bystander)
+        bystander.summary()
     );
     api_emit_ok(
         &gw,
@@ -288,7 +308,7 @@ async fn max_payload_closes_the_offender_on_both_transports() {
     assert!(
         bystander.wait_event("still", &json!(1), T).await,
         "{}",
-        summary(&bystander)
+        bystander.summary()
     );
     let text = metrics(&gw).await;
     assert!(
@@ -310,10 +330,10 @@ async fn origin_allowlist_on_polling_and_websocket() {
     )])
     .await;
     let port = gw.port();
-    let origin = |o: &str| vec![("Origin".to_string(), o.to_string())];
+    let origin = |o: &'static str| vec![("Origin", o)];
 
     // Polling handshake from a foreign origin: 403, no CORS headers.
-    let r = http("GET", polling_url(port, None), origin(EVIL), None)
+    let r = http("GET", &polling_url(port, None), &origin(EVIL), None)
         .await
         .unwrap();
     assert_eq!(r.status, 403, "{}", r.text());
@@ -324,7 +344,7 @@ async fn origin_allowlist_on_polling_and_websocket() {
     assert_eq!(r.header("access-control-allow-origin"), None);
 
     // From a listed origin: 200 with CORS for that origin, with credentials.
-    let r = http("GET", polling_url(port, None), origin(GOOD), None)
+    let r = http("GET", &polling_url(port, None), &origin(GOOD), None)
         .await
         .unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
@@ -338,9 +358,9 @@ async fn origin_allowlist_on_polling_and_websocket() {
     // A foreign origin cannot use an existing session either.
     let r = http(
         "POST",
-        polling_url(port, Some(&sid)),
-        origin(EVIL),
-        Some(b"40".to_vec()),
+        &polling_url(port, Some(&sid)),
+        &origin(EVIL),
+        Some(b"40"),
     )
     .await
     .unwrap();
@@ -348,14 +368,14 @@ async fn origin_allowlist_on_polling_and_websocket() {
 
     // Preflight: 204 for a listed origin, 403 for a foreign one.
     let mut pre = origin(GOOD);
-    pre.push(("Access-Control-Request-Method".into(), "POST".into()));
-    let r = http("OPTIONS", polling_url(port, Some(&sid)), pre, None)
+    pre.push(("Access-Control-Request-Method", "POST"));
+    let r = http("OPTIONS", &polling_url(port, Some(&sid)), &pre, None)
         .await
         .unwrap();
     assert_eq!(r.status, 204);
     assert_eq!(r.header("access-control-allow-origin"), Some(GOOD));
     assert_eq!(r.header("access-control-allow-credentials"), Some("true"));
-    let r = http("OPTIONS", polling_url(port, None), origin(EVIL), None)
+    let r = http("OPTIONS", &polling_url(port, None), &origin(EVIL), None)
         .await
         .unwrap();
     assert_eq!(r.status, 403);
@@ -367,16 +387,17 @@ async fn origin_allowlist_on_polling_and_websocket() {
 
     // Websocket: refused from a foreign origin, admitted from a listed one.
     assert_eq!(
-        ws_open_with(port, &[("Origin", EVIL)])
+        RawWs::connect_with(port, &[("Origin", EVIL)])
             .await
             .err()
             .map(|(status, _)| status),
         Some(403)
     );
-    let mut ws = ws_open_with(port, &[("Origin", GOOD)])
+    let mut ws = RawWs::connect_with(port, &[("Origin", GOOD)])
         .await
         .expect("listed origin");
-    let reply = sio_handshake(&mut ws, Some(json!({"token": token("browser")})))
+    let reply = ws
+        .sio_handshake(Some(json!({"token": token("browser")})))
         .await
         .unwrap();
     assert!(reply.starts_with("40"), "{reply}");

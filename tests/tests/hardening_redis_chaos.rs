@@ -268,12 +268,12 @@ async fn redis_sigkill_mid_stream_gateways_resubscribe_and_deliver_exactly_once(
             "client {i} missed {} events that reached both gateways: {:?} ({})",
             missing.len(),
             &missing[..missing.len().min(20)],
-            summary(c)
+            c.summary()
         );
         assert!(
             c.end().is_none(),
             "client {i} was disconnected: {}",
-            summary(c)
+            c.summary()
         );
         delivered_of_lost += lost.iter().filter(|a| counts.contains_key(&a.seq)).count();
         in_flight_missed += in_flight.iter().filter(|s| !counts.contains_key(s)).count();

@@ -108,7 +108,12 @@ async fn sigterm_under_load_clients_move_to_the_other_gateway() {
             }
         })
     };
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Under way: a few publishes out before the SIGTERM.
+    let deadline = Instant::now() + STEP;
+    while last_seq.load(Ordering::Relaxed) < 5 {
+        assert!(Instant::now() < deadline, "the publisher never got going");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     let started = Instant::now();
     let term = tokio::task::spawn_blocking(move || {

@@ -12,10 +12,9 @@ mod hardening_support;
 use std::time::{Duration, Instant};
 
 use common::*;
-use futures_util::StreamExt;
 use hardening_support::*;
 use serde_json::json;
-use tokio_tungstenite::{MaybeTlsStream, tungstenite::Message};
+use tokio_tungstenite::MaybeTlsStream;
 
 /// Clients that read normally.
 const ACTIVE: usize = 200;
@@ -62,16 +61,14 @@ async fn frozen_client_is_cut_off_others_get_everything_memory_bounded() {
         .connect(([127, 0, 0, 1], port).into())
         .await
         .expect("tcp connect");
-    let (ws, _) = tokio_tungstenite::client_async(ws_url(port), MaybeTlsStream::Plain(stream))
+    let (ws, _) = tokio_tungstenite::client_async(ws_url(port, ""), MaybeTlsStream::Plain(stream))
         .await
         .expect("websocket handshake");
-    let mut frozen: Ws = ws;
-    let reply = sio_handshake(
-        &mut frozen,
-        Some(json!({"token": token_role("frozen", "crowd")})),
-    )
-    .await
-    .unwrap();
+    let mut frozen = RawWs::from(ws);
+    let reply = frozen
+        .sio_handshake(Some(json!({"token": token_role("frozen", "crowd")})))
+        .await
+        .unwrap();
     assert!(reply.starts_with("40"), "frozen client admitted: {reply}");
 
     let slow = "switchboard_engine_sessions_closed_total{reason=\"slow_consumer\"}";
@@ -118,12 +115,12 @@ async fn frozen_client_is_cut_off_others_get_everything_memory_bounded() {
             })
             .await;
         rss_peak = rss_peak.max(rss_kib(pid).unwrap_or(0));
-        assert!(done, "client {i} did not get the burst: {}", summary(c));
-        assert_eq!(c.seqs("big"), expected, "client {i}: {}", summary(c));
+        assert!(done, "client {i} did not get the burst: {}", c.summary());
+        assert_eq!(c.seqs("big"), expected, "client {i}: {}", c.summary());
         assert!(
             c.end().is_none(),
             "client {i} was disconnected: {}",
-            summary(c)
+            c.summary()
         );
     }
     let delivered_in = burst_started.elapsed();
@@ -158,25 +155,20 @@ async fn frozen_client_is_cut_off_others_get_everything_memory_bounded() {
     // When the frozen client finally reads, it finds what the kernel had
     // buffered and then the end: close code 4008, or a reset/EOF when the
     // close frame could not be written to its full socket.
-    let mut big = 0usize;
-    let end = loop {
-        match tokio::time::timeout(Duration::from_secs(10), frozen.next()).await {
-            Err(_) => panic!("frozen client's connection still open after reading"),
-            Ok(Some(Ok(Message::Text(t)))) => {
-                if t.as_str().starts_with("42[\"big\"") {
-                    big += 1;
-                }
-            }
-            Ok(Some(Ok(Message::Close(frame)))) => {
-                let code = frame.map(|f| u16::from(f.code));
-                assert_eq!(code, Some(4008), "slow consumer close code");
-                break "close 4008".to_string();
-            }
-            Ok(Some(Ok(_))) => {}
-            Ok(Some(Err(e))) => break format!("error: {e}"),
-            Ok(None) => break "eof".to_string(),
+    frozen.seen.clear();
+    let end = match frozen.expect_closed(Duration::from_secs(10)).await {
+        Err(e) => panic!("frozen client's connection still open after reading: {e:#}"),
+        Ok(End::Close(code, _)) => {
+            assert_eq!(code, 4008, "slow consumer close code");
+            "close 4008".to_string()
         }
+        Ok(End::Dropped(why)) => why,
     };
+    let big = frozen
+        .seen
+        .iter()
+        .filter(|t| t.starts_with("42[\"big\""))
+        .count();
     println!("frozen client read {big} of {BURST} room messages, then {end}");
     assert!(
         big < BURST,

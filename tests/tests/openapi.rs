@@ -31,7 +31,7 @@ const EMIT_FIELDS: [&str; 10] = [
 ];
 
 /// Every `error` reason the API answers with.
-const ERROR_REASONS: [&str; 14] = [
+const ERROR_REASONS: [&str; 15] = [
     "invalid_json",
     "invalid_request",
     "unreadable_body",
@@ -46,6 +46,7 @@ const ERROR_REASONS: [&str; 14] = [
     "reserved_event",
     "too_many_failed_keys",
     "body_read_timeout",
+    "online_not_tracked",
 ];
 
 fn doc() -> Yaml {

@@ -86,7 +86,7 @@ async fn binary_client_event_with_ack_is_published_upstream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_timeout_closes_silent_session() {
     let gw = embedded_gateway(&[("SWITCHBOARD_SOCKETIO__CONNECT_TIMEOUT_MS", "300")]).await;
-    let mut ws = RawWs::connect(&gw, "").await.unwrap();
+    let mut ws = RawWs::connect(gw.port(), "").await.unwrap();
     let started = Instant::now();
     let open = ws.open_packet().await.unwrap();
     assert!(open["sid"].is_string(), "{open}");
@@ -114,7 +114,7 @@ async fn connect_timeout_closes_silent_session() {
     );
 
     // A session that does CONNECT in time is not closed.
-    let mut ok = RawWs::connect(&gw, "").await.unwrap();
+    let mut ok = RawWs::connect(gw.port(), "").await.unwrap();
     ok.socketio_connect(&token("u1")).await.unwrap();
     assert!(
         ok.expect_closed(Duration::from_millis(800)).await.is_err(),
@@ -126,7 +126,7 @@ async fn connect_timeout_closes_silent_session() {
 /// expects the gateway to close it, counting `label` in bad packets.
 async fn invalid_packet_closes(packet: &str, connect: bool, label: Option<&str>) {
     let gw = embedded_gateway(&[]).await;
-    let mut ws = RawWs::connect(&gw, "").await.unwrap();
+    let mut ws = RawWs::connect(gw.port(), "").await.unwrap();
     if connect {
         ws.socketio_connect(&token("u1")).await.unwrap();
     } else {
@@ -141,7 +141,7 @@ async fn invalid_packet_closes(packet: &str, connect: bool, label: Option<&str>)
         wait_metric(&gw, &series, T, |v| v == 1.0).await;
     }
     // The gateway is fine afterwards.
-    let mut again = RawWs::connect(&gw, "").await.unwrap();
+    let mut again = RawWs::connect(gw.port(), "").await.unwrap();
     again.socketio_connect(&token("u2")).await.unwrap();
 }
 

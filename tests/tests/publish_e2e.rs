@@ -676,7 +676,11 @@ async fn join_leave_and_disconnect_act_across_gateways() {
     )
     .await;
     let b = Broadcaster::connect(c.redis.url()).expect("broadcaster");
-    let settle = Duration::from_millis(400);
+    // No wait between a join / leave and the emit that checks it: Redis
+    // runs the request's PUBLISH before the emit's (the crate's connection
+    // keeps order; the CLI has exited once its PUBLISH answered), delivers
+    // both to each gateway's one subscriber connection in that order, and
+    // the gateway applies a request before it reads the next message.
 
     // crate sockets_join: both admins (one per gateway) join "ops".
     let d = b
@@ -685,7 +689,6 @@ async fn join_leave_and_disconnect_act_across_gateways() {
         .await
         .expect("sockets_join");
     assert!(d.subscribers >= 2, "{d:?}");
-    tokio::time::sleep(settle).await;
     b.to("ops").emit("ops_1", &1).await.expect("emit");
     c.expect_exactly(
         "after crate sockets_join",
@@ -700,7 +703,6 @@ async fn join_leave_and_disconnect_act_across_gateways() {
         .sockets_leave(["ops"])
         .await
         .expect("sockets_leave");
-    tokio::time::sleep(settle).await;
     b.to("ops").emit("ops_2", &2).await.expect("emit");
     c.expect_exactly(
         "after crate sockets_leave",
@@ -713,12 +715,10 @@ async fn join_leave_and_disconnect_act_across_gateways() {
     // CLI join / leave: user 7 (gw2) joins "vip", then leaves it.
     c.cli(&["join", "--user", "7", "--room", "vip", "--room", "vip2"])
         .await;
-    tokio::time::sleep(settle).await;
     b.to("vip").emit("vip_1", &()).await.expect("emit");
     c.expect_exactly("after CLI join", "vip_1", &["u7"], &json!([]))
         .await;
     c.cli(&["leave", "--user", "7", "--room", "vip"]).await;
-    tokio::time::sleep(settle).await;
     b.to("vip").emit("vip_2", &()).await.expect("emit");
     b.to("vip2").emit("vip2_1", &()).await.expect("emit");
     c.expect_exactly("after CLI leave", "vip_2", &[], &json!([]))
@@ -919,7 +919,21 @@ async fn publishing_with_redis_down_fails_promptly_on_every_path() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    api_emit_ok(&gw, json!({"event": "back", "broadcast": true})).await;
+    // The gateway's publisher reconnects on its own backoff, independent of
+    // the subscriber `/readyz` follows: wait for it the same way.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, v) = api_emit(&gw, json!({"event": "back", "broadcast": true})).await;
+        if status == 200 {
+            assert_eq!(v["ok"], json!(true), "{v}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the API still fails 10 s after Redis is back: {status} {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 // ----------------------------------------------------------- API rejections

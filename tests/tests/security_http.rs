@@ -14,7 +14,7 @@ mod hardening_support;
 use std::time::{Duration, Instant};
 
 use common::*;
-use hardening_support::{http, polling_url, rss_kib, ws_open_with};
+use hardening_support::{RawWs, http, polling_url, rss_kib};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
@@ -221,7 +221,7 @@ async fn cross_site_websocket_with_the_users_cookie_is_refused() {
     .await;
     let port = gw.port();
     let cookie = format!("token={}", token("victim"));
-    let refused = ws_open_with(
+    let refused = RawWs::connect_with(
         port,
         &[("origin", "https://evil.example"), ("cookie", &cookie)],
     )
@@ -233,7 +233,7 @@ async fn cross_site_websocket_with_the_users_cookie_is_refused() {
         "no visible reason: {refused:?}"
     );
     // The app's own origin, same cookie: upgraded.
-    ws_open_with(
+    RawWs::connect_with(
         port,
         &[("origin", "https://app.example.com"), ("cookie", &cookie)],
     )
@@ -244,8 +244,8 @@ async fn cross_site_websocket_with_the_users_cookie_is_refused() {
     for _ in 0..40 {
         let r = http(
             "GET",
-            polling_url(port, None),
-            vec![("Origin".into(), "https://evil.example".into())],
+            &polling_url(port, None),
+            &[("Origin", "https://evil.example")],
             None,
         )
         .await
@@ -270,8 +270,8 @@ async fn cross_site_websocket_with_the_users_cookie_is_refused() {
 async fn handshake_via_proxy(port: u16, xff: &str) -> u16 {
     http(
         "GET",
-        polling_url(port, None),
-        vec![("X-Forwarded-For".into(), xff.into())],
+        &polling_url(port, None),
+        &[("X-Forwarded-For", xff)],
         None,
     )
     .await

@@ -13,13 +13,9 @@ mod hardening_support;
 use std::time::Duration;
 
 use common::*;
-use futures_util::SinkExt;
-use hardening_support::{
-    http, next_text, polling_open, polling_url, rss_kib, sio_handshake, ws_open,
-};
+use hardening_support::{RawWs, http, polling_open, polling_url, rss_kib};
 use serde_json::{Value, json};
 use switchboard_testkit::{GatewayProcess, jwt::Claims};
-use tokio_tungstenite::tungstenite::Message;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn polling_handshake_flood_from_one_address_is_limited_by_default() {
@@ -33,7 +29,7 @@ async fn polling_handshake_flood_from_one_address_is_limited_by_default() {
         tasks.push(tokio::spawn(async move {
             let (mut ok, mut limited) = (0u32, 0u32);
             for _ in 0..125 {
-                let r = http("GET", polling_url(port, None), vec![], None)
+                let r = http("GET", &polling_url(port, None), &[], None)
                     .await
                     .expect("handshake answered");
                 match r.status {
@@ -98,7 +94,7 @@ async fn unauthenticated_session_is_closed_after_the_default_connect_timeout() {
     .await;
     let deadline = std::time::Instant::now() + T;
     loop {
-        let r = http("GET", polling_url(port, Some(&sid)), vec![], None)
+        let r = http("GET", &polling_url(port, Some(&sid)), &[], None)
             .await
             .unwrap();
         // The pending close packet first, then the session is gone.
@@ -150,12 +146,12 @@ async fn emit_with_key(gw: &GatewayProcess, key: &str) -> (u16, Option<String>, 
     let url = format!("{}/api/v1/emit", gw.url());
     let r = http(
         "POST",
-        url,
-        vec![
-            ("Authorization".into(), format!("Bearer {key}")),
-            ("Content-Type".into(), "application/json".into()),
+        &url,
+        &[
+            ("Authorization", format!("Bearer {key}").as_str()),
+            ("Content-Type", "application/json"),
         ],
-        Some(br#"{"event":"e","data":1,"broadcast":true}"#.to_vec()),
+        Some(br#"{"event":"e","data":1,"broadcast":true}"#),
     )
     .await
     .unwrap();
@@ -204,28 +200,27 @@ async fn failed_api_key_attempts_are_limited_per_address() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_connect_retried_on_one_session_closes_it_after_three() {
     let gw = embedded_gateway(&[]).await;
-    let mut ws = ws_open(gw.port()).await.unwrap();
+    let mut ws = RawWs::connect(gw.port(), "").await.unwrap();
     let expired = Claims::new().sub("old").expired(3600).sign_hs256(SECRET);
-    let first = sio_handshake(&mut ws, Some(json!({ "token": expired })))
+    let first = ws
+        .sio_handshake(Some(json!({ "token": expired })))
         .await
         .unwrap();
     assert!(first.contains("\"reason\":\"expired\""), "{first}");
-    ws.send(Message::text(format!("40{}", json!({ "token": expired }))))
+    ws.send_text(&format!("40{}", json!({ "token": expired })))
         .await
         .unwrap();
-    let second = next_text(&mut ws, T).await.unwrap();
+    let second = ws.next_reply(T).await.unwrap();
     assert!(second.contains("\"reason\":\"expired\""), "{second}");
-    ws.send(Message::text("40{\"token\":\"junk\"}"))
-        .await
-        .unwrap();
-    let third = next_text(&mut ws, T).await.unwrap();
+    ws.send_text("40{\"token\":\"junk\"}").await.unwrap();
+    let third = ws.next_reply(T).await.unwrap();
     assert!(third.starts_with("44"), "{third}");
     assert!(
         third.contains("\"reason\":\"too_many_refused_connects\""),
         "{third}"
     );
     // Then the session ends: the socket closes (a close packet or frame).
-    let end = next_text(&mut ws, T).await;
+    let end = ws.next_reply(T).await;
     assert!(
         end.as_ref().map_or(true, |t| t == "1"),
         "session still open: {end:?}"

@@ -19,7 +19,10 @@
 //! - [`tools`]: external programs a test needs, and loud skips where one is
 //!   missing.
 //! - [`jwt`]: HS256 tokens for tests.
-//! - [`net`]: free ports and a tiny blocking HTTP GET.
+//! - [`net`]: free ports and a tiny HTTP/1.1 client ([`net::http`] for
+//!   async tests).
+//! - [`ws`]: one raw Engine.IO websocket client ([`ws::RawWs`], and
+//!   [`ws::Live`] in the background), ending in one [`ws::End`].
 //!
 //! Every wait in this crate is bounded by an explicit timeout.
 
@@ -36,6 +39,7 @@ pub mod redis;
 pub mod sentinel;
 pub mod tls;
 pub mod tools;
+pub mod ws;
 
 mod lock;
 mod proc;

@@ -1,4 +1,5 @@
-//! Free loopback ports and a tiny blocking HTTP/1.1 client.
+//! Free loopback ports and a tiny HTTP/1.1 client (blocking, and [`http`]
+//! for async tests).
 
 use std::{
     collections::HashSet,
@@ -71,6 +72,39 @@ impl HttpResponse {
 pub fn http_get(url: &str) -> anyhow::Result<(u16, String)> {
     let resp = http_request("GET", url, &[], None, Duration::from_secs(10))?;
     Ok((resp.status, resp.text()))
+}
+
+/// [`http_request`] from async code, on a blocking worker thread, with a
+/// 5 s timeout: the one HTTP helper of the async tests (publish API,
+/// `/readyz`, `/metrics`, raw Engine.IO polling).
+pub async fn http(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> anyhow::Result<HttpResponse> {
+    let method = method.to_string();
+    let url = url.to_string();
+    let headers: Vec<(String, String)> = headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let body = body.map(<[u8]>::to_vec);
+    tokio::task::spawn_blocking(move || {
+        let headers: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        http_request(
+            &method,
+            &url,
+            &headers,
+            body.as_deref(),
+            Duration::from_secs(5),
+        )
+    })
+    .await
+    .context("http task panicked")?
 }
 
 /// One blocking HTTP/1.1 request over a fresh TCP connection

@@ -1,8 +1,6 @@
 //! A private `redis-server` per test, on a free loopback port.
 
 use std::{
-    io::{BufRead, BufReader, Write},
-    net::TcpStream,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     thread,
@@ -343,7 +341,7 @@ impl Drop for RedisServer {
     }
 }
 
-/// A RESP2 reply.
+/// A RESP2 reply, as the harness's commands return it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Resp {
     /// `+OK`
@@ -396,77 +394,68 @@ fn parse_commandstats(info: &str) -> Vec<(String, u64)> {
         .collect()
 }
 
-/// Sends one command to `127.0.0.1:port` (after `AUTH user pass` when
-/// `auth` is given) and reads its reply.
+/// Sends one command to `127.0.0.1:port` (as `user` when `auth` is given)
+/// over a fresh connection of the `redis` crate, and returns its reply. An
+/// error reply (`-MOVED ...`) is a [`Resp::Error`], not an `Err`.
 pub(crate) fn resp_command(
     port: u16,
     auth: Option<(&str, &str)>,
     args: &[&[u8]],
     timeout: Duration,
 ) -> anyhow::Result<Resp> {
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let mut stream = TcpStream::connect_timeout(&addr, timeout)
-        .with_context(|| format!("connect to redis on port {port}"))?;
-    stream.set_read_timeout(Some(timeout))?;
-    stream.set_write_timeout(Some(timeout))?;
-    let mut out = Vec::new();
+    let mut settings = ::redis::RedisConnectionInfo::default().set_skip_set_lib_name();
     if let Some((user, pass)) = auth {
-        encode_command(&mut out, &[b"AUTH", user.as_bytes(), pass.as_bytes()]);
+        settings = settings.set_username(user).set_password(pass);
     }
-    encode_command(&mut out, args);
-    stream.write_all(&out)?;
-    let mut reader = BufReader::new(stream);
-    if auth.is_some()
-        && let Resp::Error(e) = read_resp(&mut reader)?
-    {
-        bail!("AUTH as the harness's admin user failed: {e}");
+    // No `CLIENT SETINFO` on connect: tests count the commands Redis ran.
+    let info = ::redis::IntoConnectionInfo::into_connection_info(("127.0.0.1", port))
+        .context("redis address")?
+        .set_redis_settings(settings);
+    let mut con = ::redis::Client::open(info)
+        .context("redis client")?
+        .get_connection_with_timeout(timeout)
+        .with_context(|| format!("connect to redis on port {port}"))?;
+    con.set_read_timeout(Some(timeout))?;
+    con.set_write_timeout(Some(timeout))?;
+    let (name, rest) = args.split_first().context("an empty redis command")?;
+    let mut cmd = ::redis::cmd(&String::from_utf8_lossy(name));
+    for a in rest {
+        cmd.arg(*a);
     }
-    read_resp(&mut reader)
+    match cmd.query::<::redis::Value>(&mut con) {
+        Ok(value) => Ok(Resp::from(value)),
+        Err(e) if e.code().is_some() => Ok(Resp::Error(
+            format!(
+                "{} {}",
+                e.code().unwrap_or_default(),
+                e.detail().unwrap_or_default()
+            )
+            .trim_end()
+            .to_string(),
+        )),
+        Err(e) => Err(anyhow::Error::new(e).context(format!("redis on port {port}"))),
+    }
 }
 
-fn encode_command(out: &mut Vec<u8>, args: &[&[u8]]) {
-    out.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
-    for a in args {
-        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-        out.extend_from_slice(a);
-        out.extend_from_slice(b"\r\n");
-    }
-}
-
-fn read_resp(r: &mut impl BufRead) -> anyhow::Result<Resp> {
-    let mut line = Vec::new();
-    r.read_until(b'\n', &mut line)?;
-    if line.len() < 3 || !line.ends_with(b"\r\n") {
-        bail!("truncated RESP reply");
-    }
-    let body = String::from_utf8_lossy(&line[1..line.len() - 2]).into_owned();
-    Ok(match line[0] {
-        b'+' => Resp::Simple(body),
-        b'-' => Resp::Error(body),
-        b':' => Resp::Integer(body.parse().context("RESP integer")?),
-        b'$' => {
-            let n: i64 = body.parse().context("RESP bulk length")?;
-            if n < 0 {
-                Resp::Bulk(None)
-            } else {
-                let mut buf = vec![0u8; usize::try_from(n)? + 2];
-                r.read_exact(&mut buf)?;
-                buf.truncate(buf.len() - 2);
-                Resp::Bulk(Some(buf))
+impl From<::redis::Value> for Resp {
+    fn from(value: ::redis::Value) -> Resp {
+        use ::redis::Value as V;
+        match value {
+            V::Nil => Resp::Bulk(None),
+            V::Int(i) => Resp::Integer(i),
+            V::BulkString(b) => Resp::Bulk(Some(b)),
+            V::Array(items) | V::Set(items) => {
+                Resp::Array(Some(items.into_iter().map(Resp::from).collect()))
             }
+            V::SimpleString(s) => Resp::Simple(s),
+            V::Okay => Resp::Simple("OK".into()),
+            V::ServerError(e) => Resp::Error(
+                format!("{} {}", e.code(), e.details().unwrap_or_default())
+                    .trim_end()
+                    .to_string(),
+            ),
+            // RESP3-only types; the harness speaks RESP2.
+            other => Resp::Simple(format!("{other:?}")),
         }
-        b'*' => {
-            let n: i64 = body.parse().context("RESP array length")?;
-            if n < 0 {
-                Resp::Array(None)
-            } else {
-                let mut items = Vec::with_capacity(usize::try_from(n)?);
-                for _ in 0..n {
-                    items.push(read_resp(r)?);
-                }
-                Resp::Array(Some(items))
-            }
-        }
-        other => bail!("unexpected RESP type byte {:?}", other as char),
-    })
+    }
 }

@@ -49,6 +49,7 @@ pub mod cluster;
 mod js;
 pub mod message;
 pub mod msgpack;
+pub mod presence;
 pub mod recovery;
 pub mod request;
 pub mod room_template;

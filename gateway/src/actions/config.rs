@@ -83,6 +83,11 @@ pub struct RoomRule {
     /// Whether the sender also receives its own relayed event.
     #[serde(default)]
     pub relay_to_sender: bool,
+    /// Track who is in these rooms (`[presence]`): members with their
+    /// socket counts, `presence:join` / `presence:leave` to the room, and
+    /// the `presence` query for members.
+    #[serde(default)]
+    pub presence: bool,
 }
 
 fn default_allow() -> String {
@@ -534,6 +539,7 @@ mod tests {
             allow: allow.into(),
             relay_event: None,
             relay_to_sender: false,
+            presence: false,
         }
     }
 

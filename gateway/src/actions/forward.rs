@@ -324,7 +324,15 @@ async fn xadd(
         .arg(event)
         .arg(STREAM_DATA_FIELD)
         .arg(body);
-    match io.bus.command::<String>(cmd).await {
+    // Embedded mode has no Redis: config validation refuses `stream`
+    // forwards without one, so this only answers a bus built differently.
+    let Some(link) = io.bus.store_link() else {
+        return Err(Refused::new(
+            Refusal::Unavailable,
+            "stream forwarding needs redis (redis.url)".to_string(),
+        ));
+    };
+    match link.query::<String>(&cmd).await {
         Ok(id) => Ok(json!([{ "ok": true, "id": id }])),
         Err(err) => {
             io.metrics

@@ -181,6 +181,9 @@ pub(crate) fn change_membership(
                     admin.rooms_joined(socket, &[room]);
                 }
             }
+            if rule.config.presence {
+                io.presence.joined(socket, room);
+            }
         }
         Change::Leave => {
             if !hub.is_in(socket.id, room) {
@@ -188,6 +191,7 @@ pub(crate) fn change_membership(
             }
             let emptied = hub.leave(socket.id, &[room]);
             io.metrics.rooms.sub(emptied as i64);
+            io.presence.left(socket, room);
             if let Some(admin) = &io.admin_events {
                 admin.rooms_left(socket, &[room]);
             }

@@ -92,13 +92,9 @@ impl AdminAuth {
                 .get(id)
                 .is_some_and(|created| created.elapsed() < SESSION_TTL),
             Store::Redis(bus) => bus
-                .command::<i64>(
-                    redis::cmd("EXISTS")
-                        .arg(format!("{KEY_PREFIX}{id}"))
-                        .clone(),
-                )
+                .admin_session_exists(&format!("{KEY_PREFIX}{id}"))
                 .await
-                .is_ok_and(|n| n == 1),
+                .unwrap_or(false),
         }
     }
 
@@ -110,16 +106,8 @@ impl AdminAuth {
                 map.insert(id.to_string(), Instant::now());
             }
             Store::Redis(bus) => {
-                // The value `RedisStore` writes (`set(key, true)`).
                 let saved = bus
-                    .command::<()>(
-                        redis::cmd("SET")
-                            .arg(format!("{KEY_PREFIX}{id}"))
-                            .arg("true")
-                            .arg("EX")
-                            .arg(SESSION_TTL.as_secs())
-                            .clone(),
-                    )
+                    .save_admin_session(&format!("{KEY_PREFIX}{id}"), SESSION_TTL)
                     .await;
                 if let Err(err) = saved {
                     tracing::warn!(%err, "admin session not saved in redis; the UI will have to log in again");

@@ -46,16 +46,12 @@ impl Fetches {
     /// The sockets of `nsp` on every other server, serialized for the UI.
     pub async fn remote_sockets(&self, io: &SocketIo, nsp: &str) -> Vec<Value> {
         let channel = io.channels.request(nsp);
-        // The embedded bus has no peers: the command fails and nobody is asked.
+        // The embedded bus has no peers: the count fails and nobody is asked.
         let others = io
             .bus
-            .command::<Vec<(String, usize)>>(
-                redis::cmd("PUBSUB").arg("NUMSUB").arg(&channel).clone(),
-            )
+            .subscribers(&channel)
             .await
-            .ok()
-            .and_then(|v| v.first().map(|(_, n)| n.saturating_sub(1)))
-            .unwrap_or(0);
+            .map_or(0, |n| n.saturating_sub(1));
         if others == 0 {
             return Vec::new();
         }

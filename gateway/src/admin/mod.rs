@@ -170,8 +170,9 @@ impl Admin {
         let metrics = self.metrics.clone();
         let stop = shutdown.clone();
         // One publisher keeps the emits in order (socket_connected before
-        // room_joined), as the UI applies them.
-        tokio::spawn(async move {
+        // room_joined), as the UI applies them. Both tasks are tracked and
+        // end at `shutdown`.
+        io.tasks().spawn(async move {
             loop {
                 let payload = tokio::select! {
                     _ = stop.cancelled() => return,
@@ -187,8 +188,9 @@ impl Admin {
             }
         });
         let admin = self.clone();
+        let tasks = io.tasks();
         let io = Arc::downgrade(io);
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             let mut sample = tokio::time::interval(Duration::from_secs(1));
             let mut n: u64 = 0;
             loop {
@@ -285,6 +287,8 @@ impl Admin {
     pub fn on_connect(self: &Arc<Self>, conn: &Conn, auth: Option<Value>) {
         let admin = self.clone();
         let conn = conn.clone();
+        // Per connection, untracked: one login (bcrypt, one Redis command
+        // within its timeout) and the greeting; it ends with that.
         tokio::spawn(async move {
             let Some(logged_in) = admin.auth.login(auth.as_ref()).await else {
                 admin

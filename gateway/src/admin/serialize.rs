@@ -44,10 +44,7 @@ pub fn handshake(h: &Handshake, path: &str, token_param: &str) -> Value {
     }
     let mut query = Map::new();
     let mut kept = Vec::new();
-    for pair in h.query.split('&').filter(|p| !p.is_empty()) {
-        let Some((key, value)) = form_urlencoded::parse(pair.as_bytes()).next() else {
-            continue;
-        };
+    for (pair, key, value) in crate::engine::query::pairs(&h.query) {
         if key == token_param {
             continue;
         }

@@ -1,6 +1,7 @@
 //! The HTTP publish API, for services in languages with no Socket.IO
 //! emitter: `POST /api/v1/emit` and `POST /api/v1/emit/batch`, authorized
-//! by API keys from config.
+//! by API keys from config; and the presence queries `GET
+//! /api/v1/presence?room=` and `GET /api/v1/online?user=` (same keys).
 //!
 //! With Redis configured the gateway publishes into Redis in the emitter
 //! format, so every gateway (and every Node server on the same Redis)
@@ -28,7 +29,7 @@ mod key_guard;
 
 use crate::{
     bus::Bus, client_ip::TrustedProxies, config::Config, engine::Body, http::json,
-    log_throttle::LogThrottle, metrics::Metrics,
+    log_throttle::LogThrottle, metrics::Metrics, presence::Presence,
 };
 use key_guard::{ApiKeys, FailedKeyLimiter};
 
@@ -97,6 +98,7 @@ pub struct PublishApi {
     role_template: Option<RoomTemplate>,
     body_read_timeout: std::time::Duration,
     metrics: Metrics,
+    presence: Arc<Presence>,
 }
 
 /// A client-visible API error.
@@ -118,7 +120,12 @@ fn err(status: StatusCode, reason: &'static str, message: impl Into<String>) -> 
 }
 
 impl PublishApi {
-    pub(crate) fn new(config: &Config, bus: Arc<Bus>, metrics: Metrics) -> Self {
+    pub(crate) fn new(
+        config: &Config,
+        bus: Arc<Bus>,
+        presence: Arc<Presence>,
+        metrics: Metrics,
+    ) -> Self {
         let user_claim = config.auth.user_claim.clone();
         // Templates that do not parse stop the start earlier (auth); here
         // they are simply not candidates.
@@ -144,6 +151,7 @@ impl PublishApi {
                 .find(|t| t.only_uses(room_template::ROLE)),
             body_read_timeout: config.body_read_timeout(),
             metrics,
+            presence,
         }
     }
 
@@ -204,6 +212,17 @@ impl PublishApi {
                     "use POST",
                 ));
             }
+            (&Method::GET, "/api/v1/presence" | "/api/v1/online") => {
+                self.authorize(&req, client)?;
+                return self.presence_query(&req).await;
+            }
+            (_, "/api/v1/presence" | "/api/v1/online") => {
+                return Err(err(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method_not_allowed",
+                    "use GET",
+                ));
+            }
             _ => return Err(err(StatusCode::NOT_FOUND, "not_found", "unknown API path")),
         };
         self.authorize(&req, client)?;
@@ -221,6 +240,16 @@ impl PublishApi {
         } else {
             vec![parse(&body)?]
         };
+        if let Some(streams) = self.bus.streams() {
+            // Streams mode: each event is a stream entry; its id is the
+            // recovery offset clients get with it.
+            let ids = self.append(streams, messages, batch).await?;
+            return Ok(if batch {
+                json!({ "ok": true, "ids": ids })
+            } else {
+                json!({ "ok": true, "id": ids.first() })
+            });
+        }
         let encoded = messages
             .into_iter()
             .enumerate()
@@ -257,6 +286,58 @@ impl PublishApi {
         } else {
             json!({ "ok": true, "receivers": receivers.first().copied().unwrap_or(0) })
         })
+    }
+
+    /// `GET /api/v1/presence?room=R[&namespace=/]` and
+    /// `GET /api/v1/online?user=U`.
+    async fn presence_query(&self, req: &Request<Incoming>) -> Result<serde_json::Value, ApiError> {
+        let bad = |msg: &str| err(StatusCode::BAD_REQUEST, "invalid_request", msg);
+        let query: std::collections::HashMap<String, String> =
+            form_urlencoded::parse(req.uri().query().unwrap_or_default().as_bytes())
+                .into_owned()
+                .collect();
+        let unavailable = |e: crate::bus::BusError| {
+            err(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "bus_unavailable",
+                e.to_string(),
+            )
+        };
+        if req.uri().path() == "/api/v1/online" {
+            let user = query
+                .get("user")
+                .filter(|u| !u.is_empty())
+                .ok_or_else(|| bad("give ?user=<user id>"))?;
+            if !self.presence.tracks_online() {
+                return Err(err(
+                    StatusCode::CONFLICT,
+                    "online_not_tracked",
+                    "online state is not tracked: set presence.online_rooms or presence.track_online",
+                ));
+            }
+            let member = self.presence.online(user).await.map_err(unavailable)?;
+            return Ok(json!({
+                "ok": true,
+                "user": user,
+                "online": member.is_some(),
+                "sockets": member.as_ref().map_or(0, |m| m.sockets),
+                "since": member.map(|m| m.joined_at),
+            }));
+        }
+        let room = query
+            .get("room")
+            .filter(|r| !r.is_empty())
+            .ok_or_else(|| bad("give ?room=<room>"))?;
+        let nsp = query.get("namespace").map_or("/", String::as_str);
+        if !self.namespaces.iter().any(|n| n == nsp) {
+            return Err(bad("unknown namespace"));
+        }
+        let members = self
+            .presence
+            .members(nsp, room)
+            .await
+            .map_err(unavailable)?;
+        Ok(json!({ "ok": true, "room": room, "namespace": nsp, "members": members }))
     }
 
     fn authorize(&self, req: &Request<Incoming>, client: IpAddr) -> Result<(), ApiError> {
@@ -306,6 +387,41 @@ impl PublishApi {
 
     /// Turns one request into the channel and bytes the emitter would publish.
     fn encode(&self, m: EmitRequest) -> Result<(String, Vec<u8>), ApiError> {
+        let (channel, msg) = self.message(m)?;
+        Ok((channel, encode_broadcast(&msg)))
+    }
+
+    /// Streams mode: XADDs each message (a batch in order); the entry ids.
+    async fn append(
+        &self,
+        streams: &crate::bus::StreamsBus,
+        messages: Vec<EmitRequest>,
+        batch: bool,
+    ) -> Result<Vec<String>, ApiError> {
+        let mut encoded = Vec::with_capacity(messages.len());
+        for (i, m) in messages.into_iter().enumerate() {
+            encoded.push(self.message(m).map_err(|mut e| {
+                if batch {
+                    e.message = format!("messages[{i}]: {}", e.message);
+                }
+                e
+            })?);
+        }
+        let mut ids = Vec::with_capacity(encoded.len());
+        for (_, msg) in &encoded {
+            ids.push(streams.publish_broadcast(msg).await.map_err(|e| {
+                err(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "bus_unavailable",
+                    e.to_string(),
+                )
+            })?);
+        }
+        Ok(ids)
+    }
+
+    /// The broadcast one request describes, and its classic channel.
+    fn message(&self, m: EmitRequest) -> Result<(String, BroadcastMessage), ApiError> {
         let bad = |msg: String| err(StatusCode::BAD_REQUEST, "invalid_request", msg);
         if m.event.is_empty() {
             return Err(bad("`event` must not be empty".into()));
@@ -376,7 +492,7 @@ impl PublishApi {
                 },
             },
         };
-        Ok((channel, encode_broadcast(&msg)))
+        Ok((channel, msg))
     }
 }
 

@@ -10,8 +10,13 @@
 
 mod memory;
 mod redis;
+mod store_link;
+mod streams;
 
-use std::sync::Arc;
+pub use store_link::StoreLink;
+pub use streams::{StreamEntry, StreamsBus};
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use serde::Serialize;
@@ -28,6 +33,8 @@ pub trait BusHandler: Send + Sync + 'static {
     fn patterns(&self) -> Vec<String>;
     /// A message arrived on `channel`.
     fn on_bus_message(&self, channel: &str, payload: Bytes);
+    /// Streams mode: an entry read from `stream`, in stream order.
+    fn on_stream_entry(&self, _stream: &str, _entry: &StreamEntry) {}
 }
 
 /// Why a publish failed. Publishing never waits longer than
@@ -63,6 +70,7 @@ pub struct BusStatus {
 enum Kind {
     Memory(memory::MemoryBus),
     Redis(Box<redis::RedisBus>),
+    Streams(Box<StreamsBus>),
 }
 
 /// The gateway's bus, shared by the session layer and the publish API.
@@ -89,7 +97,11 @@ impl Bus {
     /// Builds the bus the config asks for. The embedded bus is up from the
     /// start (`switchboard_bus_up` 1); a Redis bus once it has subscribed.
     pub fn from_config(config: &RedisConfig, metrics: Metrics) -> Result<Bus, BusError> {
-        if config.enabled() {
+        if config.enabled() && config.bus == crate::config::BusMode::Streams {
+            Ok(Bus {
+                kind: Kind::Streams(Box::new(StreamsBus::new(config, metrics)?)),
+            })
+        } else if config.enabled() {
             Bus::redis(config, metrics)
         } else {
             metrics.bus_up.set(1);
@@ -123,6 +135,7 @@ impl Bus {
         match &self.kind {
             Kind::Memory(_) => "embedded",
             Kind::Redis(r) => r.describe(),
+            Kind::Streams(s) => s.pubsub().describe(),
         }
     }
 
@@ -133,6 +146,7 @@ impl Bus {
         match &self.kind {
             Kind::Memory(_) => Ok(()),
             Kind::Redis(r) => r.ping().await,
+            Kind::Streams(s) => s.pubsub().ping().await,
         }
     }
 
@@ -148,6 +162,7 @@ impl Bus {
                 None
             }
             Kind::Redis(r) => Some(r.start(handler, shutdown)),
+            Kind::Streams(s) => Some(s.start(handler, shutdown)),
         }
     }
 
@@ -157,6 +172,7 @@ impl Bus {
         match &self.kind {
             Kind::Memory(m) => Ok(m.publish(channel, payload.into())),
             Kind::Redis(r) => r.publish(channel, &payload).await,
+            Kind::Streams(s) => s.pubsub().publish(channel, &payload).await,
         }
     }
 
@@ -173,19 +189,99 @@ impl Bus {
                 .map(|(channel, payload)| m.publish(&channel, payload.into()))
                 .collect()),
             Kind::Redis(r) => r.publish_many(&messages).await,
+            Kind::Streams(s) => s.pubsub().publish_many(&messages).await,
         }
     }
 
-    /// Runs one Redis command (for the peer directory) on the publisher's
-    /// pipelined connection, within `redis.publish_timeout_ms`; the embedded
-    /// bus has no Redis and answers with an error.
-    pub async fn command<T: ::redis::FromRedisValue>(
+    /// Claims `tag` in the peer registry hash `hash` with `entry` if no
+    /// entry holds it; false if one does.
+    ///
+    /// The bus runs no raw Redis command: besides pub/sub it offers only
+    /// these typed operations, the four `registry_*` ones being the peer
+    /// directory's storage ([`crate::peer_directory`]). All use the
+    /// publisher's pipelined connection, within `redis.publish_timeout_ms`;
+    /// the embedded bus has no Redis and answers each with an error.
+    pub async fn registry_claim(
         &self,
-        cmd: ::redis::Cmd,
-    ) -> Result<T, BusError> {
+        hash: &str,
+        tag: &str,
+        entry: &str,
+    ) -> Result<bool, BusError> {
         match &self.kind {
-            Kind::Memory(_) => Err(BusError::Command("no redis configured".into())),
-            Kind::Redis(r) => r.command(cmd).await,
+            Kind::Memory(_) => Err(no_redis()),
+            Kind::Redis(r) => r.hash_set_nx(hash, tag, entry).await,
+            Kind::Streams(s) => s.pubsub().hash_set_nx(hash, tag, entry).await,
+        }
+    }
+
+    /// Writes (or overwrites) `tag`'s entry in the registry hash.
+    pub async fn registry_write(&self, hash: &str, tag: &str, entry: &str) -> Result<(), BusError> {
+        match &self.kind {
+            Kind::Memory(_) => Err(no_redis()),
+            Kind::Redis(r) => r.hash_set(hash, tag, entry).await,
+            Kind::Streams(s) => s.pubsub().hash_set(hash, tag, entry).await,
+        }
+    }
+
+    /// Every `(tag, entry)` in the registry hash.
+    pub async fn registry_entries(&self, hash: &str) -> Result<HashMap<String, String>, BusError> {
+        match &self.kind {
+            Kind::Memory(_) => Err(no_redis()),
+            Kind::Redis(r) => r.hash_get_all(hash).await,
+            Kind::Streams(s) => s.pubsub().hash_get_all(hash).await,
+        }
+    }
+
+    /// Removes the entries of `tags` from the registry hash (none: no-op).
+    pub async fn registry_remove(&self, hash: &str, tags: &[String]) -> Result<(), BusError> {
+        if tags.is_empty() {
+            return Ok(());
+        }
+        match &self.kind {
+            Kind::Memory(_) => Err(no_redis()),
+            Kind::Redis(r) => r.hash_del(hash, tags).await,
+            Kind::Streams(s) => s.pubsub().hash_del(hash, tags).await,
+        }
+    }
+
+    /// How many clients subscribe to `channel` on Redis (this gateway
+    /// included, if it does); the admin UI asks before a fleet-wide fetch.
+    /// The embedded bus has no other subscribers and answers with an error.
+    pub async fn subscribers(&self, channel: &str) -> Result<usize, BusError> {
+        match &self.kind {
+            Kind::Memory(_) => Err(no_redis()),
+            Kind::Redis(r) => r.subscribers(channel).await,
+            Kind::Streams(s) => s.pubsub().subscribers(channel).await,
+        }
+    }
+
+    /// Saves an admin UI login session under `key` for `ttl`, as
+    /// `@socket.io/admin-ui`'s `RedisStore` does (`SET key true EX ttl`),
+    /// so every gateway and Node server on this Redis accepts it.
+    pub async fn save_admin_session(&self, key: &str, ttl: Duration) -> Result<(), BusError> {
+        match &self.kind {
+            Kind::Memory(_) => Err(no_redis()),
+            Kind::Redis(r) => r.set_ex(key, "true", ttl).await,
+            Kind::Streams(s) => s.pubsub().set_ex(key, "true", ttl).await,
+        }
+    }
+
+    /// Whether the admin UI login session `key` exists (unexpired).
+    pub async fn admin_session_exists(&self, key: &str) -> Result<bool, BusError> {
+        match &self.kind {
+            Kind::Memory(_) => Err(no_redis()),
+            Kind::Redis(r) => r.exists(key).await,
+            Kind::Streams(s) => s.pubsub().exists(key).await,
+        }
+    }
+
+    /// The Redis connection for a store that owns its own keys (presence,
+    /// client-action streams); `None` for the embedded bus.
+    pub fn store_link(&self) -> Option<StoreLink> {
+        match &self.kind {
+            Kind::Memory(_) => None,
+            Kind::Redis(r) => Some(r.store_link()),
+            Kind::Streams(s) => Some(s.pubsub().store_link()),
         }
     }
 
@@ -194,8 +290,22 @@ impl Bus {
         match &self.kind {
             Kind::Memory(m) => m.status(),
             Kind::Redis(r) => r.status(),
+            Kind::Streams(s) => s.status(),
         }
     }
+
+    /// The streams bus, in `redis.bus = "streams"` mode.
+    pub fn streams(&self) -> Option<&StreamsBus> {
+        match &self.kind {
+            Kind::Streams(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+/// The embedded bus's answer to an operation only Redis can do.
+fn no_redis() -> BusError {
+    BusError::Command("no redis configured".into())
 }
 
 /// Redis glob matching for the only pattern form the gateway uses: a

@@ -8,7 +8,7 @@
 //! subscription is down is lost, which is why the subscriber reconnects
 //! quickly, reports its state on `/readyz` and counts the outage.
 
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use parking_lot::Mutex;
 use switchboard_redis::{LinkStatus, Messages, Publisher, Redis, Subscriber};
@@ -139,10 +139,64 @@ impl RedisBus {
             .map_err(|e| self.error(e))
     }
 
-    /// Runs one command on the publisher's connection, within the publish
-    /// timeout.
-    pub async fn command<T: redis::FromRedisValue>(&self, cmd: redis::Cmd) -> Result<T, BusError> {
-        self.publisher.query(&cmd).await.map_err(|e| self.error(e))
+    /// `HSETNX hash field value`: whether the field was free and is now set.
+    pub async fn hash_set_nx(
+        &self,
+        hash: &str,
+        field: &str,
+        value: &str,
+    ) -> Result<bool, BusError> {
+        let cmd = redis::cmd("HSETNX").arg(hash).arg(field).arg(value).clone();
+        self.query(&cmd).await
+    }
+
+    /// `HSET hash field value`.
+    pub async fn hash_set(&self, hash: &str, field: &str, value: &str) -> Result<(), BusError> {
+        let cmd = redis::cmd("HSET").arg(hash).arg(field).arg(value).clone();
+        self.query::<i64>(&cmd).await.map(|_| ())
+    }
+
+    /// `HGETALL hash`.
+    pub async fn hash_get_all(&self, hash: &str) -> Result<HashMap<String, String>, BusError> {
+        self.query(redis::cmd("HGETALL").arg(hash)).await
+    }
+
+    /// `HDEL hash field...` (at least one field).
+    pub async fn hash_del(&self, hash: &str, fields: &[String]) -> Result<(), BusError> {
+        let cmd = redis::cmd("HDEL").arg(hash).arg(fields).clone();
+        self.query::<i64>(&cmd).await.map(|_| ())
+    }
+
+    /// `PUBSUB NUMSUB channel`: how many clients subscribe to `channel`.
+    pub async fn subscribers(&self, channel: &str) -> Result<usize, BusError> {
+        let counts: Vec<(String, usize)> = self
+            .query(redis::cmd("PUBSUB").arg("NUMSUB").arg(channel))
+            .await?;
+        Ok(counts.first().map_or(0, |(_, n)| *n))
+    }
+
+    /// `SET key value EX ttl`.
+    pub async fn set_ex(&self, key: &str, value: &str, ttl: Duration) -> Result<(), BusError> {
+        let cmd = redis::cmd("SET")
+            .arg(key)
+            .arg(value)
+            .arg("EX")
+            .arg(ttl.as_secs())
+            .clone();
+        self.query(&cmd).await
+    }
+
+    /// `EXISTS key`.
+    pub async fn exists(&self, key: &str) -> Result<bool, BusError> {
+        self.query::<i64>(redis::cmd("EXISTS").arg(key))
+            .await
+            .map(|n| n == 1)
+    }
+
+    /// Runs one of the commands above on the publisher's connection, within
+    /// the publish timeout.
+    async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, BusError> {
+        self.publisher.query(cmd).await.map_err(|e| self.error(e))
     }
 
     /// Checks once that Redis answers with these credentials (one `PING`).
@@ -151,11 +205,12 @@ impl RedisBus {
     }
 
     fn error(&self, e: switchboard_redis::Error) -> BusError {
-        match e {
-            switchboard_redis::Error::Timeout { .. } => BusError::Timeout(self.publish_timeout_ms),
-            switchboard_redis::Error::Server { .. } => BusError::Command(e.to_string()),
-            other => BusError::Unreachable(other.to_string()),
-        }
+        super::store_link::to_bus_error(e, self.publish_timeout_ms)
+    }
+
+    /// The publisher's connection for a store's own commands.
+    pub fn store_link(&self) -> super::StoreLink {
+        super::StoreLink::new(self.publisher.clone(), self.publish_timeout_ms)
     }
 
     pub fn status(&self) -> BusStatus {

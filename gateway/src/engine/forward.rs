@@ -250,6 +250,9 @@ impl Forwarder {
                 ours = ours.header(name, value);
             }
             if let Some(client_upgrade) = client_upgrade {
+                // Per connection: the tunnel to the owner ends when either
+                // side closes (the owner closes it when it shuts down; this
+                // gateway's own shutdown ends it with the runtime).
                 tokio::spawn(async move {
                     if let (Ok(client), Ok(peer)) = tokio::join!(client_upgrade, peer_upgrade) {
                         let _ = tokio::io::copy_bidirectional(

@@ -26,11 +26,10 @@ pub struct Handshake {
 
 impl Handshake {
     /// The value of one query parameter, decoded as a form
-    /// (`application/x-www-form-urlencoded`: `%XX` escapes and `+`).
+    /// (`application/x-www-form-urlencoded`: `%XX` escapes and `+`; see
+    /// [`super::query`]).
     pub fn query_param(&self, name: &str) -> Option<String> {
-        form_urlencoded::parse(self.query.as_bytes())
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.into_owned())
+        super::query::param(&self.query, name)
     }
 
     /// The value of one cookie from the `Cookie` headers, percent-decoded

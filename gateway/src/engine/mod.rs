@@ -12,6 +12,7 @@ mod connection;
 mod forward;
 pub mod handshake;
 mod polling;
+pub mod query;
 mod websocket;
 
 use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
@@ -24,6 +25,7 @@ use hyper::body::Incoming;
 use parking_lot::RwLock;
 
 pub use handshake::Handshake;
+pub use query::EngineQuery;
 
 pub use connection::{
     CloseReason, Connection, Frame, QueueLimits, TransportKind, str_from_utf8_bytes,
@@ -290,30 +292,6 @@ fn transport_label<B>(req: &Request<B>) -> &'static str {
     }
 }
 
-/// The query parameters Engine.IO requests carry.
-struct EngineQuery {
-    eio: Option<String>,
-    transport: Option<String>,
-    sid: Option<String>,
-}
-
-fn parse_query(query: &str) -> EngineQuery {
-    let mut q = EngineQuery {
-        eio: None,
-        transport: None,
-        sid: None,
-    };
-    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
-        match &*k {
-            "EIO" => q.eio = Some(v.into_owned()),
-            "transport" => q.transport = Some(v.into_owned()),
-            "sid" => q.sid = Some(v.into_owned()),
-            _ => {}
-        }
-    }
-    q
-}
-
 impl<H: EngineHandler> Engine<H> {
     pub fn new(
         settings: EngineSettings,
@@ -379,9 +357,12 @@ impl<H: EngineHandler> Engine<H> {
     }
 
     /// Answers one request under the Socket.IO path.
+    /// Answers one Engine.IO request; `query` is its query, parsed once by
+    /// the caller.
     pub async fn handle(
         self: &Arc<Self>,
         req: Request<Incoming>,
+        query: EngineQuery,
         remote: SocketAddr,
     ) -> Response<Body> {
         let origin = req.headers().get(header::ORIGIN).cloned();
@@ -414,7 +395,7 @@ impl<H: EngineHandler> Engine<H> {
                 .body(Body::default())
                 .unwrap_or_default()
         } else {
-            match self.dispatch(req, remote).await {
+            match self.dispatch(req, query, remote).await {
                 Ok(resp) => resp,
                 Err(err) => self.error_response(err),
             }
@@ -474,9 +455,9 @@ impl<H: EngineHandler> Engine<H> {
     async fn dispatch(
         self: &Arc<Self>,
         req: Request<Incoming>,
+        query: EngineQuery,
         remote: SocketAddr,
     ) -> Result<Response<Body>, EngineError> {
-        let query = parse_query(req.uri().query().unwrap_or(""));
         if query.eio.as_deref() != Some("4") {
             return Err(EngineError::UnsupportedProtocolVersion);
         }
@@ -679,6 +660,8 @@ impl<H: EngineHandler> Engine<H> {
     fn open_polling(self: &Arc<Self>, handshake: Handshake) -> Response<Body> {
         let conn = self.open_session(handshake, TransportKind::Polling);
         let frames = conn.take_frames();
+        // Per connection: the session's heartbeat, ending with the session
+        // (or handing over to its websocket); shutdown awaits sessions.
         tokio::spawn(polling::drive(self.clone(), conn));
         polling::payload_response(frames)
     }

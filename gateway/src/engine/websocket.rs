@@ -99,6 +99,8 @@ pub(super) fn open<H: EngineHandler>(
     };
     let on_upgrade = hyper::upgrade::on(req);
     let engine = engine.clone();
+    // Per connection: the session's websocket, ending with it; shutdown
+    // closes every session and awaits them (`Engine::drained`).
     tokio::spawn(async move {
         let upgraded = match on_upgrade.await {
             Ok(u) => u,
@@ -153,6 +155,8 @@ pub(super) fn upgrade<H: EngineHandler>(
             .engine_errors
             .with_label_values(&["upgrade_refused"])
             .inc();
+        // Per connection: a refused websocket's close handshake, bounded
+        // to one second.
         tokio::spawn(async move {
             if let Ok(upgraded) = on_upgrade.await
                 && let Some(mut ws) = into_websocket(upgraded, engine.settings.max_payload).await
@@ -169,6 +173,8 @@ pub(super) fn upgrade<H: EngineHandler>(
         });
         return Ok(switching_protocols(accept));
     }
+    // Per connection: the upgraded session's websocket, ending with the
+    // session (awaited by shutdown through `Engine::drained`).
     tokio::spawn(async move {
         let ws = match on_upgrade.await {
             Ok(upgraded) => into_websocket(upgraded, engine.settings.max_payload).await,

@@ -40,7 +40,9 @@ pub(super) fn relay(
     let channel = channel(&io.upstream_key, &socket.nsp);
     let bus = io.bus.clone();
     let metrics = io.metrics.clone();
-    tokio::spawn(async move {
+    // Tracked: shutdown lets a client event in flight reach the bus (within
+    // `redis.publish_timeout_ms`) before the bus stops.
+    io.tasks().spawn(async move {
         let reply = match bus
             .publish(&channel, envelope.to_string().into_bytes())
             .await

@@ -1,26 +1,24 @@
 //! Shared helpers for the gateway interop tests: gateways in embedded and
-//! Redis mode, tokens, `/metrics` parsing, the publish API, and a raw
-//! Engine.IO websocket for protocol tests.
+//! Redis mode, tokens, `/metrics` parsing and the publish API. The raw
+//! Engine.IO websocket ([`RawWs`]) and the HTTP helper are the testkit's.
 //!
 //! Every helper is bounded by a timeout; every process is owned by the test
 //! that started it (dropping it kills it).
 
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
-use futures_util::{SinkExt, StreamExt};
+use anyhow::Context;
 use serde_json::{Value, json};
+pub use switchboard_testkit::ws::{End, RawWs};
 use switchboard_testkit::{
     GatewayOptions, GatewayProcess,
     jwt::Claims,
-    net::http_request,
+    net::http,
     node::{ConnectOptions, Connected, NodeDriver},
     redis::RedisServer,
 };
-use tokio::net::TcpStream;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, tungstenite::Message};
 
 /// HS256 secret every gateway in these tests is started with.
 pub const SECRET: &str = "interop-secret-0123456789abcdef0123456789";
@@ -87,14 +85,10 @@ pub async fn node() -> NodeDriver {
     NodeDriver::start().await.expect("node driver starts")
 }
 
-/// `GET url` on a worker thread: status and body.
+/// `GET url`: status and body.
 pub async fn get(url: String) -> anyhow::Result<(u16, String)> {
-    tokio::task::spawn_blocking(move || {
-        let r = http_request("GET", &url, &[], None, Duration::from_secs(5))?;
-        Ok((r.status, r.text()))
-    })
-    .await
-    .context("http task panicked")?
+    let r = http("GET", &url, &[], None).await?;
+    Ok((r.status, r.text()))
 }
 
 /// `GET url` parsed as JSON.
@@ -182,22 +176,28 @@ pub async fn api_emit(gw: &GatewayProcess, body: Value) -> (u16, Value) {
 pub async fn api_post(base: String, path: &str, body: Value) -> (u16, Value) {
     let url = format!("{base}{path}");
     let auth = format!("Bearer {API_KEY}");
-    let resp = tokio::task::spawn_blocking(move || {
-        let bytes = body.to_string().into_bytes();
-        http_request(
-            "POST",
-            &url,
-            &[
-                ("Authorization", auth.as_str()),
-                ("Content-Type", "application/json"),
-            ],
-            Some(&bytes),
-            Duration::from_secs(5),
-        )
-    })
+    let resp = http(
+        "POST",
+        &url,
+        &[
+            ("Authorization", auth.as_str()),
+            ("Content-Type", "application/json"),
+        ],
+        Some(body.to_string().as_bytes()),
+    )
     .await
-    .expect("api task")
     .expect("POST to the publish API");
+    let v = serde_json::from_slice(&resp.body).unwrap_or(Value::Null);
+    (resp.status, v)
+}
+
+/// `GET <gateway><path>` with the test API key: status and JSON body.
+pub async fn api_get(gw: &GatewayProcess, path: &str) -> (u16, Value) {
+    let url = format!("{}{path}", gw.url());
+    let auth = format!("Bearer {API_KEY}");
+    let resp = http("GET", &url, &[("authorization", auth.as_str())], None)
+        .await
+        .expect("GET");
     let v = serde_json::from_slice(&resp.body).unwrap_or(Value::Null);
     (resp.status, v)
 }
@@ -262,123 +262,4 @@ pub fn rich_json() -> Value {
         "tiny": 1.5e-7,
         "string_number": "12"
     })
-}
-
-// ------------------------------------------------------------- raw engine.io
-
-/// A raw Engine.IO v4 websocket (no socket.io-client), for protocol tests.
-pub struct RawWs {
-    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
-    /// Text frames seen while waiting for something else.
-    pub seen: Vec<String>,
-}
-
-/// How a raw websocket ended.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Ended {
-    /// A websocket Close frame arrived.
-    CloseFrame,
-    /// The TCP stream ended or errored without a Close frame.
-    Dropped,
-}
-
-impl RawWs {
-    /// Opens `ws://…/socket.io/?EIO=4&transport=websocket[&extra]`.
-    pub async fn connect(gw: &GatewayProcess, extra_query: &str) -> anyhow::Result<Self> {
-        let mut url = format!(
-            "ws://127.0.0.1:{}/socket.io/?EIO=4&transport=websocket",
-            gw.port()
-        );
-        if !extra_query.is_empty() {
-            url.push('&');
-            url.push_str(extra_query);
-        }
-        let (ws, _) = tokio::time::timeout(T, tokio_tungstenite::connect_async(url.as_str()))
-            .await
-            .context("websocket handshake timed out")?
-            .with_context(|| format!("websocket handshake to {url}"))?;
-        Ok(RawWs {
-            ws,
-            seen: Vec::new(),
-        })
-    }
-
-    /// The next text frame (skipping pings/pongs at the websocket level).
-    pub async fn next_text(&mut self, timeout: Duration) -> anyhow::Result<String> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let msg = tokio::time::timeout_at(deadline, self.ws.next())
-                .await
-                .context("no frame in time")?;
-            match msg {
-                Some(Ok(Message::Text(t))) => return Ok(t.to_string()),
-                Some(Ok(Message::Binary(b))) => bail!("unexpected binary frame {b:?}"),
-                Some(Ok(Message::Close(c))) => bail!("closed: {c:?}"),
-                Some(Ok(_)) => continue,
-                Some(Err(e)) => bail!("websocket error: {e}"),
-                None => bail!("websocket ended"),
-            }
-        }
-    }
-
-    /// Reads the Engine.IO open packet and returns its JSON.
-    pub async fn open_packet(&mut self) -> anyhow::Result<Value> {
-        let t = self.next_text(T).await?;
-        let body = t
-            .strip_prefix('0')
-            .with_context(|| format!("first frame is not an open packet: {t:?}"))?;
-        Ok(serde_json::from_str(body)?)
-    }
-
-    /// Sends one text frame.
-    pub async fn send_text(&mut self, text: &str) -> anyhow::Result<()> {
-        self.ws
-            .send(Message::Text(text.to_string().into()))
-            .await
-            .context("send text frame")
-    }
-
-    /// Reads the open packet, sends a Socket.IO CONNECT to `/` with
-    /// `{"token": token}` and waits for the CONNECT reply; returns the sid.
-    pub async fn socketio_connect(&mut self, token: &str) -> anyhow::Result<String> {
-        self.open_packet().await?;
-        self.send_text(&format!("40{}", json!({ "token": token })))
-            .await?;
-        loop {
-            let t = self.next_text(T).await?;
-            if let Some(body) = t.strip_prefix("40") {
-                let v: Value = serde_json::from_str(body)?;
-                return v["sid"]
-                    .as_str()
-                    .map(str::to_string)
-                    .context("CONNECT reply without sid");
-            }
-            if t.starts_with("44") {
-                bail!("connect refused: {t}");
-            }
-            self.seen.push(t);
-        }
-    }
-
-    /// Waits until the server ends the websocket; text frames that arrive
-    /// first are kept in [`seen`](Self::seen). Errs if it is still open
-    /// after `timeout`.
-    pub async fn expect_closed(&mut self, timeout: Duration) -> anyhow::Result<Ended> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let msg = match tokio::time::timeout_at(deadline, self.ws.next()).await {
-                Ok(m) => m,
-                Err(_) => bail!(
-                    "websocket still open after {timeout:?}; frames seen: {:?}",
-                    self.seen
-                ),
-            };
-            match msg {
-                Some(Ok(Message::Text(t))) => self.seen.push(t.to_string()),
-                Some(Ok(Message::Close(_))) => return Ok(Ended::CloseFrame),
-                Some(Ok(_)) => {}
-                Some(Err(_)) | None => return Ok(Ended::Dropped),
-            }
-        }
-    }
 }
