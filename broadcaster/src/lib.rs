@@ -63,6 +63,7 @@ use switchboard_wire::{
 
 pub use switchboard_redis::{Mode, RedisSettings, Secret};
 pub use switchboard_wire::RESERVED_EVENTS;
+pub use switchboard_wire::streams::StreamsOptions;
 
 use framing::{Framing, FramingCache};
 use switchboard_redis::{Publication, PublishKind, Publisher, Redis};
@@ -86,6 +87,13 @@ pub struct BroadcasterConfig {
     pub user_room_template: String,
     /// Room of a role; `{role}` is replaced by the role name. Default `"role:{role}"`.
     pub role_room_template: String,
+    /// `Some` to publish into a fleet on `@socket.io/redis-streams-adapter` 0.3 (gateways with
+    /// `redis.bus = "streams"`): broadcasts and `sockets_join` / `sockets_leave` /
+    /// `disconnect_sockets` are `XADD`ed to the namespace's stream (`stream_name`,
+    /// `stream_count`, `max_len` as the fleet's), and [`Delivery::stream_id`] is the entry id
+    /// (the offset clients recover from). `server_side_emit` stays on pub/sub. `None` (the
+    /// default): classic pub/sub, as `@socket.io/redis-emitter`.
+    pub streams: Option<StreamsOptions>,
     /// Ignored. Publishes are pipelined on `redis.connections` shared multiplexed connections
     /// (default 1) instead of taking a pooled connection each.
     #[deprecated(note = "publishes are pipelined on shared connections; see `redis.connections`")]
@@ -102,6 +110,7 @@ impl Default for BroadcasterConfig {
             publish_timeout: Duration::from_secs(2),
             user_room_template: "user:{id}".into(),
             role_room_template: "role:{role}".into(),
+            streams: None,
             pool_size: 8,
         }
     }
@@ -123,18 +132,22 @@ impl BroadcasterConfig {
 /// How a publish went: Redis's answer to `PUBLISH` (or one entry per message of a batch).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
-    /// The channel the message was published on.
+    /// The channel the message was published on (the stream key in streams mode).
     pub channel: String,
     /// How many Redis subscribers received it (PUBLISH's integer reply). Every gateway and
     /// every Node server of the namespace counts once (pattern subscriptions included); 0
-    /// means nobody was listening, so the event reached nobody.
+    /// means nobody was listening, so the event reached nobody. Always 0 for a stream entry.
     pub subscribers: u64,
+    /// Streams mode: the id of the stream entry (`<ms>-<seq>`), which clients get as the
+    /// event's recovery offset. `None` for pub/sub.
+    pub stream_id: Option<String>,
 }
 
 impl Delivery {
-    /// True when at least one subscriber received the message.
+    /// True when at least one subscriber received the message, or when it was stored in a
+    /// stream (every server reading the stream gets it, now or after a reconnect).
     pub fn reached_anyone(&self) -> bool {
-        self.subscribers > 0
+        self.subscribers > 0 || self.stream_id.is_some()
     }
 }
 
@@ -434,11 +447,41 @@ impl Broadcaster {
         self.publish_many(PublishKind::Sharded, messages).await
     }
 
+    /// Streams mode: the stream entry for an encoded message, if it has a stream form.
+    fn stream_entry(&self, message: &Encoded) -> Option<switchboard_wire::streams::XAdd> {
+        let streams = self.inner.config.streams.as_ref()?;
+        let msg = switchboard_wire::streams::from_classic(
+            &self.inner.config.key,
+            &message.channel,
+            &message.payload,
+        )?;
+        match streams.encode_message(&msg) {
+            switchboard_wire::streams::Outgoing::Xadd(xadd) => Some(xadd),
+            switchboard_wire::streams::Outgoing::Publish { .. } => None,
+        }
+    }
+
+    /// `XADD`, retried within the publish timeout when Redis is briefly unavailable.
+    async fn append(
+        &self,
+        xadd: switchboard_wire::streams::XAdd,
+    ) -> Result<Delivery, PublishError> {
+        let id = self.inner.publisher.xadd(&xadd.args()[1..]).await?;
+        Ok(Delivery {
+            channel: xadd.stream,
+            subscribers: 0,
+            stream_id: Some(id),
+        })
+    }
+
     async fn publish_one(
         &self,
         kind: PublishKind,
         message: Encoded,
     ) -> Result<Delivery, PublishError> {
+        if let Some(xadd) = self.stream_entry(&message) {
+            return self.append(xadd).await;
+        }
         let Encoded { channel, payload } = message;
         let subscribers = self
             .inner
@@ -448,6 +491,7 @@ impl Broadcaster {
         Ok(Delivery {
             channel,
             subscribers,
+            stream_id: None,
         })
     }
 
@@ -459,6 +503,14 @@ impl Broadcaster {
         let messages: Vec<Encoded> = messages.into_iter().collect();
         if messages.is_empty() {
             return Ok(Vec::new());
+        }
+        if self.inner.config.streams.is_some() {
+            // In order, one entry after the other: a stream keeps the order.
+            let mut deliveries = Vec::with_capacity(messages.len());
+            for m in messages {
+                deliveries.push(self.publish_one(kind, m).await?);
+            }
+            return Ok(deliveries);
         }
         let batch: Vec<Publication<'_>> = messages
             .iter()
@@ -476,6 +528,7 @@ impl Broadcaster {
             .map(|(m, subscribers)| Delivery {
                 channel: m.channel,
                 subscribers,
+                stream_id: None,
             })
             .collect())
     }

@@ -93,6 +93,44 @@ struct Cli {
     /// Exit with code 4 when no subscriber (gateway or server) received the message.
     #[arg(long, global = true)]
     require_delivery: bool,
+    /// The fleet's bus: `pubsub` (the redis-adapter format) or `streams` (the
+    /// @socket.io/redis-streams-adapter 0.3 format, gateways with redis.bus = "streams").
+    #[arg(
+        long,
+        env = "SWITCHBOARD_REDIS__BUS",
+        default_value = "pubsub",
+        value_parser = ["pubsub", "streams"],
+        global = true,
+        help_heading = "Connection"
+    )]
+    bus: String,
+    /// Streams mode: the stream key (the fleet's redis.stream_name / streamName).
+    #[arg(
+        long,
+        env = "SWITCHBOARD_REDIS__STREAM_NAME",
+        default_value = "socket.io",
+        global = true,
+        help_heading = "Connection"
+    )]
+    stream_name: String,
+    /// Streams mode: the fleet's redis.stream_count (streamCount).
+    #[arg(
+        long,
+        env = "SWITCHBOARD_REDIS__STREAM_COUNT",
+        default_value_t = std::num::NonZeroU32::MIN,
+        global = true,
+        help_heading = "Connection"
+    )]
+    stream_count: std::num::NonZeroU32,
+    /// Streams mode: XADD ... MAXLEN ~ this (the fleet's redis.stream_max_len / maxLen).
+    #[arg(
+        long,
+        env = "SWITCHBOARD_REDIS__STREAM_MAX_LEN",
+        default_value_t = 10_000,
+        global = true,
+        help_heading = "Connection"
+    )]
+    stream_max_len: u64,
     #[command(subcommand)]
     command: Command,
 }
@@ -567,6 +605,13 @@ async fn run(cli: Cli) -> Result<Done, Failure> {
         publish_timeout: Duration::from_millis(cli.timeout_ms.max(1)),
         user_room_template: cli.user_room_template.clone(),
         role_room_template: cli.role_room_template.clone(),
+        streams: (cli.bus == "streams").then(|| switchboard_broadcaster::StreamsOptions {
+            stream_name: cli.stream_name.clone(),
+            stream_count: cli.stream_count,
+            channels: switchboard_wire::ClusterChannels::new(cli.key.clone()),
+            max_len: cli.stream_max_len,
+            ..Default::default()
+        }),
         ..Default::default()
     })
     .map_err(publish_failure)?;
@@ -686,6 +731,14 @@ fn main() -> ExitCode {
             } else {
                 ExitCode::from(EXIT_INCOMPLETE)
             }
+        }
+        Ok(Done::Published(d)) if d.stream_id.is_some() => {
+            println!(
+                "appended to {}: entry {}",
+                d.channel,
+                d.stream_id.unwrap_or_default()
+            );
+            ExitCode::SUCCESS
         }
         Ok(Done::Published(d)) => {
             println!(

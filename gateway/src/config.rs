@@ -53,6 +53,8 @@ pub struct Config {
     pub log: LogConfig,
     /// `[admin]`: the Socket.IO Admin UI server.
     pub admin: AdminConfig,
+    /// `[recovery]`: connection state recovery (needs `redis.bus = "streams"`).
+    pub recovery: RecoveryConfig,
     /// `[client]`: rooms clients join and relay to, events forwarded to the
     /// API (`[[client.rooms]]`, `[[client.forward]]`, `[client.hooks]`).
     pub client: crate::actions::config::ClientConfig,
@@ -338,6 +340,19 @@ pub struct RedisConfig {
     /// With `pubsub = "sharded"`: `dynamic` (also one channel per room with
     /// local sockets, Node's default) or `static`.
     pub subscription: SubscriptionMode,
+    /// `pubsub` (default: the redis-adapter format, lowest latency, nothing
+    /// kept) or `streams` (the `@socket.io/redis-streams-adapter` 0.3 format:
+    /// broadcasts in a Redis stream, needed for `[recovery]`).
+    pub bus: BusMode,
+    /// Streams mode: the stream key (`streamName` of the Node adapter).
+    pub stream_name: String,
+    /// Streams mode: namespaces are spread over this many streams
+    /// (`streamCount`; `<stream_name>-<i>` when more than 1).
+    pub stream_count: u32,
+    /// Streams mode: `XADD ... MAXLEN ~ <stream_max_len>` (`maxLen`); the
+    /// history recovery can replay. Size it above events/s x the longest
+    /// disconnection to recover (docs/recovery.md).
+    pub stream_max_len: u64,
 }
 
 /// Which Redis pub/sub the bus speaks (see `bus::sharded`).
@@ -360,6 +375,38 @@ pub enum SubscriptionMode {
     /// Also `socket.io#<nsp>#<room>#` for each room with local sockets.
     #[default]
     Dynamic,
+}
+
+/// Which bus format the gateway speaks on Redis.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum BusMode {
+    /// Pub/sub in the `@socket.io/redis-adapter` format.
+    #[default]
+    Pubsub,
+    /// Redis Streams in the `@socket.io/redis-streams-adapter` 0.3 format.
+    Streams,
+}
+
+/// Connection state recovery (socket.io >= 4.6 clients): a reconnecting
+/// client gets its socket id, rooms and the events it missed back.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RecoveryConfig {
+    /// Off by default; needs `redis.bus = "streams"`.
+    pub enabled: bool,
+    /// How long a disconnected session can be recovered
+    /// (`maxDisconnectionDuration`), in ms.
+    pub max_disconnection_ms: u64,
+}
+
+impl Default for RecoveryConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            max_disconnection_ms: 120_000,
+        }
+    }
 }
 
 /// How the gateway reaches Redis (see `switchboard_redis::Mode`).
@@ -389,6 +436,10 @@ impl Default for RedisConfig {
             publish_timeout_ms: 2_000,
             pubsub: PubsubMode::Classic,
             subscription: SubscriptionMode::Dynamic,
+            bus: BusMode::Pubsub,
+            stream_name: switchboard_wire::streams::DEFAULT_STREAM_NAME.into(),
+            stream_count: 1,
+            stream_max_len: switchboard_wire::streams::DEFAULT_MAX_LEN,
         }
     }
 }
@@ -403,6 +454,19 @@ impl RedisConfig {
     /// false means the embedded in-memory bus.
     pub fn enabled(&self) -> bool {
         self.mode != RedisMode::Standalone || self.url().is_some()
+    }
+
+    /// The streams adapter options these keys describe (streams mode):
+    /// `key` is the pub/sub `channelPrefix`.
+    pub fn streams_options(&self) -> switchboard_wire::streams::StreamsOptions {
+        switchboard_wire::streams::StreamsOptions {
+            stream_name: self.stream_name.clone(),
+            stream_count: std::num::NonZeroU32::new(self.stream_count)
+                .unwrap_or(std::num::NonZeroU32::MIN),
+            channels: switchboard_wire::ClusterChannels::new(self.key.clone()),
+            max_len: self.stream_max_len,
+            ..Default::default()
+        }
     }
 
     /// The connection settings these keys describe, for `switchboard_redis`.
@@ -791,6 +855,13 @@ impl Config {
                 "\"sharded\" needs a Redis >= 7: set redis.url, or redis.mode = \"cluster\" with redis.nodes",
             ));
         }
+        if r.pubsub == PubsubMode::Sharded && r.bus == BusMode::Streams {
+            return Err(invalid(
+                "redis.pubsub",
+                "\"sharded\" cannot be combined with redis.bus = \"streams\" (the streams adapter has its own format); use one of them",
+            ));
+        }
+        self.validate_streams()?;
         let l = &self.limits;
         if l.max_queue_bytes == 0 || l.max_queue_frames == 0 {
             return Err(invalid(
@@ -846,6 +917,41 @@ impl Config {
         }
         self.validate_admin()?;
         self.client.compile(self.redis.enabled())?;
+        Ok(())
+    }
+
+    fn validate_streams(&self) -> Result<(), ConfigError> {
+        let r = &self.redis;
+        if r.bus == BusMode::Streams {
+            if !r.enabled() {
+                return Err(invalid(
+                    "redis.bus",
+                    "\"streams\" needs a Redis (redis.url, or sentinel / cluster mode)",
+                ));
+            }
+            if r.stream_name.is_empty() {
+                return Err(invalid("redis.stream_name", "must not be empty"));
+            }
+            if r.stream_count == 0 {
+                return Err(invalid("redis.stream_count", "must be at least 1"));
+            }
+            if r.stream_max_len == 0 {
+                return Err(invalid("redis.stream_max_len", "must be at least 1"));
+            }
+        }
+        let c = &self.recovery;
+        if c.enabled && r.bus != BusMode::Streams {
+            return Err(invalid(
+                "recovery.enabled",
+                "connection state recovery needs redis.bus = \"streams\" (pub/sub keeps nothing to replay)",
+            ));
+        }
+        if c.enabled && c.max_disconnection_ms == 0 {
+            return Err(invalid(
+                "recovery.max_disconnection_ms",
+                "must be greater than 0",
+            ));
+        }
         Ok(())
     }
 
@@ -1360,6 +1466,64 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(err.contains(key), "{var}={val}: {err}");
+        }
+    }
+
+    #[test]
+    fn streams_and_recovery_settings_name_the_key() {
+        let secret = ("SWITCHBOARD_JWT_SECRET", "0123456789abcdef0123456789abcdef");
+        let redis = ("SWITCHBOARD_REDIS_URL", "redis://127.0.0.1:6379");
+        let streams = ("SWITCHBOARD_REDIS__BUS", "streams");
+        let ok = Config::load_from(
+            None,
+            env(&[
+                secret,
+                redis,
+                streams,
+                ("SWITCHBOARD_RECOVERY__ENABLED", "true"),
+                ("SWITCHBOARD_REDIS__STREAM_COUNT", "4"),
+            ]),
+        )
+        .expect("valid");
+        assert_eq!(ok.redis.bus, BusMode::Streams);
+        assert_eq!(ok.recovery.max_disconnection_ms, 120_000);
+        assert_eq!(
+            ok.redis.streams_options().read_streams(),
+            ["socket.io-0", "socket.io-1", "socket.io-2", "socket.io-3"]
+        );
+        for (vars, key) in [
+            (vec![streams], "redis.bus"),
+            (
+                vec![redis, streams, ("SWITCHBOARD_REDIS__STREAM_COUNT", "0")],
+                "redis.stream_count",
+            ),
+            (
+                vec![redis, streams, ("SWITCHBOARD_REDIS__STREAM_MAX_LEN", "0")],
+                "redis.stream_max_len",
+            ),
+            (
+                vec![redis, streams, ("SWITCHBOARD_REDIS__STREAM_NAME", "")],
+                "redis.stream_name",
+            ),
+            (
+                vec![redis, ("SWITCHBOARD_RECOVERY__ENABLED", "true")],
+                "recovery.enabled",
+            ),
+            (
+                vec![
+                    redis,
+                    streams,
+                    ("SWITCHBOARD_RECOVERY__ENABLED", "true"),
+                    ("SWITCHBOARD_RECOVERY__MAX_DISCONNECTION_MS", "0"),
+                ],
+                "recovery.max_disconnection_ms",
+            ),
+            (vec![redis, ("SWITCHBOARD_REDIS__BUS", "kafka")], "bus"),
+        ] {
+            let mut all = vec![secret];
+            all.extend(vars.iter().copied());
+            let err = Config::load_from(None, env(&all)).unwrap_err().to_string();
+            assert!(err.contains(key), "{vars:?}: {err}");
         }
     }
 

@@ -93,6 +93,14 @@ pub struct Metrics {
     pub bus_received: IntCounterVec,
     /// Payload bytes of those messages (channel names not included).
     pub bus_received_bytes: IntCounterVec,
+    /// Streams mode: stream entries known lost to this gateway's reader, by
+    /// reason (`trimmed`: MAXLEN dropped them before they were read;
+    /// `reset`: the stream vanished, e.g. Redis restarted without persistence).
+    pub stream_lost: IntCounterVec,
+    /// Connection state recovery attempts, by outcome (`recovered`,
+    /// `expired`: no session or too late, `trimmed`: missed events no longer
+    /// in the stream, `invalid`, `error`).
+    pub recoveries: IntCounterVec,
     /// Socket.IO packets queued to clients.
     pub messages_out: IntCounter,
     /// Bytes queued to clients (Engine.IO framing included).
@@ -287,6 +295,18 @@ impl Metrics {
                 "switchboard_bus_reconnects_total",
                 "Bus reconnect attempts",
             ),
+            stream_lost: counter_vec(
+                &r,
+                "switchboard_stream_lost_total",
+                "Streams mode: stream entries lost to this gateway's reader, by reason",
+                &["reason"],
+            ),
+            recoveries: counter_vec(
+                &r,
+                "switchboard_recoveries_total",
+                "Connection state recovery attempts, by outcome",
+                &["outcome"],
+            ),
             bus_publish_errors: counter_vec(
                 &r,
                 "switchboard_bus_publish_errors_total",
@@ -440,6 +460,12 @@ impl Metrics {
         for kind in ["channel", "pattern", "shard"] {
             self.bus_received.with_label_values(&[kind]);
             self.bus_received_bytes.with_label_values(&[kind]);
+        }
+        for reason in ["trimmed", "reset"] {
+            self.stream_lost.with_label_values(&[reason]);
+        }
+        for outcome in ["recovered", "expired", "trimmed", "invalid", "error"] {
+            self.recoveries.with_label_values(&[outcome]);
         }
         for (_, route) in API_ROUTES {
             self.api_requests.with_label_values(&[route, "200"]);

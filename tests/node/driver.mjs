@@ -143,7 +143,7 @@ function opConnect(req) {
     socket.on("connect", () => {
       hookEngine();
       const transport = socket.io.engine?.transport?.name ?? null;
-      note({ note: "connect", client: name, sid: socket.id, transport });
+      note({ note: "connect", client: name, sid: socket.id, transport, recovered: socket.recovered === true });
       if (!settled) {
         settled = true;
         resolve({ sid: socket.id, transport });
@@ -188,6 +188,15 @@ function opEmitWithAck(req) {
 function opDisconnect(req) {
   const s = getClient(req.client);
   s.disconnect();
+  return true;
+}
+
+// The network goes away under the client (not a client disconnect): the
+// transport closes, socket.io-client reports "transport close" and, with
+// reconnection on, reconnects with its pid and last offset.
+function opDropTransport(req) {
+  const s = getClient(req.client);
+  s.io.engine?.close();
   return true;
 }
 
@@ -310,10 +319,18 @@ async function opStartServer(req) {
   if (req.key) adapterOpts.key = req.key;
   if (req.requestsTimeout) adapterOpts.requestsTimeout = req.requestsTimeout;
   const http = createServer();
+  let adapter;
+  if (req.adapter === "streams") {
+    // @socket.io/redis-streams-adapter 0.3 (one client; it duplicates its readers).
+    const streams = await import("@socket.io/redis-streams-adapter");
+    adapter = streams.createAdapter(pub, decode(req.adapterOpts || {}));
+  } else if (req.sharded) {
+    adapter = createShardedAdapter(pub, sub, { subscriptionMode: req.sharded, ...(req.key ? { channelPrefix: req.key } : {}) });
+  } else {
+    adapter = createAdapter(pub, sub, adapterOpts);
+  }
   const io = new Server(http, {
-    adapter: req.sharded
-      ? createShardedAdapter(pub, sub, { subscriptionMode: req.sharded, ...(req.key ? { channelPrefix: req.key } : {}) })
-      : createAdapter(pub, sub, adapterOpts),
+    adapter,
     path: req.path || "/socket.io",
     ...(decode(req.serverOpts || {})),
   });
@@ -471,6 +488,7 @@ const ops = {
   emitWithAck: opEmitWithAck,
   disconnect: opDisconnect,
   clientState: opClientState,
+  dropTransport: opDropTransport,
   emitterPublish: opEmitterPublish,
   emitterJoin: opEmitterJoin,
   emitterLeave: opEmitterLeave,

@@ -32,45 +32,10 @@ const T: Duration = Duration::from_secs(20);
 /// (ping GET + pong POST) per second.
 const PING_MS: u64 = 1000;
 
-/// One `switchboard_*` sample from a Prometheus text page, summed over the
-/// series whose labels contain every `label_filter` (e.g. `outcome="ok"`).
-fn metric(page: &str, name: &str, label_filter: &[&str]) -> f64 {
-    page.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
-        })
-        .filter(|l| label_filter.iter().all(|f| l.contains(f)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .fold(0.0, |a, b| a + b)
-}
-
 fn metrics_of(gw: &GatewayProcess) -> String {
     let (status, body) = http_get(&format!("{}/metrics", gw.url())).expect("GET /metrics");
     assert_eq!(status, 200);
     body
-}
-
-/// Waits until the gateway's `/readyz` is 200 (subscribed to Redis).
-async fn wait_ready(gw: &GatewayProcess) {
-    let url = format!("{}/readyz", gw.url());
-    let deadline = Instant::now() + T;
-    loop {
-        let u = url.clone();
-        let r = tokio::task::spawn_blocking(move || http_get(&u))
-            .await
-            .unwrap();
-        if matches!(r, Ok((200, _))) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "gateway {} not ready: {r:?}",
-            gw.port()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// A stand-in for the HTTP API behind `/api/`: answers every request with

@@ -229,6 +229,45 @@ impl Publisher {
         redis::from_redis_value(value).map_err(|e| Error::from_redis(&self.inner.target, &e.into()))
     }
 
+    /// `XADD` with `args` (everything after the command name: key, trimming,
+    /// `*`, fields); the new entry's id. A failure that may be temporary
+    /// (connection lost, Redis restarting, no answer) is retried with a short
+    /// backoff until the timeout has passed since the first attempt; only
+    /// then is it an error. A retry after a connection that broke mid-call
+    /// may append the entry twice: the reply was lost, maybe not the command.
+    pub async fn xadd<A: redis::ToRedisArgs>(&self, args: &[A]) -> Result<String, Error> {
+        let target = &self.inner.target;
+        let mut cmd = redis::cmd("XADD");
+        for arg in args {
+            cmd.arg(arg);
+        }
+        let deadline = tokio::time::Instant::now() + target.timeout;
+        let mut delay = std::time::Duration::from_millis(20);
+        loop {
+            let attempt = tokio::time::timeout_at(deadline, self.command_value(&cmd));
+            match attempt.await {
+                Ok(Ok(Value::BulkString(id))) => return Ok(String::from_utf8_lossy(&id).into()),
+                Ok(Ok(Value::SimpleString(id))) => return Ok(id),
+                Ok(Ok(other)) => {
+                    return Err(Error::Server {
+                        target: target.describe.clone(),
+                        code: None,
+                        reason: format!("unexpected reply to XADD: {other:?}"),
+                    });
+                }
+                Ok(Err(e))
+                    if e.is_unavailable() && tokio::time::Instant::now() + delay < deadline =>
+                {
+                    tracing::debug!(error = %e, "XADD failed; retrying within the timeout");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(std::time::Duration::from_millis(500));
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Err(Error::timeout(target, None)),
+            }
+        }
+    }
+
     /// Sends `PING` (to every master in a cluster): a startup check that Redis
     /// is reachable with these credentials. Publishing never sends it.
     pub async fn ping(&self) -> Result<(), Error> {

@@ -401,6 +401,16 @@ pub struct StartServer {
     /// URLs (node-redis `createCluster`) instead of `redis_url`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub cluster_nodes: Vec<String>,
+    /// `"streams"`: `@socket.io/redis-streams-adapter` 0.3 instead of the
+    /// classic `@socket.io/redis-adapter`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub adapter: Option<String>,
+    /// Options of the streams adapter (`{streamName, maxLen, ...}`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub adapter_opts: Option<Value>,
+    /// Extra `Server` options, e.g. `{"connectionStateRecovery": {}}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_opts: Option<Value>,
     /// Instrument the server with `@socket.io/admin-ui`:
     /// `{username, passwordHash, serverId?, mode?, readonly?}`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -479,6 +489,9 @@ pub enum Note {
         sid: String,
         /// Transport at connect time.
         transport: Option<String>,
+        /// `socket.recovered`: the server restored the session (connection
+        /// state recovery).
+        recovered: bool,
     },
     /// `connect_error`: `message` is `err.message`, `data` is `err.data`.
     ConnectError {
@@ -555,6 +568,7 @@ impl Note {
                     .get("transport")
                     .and_then(Value::as_str)
                     .map(str::to_string),
+                recovered: v.get("recovered").and_then(Value::as_bool).unwrap_or(false),
             },
             "connect_error" => Note::ConnectError {
                 message: s("message"),

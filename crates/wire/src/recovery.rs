@@ -110,7 +110,7 @@ impl Session {
 }
 
 /// A stream entry id, which is also a recovery offset: `<milliseconds>-<sequence>`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct StreamId {
     /// Milliseconds part.
     pub ms: u64,

@@ -273,6 +273,53 @@ pub fn decode_pubsub(payload: &[u8]) -> Result<ClusterMessage, WireError> {
     ClusterMessage::from_value(msgpack::decode(payload)?)
 }
 
+/// The streams-adapter message for a message encoded in the classic `@socket.io/redis-emitter`
+/// format (`payload` published on `channel` under the channel prefix `key`): a broadcast on
+/// `<key>#<nsp>#...` becomes a BROADCAST, a `socketsJoin` / `socketsLeave` /
+/// `disconnectSockets` request on `<key>-request#<nsp>#` becomes SOCKETS_JOIN / SOCKETS_LEAVE /
+/// DISCONNECT_SOCKETS, all under the emitter's uid. `None` for anything else (serverSideEmit,
+/// responses, undecodable bytes): those have no stream form.
+///
+/// This is how one emitter API (encode, then publish) serves both kinds of fleets.
+pub fn from_classic(key: &str, channel: &str, payload: &[u8]) -> Option<ClusterMessage> {
+    use crate::cluster::{ClusterBroadcast, DisconnectSockets, RoomsChange};
+    use crate::message::BroadcastOptions;
+    use crate::request::{Request, RequestOpts};
+    let request_nsp = channel
+        .strip_prefix(key)
+        .and_then(|c| c.strip_prefix("-request#"))
+        .and_then(|c| c.strip_suffix('#'));
+    let Some(nsp) = request_nsp else {
+        let msg = crate::decode_broadcast(payload).ok()?;
+        let body = ClusterBody::Broadcast(ClusterBroadcast::new(msg.packet.data, msg.opts));
+        return Some(ClusterMessage::new(msg.uid, msg.packet.nsp, body));
+    };
+    let opts = |opts: Option<RequestOpts>, sid: Option<String>| {
+        let opts = opts.unwrap_or_default();
+        BroadcastOptions {
+            rooms: sid.map_or(opts.rooms, |sid| vec![sid]),
+            except: opts.except,
+            ..Default::default()
+        }
+    };
+    let body = match crate::decode_request(payload).ok()? {
+        Request::RemoteJoin(r) => ClusterBody::SocketsJoin(RoomsChange {
+            opts: opts(r.opts, r.sid),
+            rooms: r.room.map_or(r.rooms, |room| vec![room]),
+        }),
+        Request::RemoteLeave(r) => ClusterBody::SocketsLeave(RoomsChange {
+            opts: opts(r.opts, r.sid),
+            rooms: r.room.map_or(r.rooms, |room| vec![room]),
+        }),
+        Request::RemoteDisconnect(r) => ClusterBody::DisconnectSockets(DisconnectSockets {
+            opts: opts(r.opts, r.sid),
+            close: r.close,
+        }),
+        _ => return None,
+    };
+    Some(ClusterMessage::new(crate::EMITTER_UID, nsp, body))
+}
+
 impl StreamsOptions {
     /// The stream a namespace's messages go to (`computeStreamName`): `streamName` when
     /// `streamCount` is 1, else `<streamName>-<hashCode(nsp) % streamCount>`.
@@ -500,6 +547,47 @@ mod tests {
         assert_eq!(channel, "socket.io#/a#req#");
         // `{requestId, packet: undefined}`: @msgpack/msgpack writes the key with nil.
         assert!(payload.windows(7).any(|w| w == b"packet\xc0"));
+    }
+
+    #[test]
+    fn classic_messages_in_stream_form() {
+        use crate::{BroadcastMessage, BusPacket, encode_broadcast};
+        let msg = BroadcastMessage {
+            uid: "emitter".into(),
+            packet: BusPacket::event("/chat", Value::Array(vec!["ev".into(), 1.into()])),
+            opts: BroadcastOptions {
+                rooms: vec!["r".into()],
+                ..Default::default()
+            },
+        };
+        let cluster =
+            from_classic("socket.io", "socket.io#/chat#r#", &encode_broadcast(&msg)).unwrap();
+        assert_eq!(cluster.nsp, "/chat");
+        let ClusterBody::Broadcast(b) = &cluster.body else {
+            panic!("{cluster:?}");
+        };
+        assert_eq!(b.opts.rooms, ["r"]);
+        assert_eq!(b.packet.data, msg.packet.data);
+        let join = crate::encode_request(&crate::Request::RemoteJoin(crate::RoomsRequest {
+            opts: Some(crate::RequestOpts {
+                rooms: vec!["a".into()],
+                except: vec![],
+            }),
+            rooms: vec!["b".into()],
+            ..Default::default()
+        }));
+        let cluster = from_classic("socket.io", "socket.io-request#/#", &join).unwrap();
+        assert_eq!(
+            cluster.body,
+            ClusterBody::SocketsJoin(RoomsChange {
+                opts: BroadcastOptions {
+                    rooms: vec!["a".into()],
+                    ..Default::default()
+                },
+                rooms: vec!["b".into()],
+            })
+        );
+        assert!(from_classic("socket.io", "socket.io#/#", b"junk").is_none());
     }
 
     #[test]

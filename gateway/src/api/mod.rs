@@ -240,6 +240,16 @@ impl PublishApi {
         } else {
             vec![parse(&body)?]
         };
+        if let Some(streams) = self.bus.streams() {
+            // Streams mode: each event is a stream entry; its id is the
+            // recovery offset clients get with it.
+            let ids = self.append(streams, messages, batch).await?;
+            return Ok(if batch {
+                json!({ "ok": true, "ids": ids })
+            } else {
+                json!({ "ok": true, "id": ids.first() })
+            });
+        }
         let encoded = messages
             .into_iter()
             .enumerate()
@@ -384,6 +394,46 @@ impl PublishApi {
 
     /// Turns one request into the channel and bytes the emitter would publish.
     fn encode(&self, m: EmitRequest) -> Result<(String, Vec<u8>), ApiError> {
+        let (channel, msg) = self.message(m)?;
+        // Sharded pub/sub: the sharded adapter's message, on the room's
+        // shard channel when one room is targeted (Node's computeChannel).
+        Ok(match self.bus.sharded() {
+            Some(sharded) => sharded.encode_broadcast(&msg),
+            None => (channel, encode_broadcast(&msg)),
+        })
+    }
+
+    /// Streams mode: XADDs each message (a batch in order); the entry ids.
+    async fn append(
+        &self,
+        streams: &crate::bus::StreamsBus,
+        messages: Vec<EmitRequest>,
+        batch: bool,
+    ) -> Result<Vec<String>, ApiError> {
+        let mut encoded = Vec::with_capacity(messages.len());
+        for (i, m) in messages.into_iter().enumerate() {
+            encoded.push(self.message(m).map_err(|mut e| {
+                if batch {
+                    e.message = format!("messages[{i}]: {}", e.message);
+                }
+                e
+            })?);
+        }
+        let mut ids = Vec::with_capacity(encoded.len());
+        for (_, msg) in &encoded {
+            ids.push(streams.publish_broadcast(msg).await.map_err(|e| {
+                err(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "bus_unavailable",
+                    e.to_string(),
+                )
+            })?);
+        }
+        Ok(ids)
+    }
+
+    /// The broadcast one request describes, and its classic channel.
+    fn message(&self, m: EmitRequest) -> Result<(String, BroadcastMessage), ApiError> {
         let bad = |msg: String| err(StatusCode::BAD_REQUEST, "invalid_request", msg);
         if m.event.is_empty() {
             return Err(bad("`event` must not be empty".into()));
@@ -454,12 +504,7 @@ impl PublishApi {
                 },
             },
         };
-        // Sharded pub/sub: the sharded adapter's message, on the room's
-        // shard channel when one room is targeted (Node's computeChannel).
-        Ok(match self.bus.sharded() {
-            Some(sharded) => sharded.encode_broadcast(&msg),
-            None => (channel, encode_broadcast(&msg)),
-        })
+        Ok((channel, msg))
     }
 }
 

@@ -129,17 +129,7 @@ impl Authenticator {
         connect_auth: Option<&Value>,
     ) -> Result<Identity, Refusal> {
         let Some(found) = self.locator.find(handshake, connect_auth)? else {
-            return if self.allow_anonymous {
-                Ok(Identity {
-                    user: None,
-                    rooms: self.rooms.public_rooms().to_vec(),
-                    expires_at: None,
-                    anonymous: true,
-                    claims: Map::new(),
-                })
-            } else {
-                Err(Refusal::MissingToken)
-            };
+            return self.anonymous();
         };
         let verified = self
             .verifier
@@ -150,18 +140,64 @@ impl Authenticator {
             // known here. Never log the token.
             tracing::debug!(source = ?found.source, reason = refusal.reason(), "token refused");
         })?;
-        let expires_at = claims.get("exp").and_then(unix_seconds);
         let claims = claims
             .into_iter()
             .filter(|(name, _)| self.kept_claims.contains(name))
             .collect();
-        Ok(Identity {
-            user: Some(resolved.user),
-            rooms: resolved.rooms,
-            expires_at,
-            anonymous: false,
-            claims,
-        })
+        Ok(identified(resolved, claims))
+    }
+}
+
+/// The identity of verified (kept) claims resolved to a user and rooms.
+fn identified(resolved: rooms::Resolved, claims: Map<String, Value>) -> Identity {
+    Identity {
+        user: Some(resolved.user),
+        rooms: resolved.rooms,
+        expires_at: claims.get("exp").and_then(unix_seconds),
+        anonymous: false,
+        claims,
+    }
+}
+
+impl Authenticator {
+    /// The identity of a recovered session from the claims it kept
+    /// (`socket.data`), without a token: valid only while those claims are
+    /// (a token that has expired since is refused with
+    /// [`Refusal::Expired`]); no claims is an anonymous session, which needs
+    /// `auth.allow_anonymous`.
+    pub fn restore(&self, claims: Map<String, Value>) -> Result<Identity, Refusal> {
+        if claims.is_empty() {
+            return self.anonymous();
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        if claims
+            .get("exp")
+            .and_then(unix_seconds)
+            .is_some_and(|exp| exp <= now)
+        {
+            return Err(Refusal::Expired);
+        }
+        Ok(identified(self.rooms.resolve(&claims)?, claims))
+    }
+}
+
+impl Authenticator {
+    /// The anonymous identity when `auth.allow_anonymous`, else a refusal.
+    fn anonymous(&self) -> Result<Identity, Refusal> {
+        if self.allow_anonymous {
+            Ok(Identity {
+                user: None,
+                rooms: self.rooms.public_rooms().to_vec(),
+                expires_at: None,
+                anonymous: true,
+                claims: Map::new(),
+            })
+        } else {
+            Err(Refusal::MissingToken)
+        }
     }
 }
 

@@ -12,8 +12,10 @@ mod memory;
 mod redis;
 pub mod sharded;
 mod store_link;
+mod streams;
 
 pub use store_link::StoreLink;
+pub use streams::{StreamEntry, StreamsBus};
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -47,6 +49,8 @@ pub trait BusHandler: Send + Sync + 'static {
         let _ = (nsp, room);
         false
     }
+    /// Streams mode: an entry read from `stream`, in stream order.
+    fn on_stream_entry(&self, _stream: &str, _entry: &StreamEntry) {}
 }
 
 /// Why a publish failed. Publishing never waits longer than
@@ -82,6 +86,7 @@ pub struct BusStatus {
 enum Kind {
     Memory(memory::MemoryBus),
     Redis(Box<redis::RedisBus>),
+    Streams(Box<StreamsBus>),
 }
 
 /// The gateway's bus, shared by the session layer and the publish API.
@@ -124,7 +129,12 @@ impl Bus {
     /// Builds the bus the config asks for. The embedded bus is up from the
     /// start (`switchboard_bus_up` 1); a Redis bus once it has subscribed.
     pub fn from_config(config: &RedisConfig, metrics: Metrics) -> Result<Bus, BusError> {
-        if config.enabled() {
+        if config.enabled() && config.bus == crate::config::BusMode::Streams {
+            Ok(Bus {
+                kind: Kind::Streams(Box::new(StreamsBus::new(config, metrics)?)),
+                sharded: None,
+            })
+        } else if config.enabled() {
             Bus::redis(config, metrics)
         } else {
             metrics.bus_up.set(1);
@@ -158,6 +168,7 @@ impl Bus {
         match &self.kind {
             Kind::Memory(_) => "embedded",
             Kind::Redis(r) => r.describe(),
+            Kind::Streams(s) => s.pubsub().describe(),
         }
     }
 
@@ -168,6 +179,7 @@ impl Bus {
         match &self.kind {
             Kind::Memory(_) => Ok(()),
             Kind::Redis(r) => r.ping().await,
+            Kind::Streams(s) => s.pubsub().ping().await,
         }
     }
 
@@ -192,6 +204,7 @@ impl Bus {
                     }
                 }))
             }
+            Kind::Streams(s) => Some(s.start(handler, shutdown)),
         }
     }
 
@@ -201,6 +214,9 @@ impl Bus {
         match &self.kind {
             Kind::Memory(_) => Err(BusError::Config("sharded pub/sub needs a Redis".into())),
             Kind::Redis(r) => r.spublish(channel, &payload).await,
+            Kind::Streams(_) => Err(BusError::Config(
+                "sharded pub/sub cannot be combined with redis.bus = \"streams\"".into(),
+            )),
         }
     }
 
@@ -215,6 +231,9 @@ impl Bus {
                 r.publish_many_kind(switchboard_redis::PublishKind::Sharded, &messages)
                     .await
             }
+            Kind::Streams(_) => Err(BusError::Config(
+                "sharded pub/sub cannot be combined with redis.bus = \"streams\"".into(),
+            )),
         }
     }
 
@@ -224,6 +243,7 @@ impl Bus {
         match &self.kind {
             Kind::Memory(m) => Ok(m.publish(channel, payload.into())),
             Kind::Redis(r) => r.publish(channel, &payload).await,
+            Kind::Streams(s) => s.pubsub().publish(channel, &payload).await,
         }
     }
 
@@ -240,6 +260,7 @@ impl Bus {
                 .map(|(channel, payload)| m.publish(&channel, payload.into()))
                 .collect()),
             Kind::Redis(r) => r.publish_many(&messages).await,
+            Kind::Streams(s) => s.pubsub().publish_many(&messages).await,
         }
     }
 
@@ -260,6 +281,7 @@ impl Bus {
         match &self.kind {
             Kind::Memory(_) => Err(no_redis()),
             Kind::Redis(r) => r.hash_set_nx(hash, tag, entry).await,
+            Kind::Streams(s) => s.pubsub().hash_set_nx(hash, tag, entry).await,
         }
     }
 
@@ -268,6 +290,7 @@ impl Bus {
         match &self.kind {
             Kind::Memory(_) => Err(no_redis()),
             Kind::Redis(r) => r.hash_set(hash, tag, entry).await,
+            Kind::Streams(s) => s.pubsub().hash_set(hash, tag, entry).await,
         }
     }
 
@@ -276,6 +299,7 @@ impl Bus {
         match &self.kind {
             Kind::Memory(_) => Err(no_redis()),
             Kind::Redis(r) => r.hash_get_all(hash).await,
+            Kind::Streams(s) => s.pubsub().hash_get_all(hash).await,
         }
     }
 
@@ -287,6 +311,7 @@ impl Bus {
         match &self.kind {
             Kind::Memory(_) => Err(no_redis()),
             Kind::Redis(r) => r.hash_del(hash, tags).await,
+            Kind::Streams(s) => s.pubsub().hash_del(hash, tags).await,
         }
     }
 
@@ -297,6 +322,7 @@ impl Bus {
         match &self.kind {
             Kind::Memory(_) => Err(no_redis()),
             Kind::Redis(r) => r.subscribers(channel).await,
+            Kind::Streams(s) => s.pubsub().subscribers(channel).await,
         }
     }
 
@@ -307,6 +333,7 @@ impl Bus {
         match &self.kind {
             Kind::Memory(_) => Err(no_redis()),
             Kind::Redis(r) => r.set_ex(key, "true", ttl).await,
+            Kind::Streams(s) => s.pubsub().set_ex(key, "true", ttl).await,
         }
     }
 
@@ -315,6 +342,7 @@ impl Bus {
         match &self.kind {
             Kind::Memory(_) => Err(no_redis()),
             Kind::Redis(r) => r.exists(key).await,
+            Kind::Streams(s) => s.pubsub().exists(key).await,
         }
     }
 
@@ -324,6 +352,7 @@ impl Bus {
         match &self.kind {
             Kind::Memory(_) => None,
             Kind::Redis(r) => Some(r.store_link()),
+            Kind::Streams(s) => Some(s.pubsub().store_link()),
         }
     }
 
@@ -332,6 +361,15 @@ impl Bus {
         match &self.kind {
             Kind::Memory(m) => m.status(),
             Kind::Redis(r) => r.status(),
+            Kind::Streams(s) => s.status(),
+        }
+    }
+
+    /// The streams bus, in `redis.bus = "streams"` mode.
+    pub fn streams(&self) -> Option<&StreamsBus> {
+        match &self.kind {
+            Kind::Streams(s) => Some(s),
+            _ => None,
         }
     }
 }

@@ -9,8 +9,8 @@
 
 use bytes::Bytes;
 use switchboard_wire::{
-    BroadcastMessage, FetchedSocket, Request, RequestOpts, Response, decode_broadcast,
-    decode_request, encode_event, encode_response, json_to_msgpack,
+    BroadcastMessage, Request, RequestOpts, Response, decode_broadcast, decode_request,
+    encode_event, encode_response, json_to_msgpack,
 };
 
 use super::SocketIo;
@@ -31,12 +31,22 @@ impl BusHandler for SocketIo {
                     .map(|nsp| self.channels.response(nsp)),
             );
         }
+        if let Some(streams) = &self.streams {
+            channels.extend(self.streams_channels(streams));
+        }
         channels
     }
 
     fn patterns(&self) -> Vec<String> {
-        let mut patterns: Vec<String> = self
-            .namespaces
+        // Streams mode: broadcasts come from the stream; the classic
+        // `socket.io#<nsp>#*` pattern would also match the streams adapter's
+        // pub/sub channels.
+        let classic = if self.streams.is_some() {
+            &[][..]
+        } else {
+            &self.namespaces[..]
+        };
+        let mut patterns: Vec<String> = classic
             .iter()
             .map(|nsp| self.channels.broadcast_pattern(nsp))
             .collect();
@@ -58,7 +68,16 @@ impl BusHandler for SocketIo {
         self.hub.has_named_room(nsp, room)
     }
 
+    fn on_stream_entry(&self, stream: &str, entry: &crate::bus::StreamEntry) {
+        self.on_entry(stream, entry);
+    }
+
     fn on_bus_message(&self, channel: &str, payload: Bytes) {
+        if let Some(streams) = &self.streams
+            && self.on_streams_pubsub(streams, channel, &payload)
+        {
+            return;
+        }
         if let Some(admin) = &self.admin {
             if self.channels.room_of(admin.nsp(), channel).is_some() {
                 return admin.on_bus_broadcast(&payload);
@@ -121,12 +140,40 @@ impl SocketIo {
     /// Queues one broadcast, which the gateway received at `received`, to
     /// every local target (the delivery latency histogram counts from then).
     pub fn deliver_received(&self, msg: &BroadcastMessage, received: tokio::time::Instant) {
-        let nsp = msg.packet.nsp.as_str();
-        let targets = self.hub.targets(nsp, &msg.opts.rooms, &msg.opts.except);
+        self.deliver_data(
+            msg.packet.nsp.as_str(),
+            &msg.packet.data,
+            &msg.opts,
+            received,
+            None,
+        );
+    }
+
+    /// Queues `data` (`[event, ...args]`) to the targets of `opts` in `nsp`.
+    /// `entry` is the stream entry it came from (streams mode): with
+    /// recovery on, its id is appended as the offset of a non-volatile
+    /// event, and sockets still replaying missed events get it held back.
+    pub(super) fn deliver_data(
+        &self,
+        nsp: &str,
+        data: &rmpv::Value,
+        opts: &switchboard_wire::BroadcastOptions,
+        received: tokio::time::Instant,
+        entry: Option<switchboard_wire::recovery::StreamId>,
+    ) {
+        let targets = self.hub.targets(nsp, &opts.rooms, &opts.except);
         if targets.is_empty() {
             return;
         }
-        let packet = match encode_event(nsp, &msg.packet.data, None) {
+        let with_offset;
+        let data = match entry {
+            Some(id) if self.recovery.is_some() && !opts.flags.volatile => {
+                with_offset = super::streams::with_offset(data, &id.to_string());
+                &with_offset
+            }
+            _ => data,
+        };
+        let packet = match encode_event(nsp, data, None) {
             Ok(packet) => packet,
             Err(err) => return self.bus_decode_error("broadcast", &err),
         };
@@ -136,8 +183,17 @@ impl SocketIo {
         let size: usize = frames.iter().map(Frame::len).sum();
         let mut sent = 0u64;
         for socket in &targets {
-            if msg.opts.flags.volatile && socket.conn.queued_bytes() > 0 {
+            if opts.flags.volatile && socket.conn.queued_bytes() > 0 {
                 self.metrics.volatile_dropped.inc();
+                continue;
+            }
+            if let Some(id) = entry
+                && socket.is_replaying()
+            {
+                if let Some(frames) = socket.hold(id, frames.clone()) {
+                    socket.conn.send_all(frames);
+                }
+                sent += 1;
                 continue;
             }
             if socket
@@ -151,7 +207,7 @@ impl SocketIo {
         self.metrics.bytes_out.inc_by(sent * size as u64);
         if let Some(admin) = &self.admin_events {
             let ids: Vec<_> = targets.iter().map(|s| s.id).collect();
-            admin.events_sent(nsp, &ids, &msg.packet.data);
+            admin.events_sent(nsp, &ids, data);
         }
     }
 
@@ -175,6 +231,7 @@ impl SocketIo {
                     if let Some(admin) = &self.admin_events {
                         admin.rooms_joined(&socket, &req.rooms);
                     }
+                    self.save_session(&socket);
                 }
             }
             Request::RemoteLeave(req) => {
@@ -189,6 +246,7 @@ impl SocketIo {
                     if let Some(admin) = &self.admin_events {
                         admin.rooms_left(&socket, &req.rooms);
                     }
+                    self.save_session(&socket);
                 }
             }
             Request::RemoteDisconnect(req) => {
@@ -208,24 +266,7 @@ impl SocketIo {
                 let sockets = self
                     .targets_of(nsp, &opts)
                     .iter()
-                    .map(|s| match &self.admin {
-                        // What an instrumented Node server answers, so that
-                        // Admin UIs anywhere in the fleet show this socket.
-                        Some(admin) => admin.fetched(s),
-                        None => FetchedSocket {
-                            id: s.id.to_string(),
-                            handshake: json_to_msgpack(&serde_json::json!({
-                                "address": s.conn.handshake.client_address(),
-                                "issued": s.conn.handshake.issued_ms,
-                                "query": {},
-                                "auth": {},
-                            })),
-                            rooms: std::iter::once(s.id.to_string())
-                                .chain(self.hub.rooms_of(s.id))
-                                .collect(),
-                            data: json_to_msgpack(&serde_json::Value::Object(s.claims.clone())),
-                        },
-                    })
+                    .map(|s| self.fetched(s))
                     .collect();
                 self.respond(
                     nsp,
@@ -417,7 +458,7 @@ impl SocketIo {
     }
 
     /// Publishes a response where Node servers wait for it.
-    fn respond(&self, nsp: &str, response: Response) {
+    pub(super) fn respond(&self, nsp: &str, response: Response) {
         if self.respond_sharded(nsp, &response) {
             return;
         }

@@ -10,6 +10,7 @@ mod fanout;
 mod packets;
 mod sharded;
 mod socket;
+mod streams;
 mod upstream;
 
 use std::{
@@ -20,7 +21,7 @@ use std::{
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use bytes::Bytes;
-use engineioxide_core::Str;
+use engineioxide_core::{Sid, Str};
 use socketioxide_core::{
     Value,
     packet::{Packet, PacketData},
@@ -94,6 +95,13 @@ pub struct SocketIo {
     /// The address peers forward to (`cluster.advertise_addr`), reported to
     /// `switchboard status`.
     pub(crate) advertise: Option<String>,
+    /// Streams mode (`redis.bus = "streams"`): the adapter options.
+    pub(crate) streams: Option<switchboard_wire::streams::StreamsOptions>,
+    /// Connection state recovery, when `recovery.enabled`.
+    pub(crate) recovery: Option<crate::config::RecoveryConfig>,
+    /// The queue of the task writing recovery sessions in order.
+    session_writer:
+        std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<(String, streams::SessionOp)>>,
     /// Who is online and in which rooms with presence.
     pub presence: Arc<Presence>,
     /// Background tasks that are not one connection's: the sweeper, the
@@ -199,6 +207,11 @@ impl SocketIo {
             me: Weak::new(),
             advertise: config.advertise_addr().ok().map(|a| a.to_string()),
             sharded_requesters: sharded::Requesters::default(),
+            streams: (config.redis.enabled()
+                && config.redis.bus == crate::config::BusMode::Streams)
+                .then(|| config.redis.streams_options()),
+            recovery: config.recovery.enabled.then(|| config.recovery.clone()),
+            session_writer: std::sync::OnceLock::new(),
             presence: Arc::new(Presence::new(config, &uid, bus.clone(), metrics.clone())),
             uid,
             tasks: TaskTracker::new(),
@@ -375,40 +388,76 @@ impl SocketIo {
         };
         if let Some(existing) = conn.data.socket(&nsp) {
             // A repeated CONNECT for a connected namespace gets the same socket.
-            conn.send(packets::connect(&nsp, existing.as_str()));
+            let reply = match self.hub.get(existing).and_then(|s| s.pid.clone()) {
+                Some(pid) => packets::connect_with_pid(&nsp, existing.as_str(), &pid),
+                None => packets::connect(&nsp, existing.as_str()),
+            };
+            conn.send(reply);
             return;
         }
-        let identity = match self.auth.authenticate(&conn.handshake, auth.as_ref()) {
-            Ok(identity) => identity,
-            Err(refusal) => {
-                return self.refuse_connect(conn, &nsp, refusal.reason(), &refusal.message(), true);
-            }
-        };
+        self.connect_or_restore(conn, nsp, auth);
+    }
+
+    /// A new socket of `conn` in `nsp` for `identity` (with the event
+    /// budget of `limits.client_events_per_sec`), and the rooms it joins.
+    fn socket_for(
+        &self,
+        conn: &Conn,
+        nsp: &Arc<str>,
+        identity: crate::auth::Identity,
+    ) -> (Socket, Vec<String>) {
         let budget = (self.limits.client_events_per_sec > 0).then(|| {
             TokenBucket::new(
                 self.limits.client_events_per_sec,
                 self.limits.client_events_burst,
             )
         });
-        let socket = Arc::new(Socket::new(
+        let socket = Socket::new(
             nsp.clone(),
             conn.clone(),
             identity.user,
             identity.claims,
             identity.expires_at,
             budget,
-        ));
+        );
+        (socket, identity.rooms)
+    }
+
+    /// Adds a socket to the Hub (the per-user limit applies) and the gauges.
+    fn admit(&self, socket: &Arc<Socket>) -> Result<(), &'static str> {
         let new = NewSocket {
-            nsp: &nsp,
+            nsp: &socket.nsp,
             id: socket.id,
             user: socket.user.as_deref(),
             expires_at: socket.expires_at,
         };
-        if self
-            .hub
+        self.hub
             .add(new, socket.clone(), self.limits.max_connections_per_user)
-            .is_err()
-        {
+            .map_err(|_| "too many connections for this user")?;
+        self.metrics.sockets.inc();
+        self.metrics
+            .connects
+            .with_label_values(&[&socket.nsp])
+            .inc();
+        Ok(())
+    }
+
+    /// Authenticates a CONNECT and connects a new socket (with a recovery
+    /// session when `recovery.enabled`).
+    fn connect_new(&self, conn: &Conn, nsp: Arc<str>, auth: Option<serde_json::Value>) {
+        let identity = match self.auth.authenticate(&conn.handshake, auth.as_ref()) {
+            Ok(identity) => identity,
+            Err(refusal) => {
+                return self.refuse_connect(conn, &nsp, refusal.reason(), &refusal.message(), true);
+            }
+        };
+        let (mut socket, rooms) = self.socket_for(conn, &nsp, identity);
+        if self.recovery.is_some() {
+            let id = socket.id;
+            socket = socket.with_session(id, Sid::new().to_string().into_boxed_str(), false);
+        }
+        let socket = Arc::new(socket);
+        if self.admit(&socket).is_err() {
             return self.refuse_connect(
                 conn,
                 &nsp,
@@ -417,13 +466,17 @@ impl SocketIo {
                 true,
             );
         }
-        let created = self.hub.join(socket.id, &identity.rooms);
+        let created = self.hub.join(socket.id, &rooms);
         self.metrics.rooms.add(created as i64);
         conn.data.add(nsp.clone(), socket.id);
-        self.metrics.sockets.inc();
-        self.metrics.connects.with_label_values(&[&nsp]).inc();
-        tracing::debug!(sid = %conn.sid, socket = %socket.id, nsp = &*nsp, user = ?socket.user, rooms = ?identity.rooms, "socket connected");
-        conn.send(packets::connect(&nsp, socket.id.as_str()));
+        tracing::debug!(sid = %conn.sid, socket = %socket.id, nsp = &*nsp, user = ?socket.user, rooms = ?rooms, "socket connected");
+        // Saved before the reply goes out, so even a client that loses its
+        // gateway right after connecting can recover.
+        self.save_session(&socket);
+        conn.send(match &socket.pid {
+            Some(pid) => packets::connect_with_pid(&nsp, socket.id.as_str(), pid),
+            None => packets::connect(&nsp, socket.id.as_str()),
+        });
         self.presence.connected(&socket);
         if let Some(admin) = &self.admin_events {
             admin.socket_connected(&socket);
@@ -548,6 +601,7 @@ impl SocketIo {
 
     /// Removes a socket from the rooms and the gauges.
     fn remove_socket(&self, socket: &Socket, why: SocketLeft) {
+        self.keep_or_drop_session(socket, why);
         self.presence.disconnected(socket);
         let emptied = self.hub.remove(socket.id);
         self.metrics.rooms.sub(emptied as i64);
@@ -599,14 +653,24 @@ impl SocketIo {
     /// "token expired" so it can refresh its token and reconnect.
     pub fn spawn_expiry_sweeper(self: &Arc<Self>, shutdown: CancellationToken) {
         let io = self.clone();
+        // Recovery sessions are saved again every half of their lifetime.
+        let refresh_every = self
+            .recovery
+            .as_ref()
+            .map(|r| (r.max_disconnection_ms / 2000).max(1));
         self.tasks.spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
+            let mut ticks = 0u64;
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     _ = tick.tick() => {
                         io.expire_sockets();
                         io.expire_acks();
+                        ticks += 1;
+                        if refresh_every.is_some_and(|every| ticks.is_multiple_of(every)) {
+                            io.refresh_sessions();
+                        }
                     }
                 }
             }

@@ -25,6 +25,15 @@ pub fn connect(nsp: &str, sid: &str) -> Frame {
     with_nsp('0', nsp, &serde_json::json!({ "sid": sid }).to_string())
 }
 
+/// `0` CONNECT reply with a recovery session: `40{"sid":"...","pid":"..."}`.
+pub fn connect_with_pid(nsp: &str, sid: &str, pid: &str) -> Frame {
+    with_nsp(
+        '0',
+        nsp,
+        &serde_json::json!({ "sid": sid, "pid": pid }).to_string(),
+    )
+}
+
 /// `4` CONNECT_ERROR: `44{"message":"...","data":{...}}`.
 pub fn connect_error(nsp: &str, message: &str, data: Option<Value>) -> Frame {
     let mut body = serde_json::json!({ "message": message });

@@ -373,3 +373,38 @@ pub fn check_config(env: &[(String, String)]) -> Result<String, String> {
         Err(format!("check-config exited {}: {text}", out.status))
     }
 }
+
+/// One `switchboard_*` sample from a Prometheus text page, summed over the
+/// series whose labels contain every `label_filter` (e.g. `outcome="ok"`).
+pub fn metric(page: &str, name: &str, label_filter: &[&str]) -> f64 {
+    page.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter(|l| label_filter.iter().all(|f| l.contains(f)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .fold(0.0, |a, b| a + b)
+}
+
+/// Waits until the gateway's `/readyz` is 200 (subscribed to Redis).
+pub async fn wait_ready(gw: &switchboard_testkit::GatewayProcess) {
+    let url = format!("{}/readyz", gw.url());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let u = url.clone();
+        let r = tokio::task::spawn_blocking(move || switchboard_testkit::http_get(&u))
+            .await
+            .unwrap();
+        if matches!(r, Ok((200, _))) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "gateway {} not ready: {r:?}",
+            gw.port()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
