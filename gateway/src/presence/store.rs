@@ -305,15 +305,7 @@ impl Store {
                 r.link
                     .query::<i64>(&redis::cmd("DEL").arg(r.scopes_key(gateway)).clone())
                     .await?;
-                r.link
-                    .query::<i64>(
-                        &redis::cmd("ZREM")
-                            .arg(r.gateways_key())
-                            .arg(gateway)
-                            .clone(),
-                    )
-                    .await
-                    .map(|_| ())
+                r.drop_lease(gateway).await
             }
         }
     }
@@ -395,14 +387,7 @@ impl Store {
                     .query::<i64>(&redis::cmd("SREM").arg(&set).arg(&scopes).clone())
                     .await?;
             }
-            r.link
-                .query::<i64>(
-                    &redis::cmd("ZREM")
-                        .arg(r.gateways_key())
-                        .arg(gateway)
-                        .clone(),
-                )
-                .await?;
+            r.drop_lease(gateway).await?;
         }
         Ok(out)
     }
@@ -411,6 +396,15 @@ impl Store {
 impl RedisStore {
     fn gateways_key(&self) -> String {
         format!("{}-presence#gateways", self.key)
+    }
+
+    /// Removes `gateway`'s lease (it retired, or a reaper emptied it).
+    async fn drop_lease(&self, gateway: &str) -> Result<(), BusError> {
+        let cmd = redis::cmd("ZREM")
+            .arg(self.gateways_key())
+            .arg(gateway)
+            .clone();
+        self.link.query::<i64>(&cmd).await.map(|_| ())
     }
 
     fn scopes_key(&self, gateway: &str) -> String {
