@@ -9,6 +9,24 @@ pub fn rss_kib(pid: u32) -> std::io::Result<u64> {
         .ok_or_else(|| std::io::Error::other(format!("no VmRSS for pid {pid}")))
 }
 
+/// Proportional set size of `pid` in KiB (`/proc/<pid>/smaps_rollup`):
+/// pages shared with other processes (the binary's text, mapped by every
+/// gateway) count as a share each, so the PSS of several processes adds up
+/// to the memory they really use, where their RSS counts shared pages once
+/// per process.
+pub fn pss_kib(pid: u32) -> std::io::Result<u64> {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))?;
+    parse_status_kib(&rollup, "Pss:")
+        .ok_or_else(|| std::io::Error::other(format!("no Pss for pid {pid}")))
+}
+
+/// `RssAnon` of `pid` in KiB: resident memory that is not a file's pages.
+pub fn rss_anon_kib(pid: u32) -> std::io::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    parse_status_kib(&status, "RssAnon:")
+        .ok_or_else(|| std::io::Error::other(format!("no RssAnon for pid {pid}")))
+}
+
 /// A `kB` line of `/proc/<pid>/status`.
 pub fn parse_status_kib(status: &str, key: &str) -> Option<u64> {
     status
@@ -150,6 +168,8 @@ mod tests {
     fn own_process_is_readable() {
         let pid = std::process::id();
         assert!(rss_kib(pid).unwrap() > 0);
+        assert!(pss_kib(pid).unwrap() > 0);
+        assert!(rss_anon_kib(pid).unwrap() > 0);
         cpu_time(pid).unwrap();
     }
 }

@@ -167,7 +167,10 @@ pub async fn run(c: CoordConfig) -> anyhow::Result<()> {
     let gws = c.server_pids.len();
     let mut pids = c.server_pids.clone();
     let k0 = kernel();
-    let rss_before: Vec<u64> = pids.iter().map(|&p| procfs::rss_kib(p).unwrap_or(0)).collect();
+    let rss_before: Vec<u64> = pids
+        .iter()
+        .map(|&p| procfs::rss_kib(p).unwrap_or(0))
+        .collect();
     let overflows0 = procfs::tcpext("ListenOverflows").unwrap_or(0);
     scale::write_atomic(&scale::started_path(&dir), "")?;
 
@@ -218,7 +221,10 @@ pub async fn run(c: CoordConfig) -> anyhow::Result<()> {
             break;
         }
         if Instant::now() >= ready_deadline {
-            log(format!("{} of {gws} generators never finished connecting", gws - finished));
+            log(format!(
+                "{} of {gws} generators never finished connecting",
+                gws - finished
+            ));
             break;
         }
         if last_report.elapsed() >= Duration::from_secs(5) {
@@ -287,7 +293,15 @@ pub async fn run(c: CoordConfig) -> anyhow::Result<()> {
     let cpu1: Vec<Option<Duration>> = pids.iter().map(|&p| procfs::cpu_time(p).ok()).collect();
     let gen_cpu1 = procfs::cpu_time_sum(&gen_pids).unwrap_or_default();
     sampler.abort();
-    let rss_end: Vec<u64> = pids.iter().map(|&p| procfs::rss_kib(p).unwrap_or(0)).collect();
+    let rss_end: Vec<u64> = pids
+        .iter()
+        .map(|&p| procfs::rss_kib(p).unwrap_or(0))
+        .collect();
+    let pss_end: u64 = pids.iter().map(|&p| procfs::pss_kib(p).unwrap_or(0)).sum();
+    let anon_end: u64 = pids
+        .iter()
+        .map(|&p| procfs::rss_anon_kib(p).unwrap_or(0))
+        .sum();
     let gen_rss: u64 = procfs::rss_sum_kib(&gen_pids).unwrap_or(0);
     let k1 = kernel();
     scale::write_atomic(&scale::file(&dir, "hold-end"), "")?;
@@ -326,11 +340,18 @@ pub async fn run(c: CoordConfig) -> anyhow::Result<()> {
         let gw_cpu_a = procfs::cpu_time_sum(&pids).unwrap_or_default();
         let gen_cpu_a = procfs::cpu_time_sum(&gen_pids).unwrap_or_default();
         let t = Instant::now();
-        let receivers = publish(&mut con, bench_broadcast(rooms, kind, 0, client::now_us())).await?;
+        let receivers =
+            publish(&mut con, bench_broadcast(rooms, kind, 0, client::now_us())).await?;
         let all_in = wait_progress(&dir, gws, Duration::from_secs(120), |p| {
             let got: u64 = p
                 .iter()
-                .map(|p| if kind == scale::KIND_ALL { p.all_got } else { p.role_got })
+                .map(|p| {
+                    if kind == scale::KIND_ALL {
+                        p.all_got
+                    } else {
+                        p.role_got
+                    }
+                })
                 .sum();
             got >= target
         })
@@ -340,7 +361,11 @@ pub async fn run(c: CoordConfig) -> anyhow::Result<()> {
         let gen_cpu = procfs::cpu_time_sum(&gen_pids).unwrap_or_default() - gen_cpu_a;
         log(format!(
             "broadcast `{name}` to {target} sessions via {receivers} subscribers: {} in {secs:.1} s (gateways {:.1} CPU-s, generators {:.1} CPU-s)",
-            if all_in { "all received" } else { "NOT all received" },
+            if all_in {
+                "all received"
+            } else {
+                "NOT all received"
+            },
             gw_cpu.as_secs_f64(),
             gen_cpu.as_secs_f64()
         ));
@@ -378,7 +403,8 @@ pub async fn run(c: CoordConfig) -> anyhow::Result<()> {
                 let mut tick = tokio::time::interval(period);
                 while !stop.load(Relaxed) && seq < scale::MAX_PROBES {
                     tick.tick().await;
-                    let msg = bench_broadcast(rooms.clone(), scale::KIND_PROBE, seq, client::now_us());
+                    let msg =
+                        bench_broadcast(rooms.clone(), scale::KIND_PROBE, seq, client::now_us());
                     if let Err(e) = publish(&mut con, msg).await {
                         log(format!("probe {seq} not published: {e:#}"));
                         break;
@@ -399,8 +425,14 @@ pub async fn run(c: CoordConfig) -> anyhow::Result<()> {
                 gws,
                 Duration::from_secs_f64(c.storm_timeout_secs),
                 |p| {
-                    let d: u64 = p.iter().map(|p| p.disconnected_from.get(k).copied().unwrap_or(0)).sum();
-                    let r: u64 = p.iter().map(|p| p.reconnected_from.get(k).copied().unwrap_or(0)).sum();
+                    let d: u64 = p
+                        .iter()
+                        .map(|p| p.disconnected_from.get(k).copied().unwrap_or(0))
+                        .sum();
+                    let r: u64 = p
+                        .iter()
+                        .map(|p| p.reconnected_from.get(k).copied().unwrap_or(0))
+                        .sum();
                     d >= expect && r >= d
                 },
             )
@@ -411,7 +443,10 @@ pub async fn run(c: CoordConfig) -> anyhow::Result<()> {
                 .filter_map(|p| p.storm_end_us.get(k).copied())
                 .max()
                 .unwrap_or(0);
-            let back_n: u64 = p.iter().map(|p| p.reconnected_from.get(k).copied().unwrap_or(0)).sum();
+            let back_n: u64 = p
+                .iter()
+                .map(|p| p.reconnected_from.get(k).copied().unwrap_or(0))
+                .sum();
             let storm = end.saturating_sub(t_term) as f64 / 1e6;
             storms[k] = Some(storm);
             if !back {
@@ -428,20 +463,29 @@ pub async fn run(c: CoordConfig) -> anyhow::Result<()> {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             if !procfs::exited(pids[k]) {
-                log(format!("gateway {k} still running 30 s after SIGTERM; SIGKILL"));
+                log(format!(
+                    "gateway {k} still running 30 s after SIGTERM; SIGKILL"
+                ));
                 signal(pids[k], libc::SIGKILL);
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
             if let Some(cmd) = &c.respawn_cmd {
                 let port = c.gateways[k].port();
                 let cmd = cmd.replace("{port}", &port.to_string());
-                match std::process::Command::new("sh").arg("-c").arg(format!("exec {cmd}")).spawn() {
+                match std::process::Command::new("sh")
+                    .arg("-c")
+                    .arg(format!("exec {cmd}"))
+                    .spawn()
+                {
                     Ok(child) => {
                         pids[k] = child.id();
                         respawned.push(child);
                         let _ = std::fs::write(
                             scale::file(&dir, "respawned-pids"),
-                            respawned.iter().map(|c| format!("{}\n", c.id())).collect::<String>(),
+                            respawned
+                                .iter()
+                                .map(|c| format!("{}\n", c.id()))
+                                .collect::<String>(),
                         );
                     }
                     Err(e) => log(format!("cannot start gateway {k} again: {e}")),
@@ -452,7 +496,9 @@ pub async fn run(c: CoordConfig) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_secs(3)).await;
         stop_probes.store(true, Relaxed);
         probes_sent = probe_task.await.unwrap_or(0);
-        log(format!("{probes_sent} probes published during the restarts"));
+        log(format!(
+            "{probes_sent} probes published during the restarts"
+        ));
         tokio::time::sleep(Duration::from_secs(3)).await;
     }
 
@@ -502,7 +548,10 @@ pub async fn run(c: CoordConfig) -> anyhow::Result<()> {
         f.insert("connections".into(), d.ready.connected as f64);
         f.insert("rss_before_mib".into(), mib(rss_before[g]));
         f.insert("rss_after_mib".into(), mib(rss_end[g]));
-        f.insert("idle_cpu_pct".into(), cpu_of(g).as_secs_f64() / hold_s * 100.0);
+        f.insert(
+            "idle_cpu_pct".into(),
+            cpu_of(g).as_secs_f64() / hold_s * 100.0,
+        );
         f.insert("received_once".into(), d.all.once as f64);
         f.insert("lost".into(), d.all.missed as f64);
         f.insert("duplicates".into(), d.all.extra as f64);
@@ -531,7 +580,10 @@ pub async fn run(c: CoordConfig) -> anyhow::Result<()> {
     f.insert("connections".into(), connected as f64);
     f.insert("connect_failures".into(), failed as f64);
     f.insert("connect_secs".into(), connect_secs);
-    f.insert("connects_per_s".into(), connected as f64 / connect_secs.max(1e-9));
+    f.insert(
+        "connects_per_s".into(),
+        connected as f64 / connect_secs.max(1e-9),
+    );
     f.insert(
         "connect_p99_ms".into(),
         readies.iter().map(|r| r.connect_p99_ms).fold(0.0, f64::max),
@@ -539,26 +591,56 @@ pub async fn run(c: CoordConfig) -> anyhow::Result<()> {
     f.insert("hold_s".into(), hold_s);
     f.insert("rss_before_mib".into(), mib(total_before));
     f.insert("total_rss_mib".into(), mib(total_end));
-    f.insert("max_rss_mib".into(), mib(peak_total.load(Relaxed).max(total_end)));
-    f.insert("gw_rss_max_mib".into(), mib(rss_end.iter().copied().max().unwrap_or(0)));
+    f.insert(
+        "max_rss_mib".into(),
+        mib(peak_total.load(Relaxed).max(total_end)),
+    );
+    f.insert("total_pss_mib".into(), mib(pss_end));
+    f.insert("total_anon_mib".into(), mib(anon_end));
+    f.insert(
+        "gw_rss_max_mib".into(),
+        mib(rss_end.iter().copied().max().unwrap_or(0)),
+    );
     if connected > 0 {
         let n = connected as f64;
-        f.insert("rss_per_conn_kib".into(), (total_end as f64 - total_before as f64) / n);
+        f.insert(
+            "rss_per_conn_kib".into(),
+            (total_end as f64 - total_before as f64) / n,
+        );
         f.insert("total_rss_per_conn_kib".into(), total_end as f64 / n);
-        f.insert("slab_per_conn_kib".into(), (k1.slab_kib as f64 - k0.slab_kib as f64) / n);
+        f.insert("total_pss_per_conn_kib".into(), pss_end as f64 / n);
+        f.insert(
+            "slab_per_conn_kib".into(),
+            (k1.slab_kib as f64 - k0.slab_kib as f64) / n,
+        );
         f.insert("gen_rss_per_conn_kib".into(), gen_rss as f64 / n);
-        f.insert("idle_cpu_pct_per_100k".into(), total_cpu / hold_s * 100.0 / (n / 100_000.0));
+        f.insert(
+            "idle_cpu_pct_per_100k".into(),
+            total_cpu / hold_s * 100.0 / (n / 100_000.0),
+        );
     }
-    f.insert("slab_growth_mib".into(), mib(k1.slab_kib.saturating_sub(k0.slab_kib)));
+    f.insert(
+        "slab_growth_mib".into(),
+        mib(k1.slab_kib.saturating_sub(k0.slab_kib)),
+    );
     f.insert(
         "sunreclaim_growth_mib".into(),
         mib(k1.sunreclaim_kib.saturating_sub(k0.sunreclaim_kib)),
     );
     f.insert("tcp_inuse".into(), k1.tcp.inuse as f64);
-    f.insert("tcp_buffers_mib".into(), (k1.tcp.mem_pages * 4) as f64 / 1024.0);
+    f.insert(
+        "tcp_buffers_mib".into(),
+        (k1.tcp.mem_pages * 4) as f64 / 1024.0,
+    );
     f.insert("gen_rss_mib".into(), mib(gen_rss));
-    f.insert("mem_available_min_mib".into(), mib(min_avail_seen.load(Relaxed)));
-    f.insert("mem_available_end_of_hold_mib".into(), mib(k1.available_kib));
+    f.insert(
+        "mem_available_min_mib".into(),
+        mib(min_avail_seen.load(Relaxed)),
+    );
+    f.insert(
+        "mem_available_end_of_hold_mib".into(),
+        mib(k1.available_kib),
+    );
     f.insert("idle_cpu_pct".into(), total_cpu / hold_s * 100.0);
     f.insert(
         "gw_idle_cpu_max_pct".into(),
@@ -603,10 +685,19 @@ pub async fn run(c: CoordConfig) -> anyhow::Result<()> {
         let s: Vec<f64> = storms.iter().flatten().copied().collect();
         f.insert("storm_max_s".into(), s.iter().copied().fold(0.0, f64::max));
         f.insert("storm_incomplete".into(), storm_incomplete as f64);
-        f.insert("moved".into(), sum(&|d| d.progress.disconnected_from.iter().sum()));
-        f.insert("moved_back".into(), sum(&|d| d.progress.reconnected_from.iter().sum()));
+        f.insert(
+            "moved".into(),
+            sum(&|d| d.progress.disconnected_from.iter().sum()),
+        );
+        f.insert(
+            "moved_back".into(),
+            sum(&|d| d.progress.reconnected_from.iter().sum()),
+        );
         f.insert("reconnect_failures".into(), sum(&|d| d.reconnect_failures));
-        f.insert("bystander_disconnects".into(), sum(&|d| d.progress.bystander_disconnects));
+        f.insert(
+            "bystander_disconnects".into(),
+            sum(&|d| d.progress.bystander_disconnects),
+        );
         f.insert("probes".into(), probes_sent as f64);
         f.insert("probe_steady_conns".into(), sum(&|d| d.probes.steady_conns));
         f.insert("probe_steady_lost".into(), sum(&|d| d.probes.steady_lost));
@@ -617,7 +708,7 @@ pub async fn run(c: CoordConfig) -> anyhow::Result<()> {
     f.insert("errors".into(), sum(&|d| d.errors));
     let _ = aborted;
     if let Err(e) = record(f).report(c.results.as_deref()) {
-            log(format!("cannot record a result: {e:#}"));
-        }
+        log(format!("cannot record a result: {e:#}"));
+    }
     Ok(())
 }

@@ -142,12 +142,18 @@ impl Gen {
             role_got: (0..n)
                 .filter(|&i| i % 10 == 0 && self.role_count[i].load(Relaxed) > 0)
                 .count() as u64,
-            disconnected_from: self.disc_from[..r].iter().map(|a| a.load(Relaxed)).collect(),
+            disconnected_from: self.disc_from[..r]
+                .iter()
+                .map(|a| a.load(Relaxed))
+                .collect(),
             reconnected_from: self.reconn_from[..r]
                 .iter()
                 .map(|a| a.load(Relaxed))
                 .collect(),
-            storm_end_us: self.storm_end[..r].iter().map(|a| a.load(Relaxed)).collect(),
+            storm_end_us: self.storm_end[..r]
+                .iter()
+                .map(|a| a.load(Relaxed))
+                .collect(),
             hold_disconnects: self.hold_disc.load(Relaxed),
             bystander_disconnects: self.bystander_disc.load(Relaxed),
         }
@@ -179,7 +185,9 @@ impl Gen {
                     self.role_lat[i].store(lat, Relaxed);
                 }
             }
-            scale::KIND_PROBE if i % scale::PROBE_EVERY == 0 && stamp.seq < scale::MAX_PROBES => {
+            scale::KIND_PROBE
+                if i.is_multiple_of(scale::PROBE_EVERY) && stamp.seq < scale::MAX_PROBES =>
+            {
                 let p = i / scale::PROBE_EVERY;
                 self.probe_count[p].fetch_add(1, Relaxed);
                 let word = &self.probe_bits[p * PROBE_WORDS + (stamp.seq / 64) as usize];
@@ -191,7 +199,13 @@ impl Gen {
         }
     }
 
-    fn check(&self, counts: &[AtomicU32], lats: &[AtomicU64], audience: impl Fn(usize) -> bool, member: impl Fn(usize) -> bool) -> Check {
+    fn check(
+        &self,
+        counts: &[AtomicU32],
+        lats: &[AtomicU64],
+        audience: impl Fn(usize) -> bool,
+        member: impl Fn(usize) -> bool,
+    ) -> Check {
         let mut c = Check::default();
         for i in 0..self.cfg.count {
             let n = counts[i].load(Relaxed);
@@ -297,7 +311,11 @@ async fn run_conn(st: Arc<Gen>, i: usize, first: Session, mut gw: usize) {
             let opened = match st.token(i) {
                 Ok(token) => tokio::time::timeout(
                     lean::CONNECT_TIMEOUT,
-                    Box::pin(lean::open(st.cfg.gateways[target], Some(st.sources.next()), &token)),
+                    Box::pin(lean::open(
+                        st.cfg.gateways[target],
+                        Some(st.sources.next()),
+                        &token,
+                    )),
                 )
                 .await
                 .ok()
@@ -357,7 +375,10 @@ pub async fn run(cfg: GenConfig) -> anyhow::Result<()> {
     }
 
     // Wait for our wave.
-    if scale::wait_for_file(&scale::go_path(&dir, g), st.give_up).await.is_none() {
+    if scale::wait_for_file(&scale::go_path(&dir, g), st.give_up)
+        .await
+        .is_none()
+    {
         anyhow::bail!("generator {g}: never told to start");
     }
     let hist = Arc::new(Histogram::new());
@@ -447,7 +468,11 @@ pub async fn run(cfg: GenConfig) -> anyhow::Result<()> {
                 .await
                 .is_some()
             {
-                let expected = if role { &st.role_expected } else { &st.all_expected };
+                let expected = if role {
+                    &st.role_expected
+                } else {
+                    &st.all_expected
+                };
                 for i in 0..st.cfg.count {
                     expected[i].store(st.up[i].load(Relaxed), Relaxed);
                 }

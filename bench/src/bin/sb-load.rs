@@ -704,12 +704,21 @@ mod tests {
         assert!(msg.opts.rooms.is_empty());
         let packet = switchboard_wire::encode_event("/", &msg.packet.data, None).unwrap();
         let stamp = proto::parse_stamp(&packet.text[1..]).unwrap();
-        assert_eq!((stamp.t_us, stamp.seq, stamp.room), (77, 0, switchboard_bench::scale::KIND_ALL));
+        assert_eq!(
+            (stamp.t_us, stamp.seq, stamp.room),
+            (77, 0, switchboard_bench::scale::KIND_ALL)
+        );
         let rooms = vec!["user:a".to_string(), "user:b".to_string()];
         let (channel, bytes) =
             scale_coord::bench_broadcast(rooms.clone(), switchboard_bench::scale::KIND_PROBE, 3, 1);
         assert_eq!(channel, "socket.io#/#");
-        assert_eq!(switchboard_wire::decode_broadcast(&bytes).unwrap().opts.rooms, rooms);
+        assert_eq!(
+            switchboard_wire::decode_broadcast(&bytes)
+                .unwrap()
+                .opts
+                .rooms,
+            rooms
+        );
         let (channel, _) = scale_coord::bench_broadcast(
             vec!["role:r0".into()],
             switchboard_bench::scale::KIND_ROLE,
