@@ -104,6 +104,7 @@ ulimit -n "$(ulimit -Hn)"
 RESULTS_DIR=$ROOT/bench/results
 mkdir -p "$RESULTS_DIR"
 RUN_RESULTS=$RESULTS_DIR/run-$(date +%Y%m%d-%H%M%S).jsonl
+touch "$RUN_RESULTS"   # a scenario that aborts writes no line; the report step still runs
 COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 DIRTY=$(git status --porcelain 2>/dev/null | grep -q . && echo "+dirty" || true)
 export SB_RUN="$(date -u +%Y-%m-%d) commit $COMMIT$DIRTY"
