@@ -307,7 +307,14 @@ async fn run_conn(st: Arc<Gen>, i: usize, first: Session, mut gw: usize) {
                 st.reconnect_fail.fetch_add(1, Relaxed);
                 return;
             }
-            let target = scale::reconnect_target(st.cfg.gateways.len(), st.restarted(), i, attempt);
+            // Only a restarted gateway's clients move; any other session that
+            // was closed comes back where it was (moving those too piled the
+            // hold's closed sessions onto gateways 5.. past their fd limit).
+            let target = if from_restarted {
+                scale::reconnect_target(st.cfg.gateways.len(), st.restarted(), i, attempt)
+            } else {
+                old
+            };
             let opened = match st.token(i) {
                 Ok(token) => tokio::time::timeout(
                     lean::CONNECT_TIMEOUT,
