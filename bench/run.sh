@@ -6,7 +6,8 @@
 #
 #   bench/run.sh                      # memory connect fanout ceiling twogw
 #   bench/run.sh memory fanout        # only these
-#   bench/run.sh scale                # optional: 200k idle connections, 11 processes, 5 min hold, + broadcast
+#   bench/run.sh scale                # optional: 200k idle connections over 16 gateways, 5 min hold, 2 broadcasts, rolling restart
+#   SCALE_CONNS=1000000 SCALE_NODE_CONNS=200000 bench/run.sh scale   # issue #17: a million (Node at 200k)
 #   bench/run.sh publish              # issue #18: broadcaster crate vs @socket.io/redis-emitter, publishes/s and p50/p99
 #   BASELINE_BIN=/tmp/gw-base/switchboard-gateway bench/run.sh http-publish
 #                                     # issue #18: the gateway's HTTP publish API, this build vs BASELINE_BIN, requests/s and p50/p99
@@ -19,9 +20,12 @@
 # CONNECT_CONCURRENCY (64), FANOUT_CLIENTS (5000), FANOUT_ROOMS (10),
 # FANOUT_RATE (25000 deliveries/s), FANOUT_SECS (20), CEILING_SECS (15),
 # SERVERS ("switchboard node"), REPEAT (1), SERVER_CPU (0), LOAD_CPU (1),
-# SCALE_CONNS (200000), SCALE_GATEWAYS (11), SCALE_SECS (300),
-# SCALE_SERVERS ("switchboard node"), SCALE_NODE_CONNS (SCALE_CONNS),
-# SCALE_READY_SECS (900: time allowed for connecting), NO_BUILD (unset), NO_REPORT (unset),
+# SCALE_CONNS (200000), SCALE_SECS (300), SCALE_SERVERS ("switchboard node"),
+# SCALE_NODE_CONNS (SCALE_CONNS, at most 200000), SCALE_READY_SECS (900: time allowed
+# for connecting), SCALE_RESTART (5 gateways restarted), SCALE_WAVE (8 generators
+# connecting at once), SCALE_MIN_AVAIL_MIB (2048: abort below), SCALE_GATEWAYS (unset:
+# from `ulimit -Hn`), SCALE_PER_AFTER (sessions per gateway after the restarts, hard
+# limit - 1000), NO_BUILD (unset), NO_REPORT (unset),
 # PUBLISH_COUNT (100000), PUBLISH_WARMUP (10000), PUBLISH_CONCURRENCY ("1 32 256"),
 # HTTP_PUBLISH_SECS (10), HTTP_PUBLISH_CONCURRENCY ("1 32 256"), BASELINE_BIN (a gateway
 # binary of another build, e.g. main's, measured as `baseline` in http-publish; unset: this build only),
@@ -50,11 +54,13 @@ REPEAT=${REPEAT:-1}
 SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 SCALE_CONNS=${SCALE_CONNS:-200000}
-SCALE_GATEWAYS=${SCALE_GATEWAYS:-11}
 SCALE_SECS=${SCALE_SECS:-300}
 SCALE_SERVERS=${SCALE_SERVERS:-"switchboard node"}
-SCALE_NODE_CONNS=${SCALE_NODE_CONNS:-$SCALE_CONNS}
+SCALE_NODE_CONNS=${SCALE_NODE_CONNS:-$((SCALE_CONNS < 200000 ? SCALE_CONNS : 200000))}
 SCALE_READY_SECS=${SCALE_READY_SECS:-900}
+SCALE_RESTART=${SCALE_RESTART:-5}
+SCALE_WAVE=${SCALE_WAVE:-8}
+SCALE_MIN_AVAIL_MIB=${SCALE_MIN_AVAIL_MIB:-2048}
 PUBLISH_COUNT=${PUBLISH_COUNT:-100000}
 PUBLISH_WARMUP=${PUBLISH_WARMUP:-10000}
 PUBLISH_CONCURRENCY=${PUBLISH_CONCURRENCY:-"1 32 256"}
@@ -123,6 +129,7 @@ ulimit -n "$(ulimit -Hn)"
 RESULTS_DIR=$ROOT/bench/results
 mkdir -p "$RESULTS_DIR"
 RUN_RESULTS=$RESULTS_DIR/run-$(date +%Y%m%d-%H%M%S).jsonl
+touch "$RUN_RESULTS"   # a scenario that aborts writes no line; the report step still runs
 COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 DIRTY=$(git status --porcelain 2>/dev/null | grep -q . && echo "+dirty" || true)
 export SB_RUN="$(date -u +%Y-%m-%d) commit $COMMIT$DIRTY"
@@ -154,19 +161,22 @@ start_redis() {
   wait_port $REDIS_PORT
 }
 
+# Every load client comes from 127.0.0.1: the per-address, per-user,
+# admission and session limits (on by default) are lifted here.
+LIFT_ENV=(SWITCHBOARD_LIMITS__MAX_CONNECTIONS_PER_IP=0 SWITCHBOARD_LIMITS__MAX_CONNECTIONS_PER_USER=0
+  SWITCHBOARD_LIMITS__CONNECTS_PER_SEC=0 SWITCHBOARD_LIMITS__MAX_SESSIONS=0
+  SWITCHBOARD_SERVER__MAX_CONNECTIONS=1000000)
+
 # start_server KIND PORT [extra args] -> appends the pid to SERVER_PIDS
 SERVER_PIDS=()
 start_server() {
   local kind=$1 port=$2; shift 2
   case $kind in
     switchboard|baseline)
-      # Every load client comes from 127.0.0.1: the per-address, per-user,
-      # admission and session limits (on by default) are lifted here. A
-      # BASELINE_BIN may predate these keys (and had the limits off).
+      # Limits lifted (LIFT_ENV). A BASELINE_BIN may predate these keys
+      # (and had the limits off).
       local bin=$BIN/switchboard-gateway
-      local lift=(SWITCHBOARD_LIMITS__MAX_CONNECTIONS_PER_IP=0 SWITCHBOARD_LIMITS__MAX_CONNECTIONS_PER_USER=0
-        SWITCHBOARD_LIMITS__CONNECTS_PER_SEC=0 SWITCHBOARD_LIMITS__MAX_SESSIONS=0
-        SWITCHBOARD_SERVER__MAX_CONNECTIONS=1000000)
+      local lift=("${LIFT_ENV[@]}")
       if [ "$kind" = baseline ]; then bin=$BASELINE_BIN; lift=(); fi
       env "${lift[@]}" SWITCHBOARD_LISTEN=127.0.0.1:$port SWITCHBOARD_REDIS_URL=$REDIS_URL SWITCHBOARD_LOG_LEVEL=warn \
         SWITCHBOARD_API_KEYS=$BENCH_API_KEY \
@@ -354,45 +364,103 @@ run_open_loop() {
 scenario_burst() { run_open_loop burst "$BURST_RATE" "$BURST_SECS"; }
 scenario_steady() { run_open_loop steady "$STEADY_RATE" "$STEADY_SECS"; }
 
-# 200k idle sessions over SCALE_GATEWAYS processes sharing one Redis, one
-# generator per process. `sb-load scale-coord` takes the baseline RSS, waits for
-# every generator, measures each process's CPU time and RSS over the hold,
-# PUBLISHes one broadcast to everyone on socket.io#/# and adds up the
-# generators' exactly-once checks. Every process is bounded by `timeout`.
+# Issue #17: SCALE_CONNS idle sessions over as many gateway processes as the
+# open-files limit requires (sized so that, after the rolling restart moves
+# SCALE_RESTART gateways' clients onto the others, no process holds more
+# than SCALE_PER_AFTER sessions), one generator per gateway on its own block
+# of 64 loopback source addresses, all sharing one Redis. `sb-load
+# scale-coord` starts the generators in waves of SCALE_WAVE, reports
+# progress, measures the idle hold (gateway CPU and RSS, kernel socket
+# memory), publishes one broadcast to everyone and one to role:r0 (10% of
+# users), then restarts gateways 0..SCALE_RESTART-1 one at a time (SIGTERM,
+# their clients reconnect to the others, a new process takes the port) while
+# probes go to 1% of users. Every process is bounded by `timeout`; the
+# coordinator aborts the run if MemAvailable drops below SCALE_MIN_AVAIL_MIB.
+
+# scale_layout CONNS -> "GATEWAYS PER_GATEWAY"
+scale_layout() {
+  local conns=$1 hard g g2
+  hard=$(ulimit -Hn)
+  local cap=$((hard - 1500)) after=$((hard - 1000))
+  [ -n "${SCALE_PER_AFTER:-}" ] && after=$SCALE_PER_AFTER
+  g=$(( (conns + cap - 1) / cap ))
+  g2=$(( (conns + after - 1) / after + SCALE_RESTART ))
+  [ "$g2" -gt "$g" ] && g=$g2
+  [ -n "${SCALE_GATEWAYS:-}" ] && g=$SCALE_GATEWAYS
+  echo "$g $(( (conns + g - 1) / g ))"
+}
+
+# The command that starts one scale gateway of KIND on port {port} (also
+# given to the coordinator, which starts restarted gateways again).
+scale_server_cmd() {
+  case $1 in
+    switchboard)
+      echo "env ${LIFT_ENV[*]} SWITCHBOARD_LISTEN=127.0.0.1:{port} SWITCHBOARD_REDIS_URL=$REDIS_URL" \
+        "SWITCHBOARD_LOG_LEVEL=warn SWITCHBOARD_API_KEYS=$BENCH_API_KEY taskset -c $SERVER_CPU $BIN/switchboard-gateway" \
+        ">>$RESULTS_DIR/server.log 2>&1" ;;
+    node)
+      echo "env PORT={port} REDIS_URL=$REDIS_URL JWT_SECRET=$SWITCHBOARD_JWT_SECRET taskset -c $SERVER_CPU" \
+        "node $ROOT/bench/node-reference/server.js >>$RESULTS_DIR/server.log 2>&1" ;;
+  esac
+}
+
 scenario_scale() {
   local srv g p
   for srv in $SCALE_SERVERS; do
     local conns=$SCALE_CONNS
     [ "$srv" = node ] && conns=$SCALE_NODE_CONNS
-    local per=$(( (conns + SCALE_GATEWAYS - 1) / SCALE_GATEWAYS ))
-    if [ "$per" -gt 18500 ]; then
-      log "scale: $per connections per process exceeds the 20,000 open-files limit; raise SCALE_GATEWAYS"; return 1
-    fi
-    log "scale: $((per * SCALE_GATEWAYS)) idle connections over $SCALE_GATEWAYS $srv processes, ${SCALE_SECS}s hold"
-    for g in $(seq 0 $((SCALE_GATEWAYS - 1))); do
-      start_server "$srv" $((BASE_PORT + g))
+    local layout gws per
+    layout=$(scale_layout "$conns"); gws=${layout% *}; per=${layout#* }
+    log "scale: $((per * gws)) idle connections over $gws $srv processes ($per each), ${SCALE_SECS}s hold, then broadcasts and a rolling restart of $SCALE_RESTART"
+    local cmd; cmd=$(scale_server_cmd "$srv")
+    local addrs=() gw_pids=()
+    for g in $(seq 0 $((gws - 1))); do
+      sh -c "exec ${cmd//\{port\}/$((BASE_PORT + g))}" &
+      PIDS+=("$!"); SERVER_PIDS+=("$!"); gw_pids+=("$!")
+      addrs+=(--addr "127.0.0.1:$((BASE_PORT + g))")
     done
-    local gw_pids=("${SERVER_PIDS[@]}") pidargs=()
+    for g in $(seq 0 $((gws - 1))); do wait_port $((BASE_PORT + g)); done
+    sleep 2
+    local pidargs=()
     for p in "${gw_pids[@]}"; do pidargs+=(--server-pid "$p"); done
     local sync; sync=$(mktemp -d "$RESULTS_DIR/scale-sync.XXXXXX")
-    local limit=$((SCALE_READY_SECS + SCALE_SECS + 240))
-    timeout "$limit" taskset -c "$LOAD_CPU" "$BIN/sb-load" scale-coord "${pidargs[@]}" --server "$srv" \
-      --conns $((per * SCALE_GATEWAYS)) --sync-dir "$sync" --hold-secs "$SCALE_SECS" \
-      --ready-timeout-secs "$SCALE_READY_SECS" --redis-url "$REDIS_URL" --results "$RUN_RESULTS" >/dev/null &
+    local tag=$((RANDOM % 10000))
+    local limit=$((SCALE_READY_SECS + SCALE_SECS + 900))
+    timeout "$limit" taskset -c "$LOAD_CPU" "$BIN/sb-load" scale-coord "${pidargs[@]}" "${addrs[@]}" \
+      --server "$srv" --per "$per" --tag "$tag" --sync-dir "$sync" --hold-secs "$SCALE_SECS" \
+      --ready-timeout-secs "$SCALE_READY_SECS" --wave "$SCALE_WAVE" --restart "$SCALE_RESTART" \
+      --respawn-cmd "$cmd" --min-available-mib "$SCALE_MIN_AVAIL_MIB" \
+      --redis-url "$REDIS_URL" --results "$RUN_RESULTS" >/dev/null &
     local coord=$!
     for _ in $(seq 1 100); do [ -e "$sync/started" ] && break; sleep 0.1; done
     local loads=()
-    for g in $(seq 0 $((SCALE_GATEWAYS - 1))); do
-      timeout "$limit" taskset -c "$LOAD_CPU" "$BIN/sb-load" scale --addr 127.0.0.1:$((BASE_PORT + g)) \
-        --server "$srv" --count "$per" --index "$g" --sync-dir "$sync" --concurrency 32 \
-        --wait-secs $((SCALE_READY_SECS + SCALE_SECS + 120)) --src-base "$(next_src)" &
-      loads+=($!)
+    for g in $(seq 0 $((gws - 1))); do
+      # Niced: Redis shares LOAD_CPU with the generators, and a starved Redis
+      # (round trips over the gateways' 2 s bound) is not what is measured.
+      timeout "$limit" nice -n 10 taskset -c "$LOAD_CPU" "$BIN/sb-load" --threads 1 scale "${addrs[@]}" \
+        --server "$srv" --count "$per" --index "$g" --sync-dir "$sync" --tag "$tag" \
+        --restart "$SCALE_RESTART" --concurrency 32 --wait-secs $((limit - 30)) \
+        --src-base "$(next_src)" &
+      loads+=($!); PIDS+=("$!")
     done
     local rc=0
     wait "$coord" || rc=$?
-    for p in "${loads[@]}"; do wait "$p" || true; done
     [ "$rc" -eq 0 ] || log "scale: the coordinator failed (exit $rc) for $srv"
-    stop_servers
+    # Restarted gateways are the coordinator's children; if it was killed they remain.
+    if [ -f "$sync/respawned-pids" ]; then
+      while read -r p; do kill -9 "$p" 2>/dev/null || true; done <"$sync/respawned-pids"
+    fi
+    # A million sockets: no graceful goodbyes, kill everything at once
+    # (`timeout` passes SIGTERM on to its generator; SIGKILL would orphan it).
+    for p in "${loads[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+    for p in "${SERVER_PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+    for p in "${loads[@]}" "${SERVER_PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+    SERVER_PIDS=()
+    log "scale: $srv done; waiting for the kernel to release the sockets"
+    for _ in $(seq 1 120); do
+      [ "$(awk '/^TCP:/ {print $3}' /proc/net/sockstat)" -lt 20000 ] && break
+      sleep 1
+    done
     rm -rf "$sync"
   done
 }

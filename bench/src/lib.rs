@@ -10,11 +10,16 @@
 //! * [`redisinfo`]: Redis' command counters and CPU time.
 //! * [`report`]: results as JSON lines and the markdown table.
 //! * [`scale`]: files the `scale` generators and coordinator exchange.
+//! * [`lean`]: the small-footprint websocket client the `scale` generators hold sessions with.
+//! * [`scale_gen`], [`scale_coord`]: one `scale` generator, and the coordinator.
 
 pub mod client;
 pub mod hist;
+pub mod lean;
 pub mod procfs;
 pub mod proto;
 pub mod redisinfo;
 pub mod report;
 pub mod scale;
+pub mod scale_coord;
+pub mod scale_gen;

@@ -9,6 +9,24 @@ pub fn rss_kib(pid: u32) -> std::io::Result<u64> {
         .ok_or_else(|| std::io::Error::other(format!("no VmRSS for pid {pid}")))
 }
 
+/// Proportional set size of `pid` in KiB (`/proc/<pid>/smaps_rollup`):
+/// pages shared with other processes (the binary's text, mapped by every
+/// gateway) count as a share each, so the PSS of several processes adds up
+/// to the memory they really use, where their RSS counts shared pages once
+/// per process.
+pub fn pss_kib(pid: u32) -> std::io::Result<u64> {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))?;
+    parse_status_kib(&rollup, "Pss:")
+        .ok_or_else(|| std::io::Error::other(format!("no Pss for pid {pid}")))
+}
+
+/// `RssAnon` of `pid` in KiB: resident memory that is not a file's pages.
+pub fn rss_anon_kib(pid: u32) -> std::io::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    parse_status_kib(&status, "RssAnon:")
+        .ok_or_else(|| std::io::Error::other(format!("no RssAnon for pid {pid}")))
+}
+
 /// A `kB` line of `/proc/<pid>/status`.
 pub fn parse_status_kib(status: &str, key: &str) -> Option<u64> {
     status
@@ -57,6 +75,60 @@ pub fn rss_sum_kib(pids: &[u32]) -> std::io::Result<u64> {
     pids.iter().map(|&p| rss_kib(p)).sum()
 }
 
+/// A `kB` line of `/proc/meminfo` (`MemAvailable:`, `Slab:`...), KiB.
+pub fn meminfo_kib(key: &str) -> Option<u64> {
+    parse_status_kib(&std::fs::read_to_string("/proc/meminfo").ok()?, key)
+}
+
+/// The kernel's TCP socket counters from `/proc/net/sockstat`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TcpSockstat {
+    pub inuse: u64,
+    pub alloc: u64,
+    /// Pages of socket buffers (`mem`), 4 KiB each.
+    pub mem_pages: u64,
+}
+
+/// Parses the `TCP:` line of `/proc/net/sockstat`.
+pub fn parse_sockstat(text: &str) -> Option<TcpSockstat> {
+    let line = text.lines().find(|l| l.starts_with("TCP:"))?;
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let get = |k: &str| -> Option<u64> {
+        let at = words.iter().position(|w| *w == k)?;
+        words.get(at + 1)?.parse().ok()
+    };
+    Some(TcpSockstat {
+        inuse: get("inuse")?,
+        alloc: get("alloc")?,
+        mem_pages: get("mem")?,
+    })
+}
+
+/// The TCP socket counters now.
+pub fn tcp_sockstat() -> Option<TcpSockstat> {
+    parse_sockstat(&std::fs::read_to_string("/proc/net/sockstat").ok()?)
+}
+
+/// A `TcpExt:` counter of `/proc/net/netstat` (`ListenOverflows`...).
+pub fn tcpext(key: &str) -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/net/netstat").ok()?;
+    let mut lines = text.lines().filter(|l| l.starts_with("TcpExt:"));
+    let names = lines.next()?.split_whitespace();
+    let values = lines.next()?.split_whitespace();
+    names.zip(values).find(|(n, _)| *n == key)?.1.parse().ok()
+}
+
+/// Whether `pid` has exited (gone, or a zombie waiting for its parent).
+pub fn exited(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rfind(')')
+            .and_then(|at| stat[at + 1..].split_whitespace().next())
+            .is_some_and(|state| state == "Z" || state == "X"),
+        Err(_) => true,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -76,9 +148,28 @@ mod tests {
     }
 
     #[test]
+    fn sockstat_and_netstat() {
+        let text = "sockets: used 73\nTCP: inuse 26 orphan 0 tw 387 alloc 31 mem 233\nUDP: inuse 0 mem 0\n";
+        assert_eq!(
+            parse_sockstat(text),
+            Some(TcpSockstat {
+                inuse: 26,
+                alloc: 31,
+                mem_pages: 233
+            })
+        );
+        assert!(tcp_sockstat().is_some());
+        assert!(tcpext("ListenOverflows").is_some());
+        assert!(meminfo_kib("MemAvailable:").is_some_and(|m| m > 0));
+        assert!(!exited(std::process::id()));
+    }
+
+    #[test]
     fn own_process_is_readable() {
         let pid = std::process::id();
         assert!(rss_kib(pid).unwrap() > 0);
+        assert!(pss_kib(pid).unwrap() > 0);
+        assert!(rss_anon_kib(pid).unwrap() > 0);
         cpu_time(pid).unwrap();
     }
 }

@@ -4,9 +4,17 @@
 //! up. They talk through small JSON files in a shared directory:
 //!
 //! * `started` — the coordinator took the gateways' baseline RSS;
+//! * `go-<g>` — generator `g` may connect (the coordinator's waves);
+//! * `progress-<g>.json` — generator `g`'s counters, rewritten every second ([`Progress`]);
 //! * `ready-<g>.json` — generator `g` finished connecting ([`Ready`]);
-//! * `published` — the coordinator published the broadcast (its µs stamp);
-//! * `done-<g>.json` — generator `g` finished waiting for it ([`Done`]).
+//! * `hold-end` — the idle hold is over (generators read their own RSS);
+//! * `published-all`, `published-role` — a broadcast is about to be
+//!   published: generators note which sessions are open (its audience);
+//! * `restart-phase` — gateways are being restarted: sessions closed by
+//!   the restarted ones reconnect to the others;
+//! * `finish` — the number of probes published; generators check and report;
+//! * `done-<g>.json` — generator `g`'s checks ([`Done`]);
+//! * `abort` — memory ran low: every generator exits.
 
 use std::{
     path::{Path, PathBuf},
@@ -26,30 +34,123 @@ pub struct Ready {
     pub connect_p99_ms: f64,
     #[serde(default)]
     pub first_error: Option<String>,
+    /// The generator's process id (its CPU time and RSS are measured too).
+    #[serde(default)]
+    pub pid: u32,
 }
 
-/// Written by a generator after the broadcast (or after giving up on it).
+/// Rewritten by every generator about once a second while it runs.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub struct Done {
-    pub ready: Ready,
-    /// The `published` file appeared.
-    pub publish_seen: bool,
-    /// Connections that got the broadcast exactly once.
+pub struct Progress {
+    pub connected: u64,
+    pub failed: u64,
+    /// Sessions open right now.
+    pub up: u64,
+    /// Sessions that got the broadcast to everyone at least once.
+    pub all_got: u64,
+    /// Members of the role room (`role:r0`) open right now.
+    pub role_members_up: u64,
+    /// Members that got the role broadcast at least once.
+    pub role_got: u64,
+    /// Per restarted gateway: sessions it closed during the restart phase.
+    pub disconnected_from: Vec<u64>,
+    /// Per restarted gateway: of those, sessions open again elsewhere.
+    pub reconnected_from: Vec<u64>,
+    /// Per restarted gateway: when the last of them was open again (µs epoch).
+    pub storm_end_us: Vec<u64>,
+    /// Sessions that ended outside the restart phase.
+    pub hold_disconnects: u64,
+    /// Sessions of gateways that were not restarted that ended during it.
+    pub bystander_disconnects: u64,
+}
+
+/// One broadcast checked on every connection that should get it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Check {
+    /// Connections that should get it (open when it was published).
+    pub expected: u64,
+    /// Of those, connections that got it exactly once.
     pub once: u64,
-    /// Connected, but never got it (including ones the server dropped).
+    /// Never got it.
     pub missed: u64,
-    /// Connections that got it more than once.
+    /// Got it more than once.
     pub dup_conns: u64,
     /// Deliveries beyond the first, over all connections.
     pub extra: u64,
-    /// Sessions that ended before the run did.
-    pub disconnects: u64,
+    /// Connections outside the audience that got it.
+    pub wrong: u64,
+    /// Publish-to-first-receive time of every connection that got it, µs.
+    pub latencies_us: Vec<u64>,
+}
+
+/// The probes published during the rolling restart, per group of sampled
+/// connections.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ProbeCheck {
+    /// Sampled connections of gateways that were not restarted.
+    pub steady_conns: u64,
+    /// Probes they did not get (must be 0).
+    pub steady_lost: u64,
+    /// Sampled connections that were moved by a restart.
+    pub moved_conns: u64,
+    /// Probes those did not get (published while they reconnected).
+    pub moved_lost: u64,
+    /// Probes delivered more than once, all sampled connections.
+    pub duplicates: u64,
+}
+
+/// Written by a generator at the end of the run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Done {
+    pub ready: Ready,
+    pub progress: Progress,
+    /// The broadcast to everyone.
+    pub all: Check,
+    /// The broadcast to `role:r0`.
+    pub role: Check,
+    pub probes: ProbeCheck,
+    /// Reconnects that never succeeded.
+    pub reconnect_failures: u64,
     /// Pings answered over the whole run.
     pub pongs: u64,
     /// Unparsable frames or unexpected events.
     pub errors: u64,
-    /// Publish-to-first-receive time of every connection that got it, µs.
-    pub latencies_us: Vec<u64>,
+    /// RSS of the generator at the end of the hold, KiB.
+    #[serde(default)]
+    pub rss_kib: u64,
+}
+
+/// What the coordinator publishes, told apart by the stamp's `r` field.
+pub const KIND_ALL: u32 = 1_000_001;
+/// The role-room broadcast.
+pub const KIND_ROLE: u32 = 1_000_002;
+/// A rolling-restart probe (its `s` is the probe's sequence number).
+pub const KIND_PROBE: u32 = 1_000_003;
+/// The role whose room gets the role broadcast (10% of users: `i % 10 == 0`).
+pub const ROLE_ROOM: &str = "role:r0";
+/// Every `PROBE_EVERY`-th connection of each generator is sampled by the probes.
+pub const PROBE_EVERY: usize = 100;
+/// At most this many probes are tracked per sampled connection.
+pub const MAX_PROBES: u64 = 512;
+
+/// The user name of connection `i` of generator `g` in run `tag`.
+pub fn user_name(tag: &str, g: usize, i: usize) -> String {
+    format!("u{tag}-{g}-{i}")
+}
+
+/// The role of connection `i` (10 roles: `r0` is 10% of users).
+pub fn role_of(i: usize) -> String {
+    format!("r{}", i % 10)
+}
+
+/// Per restarted gateway `k`: how many gateways a generator can send its
+/// moved sessions to, and which one session `i` tries on attempt `a`.
+pub fn reconnect_target(gateways: usize, restart: usize, i: usize, attempt: usize) -> usize {
+    if gateways > restart {
+        restart + (i + attempt) % (gateways - restart)
+    } else {
+        i % gateways.max(1)
+    }
 }
 
 pub fn ready_path(dir: &Path, g: usize) -> PathBuf {
@@ -66,6 +167,19 @@ pub fn published_path(dir: &Path) -> PathBuf {
 
 pub fn started_path(dir: &Path) -> PathBuf {
     dir.join("started")
+}
+
+/// A marker or small file named `name` in the sync directory.
+pub fn file(dir: &Path, name: &str) -> PathBuf {
+    dir.join(name)
+}
+
+pub fn progress_path(dir: &Path, g: usize) -> PathBuf {
+    dir.join(format!("progress-{g}.json"))
+}
+
+pub fn go_path(dir: &Path, g: usize) -> PathBuf {
+    dir.join(format!("go-{g}"))
 }
 
 /// Writes `text` to `path` so readers never see half a file.
@@ -126,6 +240,19 @@ mod tests {
     }
 
     #[test]
+    fn moved_sessions_avoid_the_restarted_gateways() {
+        for i in 0..50 {
+            for a in 0..3 {
+                let t = reconnect_target(10, 3, i, a);
+                assert!((3..10).contains(&t));
+            }
+        }
+        assert_eq!(reconnect_target(2, 5, 3, 0), 1);
+        assert_eq!(role_of(20), "r0");
+        assert_eq!(user_name("7", 2, 5), "u7-2-5");
+    }
+
+    #[test]
     fn done_files_round_trip() {
         let dir = std::env::temp_dir().join(format!("sb-scale-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -136,10 +263,13 @@ mod tests {
                 first_error: Some("x".into()),
                 ..Default::default()
             },
-            publish_seen: true,
-            once: 2,
-            missed: 1,
-            latencies_us: vec![5, 7],
+            all: Check {
+                expected: 3,
+                once: 2,
+                missed: 1,
+                latencies_us: vec![5, 7],
+                ..Default::default()
+            },
             ..Default::default()
         };
         let p = done_path(&dir, 4);

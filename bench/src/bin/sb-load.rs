@@ -30,12 +30,11 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use rmpv::Value;
 use switchboard_bench::{
-    client::{self, Conn, RecvStats, Slot, SourceAddrs, Tally, Target},
-    hist::Histogram,
+    client::{self, Conn, RecvStats, SourceAddrs, Target},
     procfs,
     proto::Stamp,
     report::{self, Record},
-    scale,
+    scale_coord, scale_gen,
 };
 use switchboard_wire::{BroadcastMessage, BroadcastOptions, BusPacket, Channels, EMITTER_UID};
 
@@ -148,21 +147,23 @@ struct ScaleArgs {
     /// Sessions to open and hold.
     #[arg(long)]
     count: usize,
-    /// This generator's index (its gateway's), names its sync files.
+    /// This generator's index: its sessions start on the `--addr` of that
+    /// index; names its sync files.
     #[arg(long)]
     index: usize,
     /// Directory shared with `scale-coord`.
     #[arg(long)]
     sync_dir: PathBuf,
-    /// Give up waiting for the broadcast this long after starting.
+    /// Run tag in user names (`u<tag>-<generator>-<i>`), shared with the coordinator.
+    #[arg(long)]
+    tag: String,
+    /// Gateways `0..restart` (by `--addr` index) are restarted by the
+    /// coordinator; moved sessions reconnect to the others.
+    #[arg(long, default_value_t = 0)]
+    restart: usize,
+    /// Give up (report, exit) this long after starting.
     #[arg(long, default_value_t = 1500.0)]
     wait_secs: f64,
-    /// After the publish, wait at most this long for every connection.
-    #[arg(long, default_value_t = 60.0)]
-    deliver_secs: f64,
-    /// After the last connection got it, wait this long for duplicates.
-    #[arg(long, default_value_t = 3.0)]
-    grace_secs: f64,
 }
 
 #[derive(Args)]
@@ -170,12 +171,18 @@ struct ScaleCoordArgs {
     /// Gateway process ids, in generator-index order.
     #[arg(long = "server-pid", required = true)]
     server_pids: Vec<u32>,
+    /// Gateway addresses, same order (their ports are reused on restart).
+    #[arg(long = "addr", required = true)]
+    addrs: Vec<SocketAddr>,
     /// Directory shared with the generators.
     #[arg(long)]
     sync_dir: PathBuf,
-    /// Connections asked for in total (the size label).
+    /// Sessions per generator.
     #[arg(long)]
-    conns: usize,
+    per: usize,
+    /// Run tag in user names, as given to the generators.
+    #[arg(long)]
+    tag: String,
     /// Idle hold, measured from when every generator is connected.
     #[arg(long, default_value_t = 300.0)]
     hold_secs: f64,
@@ -185,9 +192,24 @@ struct ScaleCoordArgs {
     /// How long generators may take to connect.
     #[arg(long, default_value_t = 900.0)]
     ready_timeout_secs: f64,
-    /// How long generators may take to report after the publish.
+    /// Generators connecting at once.
+    #[arg(long, default_value_t = 8)]
+    wave: usize,
+    /// Gateways (from index 0) restarted one at a time after the broadcasts.
+    #[arg(long, default_value_t = 0)]
+    restart: usize,
+    /// Shell command starting a gateway again (`{port}` is replaced).
+    #[arg(long)]
+    respawn_cmd: Option<String>,
+    /// Probes per second to 1% of users during the restarts.
+    #[arg(long, default_value_t = 2.0)]
+    probe_rate: f64,
+    /// Seconds a restarted gateway's clients have to be back elsewhere.
     #[arg(long, default_value_t = 90.0)]
-    done_timeout_secs: f64,
+    storm_timeout_secs: f64,
+    /// Abort the run (generators exit) below this much MemAvailable.
+    #[arg(long, default_value_t = 2048)]
+    min_available_mib: u64,
     #[arg(long, default_value = "redis://127.0.0.1:6379")]
     redis_url: String,
     /// Where to append the result lines (JSON lines).
@@ -592,368 +614,48 @@ async fn fanout(a: FanoutArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The emitter bytes and channel of one `bench` event to every socket of
-/// the main namespace (no rooms: channel `socket.io#/#`).
-fn broadcast_all_message(channels: &Channels, t_us: u64) -> (String, Vec<u8>) {
-    let stamp = Stamp {
-        t_us,
-        seq: 0,
-        room: 0,
-    };
-    let args = Value::Map(vec![
-        (Value::from("t"), Value::from(stamp.t_us)),
-        (Value::from("s"), Value::from(stamp.seq)),
-        (Value::from("r"), Value::from(stamp.room)),
-        (Value::from("p"), Value::from("all")),
-    ]);
-    let msg = BroadcastMessage {
-        uid: EMITTER_UID.into(),
-        packet: BusPacket::event("/", Value::Array(vec![Value::from("bench"), args])),
-        opts: BroadcastOptions::default(),
-    };
-    (
-        msg.channel(channels),
-        switchboard_wire::encode_broadcast(&msg),
-    )
-}
-
-/// One `scale` generator: connect and hold `count` sessions (each answers
-/// pings from the moment it is open), report readiness, wait for the
-/// coordinator's broadcast, check each session got it exactly once.
+/// One `scale` generator (see [`switchboard_bench::scale_gen`]).
 async fn scale(a: ScaleArgs) -> anyhow::Result<()> {
-    let c = &a.common;
-    let started = Instant::now();
-    let give_up = started + Duration::from_secs_f64(a.wait_secs);
-    client::raise_nofile_limit();
-    let sources = Arc::new(SourceAddrs::new(c.src_base, c.src_count)?);
-    let toks = tokens(&c.secret, a.count, c.rooms)?;
-    let tgts = targets(c);
-    let tally = Arc::new(Tally::new(a.count));
-    let stats = Arc::new(RecvStats::default());
-    let hist = Arc::new(Histogram::new());
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let sem = Arc::new(tokio::sync::Semaphore::new(c.concurrency.max(1)));
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Result<usize, String>>();
-    let t_connect = Instant::now();
-    for (i, token) in toks.into_iter().enumerate() {
-        let permit = sem.clone().acquire_owned().await?;
-        let target = tgts[i % tgts.len()].clone();
-        let src = sources.next();
-        let (hist, tx, stats, stop, tally) = (
-            hist.clone(),
-            tx.clone(),
-            stats.clone(),
-            stop_rx.clone(),
-            tally.clone(),
-        );
-        tokio::spawn(async move {
-            let t0 = Instant::now();
-            let r = tokio::time::timeout(
-                Duration::from_secs(30),
-                client::open_session(&target, Some(src), &token),
-            )
-            .await;
-            hist.record(t0.elapsed().as_micros() as u64);
-            drop(permit);
-            match r {
-                Ok(Ok(ws)) => {
-                    let _ = tx.send(Ok(i));
-                    drop(tx);
-                    client::drive(ws, stats, stop, Some(Slot { tally, index: i })).await;
-                }
-                Ok(Err(e)) => {
-                    let _ = tx.send(Err(format!("{e:#}")));
-                }
-                Err(_) => {
-                    let _ = tx.send(Err("connect timed out after 30 s".into()));
-                }
-            }
-        });
-    }
-    drop(tx);
-    let mut connected = vec![false; a.count];
-    let mut ready = scale::Ready::default();
-    while ready.connected + ready.failed < a.count as u64 {
-        match rx.recv().await {
-            Some(Ok(i)) => {
-                connected[i] = true;
-                ready.connected += 1;
-            }
-            Some(Err(e)) => {
-                ready.failed += 1;
-                ready.first_error.get_or_insert(e);
-            }
-            None => break,
-        }
-    }
-    ready.connect_secs = t_connect.elapsed().as_secs_f64();
-    ready.connect_p50_ms = hist.quantile(0.5) as f64 / 1000.0;
-    ready.connect_p99_ms = hist.quantile(0.99) as f64 / 1000.0;
-    eprintln!(
-        "sb-load scale[{}]: {} connected, {} failed in {:.1} s{}",
-        a.index,
-        ready.connected,
-        ready.failed,
-        ready.connect_secs,
-        ready
-            .first_error
-            .as_deref()
-            .map(|e| format!(" (first error: {e})"))
-            .unwrap_or_default()
-    );
-    scale::write_atomic(
-        &scale::ready_path(&a.sync_dir, a.index),
-        &serde_json::to_string(&ready)?,
-    )?;
-
-    // Hold (the coordinator measures), until the broadcast is published.
-    let publish_seen = scale::wait_for_file(&scale::published_path(&a.sync_dir), give_up)
-        .await
-        .is_some();
-    if publish_seen {
-        let deadline = Instant::now() + Duration::from_secs_f64(a.deliver_secs);
-        let all_have_it = || (0..a.count).all(|i| !connected[i] || tally.count(i) > 0);
-        while !all_have_it() && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        // Duplicates would arrive right behind the first copy.
-        tokio::time::sleep(Duration::from_secs_f64(a.grace_secs)).await;
-    } else {
-        eprintln!("sb-load scale[{}]: no broadcast was published", a.index);
-    }
-
-    let mut done = scale::Done {
-        ready,
-        publish_seen,
-        disconnects: stats.disconnects.load(Relaxed),
-        pongs: stats.pongs.load(Relaxed),
-        errors: stats.errors.load(Relaxed),
-        ..Default::default()
-    };
-    for (i, &up) in connected.iter().enumerate() {
-        let n = tally.count(i);
-        match n {
-            0 if up => done.missed += 1,
-            0 => {}
-            1 => done.once += 1,
-            _ => {
-                done.dup_conns += 1;
-                done.extra += u64::from(n - 1);
-            }
-        }
-        if n > 0 {
-            done.latencies_us.push(tally.latency_us(i));
-        }
-    }
-    eprintln!(
-        "sb-load scale[{}]: broadcast once on {}, missed {}, duplicated on {}, {} disconnects, {} pongs",
-        a.index, done.once, done.missed, done.dup_conns, done.disconnects, done.pongs
-    );
-    scale::write_atomic(
-        &scale::done_path(&a.sync_dir, a.index),
-        &serde_json::to_string(&done)?,
-    )?;
-    let _ = stop_tx.send(true);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    Ok(())
+    let c = a.common;
+    scale_gen::run(scale_gen::GenConfig {
+        gateways: c.addrs,
+        index: a.index,
+        count: a.count,
+        concurrency: c.concurrency,
+        secret: c.secret,
+        tag: a.tag,
+        src_base: c.src_base,
+        src_count: c.src_count,
+        sync_dir: a.sync_dir,
+        restart: a.restart,
+        wait_secs: a.wait_secs,
+    })
+    .await
 }
 
-/// What one gateway process did over the hold.
-struct GatewaySample {
-    rss_before_kib: u64,
-    rss_end_kib: u64,
-    cpu: Duration,
-}
-
-/// The `scale` coordinator: baseline RSS, wait for every generator, hold
-/// while measuring each gateway's CPU time and RSS, publish one broadcast to
-/// everyone, collect the generators' checks; one record per gateway and one
-/// for the total.
+/// The `scale` coordinator (see [`switchboard_bench::scale_coord`]).
 async fn scale_coord(a: ScaleCoordArgs) -> anyhow::Result<()> {
-    let pids = &a.server_pids;
-    let gws = pids.len();
-    let dir = &a.sync_dir;
-    let rss_before: Vec<u64> = pids
-        .iter()
-        .map(|&p| procfs::rss_kib(p).unwrap_or(0))
-        .collect();
-    scale::write_atomic(&scale::started_path(dir), "")?;
-
-    let ready_deadline = Instant::now() + Duration::from_secs_f64(a.ready_timeout_secs);
-    let mut readies = Vec::with_capacity(gws);
-    for g in 0..gws {
-        let r = scale::wait_for_file(&scale::ready_path(dir, g), ready_deadline).await;
-        let r: scale::Ready = match r {
-            Some(text) => serde_json::from_str(&text)?,
-            None => {
-                eprintln!("sb-load scale-coord: generator {g} never finished connecting");
-                scale::Ready::default()
-            }
-        };
-        readies.push(r);
-    }
-    let connected: u64 = readies.iter().map(|r| r.connected).sum();
-    let connect_secs = readies.iter().map(|r| r.connect_secs).fold(0.0, f64::max);
-    eprintln!(
-        "sb-load scale-coord: {connected} sessions connected ({:.0}/s); holding {:.0} s",
-        connected as f64 / connect_secs.max(1e-9),
-        a.hold_secs
-    );
-
-    tokio::time::sleep(Duration::from_secs_f64(a.settle_secs)).await;
-    let cpu0: Vec<Option<Duration>> = pids.iter().map(|&p| procfs::cpu_time(p).ok()).collect();
-    let hold_start = Instant::now();
-    let peak_total = Arc::new(AtomicU64::new(0));
-    let sampler = {
-        let pids = pids.clone();
-        let peak_total = peak_total.clone();
-        tokio::spawn(async move {
-            loop {
-                if let Ok(r) = procfs::rss_sum_kib(&pids) {
-                    peak_total.fetch_max(r, Relaxed);
-                }
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        })
-    };
-    tokio::time::sleep(Duration::from_secs_f64(a.hold_secs)).await;
-    let hold = hold_start.elapsed();
-    let cpu1: Vec<Option<Duration>> = pids.iter().map(|&p| procfs::cpu_time(p).ok()).collect();
-    sampler.abort();
-    let samples: Vec<GatewaySample> = (0..gws)
-        .map(|g| GatewaySample {
-            rss_before_kib: rss_before[g],
-            rss_end_kib: procfs::rss_kib(pids[g]).unwrap_or(0),
-            cpu: match (cpu0[g], cpu1[g]) {
-                (Some(a), Some(b)) => b.saturating_sub(a),
-                _ => Duration::ZERO,
-            },
-        })
-        .collect();
-
-    // One broadcast to everyone.
-    let redis = redis::Client::open(a.redis_url.as_str())?;
-    let mut con = redis
-        .get_multiplexed_async_connection()
-        .await
-        .context("connect to redis")?;
-    let t_pub = client::now_us();
-    let (channel, bytes) = broadcast_all_message(&Channels::default(), t_pub);
-    let receivers: i64 = redis::cmd("PUBLISH")
-        .arg(&channel)
-        .arg(bytes)
-        .query_async(&mut con)
-        .await?;
-    scale::write_atomic(&scale::published_path(dir), &t_pub.to_string())?;
-    eprintln!("sb-load scale-coord: published on {channel} to {receivers} subscribers");
-
-    let done_deadline = Instant::now() + Duration::from_secs_f64(a.done_timeout_secs);
-    let mut dones = Vec::with_capacity(gws);
-    for (g, ready) in readies.iter().enumerate() {
-        let d = scale::wait_for_file(&scale::done_path(dir, g), done_deadline).await;
-        dones.push(match d {
-            Some(text) => serde_json::from_str::<scale::Done>(&text)?,
-            None => {
-                eprintln!("sb-load scale-coord: generator {g} did not report");
-                scale::Done {
-                    ready: ready.clone(),
-                    missed: ready.connected,
-                    ..Default::default()
-                }
-            }
-        });
-    }
-
-    let size = format!(
-        "{} conns, {gws} gateways, {:.0} s hold",
-        a.conns, a.hold_secs
-    );
-    let hold_s = hold.as_secs_f64();
-    let record = |figures: BTreeMap<String, f64>| Record {
-        scenario: "scale".into(),
-        server: a.server.clone(),
-        size: size.clone(),
-        figures,
-        run: a.run.clone(),
-    };
-    let mut all_lat = Vec::new();
-    for (g, (s, d)) in samples.iter().zip(&dones).enumerate() {
-        let mut f = BTreeMap::new();
-        f.insert("gateway".into(), g as f64);
-        f.insert("connections".into(), d.ready.connected as f64);
-        f.insert("rss_before_mib".into(), mib(s.rss_before_kib));
-        f.insert("rss_after_mib".into(), mib(s.rss_end_kib));
-        f.insert("idle_cpu_pct".into(), s.cpu.as_secs_f64() / hold_s * 100.0);
-        f.insert("received_once".into(), d.once as f64);
-        f.insert("lost".into(), d.missed as f64);
-        f.insert("duplicates".into(), d.extra as f64);
-        f.insert("disconnects".into(), d.disconnects as f64);
-        let mut lat = d.latencies_us.clone();
-        if let Some((p50, p99, max)) = scale::latency_summary_ms(&mut lat) {
-            f.insert("bcast_p50_ms".into(), p50);
-            f.insert("bcast_p99_ms".into(), p99);
-            f.insert("bcast_last_ms".into(), max);
-        }
-        all_lat.extend_from_slice(&d.latencies_us);
-        output(&record(f), a.results.as_deref());
-    }
-
-    let sum = |f: &dyn Fn(&scale::Done) -> u64| dones.iter().map(f).sum::<u64>() as f64;
-    let total_before: u64 = samples.iter().map(|s| s.rss_before_kib).sum();
-    let total_end: u64 = samples.iter().map(|s| s.rss_end_kib).sum();
-    let total_cpu: f64 = samples.iter().map(|s| s.cpu.as_secs_f64()).sum();
-    let mut f = BTreeMap::new();
-    f.insert("connections".into(), connected as f64);
-    f.insert("connect_failures".into(), sum(&|d| d.ready.failed));
-    f.insert(
-        "connects_per_s".into(),
-        connected as f64 / connect_secs.max(1e-9),
-    );
-    f.insert(
-        "connect_p99_ms".into(),
-        dones
-            .iter()
-            .map(|d| d.ready.connect_p99_ms)
-            .fold(0.0, f64::max),
-    );
-    f.insert("hold_s".into(), hold_s);
-    f.insert("rss_before_mib".into(), mib(total_before));
-    f.insert("total_rss_mib".into(), mib(total_end));
-    f.insert(
-        "max_rss_mib".into(),
-        mib(peak_total.load(Relaxed).max(total_end)),
-    );
-    f.insert(
-        "gw_rss_max_mib".into(),
-        mib(samples.iter().map(|s| s.rss_end_kib).max().unwrap_or(0)),
-    );
-    if connected > 0 {
-        f.insert(
-            "rss_per_conn_kib".into(),
-            (total_end as f64 - total_before as f64) / connected as f64,
-        );
-    }
-    f.insert("idle_cpu_pct".into(), total_cpu / hold_s * 100.0);
-    f.insert(
-        "gw_idle_cpu_max_pct".into(),
-        samples
-            .iter()
-            .map(|s| s.cpu.as_secs_f64() / hold_s * 100.0)
-            .fold(0.0, f64::max),
-    );
-    f.insert("pongs".into(), sum(&|d| d.pongs));
-    f.insert("redis_receivers".into(), receivers as f64);
-    f.insert("received_once".into(), sum(&|d| d.once));
-    f.insert("lost".into(), sum(&|d| d.missed));
-    f.insert("duplicates".into(), sum(&|d| d.extra));
-    f.insert("disconnects".into(), sum(&|d| d.disconnects));
-    if let Some((p50, p99, max)) = scale::latency_summary_ms(&mut all_lat) {
-        f.insert("bcast_p50_ms".into(), p50);
-        f.insert("bcast_p99_ms".into(), p99);
-        f.insert("bcast_last_ms".into(), max);
-    }
-    output(&record(f), a.results.as_deref());
-    Ok(())
+    scale_coord::run(scale_coord::CoordConfig {
+        server_pids: a.server_pids,
+        gateways: a.addrs,
+        sync_dir: a.sync_dir,
+        per: a.per,
+        tag: a.tag,
+        hold_secs: a.hold_secs,
+        settle_secs: a.settle_secs,
+        ready_timeout_secs: a.ready_timeout_secs,
+        wave: a.wave,
+        redis_url: a.redis_url,
+        results: a.results,
+        server: a.server,
+        run: a.run,
+        restart: a.restart,
+        respawn_cmd: a.respawn_cmd,
+        probe_rate: a.probe_rate,
+        min_available_mib: a.min_available_mib,
+        storm_timeout_secs: a.storm_timeout_secs,
+    })
+    .await
 }
 
 fn write_report(a: ReportArgs) -> anyhow::Result<()> {
@@ -993,15 +695,36 @@ mod tests {
     }
 
     #[test]
-    fn scale_broadcast_goes_to_the_whole_namespace() {
-        let (channel, bytes) = broadcast_all_message(&Channels::default(), 77);
+    fn scale_broadcasts_decode_as_emitter_broadcasts() {
+        let (channel, bytes) =
+            scale_coord::bench_broadcast(vec![], switchboard_bench::scale::KIND_ALL, 0, 77);
         assert_eq!(channel, "socket.io#/#");
         let msg = switchboard_wire::decode_broadcast(&bytes).unwrap();
         assert_eq!(msg.uid, "emitter");
         assert!(msg.opts.rooms.is_empty());
-        assert!(msg.opts.except.is_empty());
         let packet = switchboard_wire::encode_event("/", &msg.packet.data, None).unwrap();
         let stamp = proto::parse_stamp(&packet.text[1..]).unwrap();
-        assert_eq!((stamp.t_us, stamp.seq), (77, 0));
+        assert_eq!(
+            (stamp.t_us, stamp.seq, stamp.room),
+            (77, 0, switchboard_bench::scale::KIND_ALL)
+        );
+        let rooms = vec!["user:a".to_string(), "user:b".to_string()];
+        let (channel, bytes) =
+            scale_coord::bench_broadcast(rooms.clone(), switchboard_bench::scale::KIND_PROBE, 3, 1);
+        assert_eq!(channel, "socket.io#/#");
+        assert_eq!(
+            switchboard_wire::decode_broadcast(&bytes)
+                .unwrap()
+                .opts
+                .rooms,
+            rooms
+        );
+        let (channel, _) = scale_coord::bench_broadcast(
+            vec!["role:r0".into()],
+            switchboard_bench::scale::KIND_ROLE,
+            0,
+            1,
+        );
+        assert_eq!(channel, "socket.io#/#role:r0#");
     }
 }
