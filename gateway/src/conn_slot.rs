@@ -30,6 +30,12 @@ impl SlottedStream {
             _slot: slot,
         }
     }
+
+    /// The stream and its place, for a websocket that shares the stream
+    /// (`engine::wire`); the place must go with whatever owns the socket.
+    pub fn into_parts(self) -> (TcpStream, OwnedSemaphorePermit) {
+        (self.stream, self._slot)
+    }
 }
 
 impl AsyncRead for SlottedStream {

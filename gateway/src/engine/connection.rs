@@ -8,7 +8,10 @@
 
 use std::{
     collections::VecDeque,
-    sync::atomic::{AtomicBool, Ordering},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
 };
 
 use tokio::time::Instant;
@@ -19,6 +22,7 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
+use super::wire::{Direct, Wire};
 use crate::engine::Handshake;
 
 /// One Engine.IO message ready for the wire, shared (by reference count)
@@ -29,6 +33,11 @@ pub enum Frame {
     Text(Utf8Bytes),
     /// A binary message (a Socket.IO attachment).
     Binary(Bytes),
+    /// The unwritten end of a websocket frame that a direct write began
+    /// (see [`Connection::send_frames`]): written as is, before anything
+    /// else. Only ever first in a websocket session's queue; a polling
+    /// session never has one, since direct writes need a websocket.
+    WireTail(Bytes),
 }
 
 impl Frame {
@@ -49,7 +58,7 @@ impl Frame {
     pub fn len(&self) -> usize {
         match self {
             Frame::Text(t) => t.len(),
-            Frame::Binary(b) => b.len(),
+            Frame::Binary(b) | Frame::WireTail(b) => b.len(),
         }
     }
 }
@@ -127,6 +136,31 @@ pub(crate) struct Outbox {
     /// the delivery latency histogram (frames without one, such as pings,
     /// leave it alone).
     pub received: Option<Instant>,
+    /// The websocket's stream while a send may write to it directly: set by
+    /// the websocket task, and taken away while the task writes a batch
+    /// (frames sent meanwhile queue behind it) and when the task ends. With
+    /// `frames` empty, it means nothing is waiting or in flight, so a
+    /// direct write is next on the wire.
+    pub wire: Option<Arc<Wire>>,
+}
+
+/// How a send reached the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sent {
+    /// Written to the socket at once: the kernel has it.
+    Written,
+    /// Queued for the session's writer.
+    Queued,
+    /// Not sent: the session is closed, or this send closed it as a slow
+    /// consumer.
+    Refused,
+}
+
+impl Sent {
+    /// Written or queued.
+    pub fn is_sent(self) -> bool {
+        self != Sent::Refused
+    }
 }
 
 /// A reading client may hold this many times `max_queue_bytes` during a
@@ -185,6 +219,7 @@ impl<D> Connection<D> {
                 bytes: 0,
                 last_drain: Instant::now(),
                 received: None,
+                wire: None,
             }),
             wake: Notify::new(),
             closed_signal: Notify::new(),
@@ -204,8 +239,8 @@ impl<D> Connection<D> {
         }
     }
 
-    /// Queues frames for the client, in order. Returns false if they were
-    /// not queued: the session is closed, or this send would take the queue
+    /// Sends frames to the client, in order. Returns false if they were
+    /// not sent: the session is closed, or this send would take the queue
     /// past its bound, in which case the client is too slow to keep up and
     /// the session is closed as a slow consumer rather than letting its
     /// queue grow (nothing is silently dropped from a live session).
@@ -214,28 +249,53 @@ impl<D> Connection<D> {
     /// writer has not taken frames for a second, and four times that while
     /// it keeps taking them, so a burst larger than the bound (a batch
     /// publish) does not cut clients that are reading.
-    pub fn send_all(&self, frames: impl IntoIterator<Item = Frame>) -> bool {
-        self.send_all_received(frames, None)
+    pub fn send_all(&self, frames: &[Frame]) -> bool {
+        self.send_frames(frames, None, true).is_sent()
     }
 
-    /// [`Connection::send_all`] for an event the gateway received at
-    /// `received`: the writer reports the time from then to its write.
-    pub fn send_all_received(
-        &self,
-        frames: impl IntoIterator<Item = Frame>,
-        received: Option<Instant>,
-    ) -> bool {
+    /// Sends frames of an event the gateway received at `received` (the
+    /// writer reports the time from then to its write, for a queued send).
+    ///
+    /// With `direct`, when nothing is queued or being written and the
+    /// session is a websocket, the frames are written to the socket here and
+    /// now, as far as it takes them without waiting: one `writev`, no
+    /// wake-up of the session's task. Whatever the socket does not take is
+    /// queued, the end of a frame cut short first. A sender in the middle of
+    /// a burst passes `direct = false`, so that frames pile up and the task
+    /// writes each socket's share in one batch.
+    pub fn send_frames(&self, frames: &[Frame], received: Option<Instant>, direct: bool) -> Sent {
         if self.is_closed() {
-            return false;
+            return Sent::Refused;
         }
         let overflow = {
             let mut outbox = self.outbox.lock();
+            let attempt = match &outbox.wire {
+                Some(wire) if direct && outbox.frames.is_empty() => wire.try_direct(frames),
+                _ => Direct::NotWritten,
+            };
+            // A direct write that went out (even in part) is the client
+            // reading: it counts as a drain for the stall rule.
+            let rest = match attempt {
+                Direct::Written => {
+                    outbox.last_drain = Instant::now();
+                    return Sent::Written;
+                }
+                Direct::NotWritten => frames,
+                Direct::Partial { tail, next } => {
+                    outbox.last_drain = Instant::now();
+                    if let Some(tail) = tail {
+                        outbox.bytes += tail.len();
+                        outbox.frames.push_back(Frame::WireTail(tail));
+                    }
+                    &frames[next..]
+                }
+            };
             // Whether the writer has stalled is only asked (a clock read)
             // once the queue passes the base bound, never per delivery on a
             // queue that keeps draining.
             let mut stalled: Option<bool> = None;
             let mut overflow = false;
-            for frame in frames {
+            for frame in rest {
                 let bytes = outbox.bytes + frame.len();
                 let count = outbox.frames.len();
                 if bytes > self.limits.max_bytes || count >= self.limits.max_frames {
@@ -250,7 +310,7 @@ impl<D> Connection<D> {
                     }
                 }
                 outbox.bytes = bytes;
-                outbox.frames.push_back(frame);
+                outbox.frames.push_back(frame.clone());
             }
             if overflow {
                 outbox.frames.clear();
@@ -264,15 +324,15 @@ impl<D> Connection<D> {
         if overflow {
             tracing::info!(sid = %self.sid, "outbound queue full; closing slow consumer");
             self.close(CloseReason::SlowConsumer);
-            return false;
+            return Sent::Refused;
         }
         self.wake.notify_one();
-        true
+        Sent::Queued
     }
 
-    /// Queues one frame for the client.
+    /// Sends one frame to the client.
     pub fn send(&self, frame: Frame) -> bool {
-        self.send_all(std::iter::once(frame))
+        self.send_all(std::slice::from_ref(&frame))
     }
 
     /// Takes every queued frame, for the writer.
@@ -289,6 +349,35 @@ impl<D> Connection<D> {
         (std::mem::take(&mut outbox.frames), outbox.received.take())
     }
 
+    /// Takes every queued frame for the websocket writer, as
+    /// [`Connection::take_frames_received`]; when there are any, direct
+    /// writes stop until [`Connection::allow_direct`], so that nothing sent
+    /// meanwhile overtakes them.
+    pub(crate) fn take_for_write(&self) -> (VecDeque<Frame>, Option<Instant>) {
+        let mut outbox = self.outbox.lock();
+        outbox.last_drain = Instant::now();
+        if outbox.frames.is_empty() {
+            return (VecDeque::new(), None);
+        }
+        outbox.wire = None;
+        outbox.bytes = 0;
+        (std::mem::take(&mut outbox.frames), outbox.received.take())
+    }
+
+    /// Lets sends write to `wire` directly (the websocket task has nothing
+    /// in flight), unless the session is closed.
+    pub(crate) fn allow_direct(&self, wire: &Arc<Wire>) {
+        let mut outbox = self.outbox.lock();
+        if !self.is_closed() {
+            outbox.wire = Some(wire.clone());
+        }
+    }
+
+    /// Stops direct writes for good (the websocket task is ending).
+    pub(crate) fn stop_direct(&self) {
+        self.outbox.lock().wire = None;
+    }
+
     /// Bytes waiting in the queue.
     pub fn queued_bytes(&self) -> usize {
         self.outbox.lock().bytes
@@ -301,6 +390,9 @@ impl<D> Connection<D> {
             return;
         }
         *self.close_reason.lock() = Some(reason);
+        // No direct write after the close: what is still queued and the
+        // close frame come last, from the session's task.
+        self.stop_direct();
         self.wake.notify_one();
         self.closed_signal.notify_waiters();
     }
@@ -435,7 +527,190 @@ impl Heartbeat {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::wire::{encode_frame, test_pair};
     use std::time::Duration;
+    use tokio::io::AsyncReadExt;
+
+    fn websocket_conn(max_bytes: usize, max_frames: usize) -> Connection<()> {
+        let handshake = Handshake {
+            headers: http::HeaderMap::new(),
+            query: String::new(),
+            remote: "127.0.0.1:5000".parse().expect("addr"),
+            issued_ms: 0,
+            client_ip: "127.0.0.1".parse().expect("addr"),
+        };
+        Connection::new(
+            Sid::new(),
+            handshake,
+            TransportKind::Websocket,
+            QueueLimits {
+                max_bytes,
+                max_frames,
+            },
+            (),
+        )
+    }
+
+    fn texts(frames: &VecDeque<Frame>) -> Vec<String> {
+        frames
+            .iter()
+            .map(|f| match f {
+                Frame::Text(t) => t.to_string(),
+                other => format!("{other:?}"),
+            })
+            .collect()
+    }
+
+    /// A direct write happens only with nothing queued and no batch in
+    /// flight, so it never overtakes a frame sent before it.
+    #[tokio::test]
+    async fn direct_writes_never_overtake_queued_or_in_flight_frames() {
+        let (server, mut client) = test_pair().await;
+        let conn = websocket_conn(1 << 20, 4096);
+        let wire = server.wire().clone();
+        // Not allowed yet (no websocket task): queued.
+        assert_eq!(
+            conn.send_frames(&[Frame::text("4a")], None, true),
+            Sent::Queued
+        );
+        conn.allow_direct(&wire);
+        // Something is queued: queued behind it, even with direct allowed.
+        assert_eq!(
+            conn.send_frames(&[Frame::text("4b")], None, true),
+            Sent::Queued
+        );
+        // The writer takes the batch: while it writes, sends queue.
+        let (batch, _) = conn.take_for_write();
+        assert_eq!(texts(&batch), ["4a", "4b"]);
+        assert_eq!(
+            conn.send_frames(&[Frame::text("4c")], None, true),
+            Sent::Queued
+        );
+        conn.allow_direct(&wire);
+        // The batch is written and direct writes allowed again, but "4c" is
+        // still queued: the next send queues behind it.
+        assert_eq!(
+            conn.send_frames(&[Frame::text("4d")], None, true),
+            Sent::Queued
+        );
+        // A sender in a burst queues even on an idle socket.
+        let (rest, _) = conn.take_for_write();
+        assert_eq!(texts(&rest), ["4c", "4d"]);
+        conn.allow_direct(&wire);
+        assert_eq!(
+            conn.send_frames(&[Frame::text("4e")], None, false),
+            Sent::Queued
+        );
+        let (burst, _) = conn.take_for_write();
+        assert_eq!(texts(&burst), ["4e"]);
+        conn.allow_direct(&wire);
+        // Idle: written at once, nothing queued, no wake-up needed.
+        assert_eq!(
+            conn.send_frames(&[Frame::text("4f")], None, true),
+            Sent::Written
+        );
+        assert_eq!(conn.queued_bytes(), 0);
+        let mut got = [0u8; 4];
+        client.read_exact(&mut got).await.expect("read");
+        assert_eq!(&got, &[0x81, 2, b'4', b'f']);
+        // Once the task ends, nothing is written directly any more.
+        conn.stop_direct();
+        assert_eq!(
+            conn.send_frames(&[Frame::text("4g")], None, true),
+            Sent::Queued
+        );
+        // Nor after a close.
+        conn.allow_direct(&wire);
+        conn.close(CloseReason::ServerClosed);
+        conn.allow_direct(&wire);
+        assert_eq!(
+            conn.send_frames(&[Frame::text("4h")], None, true),
+            Sent::Refused
+        );
+        assert!(conn.outbox.lock().wire.is_none());
+    }
+
+    /// A client that stops reading: direct writes fill its socket, the cut
+    /// frame's tail is queued first and everything after it behind it, and
+    /// the queue bound still closes the slow consumer (nothing lost before).
+    #[tokio::test]
+    async fn a_client_that_stops_reading_is_queued_then_cut_as_before() {
+        let (server, mut client) = test_pair().await;
+        let conn = websocket_conn(64 * 1024, 64);
+        conn.allow_direct(&server.wire().clone());
+        let frame = Frame::text(format!("4{}", "y".repeat(999)));
+        let mut written = 0usize;
+        let mut queued = 0usize;
+        let mut refused = false;
+        for _ in 0..10_000 {
+            match conn.send_frames(std::slice::from_ref(&frame), None, true) {
+                Sent::Written => {
+                    assert_eq!(queued, 0, "a direct write after a queued frame");
+                    written += 1;
+                }
+                Sent::Queued => queued += 1,
+                Sent::Refused => {
+                    refused = true;
+                    break;
+                }
+            }
+        }
+        assert!(
+            written > 0 && queued > 0 && refused,
+            "{written} {queued} {refused}"
+        );
+        assert_eq!(conn.close_reason(), Some(CloseReason::SlowConsumer));
+        // What the client can read is whole frames: every one written.
+        let mut one = Vec::new();
+        encode_frame(&mut one, &frame);
+        // The task's end: the stream closes once neither holds it.
+        conn.stop_direct();
+        drop(server);
+        let mut got = Vec::new();
+        let _ = client.read_to_end(&mut got).await;
+        assert!(
+            got.len() >= one.len() * (written - 1),
+            "{} {}",
+            got.len(),
+            written
+        );
+        for chunk in got.chunks(one.len()) {
+            assert!(one.starts_with(chunk), "the client read a corrupted frame");
+        }
+    }
+
+    /// The tail of a cut-short direct write goes first in the queue; frames
+    /// sent after it follow it.
+    #[tokio::test]
+    async fn the_tail_of_a_cut_direct_write_is_queued_first() {
+        let (server, _client) = test_pair().await;
+        let conn = websocket_conn(1 << 24, 1 << 20);
+        conn.allow_direct(&server.wire().clone());
+        let frame = Frame::text(format!("4{}", "z".repeat(2999)));
+        let mut cut = false;
+        for _ in 0..10_000 {
+            if conn.send_frames(std::slice::from_ref(&frame), None, true) != Sent::Written {
+                cut = true;
+                break;
+            }
+        }
+        assert!(cut);
+        conn.send_frames(&[Frame::text("4next")], None, true);
+        let (queue, _) = conn.take_for_write();
+        let kinds: Vec<&str> = queue
+            .iter()
+            .map(|f| match f {
+                Frame::WireTail(_) => "tail",
+                Frame::Text(t) if t.as_str() == "4next" => "next",
+                _ => "frame",
+            })
+            .collect();
+        // Cut inside the frame (a tail), or between frames (the whole frame).
+        assert!(
+            kinds == ["tail", "next"] || kinds == ["frame", "next"],
+            "{kinds:?}"
+        );
+    }
 
     #[test]
     fn grid_rounds_up_within_one_step_and_groups_deadlines() {

@@ -14,6 +14,7 @@ pub mod handshake;
 mod polling;
 pub mod query;
 mod websocket;
+mod wire;
 
 use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -28,7 +29,7 @@ pub use handshake::Handshake;
 pub use query::EngineQuery;
 
 pub use connection::{
-    CloseReason, Connection, Frame, QueueLimits, TransportKind, str_from_utf8_bytes,
+    CloseReason, Connection, Frame, QueueLimits, Sent, TransportKind, str_from_utf8_bytes,
 };
 
 use crate::{

@@ -29,6 +29,9 @@ pub(super) fn payload_response(frames: impl IntoIterator<Item = Frame>) -> Respo
         match frame {
             Frame::Text(text) => body.push_str(&text),
             Frame::Binary(data) => body.push_str(&String::from(Packet::Binary(data))),
+            // Only a websocket's direct writes leave one, and a session never
+            // goes back from websocket to polling.
+            Frame::WireTail(_) => debug_assert!(false, "a websocket frame tail in a polling queue"),
         }
     }
     text_response(body.into(), "text/plain; charset=UTF-8")

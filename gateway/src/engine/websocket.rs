@@ -26,10 +26,12 @@ use crate::{conn_slot::SlottedStream, engine::Handshake};
 
 use super::{
     Body, CloseReason, Connection, Engine, EngineError, EngineHandler, Frame, TransportKind,
-    connection::Heartbeat, str_from_utf8_bytes,
+    connection::Heartbeat,
+    str_from_utf8_bytes,
+    wire::{WireStream, encode_frame},
 };
 
-type Ws = WebSocketStream<SlottedStream>;
+type Ws = WebSocketStream<WireStream>;
 
 /// The read buffer tungstenite allocates eagerly per connection. Small on
 /// purpose: idle connections dominate, and larger messages still arrive,
@@ -225,7 +227,8 @@ pub(super) fn upgrade<H: EngineHandler>(
 /// Takes the TCP stream back from hyper so that hyper's 8 KiB HTTP read
 /// buffer is freed: kept inside `Upgraded`, it was most of an idle
 /// connection's memory. Bytes hyper had read past the request go to
-/// tungstenite first.
+/// tungstenite first. The stream becomes a [`WireStream`], shared with the
+/// outbox for direct writes once the session runs.
 async fn into_websocket(upgraded: Upgraded, max_payload: u64) -> Option<Ws> {
     let parts = match upgraded.downcast::<TokioIo<SlottedStream>>() {
         Ok(parts) => parts,
@@ -236,9 +239,10 @@ async fn into_websocket(upgraded: Upgraded, max_payload: u64) -> Option<Ws> {
     };
     let already_read = parts.read_buf.to_vec();
     drop(parts.read_buf);
+    let (stream, slot) = parts.io.into_inner().into_parts();
     Some(
         WebSocketStream::from_partially_read(
-            parts.io.into_inner(),
+            WireStream::new(stream, slot),
             already_read,
             Role::Server,
             Some(ws_config(max_payload)),
@@ -287,27 +291,6 @@ async fn probe<D>(ws: &mut Ws, conn: &Connection<D>) -> Result<(), UpgradeFailed
 /// of a socket with a deep queue stays modest.
 const WRITE_CHUNK_BYTES: usize = 64 * 1024;
 
-/// Appends one unmasked, unfragmented server-to-client websocket frame
-/// (RFC 6455 section 5.2) to `buf`.
-fn encode_frame(buf: &mut Vec<u8>, frame: &Frame) {
-    let (opcode, payload): (u8, &[u8]) = match frame {
-        Frame::Text(text) => (0x1, text.as_str().as_bytes()),
-        Frame::Binary(data) => (0x2, &data[..]),
-    };
-    buf.push(0x80 | opcode);
-    let len = payload.len();
-    if len < 126 {
-        buf.push(len as u8);
-    } else if let Ok(len) = u16::try_from(len) {
-        buf.push(126);
-        buf.extend_from_slice(&len.to_be_bytes());
-    } else {
-        buf.push(127);
-        buf.extend_from_slice(&(len as u64).to_be_bytes());
-    }
-    buf.extend_from_slice(payload);
-}
-
 /// Why a batch was not written completely.
 #[derive(Debug)]
 struct WriteFailed;
@@ -318,19 +301,31 @@ struct WriteFailed;
 /// queue fills while the previous write is in flight, so a socket costs one
 /// wake and a few syscalls per batch rather than per delivery.
 ///
-/// Frames go to the TCP stream directly, behind tungstenite's back: its own
-/// buffer (a pong or close reply from the read side) is flushed first, and
-/// `torn` is set while a write may have been cut short, after which nothing
-/// more may be written on this stream (the close path checks it).
+/// Frames go to the TCP stream directly, behind tungstenite's back: the end
+/// of a frame a direct write began comes first (it is always first in the
+/// queue), then tungstenite's own buffer (a pong or close reply from the
+/// read side) is flushed, then the rest. `torn` is set while a write may
+/// have been cut short, after which nothing more may be written on this
+/// stream (the close path checks it).
 async fn write_batch(
     ws: &mut Ws,
     frames: &VecDeque<Frame>,
     torn: &mut bool,
 ) -> Result<(), WriteFailed> {
-    ws.flush().await.map_err(|_| WriteFailed)?;
-    let total: usize = frames.iter().map(|f| f.len() + 10).sum();
-    let mut buf = Vec::with_capacity(total.min(WRITE_CHUNK_BYTES + 10));
     let mut frames = frames.iter().peekable();
+    if let Some(Frame::WireTail(tail)) = frames.peek() {
+        *torn = true;
+        ws.get_ref()
+            .wire()
+            .finish_tail(tail)
+            .await
+            .map_err(|_| WriteFailed)?;
+        *torn = false;
+        frames.next();
+    }
+    ws.flush().await.map_err(|_| WriteFailed)?;
+    let total: usize = frames.clone().map(|f| f.len() + 10).sum();
+    let mut buf = Vec::with_capacity(total.min(WRITE_CHUNK_BYTES + 10));
     while frames.peek().is_some() {
         while let Some(frame) = frames.next_if(|_| buf.len() < WRITE_CHUNK_BYTES) {
             encode_frame(&mut buf, frame);
@@ -362,12 +357,18 @@ async fn run<H: EngineHandler>(
     // A write of frames was cut short (timeout or close): the stream may
     // end inside a frame, so nothing more is written to it.
     let mut torn = false;
+    // Sends write to the socket themselves while nothing is queued or in
+    // flight here; taken back by `take_for_write` for each batch, given
+    // back after it, and stopped for good when this task ends.
+    let wire = ws.get_ref().wire().clone();
+    let direct = DirectWrites(conn);
+    conn.allow_direct(&wire);
     loop {
         if timer.deadline() != heartbeat.deadline() {
             timer.as_mut().reset(heartbeat.deadline());
         }
         let woken = conn.wake.notified();
-        let (frames, received) = conn.take_frames_received();
+        let (frames, received) = conn.take_for_write();
         if !frames.is_empty() {
             // A client that stops reading blocks this write; the write
             // timeout ends it, and so does a close from elsewhere (queue
@@ -376,7 +377,10 @@ async fn run<H: EngineHandler>(
             let write = write_batch(&mut ws, &frames, &mut torn);
             tokio::select! {
                 result = tokio::time::timeout(settings.write_timeout, write) => match result {
-                    Ok(Ok(())) => engine.metrics.observe_delivery(received),
+                    Ok(Ok(())) => {
+                        engine.metrics.observe_delivery(received);
+                        conn.allow_direct(&wire);
+                    }
                     Ok(Err(_)) => conn.close(CloseReason::TransportError),
                     Err(_) => conn.close(CloseReason::SlowConsumer),
                 },
@@ -430,7 +434,11 @@ async fn run<H: EngineHandler>(
             }
         }
     }
+    drop(direct);
     let reason = conn.close_reason();
+    // A direct write cut short whose end was dropped with a slow consumer's
+    // backlog left the stream inside a frame too.
+    let torn = torn || wire.is_torn_by_direct();
     // Say why in the close frame (browsers show it as CloseEvent.reason),
     // as the disconnect table says; none when the peer is already gone, nor
     // on a stream a cut-short write left inside a frame.
@@ -440,6 +448,7 @@ async fn run<H: EngineHandler>(
         .ws_close
         .filter(|_| !torn)
     {
+        let mut torn = torn;
         // A slow consumer's backlog is dropped; anything else still queued
         // (a final DISCONNECT or CONNECT_ERROR) goes out first.
         let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
@@ -457,36 +466,17 @@ async fn run<H: EngineHandler>(
         })
         .await;
     }
+    drop(wire);
     engine.finish(conn);
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use bytes::Bytes;
-    use tokio_tungstenite::tungstenite::protocol::frame::{
-        Frame as WsFrame,
-        coding::{Data, OpCode},
-    };
+/// Stops direct writes when the websocket task leaves [`run`], however it
+/// leaves, so that the outbox does not keep the stream (and its file
+/// descriptor) alive after the websocket, nor write behind the close frame.
+struct DirectWrites<'a, D>(&'a Connection<D>);
 
-    /// Our framing is byte-identical to tungstenite's for every length
-    /// encoding (7-bit, 16-bit, 64-bit) and both data opcodes.
-    #[test]
-    fn frames_match_tungstenite_at_every_length_boundary() {
-        for len in [0usize, 1, 125, 126, 127, 65_535, 65_536, 70_000] {
-            let payload = "z".repeat(len);
-            for (ours, opcode) in [
-                (Frame::text(payload.clone()), Data::Text),
-                (Frame::Binary(Bytes::from(payload.clone())), Data::Binary),
-            ] {
-                let mut got = Vec::new();
-                encode_frame(&mut got, &ours);
-                let mut want = Vec::new();
-                WsFrame::message(payload.clone(), OpCode::Data(opcode), true)
-                    .format(&mut want)
-                    .expect("format");
-                assert_eq!(got, want, "length {len}, {opcode:?}");
-            }
-        }
+impl<D> Drop for DirectWrites<'_, D> {
+    fn drop(&mut self) {
+        self.0.stop_direct();
     }
 }

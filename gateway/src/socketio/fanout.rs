@@ -7,6 +7,8 @@
 //! `fetchSockets`) act on local sockets and are answered where the adapter
 //! waits for an answer.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use bytes::Bytes;
 use switchboard_wire::{
     BroadcastMessage, Request, RequestOpts, Response, decode_broadcast, decode_request,
@@ -14,7 +16,61 @@ use switchboard_wire::{
 };
 
 use super::SocketIo;
-use crate::{bus::BusHandler, engine::Frame};
+use crate::{
+    bus::BusHandler,
+    engine::{Frame, Sent},
+};
+
+/// A broadcast that starts less than this after the previous one ended is
+/// part of a burst (the fan-out is working through a backlog).
+const BURST_GAP: std::time::Duration = std::time::Duration::from_micros(250);
+
+/// Chooses how a broadcast reaches its targets.
+///
+/// At a steady rate each socket has at most one frame waiting when it is
+/// reached, so the cheapest delivery is to write it at once from here (one
+/// `writev`, no wake-up of the socket's task: the least a delivery costs,
+/// as the raw-write floor does). In a burst, writing each delivery at once
+/// would cost one syscall per delivery; queueing instead lets the frames of
+/// a whole burst pile up and each socket's task write them in one batch
+/// (`engine::websocket::write_batch`). A burst shows as broadcasts that
+/// come back to back: when one starts less than [`BURST_GAP`] after the
+/// previous one ended, it queues. A backlog that direct writes cause
+/// themselves (deliveries slower than arrivals) shows the same way, so the
+/// fan-out falls back to batches exactly when it cannot keep up.
+#[derive(Debug)]
+pub(crate) struct Pace {
+    origin: tokio::time::Instant,
+    /// When the last broadcast ended, in nanoseconds since `origin`.
+    last_end: AtomicU64,
+}
+
+impl Default for Pace {
+    fn default() -> Self {
+        Pace {
+            origin: tokio::time::Instant::now(),
+            last_end: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Pace {
+    fn nanos(&self, at: tokio::time::Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.origin).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Whether a broadcast starting at `start` may write directly.
+    pub(crate) fn direct_at(&self, start: tokio::time::Instant) -> bool {
+        let last = self.last_end.load(Ordering::Relaxed);
+        self.nanos(start).saturating_sub(last) >= BURST_GAP.as_nanos() as u64
+    }
+
+    /// A broadcast ends now.
+    pub(crate) fn ended(&self) {
+        let now = self.nanos(tokio::time::Instant::now());
+        self.last_end.store(now, Ordering::Relaxed);
+    }
+}
 
 impl BusHandler for SocketIo {
     fn channels(&self) -> Vec<String> {
@@ -181,6 +237,7 @@ impl SocketIo {
         frames.push(Frame::message(&packet.text));
         frames.extend(packet.attachments.into_iter().map(Frame::Binary));
         let size: usize = frames.iter().map(Frame::len).sum();
+        let direct = self.pace.direct_at(received);
         let mut sent = 0u64;
         for socket in &targets {
             if opts.flags.volatile && socket.conn.queued_bytes() > 0 {
@@ -191,18 +248,23 @@ impl SocketIo {
                 && socket.is_replaying()
             {
                 if let Some(frames) = socket.hold(id, frames.clone()) {
-                    socket.conn.send_all(frames);
+                    socket.conn.send_all(&frames);
                 }
                 sent += 1;
                 continue;
             }
-            if socket
-                .conn
-                .send_all_received(frames.iter().cloned(), Some(received))
-            {
-                sent += 1;
+            match socket.conn.send_frames(&frames, Some(received), direct) {
+                Sent::Written => {
+                    // The socket's writer reports queued deliveries; this
+                    // one never reaches it.
+                    self.metrics.observe_delivery(Some(received));
+                    sent += 1;
+                }
+                Sent::Queued => sent += 1,
+                Sent::Refused => {}
             }
         }
+        self.pace.ended();
         self.metrics.messages_out.inc_by(sent);
         self.metrics.bytes_out.inc_by(sent * size as u64);
         if let Some(admin) = &self.admin_events {
@@ -385,7 +447,7 @@ impl SocketIo {
                 + std::time::Duration::from_millis(opts.flags.timeout.unwrap_or(30_000));
             let mut pending = self.hub.acks.lock();
             for socket in &targets {
-                if socket.send_all(frames.iter().cloned()) {
+                if socket.send_all(&frames) {
                     pending.insert(socket.id, ack_id, request_id.clone(), deadline);
                     sent += 1;
                 }

@@ -110,6 +110,9 @@ pub struct SocketIo {
     tasks: TaskTracker,
     /// Who sent the requests that came over sharded pub/sub.
     sharded_requesters: sharded::Requesters,
+    /// Whether broadcasts come back to back (a burst), to choose between
+    /// writing each delivery at once and queueing for batched writes.
+    pace: fanout::Pace,
 }
 
 /// Why a client packet was refused; the label of `switchboard_bad_packets_total`.
@@ -215,6 +218,7 @@ impl SocketIo {
             presence: Arc::new(Presence::new(config, &uid, bus.clone(), metrics.clone())),
             uid,
             tasks: TaskTracker::new(),
+            pace: fanout::Pace::default(),
         }
     }
 
@@ -522,7 +526,7 @@ impl SocketIo {
                 return actions.refuse_rate_limited(socket, event, ack);
             }
             if let Some(id) = ack {
-                socket.send_all([packets::ack(
+                socket.send_all(&[packets::ack(
                     &socket.nsp,
                     id,
                     &serde_json::json!([{ "ok": false, "error": "rate limited: too many events" }]),
@@ -572,7 +576,7 @@ impl SocketIo {
                 .inc();
             tracing::debug!(socket = %socket.id, ?room, reason, "presence query refused");
             if let Some(id) = ack {
-                socket.send_all([packets::ack(
+                socket.send_all(&[packets::ack(
                     &socket.nsp,
                     id,
                     &serde_json::json!([{ "ok": false, "error": reason }]),
@@ -595,7 +599,7 @@ impl SocketIo {
                     serde_json::json!([{ "ok": false, "error": "unavailable" }])
                 }
             };
-            socket.send_all([packets::ack(&socket.nsp, id, &answer)]);
+            socket.send_all(&[packets::ack(&socket.nsp, id, &answer)]);
         });
     }
 
@@ -641,7 +645,7 @@ impl SocketIo {
             ),
             None => packets::disconnect(&socket.nsp),
         };
-        socket.send_all([frame]);
+        socket.send_all(&[frame]);
         self.remove_socket(socket, why);
         if close_connection || !socket.conn.data.has_sockets() {
             socket.conn.close(CloseReason::ServerClosed);

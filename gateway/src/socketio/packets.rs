@@ -60,7 +60,7 @@ mod tests {
     fn text(f: Frame) -> String {
         match f {
             Frame::Text(t) => t.to_string(),
-            Frame::Binary(_) => panic!("binary"),
+            other => panic!("not a text frame: {other:?}"),
         }
     }
 

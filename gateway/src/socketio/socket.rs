@@ -121,21 +121,21 @@ impl Socket {
         if let Some(entries) = held.take() {
             for (id, frames) in entries.into_iter() {
                 if after.is_none_or(|after| id > after) {
-                    self.conn.send_all(frames);
+                    self.conn.send_all(&frames);
                 }
             }
         }
         self.replaying.store(false, Ordering::Release);
     }
 
-    /// Queues frames to this socket's connection.
-    pub fn send_all(&self, frames: impl IntoIterator<Item = Frame>) -> bool {
+    /// Sends frames to this socket's connection.
+    pub fn send_all(&self, frames: &[Frame]) -> bool {
         self.conn.send_all(frames)
     }
 
     /// Answers the client's ack `id` with JSON arguments (an array).
     pub fn ack(&self, id: i64, args: &serde_json::Value) -> bool {
-        self.send_all([super::packets::ack(&self.nsp, id, args)])
+        self.send_all(&[super::packets::ack(&self.nsp, id, args)])
     }
 
     /// Takes one event from the socket's budget; false when over its rate.

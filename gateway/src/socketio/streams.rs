@@ -512,7 +512,7 @@ impl SocketIo {
                                     .into_iter()
                                     .map(crate::engine::Frame::Binary),
                             );
-                            conn.send_all(frames);
+                            conn.send_all(&frames);
                             replayed += 1;
                         }
                         Err(err) => self.bus_decode_error("broadcast", &err),

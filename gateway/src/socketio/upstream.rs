@@ -58,7 +58,7 @@ pub(super) fn relay(
             }
         };
         if let Some(id) = ack {
-            socket.send_all([packets::ack(&socket.nsp, id, &reply)]);
+            socket.send_all(&[packets::ack(&socket.nsp, id, &reply)]);
         }
     });
 }

@@ -1,0 +1,501 @@
+//! The TCP stream of a websocket session, shared by the session's task and
+//! the fan-out path, so that a delivery to an idle socket is one `writev`
+//! from the fan-out, without waking the task (see
+//! [`Connection::send_frames`](super::Connection::send_frames)).
+//!
+//! Three writers reach one stream, and their bytes must never interleave
+//! inside a websocket frame:
+//! - tungstenite, from the session's task (the probe reply, pongs to client
+//!   pings, the close frame), through [`WireStream`]'s `AsyncWrite`;
+//! - the task's own batches of queued frames ([`write_batch`](super::websocket)),
+//!   through the same `AsyncWrite`;
+//! - a direct write from the fan-out ([`Wire::try_direct`]), only while the
+//!   task has nothing queued and no batch in flight (the outbox lock
+//!   decides that, see `Outbox::wire`).
+//!
+//! Every write takes the wire's small lock and records whether it left a
+//! frame half-written, and by whom ([`Seam`]): a direct write never starts
+//! inside someone else's frame, and when a direct write is cut short, its
+//! unwritten end is queued first in the outbox and nothing else (not even a
+//! pong) goes out until the task has written it ([`Wire::finish_tail`]).
+
+use std::{
+    io::{self, IoSlice},
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll, ready},
+};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::TcpStream,
+    sync::OwnedSemaphorePermit,
+};
+
+use super::Frame;
+
+/// Where the bytes written so far end, relative to websocket frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Seam {
+    /// At a frame boundary: anyone may start a frame.
+    Clean,
+    /// Inside a frame the session's task began (tungstenite or a batch); the
+    /// task finishes it, and direct writes wait (they queue instead).
+    Task,
+    /// Inside a frame a direct write began; its end is queued first in the
+    /// outbox, and only [`Wire::finish_tail`] may write next.
+    Direct,
+}
+
+/// A websocket session's TCP stream with the record of who may write next.
+#[derive(Debug)]
+pub(crate) struct Wire {
+    stream: TcpStream,
+    seam: Mutex<Seam>,
+}
+
+/// What a direct write did.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Direct {
+    /// Every frame went out.
+    Written,
+    /// Nothing went out (the socket would block, the task is inside a frame
+    /// of its own, or the frames do not fit one vectored write): queue them
+    /// all.
+    NotWritten,
+    /// Part went out: queue `tail` (the unwritten end of a frame, to be
+    /// written as is), then the frames from index `next` on.
+    Partial {
+        /// The rest of the frame the write stopped in, if it stopped inside
+        /// one rather than between two.
+        tail: Option<Bytes>,
+        /// The first frame not written at all.
+        next: usize,
+    },
+}
+
+/// Frames one direct write takes at most (an event and its attachments);
+/// more go through the queue.
+const DIRECT_MAX_FRAMES: usize = 4;
+
+/// The longest websocket frame header a server writes (no mask).
+const MAX_HEADER: usize = 10;
+
+/// The header of one unmasked, unfragmented server-to-client websocket frame
+/// (RFC 6455 section 5.2) for `payload`, and its length.
+fn frame_header(opcode: u8, payload: usize) -> ([u8; MAX_HEADER], usize) {
+    let mut head = [0u8; MAX_HEADER];
+    head[0] = 0x80 | opcode;
+    if payload < 126 {
+        head[1] = payload as u8;
+        (head, 2)
+    } else if let Ok(len) = u16::try_from(payload) {
+        head[1] = 126;
+        head[2..4].copy_from_slice(&len.to_be_bytes());
+        (head, 4)
+    } else {
+        head[1] = 127;
+        head[2..10].copy_from_slice(&(payload as u64).to_be_bytes());
+        (head, 10)
+    }
+}
+
+/// The opcode and payload of a frame; `None` for the end of a frame a
+/// direct write began, which is written as is.
+fn message_parts(frame: &Frame) -> Option<(u8, &[u8])> {
+    match frame {
+        Frame::Text(text) => Some((0x1, text.as_str().as_bytes())),
+        Frame::Binary(data) => Some((0x2, &data[..])),
+        Frame::WireTail(_) => None,
+    }
+}
+
+/// Appends `frame` to `buf` as it goes on the wire: a websocket frame, or
+/// the bytes of a tail as they are.
+pub(super) fn encode_frame(buf: &mut Vec<u8>, frame: &Frame) {
+    match message_parts(frame) {
+        Some((opcode, payload)) => {
+            let (head, len) = frame_header(opcode, payload.len());
+            buf.extend_from_slice(&head[..len]);
+            buf.extend_from_slice(payload);
+        }
+        None => {
+            if let Frame::WireTail(tail) = frame {
+                buf.extend_from_slice(tail);
+            }
+        }
+    }
+}
+
+impl Wire {
+    /// Writes `frames` now, as far as the socket takes them without waiting.
+    ///
+    /// The caller holds the connection's outbox lock and has checked that
+    /// nothing is queued and no batch of the task is in flight, so these
+    /// frames are next on the wire.
+    pub(crate) fn try_direct(&self, frames: &[Frame]) -> Direct {
+        if frames.is_empty() {
+            return Direct::Written;
+        }
+        if frames.len() > DIRECT_MAX_FRAMES {
+            return Direct::NotWritten;
+        }
+        let mut heads = [([0u8; MAX_HEADER], 0usize); DIRECT_MAX_FRAMES];
+        let mut payloads: [&[u8]; DIRECT_MAX_FRAMES] = [&[]; DIRECT_MAX_FRAMES];
+        for (i, frame) in frames.iter().enumerate() {
+            let Some((opcode, payload)) = message_parts(frame) else {
+                return Direct::NotWritten;
+            };
+            heads[i] = frame_header(opcode, payload.len());
+            payloads[i] = payload;
+        }
+        let mut iov = [IoSlice::new(&[]); 2 * DIRECT_MAX_FRAMES];
+        let mut total = 0;
+        for i in 0..frames.len() {
+            let (head, len) = &heads[i];
+            iov[2 * i] = IoSlice::new(&head[..*len]);
+            iov[2 * i + 1] = IoSlice::new(payloads[i]);
+            total += len + payloads[i].len();
+        }
+        let mut seam = self.seam.lock();
+        if *seam != Seam::Clean {
+            return Direct::NotWritten;
+        }
+        let written = match self.stream.try_write_vectored(&iov[..2 * frames.len()]) {
+            Ok(n) => n,
+            // Would block, or the connection broke: the task's own write
+            // finds out which and ends the session if it has to.
+            Err(_) => return Direct::NotWritten,
+        };
+        if written >= total {
+            return Direct::Written;
+        }
+        // Cut short: find the frame the write stopped in.
+        let mut start = 0;
+        for i in 0..frames.len() {
+            let (head, len) = &heads[i];
+            let end = start + len + payloads[i].len();
+            if written < end {
+                let into = written - start;
+                if into == 0 {
+                    return Direct::Partial {
+                        tail: None,
+                        next: i,
+                    };
+                }
+                *seam = Seam::Direct;
+                let tail = if into >= *len {
+                    Bytes::copy_from_slice(&payloads[i][into - len..])
+                } else {
+                    let mut rest = Vec::with_capacity(end - written);
+                    rest.extend_from_slice(&head[into..*len]);
+                    rest.extend_from_slice(payloads[i]);
+                    Bytes::from(rest)
+                };
+                return Direct::Partial {
+                    tail: Some(tail),
+                    next: i + 1,
+                };
+            }
+            start = end;
+        }
+        Direct::Written
+    }
+
+    /// Writes the end of a frame a direct write began (the first thing in
+    /// the batch that follows it), after which the wire is at a frame
+    /// boundary again. Only the session's task calls it, with direct writes
+    /// stopped.
+    pub(crate) async fn finish_tail(&self, tail: &[u8]) -> io::Result<()> {
+        let mut at = 0;
+        while at < tail.len() {
+            self.stream.writable().await?;
+            match self.stream.try_write(&tail[at..]) {
+                Ok(n) => at += n,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+                Err(err) => return Err(err),
+            }
+        }
+        *self.seam.lock() = Seam::Clean;
+        Ok(())
+    }
+
+    /// Whether a direct write left a frame half-written whose end was not
+    /// written (dropped with a slow consumer's backlog): nothing more may go
+    /// on this stream, not even a close frame.
+    pub(crate) fn is_torn_by_direct(&self) -> bool {
+        *self.seam.lock() == Seam::Direct
+    }
+}
+
+/// The websocket's transport: the shared [`Wire`] and the connection's
+/// place under `server.max_connections`, given back when the websocket is
+/// dropped. Reads and tungstenite's writes go through here.
+#[derive(Debug)]
+pub(crate) struct WireStream {
+    wire: Arc<Wire>,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl WireStream {
+    pub(crate) fn new(stream: TcpStream, slot: OwnedSemaphorePermit) -> Self {
+        WireStream {
+            wire: Arc::new(Wire {
+                stream,
+                seam: Mutex::new(Seam::Clean),
+            }),
+            _slot: slot,
+        }
+    }
+
+    /// The shared stream, for the outbox (direct writes) and the task's
+    /// [`Wire::finish_tail`].
+    pub(crate) fn wire(&self) -> &Arc<Wire> {
+        &self.wire
+    }
+}
+
+impl AsyncRead for WireStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let stream = &self.wire.stream;
+        loop {
+            ready!(stream.poll_read_ready(cx))?;
+            // `try_read` clears the readiness when it would block, so the
+            // next `poll_read_ready` registers the waker.
+            match stream.try_read(buf.initialize_unfilled()) {
+                Ok(n) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+                Err(err) => return Poll::Ready(Err(err)),
+            }
+        }
+    }
+}
+
+impl AsyncWrite for WireStream {
+    /// Every caller passes whole frames (tungstenite its whole out buffer,
+    /// the batch writer whole frames), so a write that takes all of `buf`
+    /// ends at a frame boundary and one that takes less ends inside a frame.
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let wire = &self.wire;
+        loop {
+            ready!(wire.stream.poll_write_ready(cx))?;
+            let mut seam = wire.seam.lock();
+            if *seam == Seam::Direct {
+                // A direct write's tail comes first. It was queued and the
+                // task notified when the seam was set, so the task runs its
+                // writer (which writes the tail, then flushes tungstenite)
+                // without this waker being registered anywhere.
+                return Poll::Pending;
+            }
+            match wire.stream.try_write(buf) {
+                Ok(n) => {
+                    *seam = if n < buf.len() {
+                        Seam::Task
+                    } else {
+                        Seam::Clean
+                    };
+                    return Poll::Ready(Ok(n));
+                }
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+                Err(err) => {
+                    // Whatever was cut short stays cut: no direct write
+                    // may follow on a broken stream.
+                    *seam = Seam::Task;
+                    return Poll::Ready(Err(err));
+                }
+            }
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // A TCP stream buffers nothing in user space.
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(socket2::SockRef::from(&self.wire.stream).shutdown(std::net::Shutdown::Write))
+    }
+}
+
+/// A connected pair over loopback for tests: the server side as a
+/// `WireStream` with a small send buffer (so a write can be cut short), the
+/// client side as a plain stream with a small receive buffer.
+#[cfg(test)]
+pub(super) async fn test_pair() -> (WireStream, TcpStream) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let client = tokio::net::TcpSocket::new_v4().expect("socket");
+    client.set_recv_buffer_size(4096).expect("rcvbuf");
+    let (client, accepted) = tokio::join!(client.connect(addr), listener.accept());
+    let (server, _) = accepted.expect("accept");
+    socket2::SockRef::from(&server)
+        .set_send_buffer_size(4096)
+        .expect("sndbuf");
+    let slot = Arc::new(tokio::sync::Semaphore::new(1))
+        .try_acquire_owned()
+        .expect("permit");
+    (WireStream::new(server, slot), client.expect("connect"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_tungstenite::tungstenite::protocol::frame::{
+        Frame as WsFrame,
+        coding::{Data, OpCode},
+    };
+
+    /// Our framing is byte-identical to tungstenite's for every length
+    /// encoding (7-bit, 16-bit, 64-bit) and both data opcodes.
+    #[test]
+    fn frames_match_tungstenite_at_every_length_boundary() {
+        for len in [0usize, 1, 125, 126, 127, 65_535, 65_536, 70_000] {
+            let payload = "z".repeat(len);
+            for (ours, opcode) in [
+                (Frame::text(payload.clone()), Data::Text),
+                (Frame::Binary(Bytes::from(payload.clone())), Data::Binary),
+            ] {
+                let mut got = Vec::new();
+                encode_frame(&mut got, &ours);
+                let mut want = Vec::new();
+                WsFrame::message(payload.clone(), OpCode::Data(opcode), true)
+                    .format(&mut want)
+                    .expect("format");
+                assert_eq!(got, want, "length {len}, {opcode:?}");
+            }
+        }
+    }
+
+    fn wire_bytes(frames: &[Frame]) -> Vec<u8> {
+        let mut buf = Vec::new();
+        for f in frames {
+            encode_frame(&mut buf, f);
+        }
+        buf
+    }
+
+    /// Direct writes until the socket stops taking them, then the cut-short
+    /// frame's tail and the rest through the task's path: the client reads
+    /// exactly the frames in order, none cut or interleaved.
+    #[tokio::test]
+    async fn a_cut_short_direct_write_is_finished_by_its_tail_in_order() {
+        let (mut server, mut client) = test_pair().await;
+        let wire = server.wire().clone();
+        let big = Frame::text("x".repeat(3000));
+        let mut sent = Vec::new();
+        let mut queued = Vec::new();
+        loop {
+            let frames = [big.clone(), Frame::Binary(Bytes::from(vec![7u8; 200]))];
+            match wire.try_direct(&frames) {
+                Direct::Written => sent.extend(frames),
+                Direct::NotWritten => {
+                    queued.extend(frames);
+                    break;
+                }
+                Direct::Partial { tail, next } => {
+                    // Frames before `next` went out, the one with a tail
+                    // only in part.
+                    sent.extend(frames[..next].iter().cloned());
+                    if let Some(tail) = tail {
+                        queued.push(Frame::WireTail(tail));
+                        // Nothing but the tail may be written now.
+                        assert_eq!(wire.try_direct(&[Frame::text("4no")]), Direct::NotWritten);
+                        assert!(wire.is_torn_by_direct());
+                    }
+                    queued.extend(frames[next..].iter().cloned());
+                    break;
+                }
+            }
+            assert!(sent.len() < 10_000, "the socket never filled");
+        }
+        assert!(
+            matches!(queued.first(), Some(Frame::WireTail(_))),
+            "no direct write was cut inside a frame"
+        );
+        let after = [Frame::text("4after")];
+        // What the client must read: every frame that went out (in part or
+        // whole), then those queued whole, then the one sent after.
+        let mut expected = wire_bytes(&sent);
+        for f in &queued {
+            if !matches!(f, Frame::WireTail(_)) {
+                encode_frame(&mut expected, f);
+            }
+        }
+        expected.extend(wire_bytes(&after));
+        // The task's path: the tail first, then the rest as one batch,
+        // while the client reads.
+        let writer = async {
+            let mut rest = queued.iter().peekable();
+            if let Some(Frame::WireTail(tail)) = rest.peek() {
+                wire.finish_tail(tail).await.expect("tail");
+                rest.next();
+            }
+            assert!(!wire.is_torn_by_direct());
+            let mut batch = Vec::new();
+            for f in rest {
+                encode_frame(&mut batch, f);
+            }
+            encode_frame(&mut batch, &after[0]);
+            server.write_all(&batch).await.expect("batch");
+            server
+        };
+        let reader = async {
+            let mut got = vec![0u8; expected.len()];
+            client.read_exact(&mut got).await.expect("read");
+            got
+        };
+        let (_server, got) = tokio::join!(writer, reader);
+        assert!(
+            got == expected,
+            "the client read frames cut or out of order"
+        );
+    }
+
+    /// While the task is inside a frame of its own (tungstenite wrote part
+    /// of its buffer), a direct write does not start.
+    #[tokio::test]
+    async fn no_direct_write_inside_a_frame_of_the_task() {
+        let (mut server, mut client) = test_pair().await;
+        let wire = server.wire().clone();
+        // A frame much larger than both socket buffers: the first write
+        // takes only part of it.
+        let huge = wire_bytes(&[Frame::Binary(Bytes::from(vec![1u8; 1 << 20]))]);
+        let n = std::future::poll_fn(|cx| Pin::new(&mut server).poll_write(cx, &huge))
+            .await
+            .expect("write");
+        assert!(n < huge.len());
+        assert_eq!(wire.try_direct(&[Frame::text("4x")]), Direct::NotWritten);
+        // The task finishes its frame; direct writes are allowed again.
+        let finish = async {
+            server.write_all(&huge[n..]).await.expect("rest");
+            server
+        };
+        let drain = async {
+            let mut sink = vec![0u8; huge.len()];
+            client.read_exact(&mut sink).await.expect("read");
+            assert!(sink == huge);
+            client
+        };
+        let (_server, mut client) = tokio::join!(finish, drain);
+        assert_eq!(wire.try_direct(&[Frame::text("4x")]), Direct::Written);
+        let mut small = [0u8; 4];
+        client.read_exact(&mut small).await.expect("read");
+        assert_eq!(&small, &[0x81, 2, b'4', b'x']);
+    }
+}
