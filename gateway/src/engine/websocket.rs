@@ -315,9 +315,9 @@ async fn write_batch(
     let mut frames = frames.iter().peekable();
     if let Some(Frame::WireTail(tail)) = frames.peek() {
         *torn = true;
-        ws.get_ref()
-            .wire()
-            .finish_tail(tail)
+        // Boxed: rare, and kept out of the task's state (memory per idle
+        // connection).
+        Box::pin(ws.get_ref().wire().finish_tail(tail))
             .await
             .map_err(|_| WriteFailed)?;
         *torn = false;

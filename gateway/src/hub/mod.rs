@@ -61,8 +61,9 @@ pub struct NewSocket<'a> {
     pub nsp: &'a Arc<str>,
     /// Its Socket.IO id.
     pub id: Sid,
-    /// The authenticated user, if any.
-    pub user: Option<&'a str>,
+    /// The authenticated user, if any: the socket's own string, shared (not
+    /// copied) by the registry and the per-user counts.
+    pub user: Option<&'a Arc<str>>,
     /// Unix seconds at which its token expires.
     pub expires_at: Option<u64>,
 }
@@ -150,7 +151,7 @@ impl<T: Clone> Hub<T> {
         if let Some(user) = socket.user
             && !self
                 .users
-                .claim(self.shard_of(user), socket.nsp, user, max_per_user)
+                .claim(self.shard_of(&**user), socket.nsp, user, max_per_user)
         {
             return Err(Refused::TooManyForUser);
         }
@@ -162,7 +163,7 @@ impl<T: Clone> Hub<T> {
             Entry {
                 nsp: socket.nsp.clone(),
                 handle,
-                user: socket.user.map(Box::from),
+                user: socket.user.cloned(),
                 expires_at: socket.expires_at,
                 rooms: Vec::new(),
             },

@@ -15,8 +15,8 @@ pub(super) struct Entry<T> {
     pub(super) nsp: Arc<str>,
     /// What a fan-out sends through.
     pub(super) handle: T,
-    /// The user it counts against, if any.
-    pub(super) user: Option<Box<str>>,
+    /// The user it counts against, if any (the socket's own string).
+    pub(super) user: Option<Arc<str>>,
     /// Its token expiry (Unix seconds), if any.
     pub(super) expires_at: Option<u64>,
     /// Its rooms: the socket -> rooms side of the membership, sharing the

@@ -19,11 +19,12 @@ fn nsp(name: &str) -> Arc<str> {
 /// Adds a socket with handle `n`, returning its id.
 fn add(hub: &Hub<u32>, ns: &Arc<str>, n: u32, user: Option<&str>) -> Sid {
     let id = Sid::new();
+    let user = user.map(Arc::<str>::from);
     hub.add(
         NewSocket {
             nsp: ns,
             id,
-            user,
+            user: user.as_ref(),
             expires_at: None,
         },
         n,
@@ -166,10 +167,11 @@ fn joining_after_removal_does_nothing() {
 fn per_user_limit() {
     let hub: Hub<u32> = Hub::new();
     let ns = nsp("/");
+    let u1: Arc<str> = Arc::from("u1");
     let new = |id| NewSocket {
         nsp: &ns,
         id,
-        user: Some("u1"),
+        user: Some(&u1),
         expires_at: None,
     };
     let (a, b, c) = (Sid::new(), Sid::new(), Sid::new());
@@ -187,7 +189,7 @@ fn per_user_limit() {
     let d = NewSocket {
         nsp: &other,
         id: Sid::new(),
-        user: Some("u1"),
+        user: Some(&u1),
         expires_at: None,
     };
     assert_eq!(hub.add(d, 4, 2), Ok(()));
@@ -407,7 +409,7 @@ fn run(ops: &[Op]) -> (Hub<u32>, Vec<Sid>, Model) {
                 let new = NewSocket {
                     nsp: &ns,
                     id: ids[*socket],
-                    user: Some(&format!("user{user}")),
+                    user: Some(&Arc::from(format!("user{user}"))),
                     expires_at: Some(1000 + *socket as u64),
                 };
                 hub.add(new, handle, 0).unwrap();

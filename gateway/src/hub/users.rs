@@ -4,8 +4,9 @@ use std::{collections::HashMap, sync::Arc};
 
 use parking_lot::Mutex;
 
-/// A user within a namespace.
-type UserKey = (Arc<str>, Box<str>);
+/// A user within a namespace; both strings are shared with the sockets, so
+/// a key costs no allocation of its own.
+type UserKey = (Arc<str>, Arc<str>);
 
 /// Socket counts per user, sharded by the user's hash (the Hub picks the
 /// shard so that one hasher serves every registry).
@@ -22,9 +23,9 @@ impl Users {
 
     /// Counts one more socket for the user; false (and nothing counted) when
     /// the user already holds `max` (0 = unlimited).
-    pub(super) fn claim(&self, shard: usize, nsp: &Arc<str>, user: &str, max: usize) -> bool {
+    pub(super) fn claim(&self, shard: usize, nsp: &Arc<str>, user: &Arc<str>, max: usize) -> bool {
         let mut counts = self.shards[shard].lock();
-        let key = (nsp.clone(), Box::from(user));
+        let key = (nsp.clone(), user.clone());
         let count = counts.get(&key).copied().unwrap_or(0);
         if max > 0 && count >= max {
             return false;
@@ -34,9 +35,9 @@ impl Users {
     }
 
     /// Counts one socket less; the user is forgotten at zero.
-    pub(super) fn release(&self, shard: usize, nsp: &Arc<str>, user: &str) {
+    pub(super) fn release(&self, shard: usize, nsp: &Arc<str>, user: &Arc<str>) {
         let mut counts = self.shards[shard].lock();
-        let key = (nsp.clone(), Box::from(user));
+        let key = (nsp.clone(), user.clone());
         if let Some(count) = counts.get_mut(&key) {
             *count = count.saturating_sub(1);
             if *count == 0 {

@@ -432,7 +432,7 @@ impl SocketIo {
         let new = NewSocket {
             nsp: &socket.nsp,
             id: socket.id,
-            user: socket.user.as_deref(),
+            user: socket.user.as_ref(),
             expires_at: socket.expires_at,
         };
         self.hub

@@ -23,8 +23,9 @@ pub struct Socket {
     pub nsp: Arc<str>,
     /// The Engine.IO session carrying this socket.
     pub conn: Arc<Connection<Client>>,
-    /// The authenticated user, if any.
-    pub user: Option<Box<str>>,
+    /// The authenticated user, if any (shared with the Hub's registry and
+    /// per-user counts).
+    pub user: Option<Arc<str>>,
     /// Verified token claims kept for `fetchSockets()` (`socket.data`).
     pub claims: serde_json::Map<String, serde_json::Value>,
     /// Unix seconds at which the token expires.
@@ -70,7 +71,7 @@ impl Socket {
             id: Sid::new(),
             nsp,
             conn,
-            user: user.map(String::into_boxed_str),
+            user: user.map(Arc::from),
             claims,
             expires_at,
             event_budget: event_budget.map(Mutex::new),
