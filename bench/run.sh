@@ -32,8 +32,12 @@
 # BURST_SERVERS ("switchboard socketioxide node"), BURST_CLIENTS (5000), BURST_ROOMS (10),
 # BURST_RATE (1000000 deliveries/s offered), BURST_SECS (3), STEADY_RATE (25000), STEADY_SECS (10),
 # BURST_FLOOR (floor-fanout; empty: no floor run), PERF_SENDS (set: count the server's send
-# syscalls with perf during burst/steady); `baseline` (BASELINE_BIN) may be one of
-# BURST_SERVERS, for before/after figures in one run.
+# syscalls with perf during burst/steady), PERF_RECORD (set: `perf record -g` the server
+# during burst/steady into bench/results/perf-<scenario>-<server>.data); `baseline`
+# (BASELINE_BIN) may be one of BURST_SERVERS, for before/after figures in one run.
+# BASELINE2_BIN: a second gateway build, measured as `baseline2` wherever it is named in
+# SERVERS or BURST_SERVERS (with the limits lifted as for this build, so a build that
+# knows those keys), for two baselines in one run.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -67,6 +71,7 @@ PUBLISH_CONCURRENCY=${PUBLISH_CONCURRENCY:-"1 32 256"}
 HTTP_PUBLISH_SECS=${HTTP_PUBLISH_SECS:-10}
 HTTP_PUBLISH_CONCURRENCY=${HTTP_PUBLISH_CONCURRENCY:-"1 32 256"}
 BASELINE_BIN=${BASELINE_BIN:-}
+BASELINE2_BIN=${BASELINE2_BIN:-}
 BURST_SERVERS=${BURST_SERVERS:-"switchboard socketioxide node"}
 BURST_CLIENTS=${BURST_CLIENTS:-5000}
 BURST_ROOMS=${BURST_ROOMS:-10}
@@ -172,12 +177,13 @@ SERVER_PIDS=()
 start_server() {
   local kind=$1 port=$2; shift 2
   case $kind in
-    switchboard|baseline)
+    switchboard|baseline|baseline2)
       # Limits lifted (LIFT_ENV). A BASELINE_BIN may predate these keys
       # (and had the limits off).
       local bin=$BIN/switchboard-gateway
       local lift=("${LIFT_ENV[@]}")
       if [ "$kind" = baseline ]; then bin=$BASELINE_BIN; lift=(); fi
+      if [ "$kind" = baseline2 ]; then bin=$BASELINE2_BIN; fi
       env "${lift[@]}" SWITCHBOARD_LISTEN=127.0.0.1:$port SWITCHBOARD_REDIS_URL=$REDIS_URL SWITCHBOARD_LOG_LEVEL=warn \
         SWITCHBOARD_API_KEYS=$BENCH_API_KEY \
         taskset -c "$SERVER_CPU" "$bin" >>"$RESULTS_DIR/server.log" 2>&1 &
@@ -340,9 +346,17 @@ run_open_loop() {
           -p "${SERVER_PIDS[0]}" -o "$perf_out" &
         perf_pid=$!
       fi
+      local rec_pid=
+      if [ -n "${PERF_RECORD:-}" ]; then
+        perf record -q -g -p "${SERVER_PIDS[0]}" -o "$RESULTS_DIR/perf-$label-$srv.data" >/dev/null 2>&1 &
+        rec_pid=$!
+      fi
       local before; before=$(wc -l <"$RUN_RESULTS" 2>/dev/null || echo 0)
       LOAD_TIMEOUT=$((secs + 300)) load fanout --addr 127.0.0.1:$BASE_PORT --server "$srv" --scenario "$label" \
         "${args[@]}" "${extra[@]}" >/dev/null || log "$label: the load generator failed for $srv"
+      if [ -n "$rec_pid" ]; then
+        kill -INT "$rec_pid" 2>/dev/null || true; wait "$rec_pid" 2>/dev/null || true
+      fi
       if [ -n "$perf_pid" ]; then
         kill -INT "$perf_pid" 2>/dev/null || true; wait "$perf_pid" 2>/dev/null || true
         local sends; sends=$(awk -F, '$1 ~ /^[0-9]+$/ {n += $1} END {print n + 0}' "$perf_out")

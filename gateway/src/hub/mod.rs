@@ -160,13 +160,13 @@ impl<T: Clone> Hub<T> {
         }
         self.socket_shard(&socket.id).write().insert(
             socket.id,
-            Entry {
+            Box::new(Entry {
                 nsp: socket.nsp.clone(),
                 handle,
                 user: socket.user.cloned(),
                 expires_at: socket.expires_at,
                 rooms: Vec::new(),
-            },
+            }),
         );
         Ok(())
     }
@@ -200,6 +200,12 @@ impl<T: Clone> Hub<T> {
         let Some(entry) = shard.get_mut(&id) else {
             return 0;
         };
+        if entry.rooms.capacity() == 0 {
+            // The rooms of a connect (its user and role rooms, usually two)
+            // get exactly their room, not a `Vec`'s minimum of four
+            // (memory per idle connection); later joins grow it as usual.
+            entry.rooms.reserve_exact(rooms.len());
+        }
         let mut created = 0;
         for room in rooms {
             let room = room.as_ref();

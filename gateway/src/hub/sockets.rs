@@ -6,8 +6,12 @@ use std::{collections::HashMap, sync::Arc};
 use engineioxide_core::Sid;
 use parking_lot::RwLock;
 
-/// One shard of the socket registry.
-pub(super) type SocketShard<T> = RwLock<HashMap<Sid, Entry<T>>>;
+/// One shard of the socket registry. Entries are boxed: a hash table keeps
+/// up to half of its buckets empty, and an empty bucket of a 24-byte
+/// pointer costs less than one of the entry's 96 bytes (about 40 bytes per
+/// connection at 19,000). Only a broadcast to a whole namespace reads
+/// entries one by one; room broadcasts read the room index.
+pub(super) type SocketShard<T> = RwLock<HashMap<Sid, Box<Entry<T>>>>;
 
 /// A registered socket.
 pub(super) struct Entry<T> {
