@@ -163,7 +163,14 @@ impl Wire {
         if *seam != Seam::Clean {
             return Direct::NotWritten;
         }
-        let written = match self.stream.try_write_vectored(&iov[..2 * frames.len()]) {
+        // `sendmsg` on the socket itself rather than tokio's
+        // `try_write_vectored`, which first reads the stream's readiness
+        // from the I/O driver's record (one more cache miss per delivery, a
+        // few percent of the whole at 5,000 sockets). Skipping it is safe:
+        // tokio's own writes still find out for themselves that the socket
+        // is full.
+        let socket = socket2::SockRef::from(&self.stream);
+        let written = match socket.send_vectored(&iov[..2 * frames.len()]) {
             Ok(n) => n,
             // Would block, or the connection broke: the task's own write
             // finds out which and ends the session if it has to.
