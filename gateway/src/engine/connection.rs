@@ -568,65 +568,43 @@ mod tests {
         let (server, mut client) = test_pair().await;
         let conn = websocket_conn(1 << 20, 4096);
         let wire = server.wire().clone();
+        let send =
+            |text: &'static str, direct| conn.send_frames(&[Frame::text(text)], None, direct);
         // Not allowed yet (no websocket task): queued.
-        assert_eq!(
-            conn.send_frames(&[Frame::text("4a")], None, true),
-            Sent::Queued
-        );
+        assert_eq!(send("4a", true), Sent::Queued);
         conn.allow_direct(&wire);
         // Something is queued: queued behind it, even with direct allowed.
-        assert_eq!(
-            conn.send_frames(&[Frame::text("4b")], None, true),
-            Sent::Queued
-        );
+        assert_eq!(send("4b", true), Sent::Queued);
         // The writer takes the batch: while it writes, sends queue.
         let (batch, _) = conn.take_for_write();
         assert_eq!(texts(&batch), ["4a", "4b"]);
-        assert_eq!(
-            conn.send_frames(&[Frame::text("4c")], None, true),
-            Sent::Queued
-        );
+        assert_eq!(send("4c", true), Sent::Queued);
         conn.allow_direct(&wire);
         // The batch is written and direct writes allowed again, but "4c" is
         // still queued: the next send queues behind it.
-        assert_eq!(
-            conn.send_frames(&[Frame::text("4d")], None, true),
-            Sent::Queued
-        );
+        assert_eq!(send("4d", true), Sent::Queued);
         // A sender in a burst queues even on an idle socket.
         let (rest, _) = conn.take_for_write();
         assert_eq!(texts(&rest), ["4c", "4d"]);
         conn.allow_direct(&wire);
-        assert_eq!(
-            conn.send_frames(&[Frame::text("4e")], None, false),
-            Sent::Queued
-        );
+        assert_eq!(send("4e", false), Sent::Queued);
         let (burst, _) = conn.take_for_write();
         assert_eq!(texts(&burst), ["4e"]);
         conn.allow_direct(&wire);
         // Idle: written at once, nothing queued, no wake-up needed.
-        assert_eq!(
-            conn.send_frames(&[Frame::text("4f")], None, true),
-            Sent::Written
-        );
+        assert_eq!(send("4f", true), Sent::Written);
         assert_eq!(conn.queued_bytes(), 0);
         let mut got = [0u8; 4];
         client.read_exact(&mut got).await.expect("read");
         assert_eq!(&got, &[0x81, 2, b'4', b'f']);
         // Once the task ends, nothing is written directly any more.
         conn.stop_direct();
-        assert_eq!(
-            conn.send_frames(&[Frame::text("4g")], None, true),
-            Sent::Queued
-        );
+        assert_eq!(send("4g", true), Sent::Queued);
         // Nor after a close.
         conn.allow_direct(&wire);
         conn.close(CloseReason::ServerClosed);
         conn.allow_direct(&wire);
-        assert_eq!(
-            conn.send_frames(&[Frame::text("4h")], None, true),
-            Sent::Refused
-        );
+        assert_eq!(send("4h", true), Sent::Refused);
         assert!(conn.outbox.lock().wire.is_none());
     }
 
