@@ -225,15 +225,19 @@ load() {
     --src-base "$(next_src)" --results "$RUN_RESULTS"
 }
 
-# Server order alternates between consecutive measurements.
+# Server order alternates between consecutive measurements. `next_order`
+# sets ORDERED (not a `$(...)` that prints it: a command substitution runs in
+# a subshell, where the flip would never advance, and every round ran in the
+# same order).
 ORDER_FLIP=0
-ordered_servers() {
+ORDERED=()
+next_order() {
   local s=($SERVERS)
   if [ $((ORDER_FLIP % 2)) -eq 1 ]; then
     local r=() i; for ((i=${#s[@]}-1; i>=0; i--)); do r+=("${s[i]}"); done; s=("${r[@]}")
   fi
   ORDER_FLIP=$((ORDER_FLIP + 1))
-  echo "${s[@]}"
+  ORDERED=("${s[@]}")
 }
 
 # --- scenarios ---------------------------------------------------------------
@@ -241,7 +245,7 @@ scenario_memory() {
   local n srv rep
   for n in $MEM_SIZES; do
     for rep in $(seq 1 "$REPEAT"); do
-      for srv in $(ordered_servers) floor-ws floor-tcp; do
+      next_order; for srv in "${ORDERED[@]}" floor-ws floor-tcp; do
         log "memory: $n idle connections -> $srv"
         start_server "$srv" $BASE_PORT
         local raw=(); [ "$srv" = floor-tcp ] && raw=(--raw-tcp)
@@ -256,7 +260,7 @@ scenario_memory() {
 scenario_connect() {
   local srv rep
   for rep in $(seq 1 "$REPEAT"); do
-    for srv in $(ordered_servers) floor-ws; do
+    next_order; for srv in "${ORDERED[@]}" floor-ws; do
       log "connect: $CONNECT_COUNT authenticated connects -> $srv"
       start_server "$srv" $BASE_PORT
       load connect --addr 127.0.0.1:$BASE_PORT --server "$srv" --scenario connect \
@@ -273,7 +277,7 @@ fanout_args() {
 scenario_fanout() {
   local srv rep
   for rep in $(seq 1 "$REPEAT"); do
-    for srv in $(ordered_servers) floor-fanout; do
+    next_order; for srv in "${ORDERED[@]}" floor-fanout; do
       log "fanout: $FANOUT_CLIENTS clients, $FANOUT_RATE deliveries/s for ${FANOUT_SECS}s -> $srv"
       if [ "$srv" = floor-fanout ]; then
         start_server floor-fanout $BASE_PORT --rooms "$FANOUT_ROOMS" --rate "$FANOUT_RATE" --secs "$FANOUT_SECS"
@@ -292,7 +296,7 @@ scenario_fanout() {
 scenario_ceiling() {
   local srv rep
   for rep in $(seq 1 "$REPEAT"); do
-    for srv in $(ordered_servers); do
+    next_order; for srv in "${ORDERED[@]}"; do
       log "ceiling: $FANOUT_CLIENTS clients, closed-loop publishing for ${CEILING_SECS}s -> $srv"
       start_server "$srv" $BASE_PORT
       load fanout --addr 127.0.0.1:$BASE_PORT --server "$srv" --scenario ceiling $(fanout_args) \
@@ -305,7 +309,7 @@ scenario_ceiling() {
 scenario_twogw() {
   local srv rep
   for rep in $(seq 1 "$REPEAT"); do
-    for srv in $(ordered_servers); do
+    next_order; for srv in "${ORDERED[@]}"; do
       log "twogw: fanout split over two $srv servers on one Redis"
       start_server "$srv" $BASE_PORT
       start_server "$srv" $((BASE_PORT + 1))
@@ -328,7 +332,7 @@ run_open_loop() {
   local args=(--clients "$BURST_CLIENTS" --rooms "$BURST_ROOMS" --rate "$rate" --redis-url "$REDIS_URL" --secs "$secs")
   local saved=$SERVERS; SERVERS=$BURST_SERVERS
   for rep in $(seq 1 "$REPEAT"); do
-    for srv in $(ordered_servers) ${BURST_FLOOR-floor-fanout}; do
+    next_order; for srv in "${ORDERED[@]}" ${BURST_FLOOR-floor-fanout}; do
       log "$label: $BURST_CLIENTS clients in $BURST_ROOMS rooms, $rate deliveries/s offered for ${secs}s -> $srv (load $(cut -d' ' -f1 /proc/loadavg))"
       local extra=()
       if [ "$srv" = floor-fanout ]; then
@@ -487,7 +491,7 @@ scenario_publish() {
   local c srv rep
   for rep in $(seq 1 "$REPEAT"); do
     for c in $PUBLISH_CONCURRENCY; do
-      for srv in $(ordered_servers); do
+      next_order; for srv in "${ORDERED[@]}"; do
         log "publish: $PUBLISH_COUNT publishes at concurrency $c -> $srv"
         taskset -c "$SERVER_CPU" "$BIN/sb-publish" --publisher "$srv" --redis-url "$REDIS_URL" \
           --count "$PUBLISH_COUNT" --warmup "$PUBLISH_WARMUP" --concurrency "$c" \
@@ -510,7 +514,7 @@ scenario_http-publish() {
   fi
   for rep in $(seq 1 "$REPEAT"); do
     for c in $HTTP_PUBLISH_CONCURRENCY; do
-      # Alternate which build goes first (ordered_servers runs in a subshell
+      # Alternate which build goes first (a `$(...)` runs in a subshell
       # here, where its counter would not advance).
       local order=("${servers[@]}")
       if [ $((flip % 2)) -eq 1 ] && [ ${#servers[@]} -eq 2 ]; then order=(baseline switchboard); fi
