@@ -82,26 +82,45 @@ export SWITCHBOARD_JWT_SECRET=${SWITCHBOARD_JWT_SECRET:-bench-secret-0123456789a
 BENCH_API_KEY=bench-api-key-0123456789abcdef
 
 # Issue #14 item 6: N gateways (release build) on a 3-master Redis Cluster, U
-# users each (one websocket per user, room user:<id>), E events per user
-# published through one gateway's API; per gateway, the messages and payload
-# bytes Redis sent it (switchboard_bus_received*_total) and its CPU, in
+# users each (one websocket per user, room user:<id>, held by one sb-shardhold
+# process per gateway), and a steady rate of per-user events published with
+# the broadcaster crate; per gateway, the messages and payload bytes Redis sent
+# it (switchboard_bus_received*_total) and its CPU above an idle baseline, in
 # classic, sharded-static and sharded-dynamic modes. Runs the ignored test
-# tests/tests/sharded_cluster.rs::bus_traffic_per_gateway_by_pubsub_mode (the
-# testkit starts the cluster and the gateways); sizes: SHARD_GATEWAYS (3),
-# SHARD_USERS_PER_GATEWAY (1000), SHARD_EVENTS_PER_USER (2). Prints and saves
-# the TRAFFIC lines; writes no report.
+# tests/tests/shard_traffic.rs (the testkit starts the cluster and the
+# gateways) with `cargo test` (nextest would stop it after 4 minutes), bounded
+# by SHARD_TIMEOUT seconds (1500). Sizes: SHARD_GATEWAYS (3),
+# SHARD_USERS_PER_GATEWAY (1000), SHARD_EVENTS_PER_USER (2), SHARD_RATE
+# (events/s, 2000), SHARD_IDLE_SECS (5), SHARD_MODES (all three). Full size:
+#   SHARD_GATEWAYS=11 SHARD_USERS_PER_GATEWAY=18182 SHARD_EVENTS_PER_USER=1 SHARD_RATE=4000 SHARD_IDLE_SECS=15 bench/run.sh shardtraffic
+# Prints and saves the TRAFFIC lines; writes no report.
 if [ "${1:-}" = shardtraffic ]; then
   log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
   export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-  [ -z "${NO_BUILD:-}" ] && cargo build --release -q -p switchboard-gateway
+  if [ -z "${NO_BUILD:-}" ]; then
+    cargo build --release -q -p switchboard-gateway -p switchboard-bench --bin switchboard-gateway --bin sb-shardhold
+    cargo test -q -p switchboard-tests --test shard_traffic --no-run
+  fi
+  ulimit -n "$(ulimit -Hn)"
   mkdir -p bench/results
   out=bench/results/shardtraffic-$(date -u +%Y%m%d-%H%M%S).txt
-  log "shardtraffic: ${SHARD_GATEWAYS:-3} gateways x ${SHARD_USERS_PER_GATEWAY:-1000} users, load $(cut -d' ' -f1-3 /proc/loadavg)"
+  {
+    echo "# $(date -u '+%Y-%m-%d %H:%M:%S') UTC commit $(git rev-parse --short HEAD)$(git status --porcelain | grep -q . && echo +dirty)"
+    echo "# SHARD_GATEWAYS=${SHARD_GATEWAYS:-3} SHARD_USERS_PER_GATEWAY=${SHARD_USERS_PER_GATEWAY:-1000} SHARD_EVENTS_PER_USER=${SHARD_EVENTS_PER_USER:-2} SHARD_RATE=${SHARD_RATE:-2000} SHARD_IDLE_SECS=${SHARD_IDLE_SECS:-5} SHARD_MODES=${SHARD_MODES:-all}"
+    echo "# load before: $(cat /proc/loadavg)"
+  } | tee "$out"
+  log "shardtraffic: ${SHARD_GATEWAYS:-3} gateways x ${SHARD_USERS_PER_GATEWAY:-1000} users"
+  set +e
   SWITCHBOARD_GATEWAY_BIN=$CARGO_TARGET_DIR/release/switchboard-gateway \
-    cargo nextest run -p switchboard-tests --test sharded_cluster --run-ignored only \
-    -E 'test(bus_traffic_per_gateway_by_pubsub_mode)' --no-capture 2>&1 | grep '^TRAFFIC' | tee "$out"
+  SB_SHARDHOLD_BIN=$CARGO_TARGET_DIR/release/sb-shardhold \
+    timeout -k 10 "${SHARD_TIMEOUT:-1500}" cargo test -q -p switchboard-tests --test shard_traffic -- \
+    --ignored --exact bus_traffic_per_gateway_by_pubsub_mode --nocapture 2>&1 \
+    | grep -E '^TRAFFIC|panicked|assertion|left:|right:' | tee -a "$out"
+  rc=${PIPESTATUS[0]}
+  set -e
+  echo "# load after: $(cat /proc/loadavg); exit $rc" | tee -a "$out"
   log "wrote $out"
-  exit 0
+  exit "$rc"
 fi
 
 if [ $# -gt 0 ]; then SCENARIOS=("$@"); else SCENARIOS=(memory connect fanout ceiling twogw); fi
