@@ -379,7 +379,7 @@ async fn bus_traffic_per_gateway_by_pubsub_mode() {
             (redis_ms - redis_idle_ms_s * window) * 1000.0 / total as f64,
         );
         let mut per_gw = Vec::new();
-        for g in 0..gateways {
+        for (g, rss) in rss.iter().enumerate() {
             let msgs = end.bus[g].0 - start_sample.bus[g].0;
             let bytes = end.bus[g].1 - start_sample.bus[g].1;
             let idle_msgs = idle_end.bus[g].0 - idle_start.bus[g].0;
@@ -394,7 +394,7 @@ async fn bus_traffic_per_gateway_by_pubsub_mode() {
                  rss_mib={:.0}",
                 msgs / total as f64,
                 if msgs > 0.0 { bytes / msgs } else { 0.0 },
-                rss[g],
+                rss,
             );
             per_gw.push((msgs, net_ms));
         }
