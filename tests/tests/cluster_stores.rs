@@ -12,8 +12,10 @@
 //!   and connection state recovery (the session record `sio:session:<pid>`,
 //!   one key, `MULTI GET DEL`) restores a socket and replays what it missed.
 
+mod admin_support;
 mod common;
 
+use admin_support::*;
 use common::*;
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -27,47 +29,25 @@ use switchboard_testkit::{
     node::{ConnectOptions, NodeDriver, Note},
 };
 
-const USER: &str = "ops";
-const PASSWORD: &str = "correct horse battery staple";
-
-/// The UI's connection options: polling then websocket, no reconnection.
-fn ui_opts(auth: Value) -> ConnectOptions {
-    ConnectOptions::new()
-        .transports(&["polling", "websocket"])
-        .opt("withCredentials", json!(true))
-        .auth(auth)
-        .reconnection(false)
-}
-
 /// A gateway with the Admin UI on `cluster`, sharded pub/sub in dynamic mode.
 async fn admin_gateway(cluster: &RedisCluster, hash: &str) -> GatewayProcess {
-    let gw = start(
-        base_opts()
-            .env("SWITCHBOARD_REDIS__MODE", "cluster")
-            .env("SWITCHBOARD_REDIS__NODES", cluster.addrs()[0].as_str())
-            .env("SWITCHBOARD_REDIS__PUBSUB", "sharded")
-            .env("SWITCHBOARD_REDIS__SUBSCRIPTION", "dynamic")
-            .env("SWITCHBOARD_ADMIN__ENABLED", "true")
-            .env("SWITCHBOARD_ADMIN__USERNAME", USER)
-            .env("SWITCHBOARD_ADMIN__PASSWORD_BCRYPT", hash),
-    )
-    .await;
+    let mut opts = base_opts()
+        .env("SWITCHBOARD_REDIS__MODE", "cluster")
+        .env("SWITCHBOARD_REDIS__NODES", cluster.addrs()[0].as_str())
+        .env("SWITCHBOARD_REDIS__PUBSUB", "sharded")
+        .env("SWITCHBOARD_REDIS__SUBSCRIPTION", "dynamic");
+    for (k, v) in admin_env(hash) {
+        opts = opts.env(k, v);
+    }
+    let gw = start(opts).await;
     wait_ready(&gw, T).await;
     gw
-}
-
-/// The UI's `serverId` for a gateway process (`hostname#pid`).
-fn server_id(gw: &GatewayProcess) -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    format!("{}#{}", host.trim(), gw.pid().expect("gateway pid"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_session_from_one_gateway_logs_in_through_another_on_a_cluster() {
     let cluster = tokio::task::block_in_place(|| RedisCluster::start(3, 0)).unwrap();
-    let hash = bcrypt::hash_with_result(PASSWORD, 4)
-        .expect("bcrypt")
-        .format_for_version(bcrypt::Version::TwoA);
+    let hash = password_hash();
     let gw_a = admin_gateway(&cluster, &hash).await;
     let gw_b = admin_gateway(&cluster, &hash).await;
     let d = node().await;
@@ -81,13 +61,9 @@ async fn admin_session_from_one_gateway_logs_in_through_another_on_a_cluster() {
         .await
         .unwrap();
 
-    d.connect(
-        "ui",
-        &format!("{}/admin", gw_a.url()),
-        ui_opts(json!({"username": USER, "password": PASSWORD})),
-    )
-    .await
-    .unwrap();
+    d.connect("ui", &format!("{}/admin", gw_a.url()), ui_opts(login()))
+        .await
+        .unwrap();
     let session = d.expect_event("ui", "session", T).await.unwrap();
     let session = session[0].as_str().expect("session id").to_string();
     assert_eq!(session.len(), 16, "{session}");
