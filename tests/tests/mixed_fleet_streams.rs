@@ -8,17 +8,18 @@
 //!   format, reach the Node server's clients, whose offset (added by Node)
 //!   is the same entry id the publisher got back;
 //! * Node's `fetchSockets()` lists the gateway's sockets (answered over the
-//!   adapter's pub/sub).
+//!   adapter's pub/sub);
+//! * a Node broadcast with acks gets the gateway clients' acks.
 
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use switchboard_broadcaster::{Broadcaster, BroadcasterConfig, StreamsOptions};
 use switchboard_testkit::{
-    GatewayOptions, GatewayProcess,
+    GatewayOptions, GatewayProcess, free_port,
     jwt::Claims,
     net::http_request,
-    node::{ConnectOptions, NodeDriver, ServerTarget, StartServer},
+    node::{ConnectOptions, NodeDriver, ServerTarget, StartServer, ensure_node_modules, node_dir},
     redis::RedisServer,
 };
 
@@ -180,4 +181,53 @@ async fn run() {
     node.expect_no_event_named("g", "from_rust", Duration::from_millis(300))
         .await
         .expect("exactly once");
+}
+
+/// A Node server on the streams adapter broadcasts with acks
+/// (`io.to(room).timeout(..).emitWithAck`): the gateway delivers the event
+/// with an ack id, answers its client count and relays each client's ack on
+/// the requester's channel, so the Node callback gets the gateway clients'
+/// acks next to its own client's (all of a room, one user's room, and a
+/// timeout with only Node's ack when the gateway's clients stay silent).
+/// Runs tests/node/scripts/streams-broadcast-with-ack.mjs.
+#[test]
+fn node_streams_broadcast_with_acks_gets_gateway_client_acks() {
+    let redis = RedisServer::start().expect("redis");
+    let gw = GatewayProcess::start(
+        GatewayOptions::new()
+            .redis(redis.url())
+            .secret(SECRET)
+            .env("SWITCHBOARD_REDIS__BUS", "streams")
+            .env("SWITCHBOARD_RECOVERY__ENABLED", "true"),
+    )
+    .expect("gateway");
+    gw.wait_for_log("reading the stream", T)
+        .expect("the gateway reads the stream");
+    ensure_node_modules().expect("npm packages");
+    let token = |sub: &str| {
+        Claims::new()
+            .sub(sub)
+            .role("admin")
+            .expires_in(Duration::from_secs(600))
+            .sign_hs256(SECRET)
+    };
+    let out = std::process::Command::new("node")
+        .current_dir(node_dir())
+        .arg("scripts/streams-broadcast-with-ack.mjs")
+        .arg(redis.url())
+        .arg(gw.url())
+        .arg(token("a"))
+        .arg(token("b"))
+        .arg(free_port().to_string())
+        .output()
+        .expect("run node");
+    assert!(
+        out.status.success(),
+        "node script failed\nstdout: {}\nstderr: {}\ngateway logs:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        gw.logs()
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains(r#""ok":true"#), "{stdout}");
 }
