@@ -19,9 +19,11 @@ use switchboard_testkit::{
     GatewayOptions, GatewayProcess, free_port,
     jwt::Claims,
     net::http_request,
-    node::{ConnectOptions, NodeDriver, ServerTarget, StartServer, ensure_node_modules, node_dir},
+    node::{ConnectOptions, NodeDriver, ServerTarget, StartServer},
     redis::RedisServer,
 };
+
+mod common;
 
 const SECRET: &str = "mixed-streams-secret-0123456789abcdef";
 const API_KEY: &str = "mixed-streams-api-key-0123456789";
@@ -203,7 +205,6 @@ fn node_streams_broadcast_with_acks_gets_gateway_client_acks() {
     .expect("gateway");
     gw.wait_for_log("reading the stream", T)
         .expect("the gateway reads the stream");
-    ensure_node_modules().expect("npm packages");
     let token = |sub: &str| {
         Claims::new()
             .sub(sub)
@@ -211,23 +212,16 @@ fn node_streams_broadcast_with_acks_gets_gateway_client_acks() {
             .expires_in(Duration::from_secs(600))
             .sign_hs256(SECRET)
     };
-    let out = std::process::Command::new("node")
-        .current_dir(node_dir())
-        .arg("scripts/streams-broadcast-with-ack.mjs")
-        .arg(redis.url())
-        .arg(gw.url())
-        .arg(token("a"))
-        .arg(token("b"))
-        .arg(free_port().to_string())
-        .output()
-        .expect("run node");
-    assert!(
-        out.status.success(),
-        "node script failed\nstdout: {}\nstderr: {}\ngateway logs:\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        gw.logs()
+    let stdout = common::run_node_script(
+        "scripts/streams-broadcast-with-ack.mjs",
+        &[
+            redis.url(),
+            gw.url(),
+            token("a"),
+            token("b"),
+            free_port().to_string(),
+        ],
+        &gw,
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains(r#""ok":true"#), "{stdout}");
 }
