@@ -756,6 +756,30 @@ mod tests {
     }
 
     #[test]
+    fn bench_messages_become_stream_entries_for_a_streams_bus() {
+        // What `Sink::Streams` relies on: the broadcaster turns the emitter
+        // message into one XADD to `socket.io`, rooms kept.
+        let stamp = Stamp {
+            t_us: 5,
+            seq: 6,
+            room: 3,
+        };
+        let (channel, bytes) = bench_message(&Channels::default(), stamp, 2);
+        let msg = switchboard_wire::streams::from_classic("socket.io", &channel, &bytes).unwrap();
+        match &msg.body {
+            switchboard_wire::ClusterBody::Broadcast(b) => {
+                assert_eq!(b.opts.rooms, vec!["role:r3".to_string()]);
+                assert!(b.request_id.is_none());
+            }
+            other => panic!("not a broadcast: {other:?}"),
+        }
+        match switchboard_broadcaster::StreamsOptions::default().encode_message(&msg) {
+            switchboard_wire::streams::Outgoing::Xadd(x) => assert_eq!(x.stream, "socket.io"),
+            other => panic!("not a stream entry: {other:?}"),
+        }
+    }
+
+    #[test]
     fn scale_broadcasts_decode_as_emitter_broadcasts() {
         let (channel, bytes) =
             scale_coord::bench_broadcast(vec![], switchboard_bench::scale::KIND_ALL, 0, 77);
