@@ -15,6 +15,9 @@
 #                                     # classic vs sharded-static vs sharded-dynamic, per-user rooms (docs/scaling.md)
 #   bench/run.sh burst steady         # issue #10: open-loop burst (1M deliveries/s offered) and steady 25k/s,
 #                                     # Switchboard, socketioxide, Node and the raw-write floor in one run
+#   BURST_SERVERS="switchboard switchboard-streams node node-streams" BURST_FLOOR= bench/run.sh burst steady
+#                                     # issue #13: the same on a Redis Streams bus (recovery on), published
+#                                     # with the broadcaster crate's XADD, against pub/sub
 #
 # Knobs (environment): MEM_SIZES ("5000 19000"), CONNECT_COUNT (10000),
 # CONNECT_CONCURRENCY (64), FANOUT_CLIENTS (5000), FANOUT_ROOMS (10),
@@ -33,7 +36,9 @@
 # BURST_RATE (1000000 deliveries/s offered), BURST_SECS (3), STEADY_RATE (25000), STEADY_SECS (10),
 # BURST_FLOOR (floor-fanout; empty: no floor run), PERF_SENDS (set: count the server's send
 # syscalls with perf during burst/steady); `baseline` (BASELINE_BIN) may be one of
-# BURST_SERVERS, for before/after figures in one run.
+# BURST_SERVERS, for before/after figures in one run; so may `switchboard-streams`
+# (redis.bus = "streams", recovery on) and `node-streams` (@socket.io/redis-streams-adapter,
+# connection state recovery on), whose events sb-load XADDs with the broadcaster crate.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -138,7 +143,7 @@ if [ -z "${NO_BUILD:-}" ]; then
     log "building the socketioxide reference (its own lock file)"
     cargo build --release -q --manifest-path bench/socketioxide-reference/Cargo.toml
   fi
-  if [ ! -d bench/node-reference/node_modules/@socket.io/redis-emitter ]; then
+  if [ ! -d bench/node-reference/node_modules/@socket.io/redis-streams-adapter ]; then
     log "installing the Node reference (npm ci)"
     (cd bench/node-reference && npm ci --no-audit --no-fund --loglevel=error)
   fi
@@ -201,8 +206,15 @@ start_server() {
         SWITCHBOARD_API_KEYS=$BENCH_API_KEY \
         taskset -c "$SERVER_CPU" "$bin" >>"$RESULTS_DIR/server.log" 2>&1 &
       ;;
-    node)
-      PORT=$port REDIS_URL=$REDIS_URL JWT_SECRET=$SWITCHBOARD_JWT_SECRET \
+    switchboard-streams)
+      # Issue #13: the streams bus with recovery on (why one picks streams).
+      env "${LIFT_ENV[@]}" SWITCHBOARD_LISTEN=127.0.0.1:$port SWITCHBOARD_REDIS_URL=$REDIS_URL SWITCHBOARD_LOG_LEVEL=warn \
+        SWITCHBOARD_API_KEYS=$BENCH_API_KEY SWITCHBOARD_REDIS__BUS=streams SWITCHBOARD_RECOVERY__ENABLED=true \
+        taskset -c "$SERVER_CPU" "$BIN/switchboard-gateway" >>"$RESULTS_DIR/server.log" 2>&1 &
+      ;;
+    node|node-streams)
+      local adapter=pubsub; [ "$kind" = node-streams ] && adapter=streams
+      PORT=$port REDIS_URL=$REDIS_URL JWT_SECRET=$SWITCHBOARD_JWT_SECRET ADAPTER=$adapter \
         taskset -c "$SERVER_CPU" node bench/node-reference/server.js >>"$RESULTS_DIR/server.log" 2>&1 &
       ;;
     socketioxide)
@@ -344,6 +356,7 @@ run_open_loop() {
     for srv in $(ordered_servers) ${BURST_FLOOR-floor-fanout}; do
       log "$label: $BURST_CLIENTS clients in $BURST_ROOMS rooms, $rate deliveries/s offered for ${secs}s -> $srv (load $(cut -d' ' -f1 /proc/loadavg))"
       local extra=()
+      case $srv in *-streams) extra=(--bus streams) ;; esac
       if [ "$srv" = floor-fanout ]; then
         start_server floor-fanout $BASE_PORT --rooms "$BURST_ROOMS" --rate "$rate" --secs "$secs"
         extra=(--floor)

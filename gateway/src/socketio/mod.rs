@@ -110,6 +110,9 @@ pub struct SocketIo {
     tasks: TaskTracker,
     /// Who sent the requests that came over sharded pub/sub.
     sharded_requesters: sharded::Requesters,
+    /// Who sent the broadcasts with acks that came over the streams
+    /// adapter's pub/sub (their answers go to the sender's channel).
+    streams_requesters: sharded::Requesters,
 }
 
 /// Why a client packet was refused; the label of `switchboard_bad_packets_total`.
@@ -207,6 +210,7 @@ impl SocketIo {
             me: Weak::new(),
             advertise: config.advertise_addr().ok().map(|a| a.to_string()),
             sharded_requesters: sharded::Requesters::default(),
+            streams_requesters: sharded::Requesters::default(),
             streams: (config.redis.enabled()
                 && config.redis.bus == crate::config::BusMode::Streams)
                 .then(|| config.redis.streams_options()),
