@@ -363,6 +363,7 @@ async fn run<H: EngineHandler>(
     // end inside a frame, so nothing more is written to it.
     let mut torn = false;
     loop {
+        heartbeat.settle(conn, settings.ping_interval);
         if timer.deadline() != heartbeat.deadline() {
             timer.as_mut().reset(heartbeat.deadline());
         }
