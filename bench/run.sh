@@ -15,6 +15,9 @@
 #                                     # classic vs sharded-static vs sharded-dynamic, per-user rooms (docs/scaling.md)
 #   bench/run.sh burst steady         # issue #10: open-loop burst (1M deliveries/s offered) and steady 25k/s,
 #                                     # Switchboard, socketioxide, Node and the raw-write floor in one run
+#   BURST_SERVERS="switchboard switchboard-streams node node-streams" BURST_FLOOR= bench/run.sh burst steady
+#                                     # issue #13: the same on a Redis Streams bus (recovery on), published
+#                                     # with the broadcaster crate's XADD, against pub/sub
 #
 # Knobs (environment): MEM_SIZES ("5000 19000"), CONNECT_COUNT (10000),
 # CONNECT_CONCURRENCY (64), FANOUT_CLIENTS (5000), FANOUT_ROOMS (10),
@@ -34,7 +37,10 @@
 # BURST_FLOOR (floor-fanout; empty: no floor run), PERF_SENDS (set: count the server's send
 # syscalls with perf during burst/steady), PERF_RECORD (set: `perf record -g` the server
 # during burst/steady into bench/results/perf-<scenario>-<server>.data); `baseline`
-# (BASELINE_BIN) may be one of BURST_SERVERS, for before/after figures in one run.
+# (BASELINE_BIN) may be one of BURST_SERVERS, for before/after figures in one run; so may
+# `switchboard-streams` (redis.bus = "streams", recovery on) and `node-streams`
+# (@socket.io/redis-streams-adapter, connection state recovery on), whose events sb-load
+# XADDs with the broadcaster crate.
 # BASELINE2_BIN: a second gateway build, measured as `baseline2` wherever it is named in
 # SERVERS or BURST_SERVERS (with the limits lifted as for this build, so a build that
 # knows those keys), for two baselines in one run.
@@ -87,26 +93,45 @@ export SWITCHBOARD_JWT_SECRET=${SWITCHBOARD_JWT_SECRET:-bench-secret-0123456789a
 BENCH_API_KEY=bench-api-key-0123456789abcdef
 
 # Issue #14 item 6: N gateways (release build) on a 3-master Redis Cluster, U
-# users each (one websocket per user, room user:<id>), E events per user
-# published through one gateway's API; per gateway, the messages and payload
-# bytes Redis sent it (switchboard_bus_received*_total) and its CPU, in
+# users each (one websocket per user, room user:<id>, held by one sb-shardhold
+# process per gateway), and a steady rate of per-user events published with
+# the broadcaster crate; per gateway, the messages and payload bytes Redis sent
+# it (switchboard_bus_received*_total) and its CPU above an idle baseline, in
 # classic, sharded-static and sharded-dynamic modes. Runs the ignored test
-# tests/tests/sharded_cluster.rs::bus_traffic_per_gateway_by_pubsub_mode (the
-# testkit starts the cluster and the gateways); sizes: SHARD_GATEWAYS (3),
-# SHARD_USERS_PER_GATEWAY (1000), SHARD_EVENTS_PER_USER (2). Prints and saves
-# the TRAFFIC lines; writes no report.
+# tests/tests/shard_traffic.rs (the testkit starts the cluster and the
+# gateways) with `cargo test` (nextest would stop it after 4 minutes), bounded
+# by SHARD_TIMEOUT seconds (1500). Sizes: SHARD_GATEWAYS (3),
+# SHARD_USERS_PER_GATEWAY (1000), SHARD_EVENTS_PER_USER (2), SHARD_RATE
+# (events/s, 2000), SHARD_IDLE_SECS (5), SHARD_MODES (all three). Full size:
+#   SHARD_GATEWAYS=11 SHARD_USERS_PER_GATEWAY=18182 SHARD_EVENTS_PER_USER=1 SHARD_RATE=4000 SHARD_IDLE_SECS=15 bench/run.sh shardtraffic
+# Prints and saves the TRAFFIC lines; writes no report.
 if [ "${1:-}" = shardtraffic ]; then
   log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
   export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-  [ -z "${NO_BUILD:-}" ] && cargo build --release -q -p switchboard-gateway
+  if [ -z "${NO_BUILD:-}" ]; then
+    cargo build --release -q -p switchboard-gateway -p switchboard-bench --bin switchboard-gateway --bin sb-shardhold
+    cargo test -q -p switchboard-tests --test shard_traffic --no-run
+  fi
+  ulimit -n "$(ulimit -Hn)"
   mkdir -p bench/results
   out=bench/results/shardtraffic-$(date -u +%Y%m%d-%H%M%S).txt
-  log "shardtraffic: ${SHARD_GATEWAYS:-3} gateways x ${SHARD_USERS_PER_GATEWAY:-1000} users, load $(cut -d' ' -f1-3 /proc/loadavg)"
+  {
+    echo "# $(date -u '+%Y-%m-%d %H:%M:%S') UTC commit $(git rev-parse --short HEAD)$(git status --porcelain | grep -q . && echo +dirty)"
+    echo "# SHARD_GATEWAYS=${SHARD_GATEWAYS:-3} SHARD_USERS_PER_GATEWAY=${SHARD_USERS_PER_GATEWAY:-1000} SHARD_EVENTS_PER_USER=${SHARD_EVENTS_PER_USER:-2} SHARD_RATE=${SHARD_RATE:-2000} SHARD_IDLE_SECS=${SHARD_IDLE_SECS:-5} SHARD_MODES=${SHARD_MODES:-all}"
+    echo "# load before: $(cat /proc/loadavg)"
+  } | tee "$out"
+  log "shardtraffic: ${SHARD_GATEWAYS:-3} gateways x ${SHARD_USERS_PER_GATEWAY:-1000} users"
+  set +e
   SWITCHBOARD_GATEWAY_BIN=$CARGO_TARGET_DIR/release/switchboard-gateway \
-    cargo nextest run -p switchboard-tests --test sharded_cluster --run-ignored only \
-    -E 'test(bus_traffic_per_gateway_by_pubsub_mode)' --no-capture 2>&1 | grep '^TRAFFIC' | tee "$out"
+  SB_SHARDHOLD_BIN=$CARGO_TARGET_DIR/release/sb-shardhold \
+    timeout -k 10 "${SHARD_TIMEOUT:-1500}" cargo test -q -p switchboard-tests --test shard_traffic -- \
+    --ignored --exact bus_traffic_per_gateway_by_pubsub_mode --nocapture 2>&1 \
+    | grep -E '^TRAFFIC|panicked|assertion|left:|right:' | tee -a "$out"
+  rc=${PIPESTATUS[0]}
+  set -e
+  echo "# load after: $(cat /proc/loadavg); exit $rc" | tee -a "$out"
   log "wrote $out"
-  exit 0
+  exit "$rc"
 fi
 
 if [ $# -gt 0 ]; then SCENARIOS=("$@"); else SCENARIOS=(memory connect fanout ceiling twogw); fi
@@ -124,7 +149,7 @@ if [ -z "${NO_BUILD:-}" ]; then
     log "building the socketioxide reference (its own lock file)"
     cargo build --release -q --manifest-path bench/socketioxide-reference/Cargo.toml
   fi
-  if [ ! -d bench/node-reference/node_modules/@socket.io/redis-emitter ]; then
+  if [ ! -d bench/node-reference/node_modules/@socket.io/redis-streams-adapter ]; then
     log "installing the Node reference (npm ci)"
     (cd bench/node-reference && npm ci --no-audit --no-fund --loglevel=error)
   fi
@@ -188,8 +213,15 @@ start_server() {
         SWITCHBOARD_API_KEYS=$BENCH_API_KEY \
         taskset -c "$SERVER_CPU" "$bin" >>"$RESULTS_DIR/server.log" 2>&1 &
       ;;
-    node)
-      PORT=$port REDIS_URL=$REDIS_URL JWT_SECRET=$SWITCHBOARD_JWT_SECRET \
+    switchboard-streams)
+      # Issue #13: the streams bus with recovery on (why one picks streams).
+      env "${LIFT_ENV[@]}" SWITCHBOARD_LISTEN=127.0.0.1:$port SWITCHBOARD_REDIS_URL=$REDIS_URL SWITCHBOARD_LOG_LEVEL=warn \
+        SWITCHBOARD_API_KEYS=$BENCH_API_KEY SWITCHBOARD_REDIS__BUS=streams SWITCHBOARD_RECOVERY__ENABLED=true \
+        taskset -c "$SERVER_CPU" "$BIN/switchboard-gateway" >>"$RESULTS_DIR/server.log" 2>&1 &
+      ;;
+    node|node-streams)
+      local adapter=pubsub; [ "$kind" = node-streams ] && adapter=streams
+      PORT=$port REDIS_URL=$REDIS_URL JWT_SECRET=$SWITCHBOARD_JWT_SECRET ADAPTER=$adapter \
         taskset -c "$SERVER_CPU" node bench/node-reference/server.js >>"$RESULTS_DIR/server.log" 2>&1 &
       ;;
     socketioxide)
@@ -335,6 +367,7 @@ run_open_loop() {
     next_order; for srv in "${ORDERED[@]}" ${BURST_FLOOR-floor-fanout}; do
       log "$label: $BURST_CLIENTS clients in $BURST_ROOMS rooms, $rate deliveries/s offered for ${secs}s -> $srv (load $(cut -d' ' -f1 /proc/loadavg))"
       local extra=()
+      case $srv in *-streams) extra=(--bus streams) ;; esac
       if [ "$srv" = floor-fanout ]; then
         start_server floor-fanout $BASE_PORT --rooms "$BURST_ROOMS" --rate "$rate" --secs "$secs"
         extra=(--floor)

@@ -3,14 +3,20 @@
 // PUBLISH/PSUBSCRIBE mode, the one @socket.io/redis-emitter talks to),
 // the same HS256 JWT check at CONNECT (token in the CONNECT auth payload) and
 // the same rooms: `user:{sub}` and `role:{role}` for each of `role`/`roles`.
+// With ADAPTER=streams: @socket.io/redis-streams-adapter 0.3 (broadcasts read
+// from the `socket.io` stream, what a gateway with `redis.bus = "streams"`
+// and the broadcaster crate in streams mode write) with connection state
+// recovery on, as one runs it for recovery (offsets on every event, sessions
+// in Redis).
 //
 // Environment: PORT (default 3002), REDIS_URL (default redis://127.0.0.1:6379),
-// JWT_SECRET (required).
+// JWT_SECRET (required), ADAPTER (`pubsub`, the default, or `streams`).
 "use strict";
 
 const http = require("http");
 const { Server } = require("socket.io");
 const { createAdapter } = require("@socket.io/redis-adapter");
+const streamsAdapter = require("@socket.io/redis-streams-adapter");
 const { createClient } = require("redis");
 const jwt = require("jsonwebtoken");
 
@@ -21,6 +27,11 @@ if (!secret) {
   console.error("JWT_SECRET is required");
   process.exit(2);
 }
+const streams = (process.env.ADAPTER || "pubsub") === "streams";
+if (!streams && (process.env.ADAPTER || "pubsub") !== "pubsub") {
+  console.error(`ADAPTER must be pubsub or streams, not ${process.env.ADAPTER}`);
+  process.exit(2);
+}
 
 async function main() {
   const pub = createClient({ url: redisUrl });
@@ -29,7 +40,11 @@ async function main() {
 
   const httpServer = http.createServer();
   const io = new Server(httpServer, {
-    adapter: createAdapter(pub, sub),
+    // The streams adapter duplicates `pub` for its stream readers and its
+    // pub/sub subscriber; `sub` stays unused.
+    adapter: streams ? streamsAdapter.createAdapter(pub) : createAdapter(pub, sub),
+    // socket.io's defaults (120 s window, middlewares skipped on recovery).
+    ...(streams ? { connectionStateRecovery: {} } : {}),
     serveClient: false,
   });
 

@@ -96,7 +96,8 @@ pub struct ServerConfig {
     /// one is answered 431 and the connection closed.
     pub max_header_bytes: usize,
     /// Open TCP connections (HTTP and websocket) at once; over it a new
-    /// connection is answered 503 and closed.
+    /// connection is answered 503 and closed. Capped at start to the
+    /// open-files limit minus a reserve (`fd_limit`).
     pub max_connections: usize,
 }
 

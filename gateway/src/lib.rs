@@ -30,6 +30,7 @@ pub mod config;
 pub(crate) mod conn_slot;
 pub(crate) mod disconnect;
 pub(crate) mod engine;
+pub(crate) mod fd_limit;
 pub(crate) mod http;
 pub(crate) mod hub;
 pub(crate) mod log_throttle;

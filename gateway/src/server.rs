@@ -60,6 +60,10 @@ pub struct Gateway {
     forwarding: bool,
     /// Places under `server.max_connections`, one per open TCP connection.
     slots: Arc<Semaphore>,
+    /// How many places `slots` started with: `server.max_connections`, or
+    /// less when the open-files limit would not hold that many
+    /// ([`connection_limit`]).
+    max_connections: usize,
 }
 
 /// A gateway bound to its port, not yet serving.
@@ -91,6 +95,7 @@ impl Gateway {
             anyhow::anyhow!("cannot listen on {addr} (server.listen / SWITCHBOARD_PORT): {e}")
         })?;
         let api = PublishApi::new(&config, bus.clone(), io.presence.clone(), metrics.clone());
+        let max_connections = connection_limit(&config);
         Ok(BoundGateway {
             gateway: Arc::new(Gateway {
                 engine,
@@ -99,7 +104,8 @@ impl Gateway {
                 api,
                 draining: AtomicBool::new(false),
                 forwarding: config.redis.enabled() && config.advertise_addr().is_ok(),
-                slots: Arc::new(Semaphore::new(config.server.max_connections)),
+                slots: Arc::new(Semaphore::new(max_connections)),
+                max_connections,
                 config,
                 metrics,
             }),
@@ -131,7 +137,7 @@ impl Gateway {
             (&Method::GET, "/readyz") => self.readyz(),
             (&Method::GET, "/metrics") => {
                 self.metrics.rooms.set(self.io.hub.room_count() as i64);
-                let open = self.config.server.max_connections - self.slots.available_permits();
+                let open = self.max_connections - self.slots.available_permits();
                 self.metrics.http_connections.set(open as i64);
                 Response::builder()
                     .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
@@ -334,6 +340,26 @@ fn spawn_cluster_join(
     })
 }
 
+/// `server.max_connections`, capped below the open-files limit (raised to
+/// its hard limit first): over it `accept(2)` would fail with `EMFILE`
+/// and leave clients waiting in the backlog instead of refusing them with a
+/// reason (see [`crate::fd_limit`]).
+fn connection_limit(config: &Config) -> usize {
+    let configured = config.server.max_connections;
+    let nofile = crate::fd_limit::raise_nofile_limit();
+    let cap = crate::fd_limit::connection_cap(configured, nofile);
+    if cap < configured {
+        tracing::warn!(
+            configured,
+            cap,
+            open_files_limit = nofile,
+            reserved = crate::fd_limit::RESERVED_FDS,
+            "server.max_connections is above what the open-files limit (ulimit -n) allows; admitting at most `cap` connections"
+        );
+    }
+    cap
+}
+
 /// Refused connections being answered at once; beyond it a refused
 /// connection is closed without an answer, so a flood over the cap costs
 /// no more than this many small tasks.
@@ -359,7 +385,7 @@ fn refuse_connection(
     if let Some(suppressed) = CAP_LOG.allow() {
         tracing::warn!(
             %remote,
-            max_connections = gateway.config.server.max_connections,
+            max_connections = gateway.max_connections,
             suppressed,
             "connection refused: server.max_connections reached"
         );

@@ -10,57 +10,13 @@
 //! Redis appears beside them. Read-only refuses actions; production mode
 //! sends no per-socket events.
 
+mod admin_support;
 mod common;
 
+use admin_support::*;
 use common::*;
 use serde_json::{Value, json};
-use switchboard_testkit::{
-    GatewayProcess,
-    node::{ConnectOptions, NodeDriver, Note, StartServer},
-};
-
-const USER: &str = "ops";
-const PASSWORD: &str = "correct horse battery staple";
-
-/// A bcrypt hash of [`PASSWORD`] (cost 4: tests need no slow hashing), in
-/// the `$2a$` form bcryptjs writes, so Node's `instrument()` takes it too.
-fn password_hash() -> String {
-    bcrypt::hash_with_result(PASSWORD, 4)
-        .expect("bcrypt")
-        .format_for_version(bcrypt::Version::TwoA)
-}
-
-fn admin_env(hash: &str) -> Vec<(&'static str, String)> {
-    vec![
-        ("SWITCHBOARD_ADMIN__ENABLED", "true".into()),
-        ("SWITCHBOARD_ADMIN__USERNAME", USER.into()),
-        ("SWITCHBOARD_ADMIN__PASSWORD_BCRYPT", hash.into()),
-    ]
-}
-
-fn env_refs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'a str, &'a str)> {
-    env.iter().map(|(k, v)| (*k, v.as_str())).collect()
-}
-
-/// The UI's connection options (`App.vue`): polling then websocket, with
-/// credentials, no automatic reconnection in tests.
-fn ui_opts(auth: Value) -> ConnectOptions {
-    ConnectOptions::new()
-        .transports(&["polling", "websocket"])
-        .opt("withCredentials", json!(true))
-        .auth(auth)
-        .reconnection(false)
-}
-
-fn login() -> Value {
-    json!({"username": USER, "password": PASSWORD})
-}
-
-/// The UI's `serverId` for a gateway process (`hostname#pid`).
-fn server_id(gw: &GatewayProcess) -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    format!("{}#{}", host.trim(), gw.pid().expect("gateway pid"))
-}
+use switchboard_testkit::node::{ConnectOptions, NodeDriver, Note, StartServer};
 
 /// Waits for a `server_stats` of `id` whose payload satisfies `pred`.
 async fn stats_of(d: &NodeDriver, ui: &str, id: &str, pred: impl Fn(&Value) -> bool) -> Value {

@@ -8,19 +8,22 @@
 //!   format, reach the Node server's clients, whose offset (added by Node)
 //!   is the same entry id the publisher got back;
 //! * Node's `fetchSockets()` lists the gateway's sockets (answered over the
-//!   adapter's pub/sub).
+//!   adapter's pub/sub);
+//! * a Node broadcast with acks gets the gateway clients' acks.
 
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use switchboard_broadcaster::{Broadcaster, BroadcasterConfig, StreamsOptions};
 use switchboard_testkit::{
-    GatewayOptions, GatewayProcess,
+    GatewayOptions, GatewayProcess, free_port,
     jwt::Claims,
     net::http_request,
     node::{ConnectOptions, NodeDriver, ServerTarget, StartServer},
     redis::RedisServer,
 };
+
+mod common;
 
 const SECRET: &str = "mixed-streams-secret-0123456789abcdef";
 const API_KEY: &str = "mixed-streams-api-key-0123456789";
@@ -180,4 +183,45 @@ async fn run() {
     node.expect_no_event_named("g", "from_rust", Duration::from_millis(300))
         .await
         .expect("exactly once");
+}
+
+/// A Node server on the streams adapter broadcasts with acks
+/// (`io.to(room).timeout(..).emitWithAck`): the gateway delivers the event
+/// with an ack id, answers its client count and relays each client's ack on
+/// the requester's channel, so the Node callback gets the gateway clients'
+/// acks next to its own client's (all of a room, one user's room, and a
+/// timeout with only Node's ack when the gateway's clients stay silent).
+/// Runs tests/node/scripts/streams-broadcast-with-ack.mjs.
+#[test]
+fn node_streams_broadcast_with_acks_gets_gateway_client_acks() {
+    let redis = RedisServer::start().expect("redis");
+    let gw = GatewayProcess::start(
+        GatewayOptions::new()
+            .redis(redis.url())
+            .secret(SECRET)
+            .env("SWITCHBOARD_REDIS__BUS", "streams")
+            .env("SWITCHBOARD_RECOVERY__ENABLED", "true"),
+    )
+    .expect("gateway");
+    gw.wait_for_log("reading the stream", T)
+        .expect("the gateway reads the stream");
+    let token = |sub: &str| {
+        Claims::new()
+            .sub(sub)
+            .role("admin")
+            .expires_in(Duration::from_secs(600))
+            .sign_hs256(SECRET)
+    };
+    let stdout = common::run_node_script(
+        "scripts/streams-broadcast-with-ack.mjs",
+        &[
+            redis.url(),
+            gw.url(),
+            token("a"),
+            token("b"),
+            free_port().to_string(),
+        ],
+        &gw,
+    );
+    assert!(stdout.contains(r#""ok":true"#), "{stdout}");
 }

@@ -6,6 +6,8 @@
 //!   Redis in the `@socket.io/redis-emitter` format at a fixed delivery rate
 //!   (or as fast as the clients absorb them with `--ceiling`); measures
 //!   server CPU per delivery, publish-to-receive latency, loss and duplicates.
+//!   With `--bus streams` the same events are `XADD`ed by the broadcaster
+//!   crate in the `@socket.io/redis-streams-adapter` 0.3 format instead.
 //! * `scale`: one of the `scale` scenario's generators: connects and holds N
 //!   sessions (answering pings), then checks each got the one broadcast
 //!   exactly once (coordination files: [`switchboard_bench::scale`]).
@@ -138,6 +140,56 @@ struct FanoutArgs {
     /// Deliveries in flight in `--ceiling` mode.
     #[arg(long, default_value_t = 50_000)]
     window: u64,
+    /// How events reach the server: `pubsub` (PUBLISH in the emitter
+    /// format) or `streams` (XADD to the `socket.io` stream by the
+    /// broadcaster crate, for servers on a streams bus).
+    #[arg(long, value_enum, default_value_t = Bus::Pubsub)]
+    bus: Bus,
+}
+
+/// The bus format the publisher writes (`fanout --bus`).
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Bus {
+    Pubsub,
+    Streams,
+}
+
+/// Where `fanout` publishes: a plain redis-rs connection for pub/sub (the
+/// emitter's PUBLISH), the broadcaster crate for streams (its XADD, so
+/// every server on a streams bus gets the bytes a real publisher writes).
+enum Sink {
+    Pubsub(redis::aio::MultiplexedConnection),
+    Streams(switchboard_broadcaster::Broadcaster),
+}
+
+impl Sink {
+    /// Publishes the emitter-format messages in order (one pipeline for
+    /// pub/sub, one entry after the other for a stream).
+    async fn send(&mut self, messages: Vec<(String, Vec<u8>)>) -> anyhow::Result<()> {
+        match self {
+            Sink::Pubsub(con) => {
+                let mut pipe = redis::pipe();
+                for (channel, bytes) in messages {
+                    pipe.cmd("PUBLISH").arg(channel).arg(bytes).ignore();
+                }
+                pipe.query_async::<()>(con).await?;
+            }
+            Sink::Streams(b) => {
+                let encoded = messages.into_iter().map(|(channel, payload)| {
+                    switchboard_broadcaster::Encoded { channel, payload }
+                });
+                for d in b.emit_many(encoded).await? {
+                    if d.stream_id.is_none() {
+                        bail!(
+                            "the broadcaster published on {} instead of a stream",
+                            d.channel
+                        );
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Args)]
@@ -416,20 +468,34 @@ async fn fanout(a: FanoutArgs) -> anyhow::Result<()> {
     let room_size: Vec<u64> = (0..rooms)
         .map(|k| (0..a.clients).filter(|i| i % rooms == k).count() as u64)
         .collect();
-    let mut redis = if a.floor {
-        None
-    } else {
-        let client = redis::Client::open(a.redis_url.as_str())?;
-        // Redis shares its core with the generator's clients: under a burst a
-        // PUBLISH can wait far longer than redis-rs's default timeout.
-        let config =
-            redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(30)));
-        Some(
-            client
-                .get_multiplexed_async_connection_with_config(&config)
-                .await
-                .context("connect to redis")?,
-        )
+    // Redis shares its core with the generator's clients: under a burst a
+    // publish can wait far longer than the clients' default timeouts.
+    let publish_timeout = Duration::from_secs(30);
+    let mut sink = match (a.floor, a.bus) {
+        (true, _) => None,
+        (false, Bus::Pubsub) => {
+            let client = redis::Client::open(a.redis_url.as_str())?;
+            let config =
+                redis::AsyncConnectionConfig::new().set_response_timeout(Some(publish_timeout));
+            Some(Sink::Pubsub(
+                client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await
+                    .context("connect to redis")?,
+            ))
+        }
+        (false, Bus::Streams) => {
+            let b = switchboard_broadcaster::Broadcaster::from_config(
+                switchboard_broadcaster::BroadcasterConfig {
+                    redis_url: a.redis_url.clone(),
+                    publish_timeout,
+                    streams: Some(switchboard_broadcaster::StreamsOptions::default()),
+                    ..Default::default()
+                },
+            )?;
+            b.ping().await.context("connect to redis")?;
+            Some(Sink::Streams(b))
+        }
     };
     tokio::time::sleep(Duration::from_secs(1)).await;
 
@@ -466,7 +532,7 @@ async fn fanout(a: FanoutArgs) -> anyhow::Result<()> {
             bail!("cannot signal the floor server {pid}");
         }
         tokio::time::sleep(run_for).await;
-    } else if let Some(con) = redis.as_mut() {
+    } else if let Some(sink) = sink.as_mut() {
         if a.ceiling {
             let mut k = 0u64;
             while started.elapsed() < run_for {
@@ -475,7 +541,7 @@ async fn fanout(a: FanoutArgs) -> anyhow::Result<()> {
                     tokio::time::sleep(Duration::from_micros(200)).await;
                     continue;
                 }
-                let mut pipe = redis::pipe();
+                let mut batch = Vec::with_capacity(16);
                 for _ in 0..16 {
                     let room = (k % rooms as u64) as usize;
                     let stamp = Stamp {
@@ -486,10 +552,9 @@ async fn fanout(a: FanoutArgs) -> anyhow::Result<()> {
                     seqs[room] += 1;
                     k += 1;
                     expected += room_size[room];
-                    let (channel, bytes) = bench_message(&channels, stamp, a.pad);
-                    pipe.cmd("PUBLISH").arg(channel).arg(bytes).ignore();
+                    batch.push(bench_message(&channels, stamp, a.pad));
                 }
-                pipe.query_async::<()>(con).await?;
+                sink.send(batch).await?;
             }
         } else {
             let msgs_per_s = a.rate as f64 / avg_room;
@@ -511,11 +576,7 @@ async fn fanout(a: FanoutArgs) -> anyhow::Result<()> {
                 seqs[room] += 1;
                 k += 1;
                 expected += room_size[room];
-                let (channel, bytes) = bench_message(&channels, stamp, a.pad);
-                redis::cmd("PUBLISH")
-                    .arg(channel)
-                    .arg(bytes)
-                    .query_async::<i64>(con)
+                sink.send(vec![bench_message(&channels, stamp, a.pad)])
                     .await?;
             }
         }
@@ -692,6 +753,30 @@ mod tests {
         assert_eq!(msg.opts.rooms, vec!["role:r3".to_string()]);
         let packet = switchboard_wire::encode_event("/", &msg.packet.data, None).unwrap();
         assert_eq!(packet.text, proto::bench_event_packet(stamp, 2));
+    }
+
+    #[test]
+    fn bench_messages_become_stream_entries_for_a_streams_bus() {
+        // What `Sink::Streams` relies on: the broadcaster turns the emitter
+        // message into one XADD to `socket.io`, rooms kept.
+        let stamp = Stamp {
+            t_us: 5,
+            seq: 6,
+            room: 3,
+        };
+        let (channel, bytes) = bench_message(&Channels::default(), stamp, 2);
+        let msg = switchboard_wire::streams::from_classic("socket.io", &channel, &bytes).unwrap();
+        match &msg.body {
+            switchboard_wire::ClusterBody::Broadcast(b) => {
+                assert_eq!(b.opts.rooms, vec!["role:r3".to_string()]);
+                assert!(b.request_id.is_none());
+            }
+            other => panic!("not a broadcast: {other:?}"),
+        }
+        match switchboard_broadcaster::StreamsOptions::default().encode_message(&msg) {
+            switchboard_wire::streams::Outgoing::Xadd(x) => assert_eq!(x.stream, "socket.io"),
+            other => panic!("not a stream entry: {other:?}"),
+        }
     }
 
     #[test]

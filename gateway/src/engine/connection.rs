@@ -428,7 +428,20 @@ pub(crate) struct Heartbeat {
     ping_due: Option<Instant>,
     /// The grid step; zero for exact per-connection deadlines.
     quantum: std::time::Duration,
+    /// The outstanding ping's pong check was already put off once because
+    /// it ran late (see [`LATE_CHECK`]).
+    grace_used: bool,
 }
+
+/// A pong check that runs this long after its deadline ran late because
+/// the process was behind (both cores saturated, a burst of work), not
+/// because the client was: the timer wheel itself is accurate to a
+/// millisecond. Such a check is put off once, by as long as the process
+/// was behind (at most `ping_timeout`), so that a pong already waiting
+/// unread in the socket is read before the client is judged. Without it a
+/// starved gateway closes healthy clients for its own lateness, and their
+/// reconnects make it later still.
+const LATE_CHECK: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The client missed its pong.
 #[derive(Debug)]
@@ -489,11 +502,31 @@ impl Heartbeat {
             deadline: on_grid(due, quantum),
             ping_due: None,
             quantum,
+            grace_used: false,
         }
     }
 
     pub fn deadline(&self) -> Instant {
         self.deadline
+    }
+
+    /// Moves straight on to the next ping once the outstanding one has been
+    /// answered, instead of waking at the pong deadline only to find the
+    /// pong already in: a task that reads a pong calls this, and its timer
+    /// then skips one wake-up per heartbeat (a third of an idle session's
+    /// wake-ups). Without an outstanding ping, or before the pong, it does
+    /// nothing.
+    pub fn settle<D>(&mut self, conn: &Connection<D>, interval: std::time::Duration) {
+        let Some(ping_due) = self.ping_due else {
+            return;
+        };
+        if conn.state.lock().awaiting_pong {
+            return;
+        }
+        self.ping_due = None;
+        self.grace_used = false;
+        self.due = (ping_due + interval).max(Instant::now());
+        self.deadline = on_grid(self.due, self.quantum);
     }
 
     /// Sends the next ping, or checks the last one was answered.
@@ -506,8 +539,18 @@ impl Heartbeat {
         match self.ping_due.take() {
             Some(ping_due) => {
                 if conn.state.lock().awaiting_pong {
-                    return Err(PingTimedOut);
+                    let now = Instant::now();
+                    let lag = now.saturating_duration_since(self.deadline);
+                    if self.grace_used || lag < LATE_CHECK {
+                        return Err(PingTimedOut);
+                    }
+                    self.grace_used = true;
+                    self.ping_due = Some(ping_due);
+                    self.due = now + lag.min(timeout);
+                    self.deadline = on_grid(self.due, self.quantum);
+                    return Ok(());
                 }
+                self.grace_used = false;
                 // With a timeout longer than the interval the next ping is
                 // already late; send it now rather than in a burst.
                 self.due = (ping_due + interval).max(Instant::now());
@@ -706,6 +749,92 @@ mod tests {
         assert_eq!(a, b, "deadlines in one slot share a wake-up");
         assert_eq!(a - slot, q, "the next slot is one step later");
         assert_eq!(on_grid(base, Duration::ZERO), base, "zero step is exact");
+    }
+
+    fn test_conn() -> Connection<()> {
+        let handshake = Handshake {
+            headers: http::HeaderMap::new(),
+            query: String::new(),
+            remote: "127.0.0.1:1".parse().expect("addr"),
+            issued_ms: 0,
+            client_ip: std::net::Ipv4Addr::LOCALHOST.into(),
+        };
+        let limits = QueueLimits {
+            max_bytes: 1 << 20,
+            max_frames: 1024,
+        };
+        Connection::new(Sid::new(), handshake, TransportKind::Websocket, limits, ())
+    }
+
+    fn sleep_until(t: Instant) {
+        std::thread::sleep(t.saturating_duration_since(Instant::now()));
+    }
+
+    /// A pong read before its deadline moves the heartbeat straight to the
+    /// next ping: no wake-up at the pong deadline.
+    #[test]
+    fn an_answered_ping_skips_the_pong_check() {
+        let (interval, timeout) = (Duration::from_millis(40), Duration::from_millis(30));
+        let conn = test_conn();
+        let mut hb = Heartbeat::new(interval, timeout);
+        let first_ping = hb.deadline();
+        sleep_until(first_ping);
+        hb.tick(&conn, interval, timeout).expect("ping sent");
+        assert_eq!(hb.deadline(), first_ping + timeout, "pong check armed");
+        assert_eq!(conn.take_frames().len(), 1, "the ping was queued");
+        hb.settle(&conn, interval);
+        assert_eq!(
+            hb.deadline(),
+            first_ping + timeout,
+            "no pong yet: unchanged"
+        );
+        conn.state.lock().pong_received();
+        hb.settle(&conn, interval);
+        assert_eq!(hb.deadline(), first_ping + interval, "next ping, no check");
+        sleep_until(hb.deadline());
+        hb.tick(&conn, interval, timeout).expect("second ping sent");
+        assert_eq!(conn.take_frames().len(), 1, "the second ping was queued");
+    }
+
+    /// A pong check that runs on time and finds no pong fails; one that
+    /// runs late (the process was behind) is put off once, by the lateness.
+    #[test]
+    fn a_late_pong_check_is_put_off_once() {
+        let (interval, timeout) = (Duration::from_millis(20), Duration::from_millis(20));
+        let conn = test_conn();
+
+        let mut on_time = Heartbeat::new(interval, timeout);
+        sleep_until(on_time.deadline());
+        on_time.tick(&conn, interval, timeout).expect("ping sent");
+        sleep_until(on_time.deadline());
+        assert!(
+            on_time.tick(&conn, interval, timeout).is_err(),
+            "no pong: closed"
+        );
+
+        let mut late = Heartbeat::new(interval, timeout);
+        sleep_until(late.deadline());
+        late.tick(&conn, interval, timeout).expect("ping sent");
+        let check = late.deadline();
+        sleep_until(check + LATE_CHECK + Duration::from_millis(50));
+        late.tick(&conn, interval, timeout)
+            .expect("a late check is put off");
+        assert!(late.deadline() > check + LATE_CHECK, "put off past now");
+        // The pong was read meanwhile: the session goes on.
+        conn.state.lock().pong_received();
+        late.tick(&conn, interval, timeout)
+            .expect("answered in the grace");
+
+        let mut twice = Heartbeat::new(interval, timeout);
+        sleep_until(twice.deadline());
+        twice.tick(&conn, interval, timeout).expect("ping sent");
+        sleep_until(twice.deadline() + LATE_CHECK + Duration::from_millis(50));
+        twice.tick(&conn, interval, timeout).expect("put off once");
+        sleep_until(twice.deadline() + LATE_CHECK + Duration::from_millis(50));
+        assert!(
+            twice.tick(&conn, interval, timeout).is_err(),
+            "never answered: closed after one grace"
+        );
     }
 
     #[test]

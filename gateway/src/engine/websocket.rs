@@ -364,6 +364,7 @@ async fn run<H: EngineHandler>(
     let direct = DirectWrites(conn);
     conn.allow_direct(&wire);
     loop {
+        heartbeat.settle(conn, settings.ping_interval);
         if timer.deadline() != heartbeat.deadline() {
             timer.as_mut().reset(heartbeat.deadline());
         }

@@ -425,7 +425,7 @@ impl SocketIo {
 
     /// A Node server's `io.timeout(..).emit(..., ack)`: send with one ack id,
     /// report how many clients got it, then relay each client's ack.
-    fn broadcast_with_ack(
+    pub(super) fn broadcast_with_ack(
         &self,
         nsp: &str,
         request_id: String,
@@ -498,6 +498,7 @@ impl SocketIo {
         let now = std::time::Instant::now();
         self.hub.acks.expire(now);
         self.sharded_requesters.expire(now);
+        self.streams_requesters.expire(now);
     }
 
     fn targets_of(&self, nsp: &str, opts: &RequestOpts) -> Vec<std::sync::Arc<super::Socket>> {
@@ -521,7 +522,7 @@ impl SocketIo {
 
     /// Publishes a response where Node servers wait for it.
     pub(super) fn respond(&self, nsp: &str, response: Response) {
-        if self.respond_sharded(nsp, &response) {
+        if self.respond_sharded(nsp, &response) || self.respond_streams_request(nsp, &response) {
             return;
         }
         self.publish_in_background(

@@ -110,6 +110,9 @@ pub struct SocketIo {
     tasks: TaskTracker,
     /// Who sent the requests that came over sharded pub/sub.
     sharded_requesters: sharded::Requesters,
+    /// Who sent the broadcasts with acks that came over the streams
+    /// adapter's pub/sub (their answers go to the sender's channel).
+    streams_requesters: sharded::Requesters,
     /// Whether broadcasts come back to back (a burst), to choose between
     /// writing each delivery at once and queueing for batched writes.
     pace: fanout::Pace,
@@ -210,6 +213,7 @@ impl SocketIo {
             me: Weak::new(),
             advertise: config.advertise_addr().ok().map(|a| a.to_string()),
             sharded_requesters: sharded::Requesters::default(),
+            streams_requesters: sharded::Requesters::default(),
             streams: (config.redis.enabled()
                 && config.redis.bus == crate::config::BusMode::Streams)
                 .then(|| config.redis.streams_options()),

@@ -29,12 +29,56 @@ use super::SocketIo;
 const REQUESTER_TTL: Duration = Duration::from_secs(60);
 
 /// Request id -> (requester uid, forget after), for requests that came over
-/// sharded pub/sub: their answers go to the requester's shard channel.
+/// sharded pub/sub (or the streams adapter's pub/sub): their answers go to
+/// the requester's own channel.
 #[derive(Default)]
 pub(crate) struct Requesters(Mutex<HashMap<String, (String, Instant)>>);
 
+/// How long the requester of a broadcast with acks is remembered: its ack
+/// timeout (the flag Node sends) plus [`REQUESTER_TTL`], since client acks
+/// may arrive until the very end of that timeout.
+pub(super) fn ack_requester_ttl(timeout_ms: Option<u64>) -> Duration {
+    timeout_ms.map_or(REQUESTER_TTL, |ms| {
+        Duration::from_millis(ms) + REQUESTER_TTL
+    })
+}
+
+/// A classic [`Response`] as the `ClusterMessage` body of the same meaning
+/// (what sharded and streams requesters wait for); `None` for answers the
+/// cluster protocol has no requests for (allRooms, sockets, serverStatus).
+pub(super) fn cluster_response(response: Response) -> Option<ClusterBody> {
+    Some(match response {
+        Response::FetchSockets {
+            request_id,
+            sockets,
+        } => ClusterBody::FetchSocketsResponse(FetchSocketsResponse {
+            request_id,
+            sockets,
+        }),
+        Response::ServerSideEmit { request_id, data } => {
+            ClusterBody::ServerSideEmitResponse(AckResponse {
+                request_id,
+                packet: Some(data),
+            })
+        }
+        Response::BroadcastClientCount {
+            request_id,
+            client_count,
+        } => ClusterBody::BroadcastClientCount(BroadcastClientCount {
+            request_id,
+            client_count,
+        }),
+        Response::BroadcastAck { request_id, packet } => ClusterBody::BroadcastAck(AckResponse {
+            request_id,
+            packet: Some(packet),
+        }),
+        _ => return None,
+    })
+}
+
 impl Requesters {
-    fn insert(&self, request_id: &str, uid: &str, ttl: Duration) {
+    /// Remembers that `uid` waits for the answers to `request_id`.
+    pub(super) fn insert(&self, request_id: &str, uid: &str, ttl: Duration) {
         self.0.lock().insert(
             request_id.to_string(),
             (uid.to_string(), Instant::now() + ttl),
@@ -112,9 +156,7 @@ impl SocketIo {
                         });
                     }
                     Some(request_id) => {
-                        let ttl = b.opts.flags.timeout.map_or(REQUESTER_TTL, |ms| {
-                            Duration::from_millis(ms) + REQUESTER_TTL
-                        });
+                        let ttl = ack_requester_ttl(b.opts.flags.timeout);
                         self.sharded_requesters.insert(&request_id, &msg.uid, ttl);
                         Request::Broadcast {
                             uid,
@@ -177,35 +219,9 @@ impl SocketIo {
         ) else {
             return false;
         };
-        let body = match response.clone() {
-            Response::FetchSockets {
-                request_id,
-                sockets,
-            } => ClusterBody::FetchSocketsResponse(FetchSocketsResponse {
-                request_id,
-                sockets,
-            }),
-            Response::ServerSideEmit { request_id, data } => {
-                ClusterBody::ServerSideEmitResponse(AckResponse {
-                    request_id,
-                    packet: Some(data),
-                })
-            }
-            Response::BroadcastClientCount {
-                request_id,
-                client_count,
-            } => ClusterBody::BroadcastClientCount(BroadcastClientCount {
-                request_id,
-                client_count,
-            }),
-            Response::BroadcastAck { request_id, packet } => {
-                ClusterBody::BroadcastAck(AckResponse {
-                    request_id,
-                    packet: Some(packet),
-                })
-            }
-            // The sharded protocol has no such requests.
-            _ => return true,
+        // The sharded protocol has no requests the other answers are for.
+        let Some(body) = cluster_response(response.clone()) else {
+            return true;
         };
         let msg = ClusterMessage::new(self.uid.clone(), nsp, body);
         let (channel, payload) = sharded.encode_response(&requester, &msg);

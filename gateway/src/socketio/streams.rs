@@ -5,9 +5,11 @@
 //!   deliveries (broadcasts, with the entry id as the offset when recovery
 //!   is on), room changes and disconnects ([`SocketIo::on_entry`]).
 //! * The adapter's pub/sub requests are answered on the requester's channel:
-//!   `fetchSockets`, `serverSideEmit` with an ack; a broadcast with acks is
-//!   delivered without an ack id and answered with a client count of 0 (the
-//!   gateway does not relay client acks in this mode).
+//!   `fetchSockets`, `serverSideEmit` with an ack, and a broadcast with acks
+//!   (`io.timeout(..).emit(.., cb)` on a Node server): delivered with an ack
+//!   id, answered with the number of clients it reached, then each client's
+//!   ack relayed, as the adapter's `BROADCAST_CLIENT_COUNT` and
+//!   `BROADCAST_ACK` (the classic path's `broadcast_with_ack`).
 //! * Recovery: a CONNECT whose auth carries `pid` and `offset` restores the
 //!   session `sio:session:<pid>` (same socket id, rooms, verified claims; a
 //!   token that expired meanwhile is refused), replays the missed entries
@@ -21,10 +23,8 @@ use std::sync::Arc;
 
 use rmpv::Value;
 use switchboard_wire::{
-    FetchedSocket,
-    cluster::{
-        AckResponse, BroadcastClientCount, ClusterBody, ClusterMessage, FetchSocketsResponse,
-    },
+    FetchedSocket, Response,
+    cluster::{AckResponse, ClusterBody, ClusterMessage, FetchSocketsResponse},
     json_to_msgpack, msgpack_to_json,
     recovery::{self, Session, StreamId},
     streams::{self, Outgoing, StreamsOptions},
@@ -196,29 +196,44 @@ impl SocketIo {
                     );
                 }
             }
-            ClusterBody::Broadcast(b) => {
-                self.deliver_data(
+            ClusterBody::Broadcast(b) => match b.request_id {
+                // A broadcast with acks: its answers (client count, then
+                // each client's ack) go to the requester's channel, found
+                // by request id when the acks come back (`respond`).
+                Some(request_id) => {
+                    let ttl = super::sharded::ack_requester_ttl(b.opts.flags.timeout);
+                    self.streams_requesters.insert(&request_id, &requester, ttl);
+                    self.broadcast_with_ack(&nsp, request_id, &b.packet.data, &b.opts);
+                }
+                // Not sent by the 0.3 adapter (plain broadcasts go into the
+                // stream), delivered anyway.
+                None => self.deliver_data(
                     &nsp,
                     &b.packet.data,
                     &b.opts,
                     tokio::time::Instant::now(),
                     None,
-                );
-                if let Some(request_id) = b.request_id {
-                    self.respond_streams(
-                        o,
-                        &requester,
-                        &nsp,
-                        ClusterBody::BroadcastClientCount(BroadcastClientCount {
-                            request_id,
-                            client_count: 0,
-                        }),
-                    );
-                }
-            }
+                ),
+            },
             other => {
                 tracing::debug!(kind = ?ClusterMessage::new("", "", other).message_type(), "streams pub/sub message not handled by the gateway");
             }
+        }
+        true
+    }
+
+    /// Answers a request that came over the streams adapter's pub/sub (a
+    /// broadcast with acks) on its requester's channel; false when
+    /// `response` answers no such request.
+    pub(super) fn respond_streams_request(&self, nsp: &str, response: &Response) -> bool {
+        let (Some(o), Some(requester)) = (
+            &self.streams,
+            self.streams_requesters.get(response.request_id()),
+        ) else {
+            return false;
+        };
+        if let Some(body) = super::sharded::cluster_response(response.clone()) {
+            self.respond_streams(o, &requester, nsp, body);
         }
         true
     }

@@ -263,3 +263,24 @@ pub fn rich_json() -> Value {
         "string_number": "12"
     })
 }
+
+/// Runs `tests/node/<script>` with `args` (installing the npm packages
+/// first) and returns its stdout; panics with its output and the gateway's
+/// logs when it exits non-zero (the scripts exit 1 on what they did not see).
+pub fn run_node_script(script: &str, args: &[String], gateway: &GatewayProcess) -> String {
+    switchboard_testkit::node::ensure_node_modules().expect("npm packages");
+    let out = std::process::Command::new("node")
+        .current_dir(switchboard_testkit::node::node_dir())
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("run node");
+    assert!(
+        out.status.success(),
+        "node {script} failed\nstdout: {}\nstderr: {}\ngateway logs:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        gateway.logs()
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
