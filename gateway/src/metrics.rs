@@ -45,6 +45,14 @@ pub struct Metrics {
     pub engine_opened: IntCounter,
     /// Engine.IO sessions closed, by reason.
     pub engine_closed: IntCounterVec,
+    /// Heartbeat steps the process ran late, or a close it avoided because
+    /// of that, by `what`: `ping` (a ping written at least 100 ms after it
+    /// was due; its pong deadline counts from the write), `check` (a pong
+    /// check that ran late without a pong and was put off) and
+    /// `unread_pong` (a pong check that would have closed the session found
+    /// the pong waiting unread in the socket). Non-zero means the process
+    /// was behind its heartbeats (a long fan-out, a starved core).
+    pub heartbeat_late: IntCounterVec,
     /// Polling sessions upgraded to websocket.
     pub upgrades: IntCounter,
     /// Engine.IO requests refused with an HTTP error, by Engine.IO error name.
@@ -208,6 +216,12 @@ impl Metrics {
                 "switchboard_engine_sessions_closed_total",
                 "Engine.IO sessions closed, by reason",
                 &["reason"],
+            ),
+            heartbeat_late: counter_vec(
+                &r,
+                "switchboard_heartbeat_late_total",
+                "Heartbeat steps run late by the gateway (ping, check) and closes avoided by reading an unread pong",
+                &["what"],
             ),
             upgrades: counter(
                 &r,

@@ -415,9 +415,11 @@ impl<D> Connection<D> {
 /// a pong expected within `ping_timeout`. Whichever task drives the session
 /// sleeps until [`Heartbeat::deadline`] and then calls [`Heartbeat::tick`].
 ///
-/// Steps are scheduled from when they were due, not from when the task
+/// Pings are scheduled from when they were due, not from when the task
 /// happened to run, so scheduling delays never add up from one cycle to the
-/// next.
+/// next. A pong's deadline, though, counts from when its ping was actually
+/// written: a ping the process sent late (it was busy) still gives the
+/// client its whole `ping_timeout` to answer.
 #[derive(Debug)]
 pub(crate) struct Heartbeat {
     /// When the next step is due, exactly.
@@ -428,24 +430,44 @@ pub(crate) struct Heartbeat {
     ping_due: Option<Instant>,
     /// The grid step; zero for exact per-connection deadlines.
     quantum: std::time::Duration,
-    /// The outstanding ping's pong check was already put off once because
-    /// it ran late (see [`LATE_CHECK`]).
-    grace_used: bool,
+    /// How long, in milliseconds, the outstanding ping's pong check has
+    /// been put off because it ran late (see [`LATE_CHECK`]); at most
+    /// `ping_timeout` in all. Milliseconds in a `u32` keep the per-session
+    /// state as small as the flag it replaced.
+    grace_ms: u32,
 }
 
-/// A pong check that runs this long after its deadline ran late because
-/// the process was behind (both cores saturated, a burst of work), not
-/// because the client was: the timer wheel itself is accurate to a
-/// millisecond. Such a check is put off once, by as long as the process
-/// was behind (at most `ping_timeout`), so that a pong already waiting
-/// unread in the socket is read before the client is judged. Without it a
-/// starved gateway closes healthy clients for its own lateness, and their
-/// reconnects make it later still.
+/// A heartbeat step that runs this long after it was due ran late because
+/// the process was behind (both cores saturated, a long fan-out), not
+/// because of the client: the timer wheel itself is accurate to a
+/// millisecond.
+///
+/// A pong check that runs this late is put off by as long as it was late,
+/// so that a pong that arrived while the process was behind is read before
+/// the client is judged, and a client on the same busy machine gets the
+/// time the process was away. It may be put off again if the next check
+/// is late too, up to `ping_timeout` in all: a client that really stopped
+/// answering is closed at most `2 × ping_timeout` after its ping was
+/// written (plus however late the process runs that last check). Without
+/// it a starved gateway closes healthy clients for its own lateness, and
+/// their reconnects make it later still.
 const LATE_CHECK: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The client missed its pong.
 #[derive(Debug)]
 pub(crate) struct PingTimedOut;
+
+/// What a [`Heartbeat::tick`] did, for the caller's metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// A ping was written; `late` when at least [`LATE_CHECK`] after it was
+    /// due (its pong deadline counts from now, not from when it was due).
+    Ping { late: bool },
+    /// The pong had come back.
+    Answered,
+    /// No pong yet, but the check ran late: put off (see [`LATE_CHECK`]).
+    PutOff,
+}
 
 /// Heartbeat deadlines can be rounded up to a shared grid so that one timer
 /// wake-up serves every connection due in the same slot: with hundreds of
@@ -502,7 +524,7 @@ impl Heartbeat {
             deadline: on_grid(due, quantum),
             ping_due: None,
             quantum,
-            grace_used: false,
+            grace_ms: 0,
         }
     }
 
@@ -524,46 +546,74 @@ impl Heartbeat {
             return;
         }
         self.ping_due = None;
-        self.grace_used = false;
+        self.grace_ms = 0;
         self.due = (ping_due + interval).max(Instant::now());
         self.deadline = on_grid(self.due, self.quantum);
     }
 
-    /// Sends the next ping, or checks the last one was answered.
+    /// Sends the next ping, or checks the last one was answered. On
+    /// `Err` the ping stays outstanding: a caller that finds the pong
+    /// after all (read from the socket) goes on with [`Heartbeat::settle`].
     pub fn tick<D>(
         &mut self,
         conn: &Connection<D>,
         interval: std::time::Duration,
         timeout: std::time::Duration,
-    ) -> Result<(), PingTimedOut> {
-        match self.ping_due.take() {
+    ) -> Result<Step, PingTimedOut> {
+        let step = match self.ping_due {
             Some(ping_due) => {
                 if conn.state.lock().awaiting_pong {
                     let now = Instant::now();
-                    let lag = now.saturating_duration_since(self.deadline);
-                    if self.grace_used || lag < LATE_CHECK {
+                    let Some(until) = self.put_off(now, timeout) else {
                         return Err(PingTimedOut);
-                    }
-                    self.grace_used = true;
-                    self.ping_due = Some(ping_due);
-                    self.due = now + lag.min(timeout);
+                    };
+                    self.due = until;
                     self.deadline = on_grid(self.due, self.quantum);
-                    return Ok(());
+                    return Ok(Step::PutOff);
                 }
-                self.grace_used = false;
+                self.ping_due = None;
+                self.grace_ms = 0;
                 // With a timeout longer than the interval the next ping is
                 // already late; send it now rather than in a burst.
                 self.due = (ping_due + interval).max(Instant::now());
+                Step::Answered
             }
             None => {
-                conn.state.lock().ping_sent(Instant::now());
+                let now = Instant::now();
+                conn.state.lock().ping_sent(now);
                 conn.send(Frame::Text(Utf8Bytes::from_static("2")));
+                let late = now.saturating_duration_since(self.due) >= LATE_CHECK;
                 self.ping_due = Some(self.due);
-                self.due += timeout;
+                // The pong is due `timeout` after the ping went out, not
+                // after it was due: a ping the process wrote late (a long
+                // fan-out, a starved core) must not shorten the client's
+                // allowance, nor leave it none at all.
+                self.due = now + timeout;
+                Step::Ping { late }
             }
-        }
+        };
         self.deadline = on_grid(self.due, self.quantum);
-        Ok(())
+        Ok(step)
+    }
+
+    /// Whether a pong check that finds no pong at `now` is put off, and
+    /// until when: only when the check itself ran at least [`LATE_CHECK`]
+    /// after its deadline, by as long as it was late, and by no more than
+    /// `timeout` over the life of one ping.
+    fn put_off(&mut self, now: Instant, timeout: std::time::Duration) -> Option<Instant> {
+        let lag = now.saturating_duration_since(self.deadline);
+        if lag < LATE_CHECK {
+            return None;
+        }
+        let used = std::time::Duration::from_millis(u64::from(self.grace_ms));
+        let left = timeout.saturating_sub(used);
+        if left.is_zero() {
+            return None;
+        }
+        let extra = lag.min(left);
+        let total = u32::try_from((used + extra).as_millis()).unwrap_or(u32::MAX);
+        self.grace_ms = total;
+        Some(now + extra)
     }
 }
 
@@ -780,14 +830,15 @@ mod tests {
         let first_ping = hb.deadline();
         sleep_until(first_ping);
         hb.tick(&conn, interval, timeout).expect("ping sent");
-        assert_eq!(hb.deadline(), first_ping + timeout, "pong check armed");
+        // Armed `timeout` after the ping was written (a little after due).
+        let armed = hb.deadline();
+        assert!(
+            armed >= first_ping + timeout && armed < first_ping + timeout + LATE_CHECK,
+            "pong check armed"
+        );
         assert_eq!(conn.take_frames().len(), 1, "the ping was queued");
         hb.settle(&conn, interval);
-        assert_eq!(
-            hb.deadline(),
-            first_ping + timeout,
-            "no pong yet: unchanged"
-        );
+        assert_eq!(hb.deadline(), armed, "no pong yet: unchanged");
         conn.state.lock().pong_received();
         hb.settle(&conn, interval);
         assert_eq!(hb.deadline(), first_ping + interval, "next ping, no check");
@@ -797,9 +848,11 @@ mod tests {
     }
 
     /// A pong check that runs on time and finds no pong fails; one that
-    /// runs late (the process was behind) is put off once, by the lateness.
+    /// runs late (the process was behind) is put off by its lateness, again
+    /// if the next one is late too, but never by more than the timeout in
+    /// all: a client that never answers is still closed.
     #[test]
-    fn a_late_pong_check_is_put_off_once() {
+    fn a_late_pong_check_is_put_off_within_the_timeout() {
         let (interval, timeout) = (Duration::from_millis(20), Duration::from_millis(20));
         let conn = test_conn();
 
@@ -817,23 +870,95 @@ mod tests {
         late.tick(&conn, interval, timeout).expect("ping sent");
         let check = late.deadline();
         sleep_until(check + LATE_CHECK + Duration::from_millis(50));
-        late.tick(&conn, interval, timeout)
-            .expect("a late check is put off");
+        assert_eq!(
+            late.tick(&conn, interval, timeout).expect("put off"),
+            Step::PutOff
+        );
         assert!(late.deadline() > check + LATE_CHECK, "put off past now");
         // The pong was read meanwhile: the session goes on.
         conn.state.lock().pong_received();
-        late.tick(&conn, interval, timeout)
-            .expect("answered in the grace");
+        assert_eq!(
+            late.tick(&conn, interval, timeout)
+                .expect("answered in the grace"),
+            Step::Answered
+        );
 
-        let mut twice = Heartbeat::new(interval, timeout);
-        sleep_until(twice.deadline());
-        twice.tick(&conn, interval, timeout).expect("ping sent");
-        sleep_until(twice.deadline() + LATE_CHECK + Duration::from_millis(50));
-        twice.tick(&conn, interval, timeout).expect("put off once");
-        sleep_until(twice.deadline() + LATE_CHECK + Duration::from_millis(50));
+        let mut never = Heartbeat::new(interval, timeout);
+        sleep_until(never.deadline());
+        never.tick(&conn, interval, timeout).expect("ping sent");
+        sleep_until(never.deadline() + LATE_CHECK + Duration::from_millis(50));
+        never.tick(&conn, interval, timeout).expect("put off once");
+        sleep_until(never.deadline() + LATE_CHECK + Duration::from_millis(50));
         assert!(
-            twice.tick(&conn, interval, timeout).is_err(),
-            "never answered: closed after one grace"
+            never.tick(&conn, interval, timeout).is_err(),
+            "never answered: closed once the grace reached the timeout"
+        );
+    }
+
+    /// Several late checks may each be put off while their sum stays
+    /// within the timeout; past it the client is closed however late the
+    /// check runs.
+    #[test]
+    fn the_grace_adds_up_to_the_timeout_and_no_more() {
+        let (interval, timeout) = (Duration::from_millis(50), Duration::from_millis(400));
+        let conn = test_conn();
+        let mut hb = Heartbeat::new(interval, timeout);
+        sleep_until(hb.deadline());
+        hb.tick(&conn, interval, timeout).expect("ping sent");
+        let mut put_off = 0;
+        let closed = loop {
+            sleep_until(hb.deadline() + LATE_CHECK + Duration::from_millis(50));
+            match hb.tick(&conn, interval, timeout) {
+                Ok(step) => {
+                    assert_eq!(step, Step::PutOff);
+                    put_off += 1;
+                    assert!(put_off < 10, "put off without bound");
+                }
+                Err(PingTimedOut) => break true,
+            }
+        };
+        assert!(closed);
+        // Each check runs ~150 ms late, of a 400 ms allowance: three
+        // put-offs (the third cut to the 100 ms left), then the close.
+        assert_eq!(put_off, 3, "{put_off}");
+        // The ping stays outstanding after the verdict: a pong read now
+        // (from the socket, before closing) lets the session go on.
+        conn.state.lock().pong_received();
+        hb.settle(&conn, interval);
+        assert_eq!(
+            hb.tick(&conn, interval, timeout).expect("next ping"),
+            Step::Ping { late: false }
+        );
+    }
+
+    /// A ping the process writes late (it was busy when it was due) gives
+    /// the client the whole timeout from the write: the pong deadline is
+    /// not counted from when the ping was due.
+    #[test]
+    fn a_late_ping_gets_its_whole_timeout() {
+        let (interval, timeout) = (Duration::from_millis(30), Duration::from_millis(200));
+        let conn = test_conn();
+        let mut hb = Heartbeat::new(interval, timeout);
+        let due = hb.deadline();
+        // Written 250 ms late: past the deadline counted from `due`.
+        sleep_until(due + Duration::from_millis(250));
+        let written = Instant::now();
+        assert_eq!(
+            hb.tick(&conn, interval, timeout).expect("ping sent"),
+            Step::Ping { late: true }
+        );
+        assert!(
+            hb.deadline() >= written + timeout,
+            "the pong deadline counts from the write"
+        );
+        // An answer in the timeout after the write is on time.
+        sleep_until(written + timeout - Duration::from_millis(50));
+        conn.state.lock().pong_received();
+        hb.settle(&conn, interval);
+        assert_eq!(
+            hb.tick(&conn, interval, timeout).expect("next ping"),
+            Step::Ping { late: false },
+            "the next ping keeps its schedule (due + interval, or now)"
         );
     }
 

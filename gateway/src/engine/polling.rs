@@ -193,11 +193,9 @@ pub(super) async fn drive<H: EngineHandler>(
                 if conn.transport() == TransportKind::Websocket {
                     return;
                 }
-                if heartbeat
-                    .tick(&conn, settings.ping_interval, settings.ping_timeout)
-                    .is_err()
-                {
-                    conn.close(CloseReason::PingTimeout);
+                match heartbeat.tick(&conn, settings.ping_interval, settings.ping_timeout) {
+                    Ok(step) => super::websocket::count_late(&engine, step),
+                    Err(_) => conn.close(CloseReason::PingTimeout),
                 }
             }
         }

@@ -8,7 +8,7 @@
 use std::{collections::VecDeque, sync::Arc};
 
 use engineioxide_core::{Packet, ProtocolVersion};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use http::{HeaderMap, Method, Request, Response, StatusCode, header};
 use hyper::{body::Incoming, upgrade::Upgraded};
 use hyper_util::rt::TokioIo;
@@ -26,7 +26,7 @@ use crate::{conn_slot::SlottedStream, engine::Handshake};
 
 use super::{
     Body, CloseReason, Connection, Engine, EngineError, EngineHandler, Frame, TransportKind,
-    connection::Heartbeat,
+    connection::{Heartbeat, Step},
     str_from_utf8_bytes,
     wire::{WireStream, encode_frame},
 };
@@ -394,43 +394,21 @@ async fn run<H: EngineHandler>(
         tokio::select! {
             _ = woken => {}
             msg = ws.next() => {
-                let keep_going = match msg {
-                    Some(Ok(Message::Text(text))) => {
-                        match Packet::parse(ProtocolVersion::V4, str_from_utf8_bytes(text)) {
-                            Ok(packet) => engine.on_packet(conn, packet),
-                            Err(err) => {
-                                tracing::info!(sid = %conn.sid, %err, "malformed engine.io packet; closing");
-                                conn.close(CloseReason::ProtocolError);
-                                false
-                            }
-                        }
-                    }
-                    Some(Ok(Message::Binary(data))) => engine.on_packet(conn, Packet::Binary(data)),
-                    Some(Ok(Message::Close(_))) | None => {
-                        conn.close(CloseReason::ClientClosed);
-                        false
-                    }
-                    Some(Ok(_)) => true,
-                    Some(Err(err)) => {
-                        tracing::debug!(sid = %conn.sid, %err, "websocket error");
-                        let reason = match err {
-                            tokio_tungstenite::tungstenite::Error::Capacity(_) => CloseReason::ProtocolError,
-                            _ => CloseReason::TransportError,
-                        };
-                        conn.close(reason);
-                        false
-                    }
-                };
-                if !keep_going {
+                if !on_message(engine, conn, msg) {
                     break;
                 }
             }
             _ = &mut timer => {
-                if heartbeat
-                    .tick(conn, settings.ping_interval, settings.ping_timeout)
-                    .is_err()
-                {
-                    conn.close(CloseReason::PingTimeout);
+                let step = heartbeat.tick(conn, settings.ping_interval, settings.ping_timeout);
+                match step {
+                    Ok(step) => count_late(engine, step),
+                    Err(_) => {
+                        if pong_unread(engine, conn, &mut ws) {
+                            late(engine, "unread_pong");
+                        } else if !conn.is_closed() {
+                            conn.close(CloseReason::PingTimeout);
+                        }
+                    }
                 }
             }
         }
@@ -469,6 +447,91 @@ async fn run<H: EngineHandler>(
     }
     drop(wire);
     engine.finish(conn);
+}
+
+/// Handles one read from the websocket; false when the session ends.
+fn on_message<H: EngineHandler>(
+    engine: &Arc<Engine<H>>,
+    conn: &Arc<Connection<H::Data>>,
+    msg: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
+) -> bool {
+    match msg {
+        Some(Ok(Message::Text(text))) => {
+            match Packet::parse(ProtocolVersion::V4, str_from_utf8_bytes(text)) {
+                Ok(packet) => engine.on_packet(conn, packet),
+                Err(err) => {
+                    tracing::info!(sid = %conn.sid, %err, "malformed engine.io packet; closing");
+                    conn.close(CloseReason::ProtocolError);
+                    false
+                }
+            }
+        }
+        Some(Ok(Message::Binary(data))) => engine.on_packet(conn, Packet::Binary(data)),
+        Some(Ok(Message::Close(_))) | None => {
+            conn.close(CloseReason::ClientClosed);
+            false
+        }
+        Some(Ok(_)) => true,
+        Some(Err(err)) => {
+            tracing::debug!(sid = %conn.sid, %err, "websocket error");
+            let reason = match err {
+                tokio_tungstenite::tungstenite::Error::Capacity(_) => CloseReason::ProtocolError,
+                _ => CloseReason::TransportError,
+            };
+            conn.close(reason);
+            false
+        }
+    }
+}
+
+/// Messages read from the socket, at most, before a pong check gives up.
+const UNREAD_LIMIT: usize = 256;
+
+/// Before a session is closed for a missed pong: reads whatever the socket
+/// already holds, without waiting, and says whether the pong was among it.
+///
+/// When the process was behind (a long fan-out on a starved core), the
+/// timer and the read become ready together and the task's `select!` may
+/// take the timer first, with the client's answer sitting unread in the
+/// kernel's receive buffer. An answer that arrived is an answer: judging
+/// the client without reading it would close it for the gateway's delay.
+/// Whatever else is read on the way is handled as usual, in order.
+fn pong_unread<H: EngineHandler>(
+    engine: &Arc<Engine<H>>,
+    conn: &Arc<Connection<H::Data>>,
+    ws: &mut Ws,
+) -> bool {
+    for _ in 0..UNREAD_LIMIT {
+        // Polled with a no-op waker: the next `select!` polls the stream
+        // again with the task's own, before the task sleeps.
+        let Some(msg) = ws.next().now_or_never() else {
+            break;
+        };
+        if !on_message(engine, conn, msg) {
+            return false;
+        }
+        if !conn.state.lock().awaiting_pong {
+            return true;
+        }
+    }
+    false
+}
+
+/// Counts a heartbeat step the process ran late.
+pub(super) fn count_late<H: EngineHandler>(engine: &Arc<Engine<H>>, step: Step) {
+    match step {
+        Step::Ping { late: true } => late(engine, "ping"),
+        Step::PutOff => late(engine, "check"),
+        Step::Ping { late: false } | Step::Answered => {}
+    }
+}
+
+fn late<H: EngineHandler>(engine: &Arc<Engine<H>>, what: &str) {
+    engine
+        .metrics
+        .heartbeat_late
+        .with_label_values(&[what])
+        .inc();
 }
 
 /// Stops direct writes when the websocket task leaves [`run`], however it
