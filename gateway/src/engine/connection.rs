@@ -820,16 +820,33 @@ mod tests {
         std::thread::sleep(t.saturating_duration_since(Instant::now()));
     }
 
+    /// A heartbeat whose first ping was sent `late` after it was due: the
+    /// heartbeat, when the ping was due, and what the tick did.
+    fn ping_late(
+        conn: &Connection<()>,
+        interval: Duration,
+        timeout: Duration,
+        late: Duration,
+    ) -> (Heartbeat, Instant, Step) {
+        let mut hb = Heartbeat::new(interval, timeout);
+        let due = hb.deadline();
+        sleep_until(due + late);
+        let step = hb.tick(conn, interval, timeout).expect("ping sent");
+        (hb, due, step)
+    }
+
+    /// A heartbeat whose first ping was sent on time, its pong due.
+    fn pinged(conn: &Connection<()>, interval: Duration, timeout: Duration) -> Heartbeat {
+        ping_late(conn, interval, timeout, Duration::ZERO).0
+    }
+
     /// A pong read before its deadline moves the heartbeat straight to the
     /// next ping: no wake-up at the pong deadline.
     #[test]
     fn an_answered_ping_skips_the_pong_check() {
         let (interval, timeout) = (Duration::from_millis(40), Duration::from_millis(30));
         let conn = test_conn();
-        let mut hb = Heartbeat::new(interval, timeout);
-        let first_ping = hb.deadline();
-        sleep_until(first_ping);
-        hb.tick(&conn, interval, timeout).expect("ping sent");
+        let (mut hb, first_ping, _) = ping_late(&conn, interval, timeout, Duration::ZERO);
         // Armed `timeout` after the ping was written (a little after due).
         let armed = hb.deadline();
         assert!(
@@ -856,18 +873,14 @@ mod tests {
         let (interval, timeout) = (Duration::from_millis(20), Duration::from_millis(20));
         let conn = test_conn();
 
-        let mut on_time = Heartbeat::new(interval, timeout);
-        sleep_until(on_time.deadline());
-        on_time.tick(&conn, interval, timeout).expect("ping sent");
+        let mut on_time = pinged(&conn, interval, timeout);
         sleep_until(on_time.deadline());
         assert!(
             on_time.tick(&conn, interval, timeout).is_err(),
             "no pong: closed"
         );
 
-        let mut late = Heartbeat::new(interval, timeout);
-        sleep_until(late.deadline());
-        late.tick(&conn, interval, timeout).expect("ping sent");
+        let mut late = pinged(&conn, interval, timeout);
         let check = late.deadline();
         sleep_until(check + LATE_CHECK + Duration::from_millis(50));
         assert_eq!(
@@ -883,9 +896,7 @@ mod tests {
             Step::Answered
         );
 
-        let mut never = Heartbeat::new(interval, timeout);
-        sleep_until(never.deadline());
-        never.tick(&conn, interval, timeout).expect("ping sent");
+        let mut never = pinged(&conn, interval, timeout);
         sleep_until(never.deadline() + LATE_CHECK + Duration::from_millis(50));
         never.tick(&conn, interval, timeout).expect("put off once");
         sleep_until(never.deadline() + LATE_CHECK + Duration::from_millis(50));
@@ -902,9 +913,7 @@ mod tests {
     fn the_grace_adds_up_to_the_timeout_and_no_more() {
         let (interval, timeout) = (Duration::from_millis(50), Duration::from_millis(400));
         let conn = test_conn();
-        let mut hb = Heartbeat::new(interval, timeout);
-        sleep_until(hb.deadline());
-        hb.tick(&conn, interval, timeout).expect("ping sent");
+        let mut hb = pinged(&conn, interval, timeout);
         let mut put_off = 0;
         let closed = loop {
             sleep_until(hb.deadline() + LATE_CHECK + Duration::from_millis(50));
@@ -938,15 +947,11 @@ mod tests {
     fn a_late_ping_gets_its_whole_timeout() {
         let (interval, timeout) = (Duration::from_millis(30), Duration::from_millis(200));
         let conn = test_conn();
-        let mut hb = Heartbeat::new(interval, timeout);
-        let due = hb.deadline();
-        // Written 250 ms late: past the deadline counted from `due`.
-        sleep_until(due + Duration::from_millis(250));
-        let written = Instant::now();
-        assert_eq!(
-            hb.tick(&conn, interval, timeout).expect("ping sent"),
-            Step::Ping { late: true }
-        );
+        // Written 250 ms late: past the deadline counted from when it was due.
+        let (mut hb, due, step) = ping_late(&conn, interval, timeout, Duration::from_millis(250));
+        // The ping went out no earlier than this.
+        let written = due + Duration::from_millis(250);
+        assert_eq!(step, Step::Ping { late: true });
         assert!(
             hb.deadline() >= written + timeout,
             "the pong deadline counts from the write"
