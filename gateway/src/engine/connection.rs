@@ -412,8 +412,10 @@ impl<D> Connection<D> {
 }
 
 /// The server side of the Engine.IO heartbeat: a ping every `ping_interval`,
-/// a pong expected within `ping_timeout`. Whichever task drives the session
-/// sleeps until [`Heartbeat::deadline`] and then calls [`Heartbeat::tick`].
+/// a pong expected within `ping_timeout`. Whichever task keeps the heartbeat
+/// (the engine's heartbeat task for a websocket, the polling driver for a
+/// polling session) waits until [`Heartbeat::deadline`] and then calls
+/// [`Heartbeat::tick`].
 ///
 /// Steps are scheduled from when they were due, not from when the task
 /// happened to run, so scheduling delays never add up from one cycle to the
@@ -508,25 +510,6 @@ impl Heartbeat {
 
     pub fn deadline(&self) -> Instant {
         self.deadline
-    }
-
-    /// Moves straight on to the next ping once the outstanding one has been
-    /// answered, instead of waking at the pong deadline only to find the
-    /// pong already in: a task that reads a pong calls this, and its timer
-    /// then skips one wake-up per heartbeat (a third of an idle session's
-    /// wake-ups). Without an outstanding ping, or before the pong, it does
-    /// nothing.
-    pub fn settle<D>(&mut self, conn: &Connection<D>, interval: std::time::Duration) {
-        let Some(ping_due) = self.ping_due else {
-            return;
-        };
-        if conn.state.lock().awaiting_pong {
-            return;
-        }
-        self.ping_due = None;
-        self.grace_used = false;
-        self.due = (ping_due + interval).max(Instant::now());
-        self.deadline = on_grid(self.due, self.quantum);
     }
 
     /// Sends the next ping, or checks the last one was answered.
@@ -770,10 +753,10 @@ mod tests {
         std::thread::sleep(t.saturating_duration_since(Instant::now()));
     }
 
-    /// A pong read before its deadline moves the heartbeat straight to the
-    /// next ping: no wake-up at the pong deadline.
+    /// A pong read before its check: the check passes and the next ping is
+    /// due one interval after the last one was due.
     #[test]
-    fn an_answered_ping_skips_the_pong_check() {
+    fn an_answered_ping_passes_its_check() {
         let (interval, timeout) = (Duration::from_millis(40), Duration::from_millis(30));
         let conn = test_conn();
         let mut hb = Heartbeat::new(interval, timeout);
@@ -782,15 +765,10 @@ mod tests {
         hb.tick(&conn, interval, timeout).expect("ping sent");
         assert_eq!(hb.deadline(), first_ping + timeout, "pong check armed");
         assert_eq!(conn.take_frames().len(), 1, "the ping was queued");
-        hb.settle(&conn, interval);
-        assert_eq!(
-            hb.deadline(),
-            first_ping + timeout,
-            "no pong yet: unchanged"
-        );
         conn.state.lock().pong_received();
-        hb.settle(&conn, interval);
-        assert_eq!(hb.deadline(), first_ping + interval, "next ping, no check");
+        sleep_until(hb.deadline());
+        hb.tick(&conn, interval, timeout).expect("answered");
+        assert_eq!(hb.deadline(), first_ping + interval, "next ping");
         sleep_until(hb.deadline());
         hb.tick(&conn, interval, timeout).expect("second ping sent");
         assert_eq!(conn.take_frames().len(), 1, "the second ping was queued");

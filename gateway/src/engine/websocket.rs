@@ -1,9 +1,10 @@
 //! The websocket transport: a direct websocket session, or the upgrade of a
 //! polling session (`2probe` / `3probe`, noop to the pending GET, then `5`).
 //!
-//! One task per websocket connection reads, writes and keeps the heartbeat,
-//! so an idle connection costs one task, one small read buffer and its
-//! [`Connection`].
+//! One task per websocket connection reads and writes; the engine's
+//! heartbeat task ([`super::heartbeats`]) pings it. An idle connection costs
+//! one task, one small read buffer, its [`Connection`] and its place in the
+//! heartbeat schedule.
 
 use std::{collections::VecDeque, sync::Arc};
 
@@ -26,7 +27,6 @@ use crate::{conn_slot::SlottedStream, engine::Handshake};
 
 use super::{
     Body, CloseReason, Connection, Engine, EngineError, EngineHandler, Frame, TransportKind,
-    connection::Heartbeat,
     str_from_utf8_bytes,
     wire::{WireStream, encode_frame},
 };
@@ -341,19 +341,16 @@ async fn write_batch(
     Ok(())
 }
 
-/// Reads, writes and keeps the heartbeat of a websocket session until it
-/// closes, then finishes it.
+/// Reads and writes a websocket session until it closes, then finishes it.
 async fn run<H: EngineHandler>(
     engine: &Arc<Engine<H>>,
     conn: &Arc<Connection<H::Data>>,
     mut ws: Ws,
 ) {
     let settings = &engine.settings;
-    let mut heartbeat = Heartbeat::new(settings.ping_interval, settings.ping_timeout);
-    // One timer for the connection's life, moved only when the heartbeat
-    // deadline changes rather than re-armed on every delivery.
-    let timer = tokio::time::sleep_until(heartbeat.deadline());
-    tokio::pin!(timer);
+    // The engine's heartbeat task pings this session and closes it when a
+    // pong is missing; this task only reads the pongs (no timer here).
+    engine.heartbeats.register(conn);
     // A write of frames was cut short (timeout or close): the stream may
     // end inside a frame, so nothing more is written to it.
     let mut torn = false;
@@ -364,10 +361,6 @@ async fn run<H: EngineHandler>(
     let direct = DirectWrites(conn);
     conn.allow_direct(&wire);
     loop {
-        heartbeat.settle(conn, settings.ping_interval);
-        if timer.deadline() != heartbeat.deadline() {
-            timer.as_mut().reset(heartbeat.deadline());
-        }
         let woken = conn.wake.notified();
         let (frames, received) = conn.take_for_write();
         if !frames.is_empty() {
@@ -423,14 +416,6 @@ async fn run<H: EngineHandler>(
                 };
                 if !keep_going {
                     break;
-                }
-            }
-            _ = &mut timer => {
-                if heartbeat
-                    .tick(conn, settings.ping_interval, settings.ping_timeout)
-                    .is_err()
-                {
-                    conn.close(CloseReason::PingTimeout);
                 }
             }
         }
