@@ -550,6 +550,24 @@ impl Heartbeat {
     }
 }
 
+/// A websocket session with roomy queue limits and no layer above, for
+/// tests of the engine's parts.
+#[cfg(test)]
+pub(super) fn test_conn() -> Connection<()> {
+    let handshake = Handshake {
+        headers: http::HeaderMap::new(),
+        query: String::new(),
+        remote: "127.0.0.1:1".parse().expect("addr"),
+        issued_ms: 0,
+        client_ip: std::net::Ipv4Addr::LOCALHOST.into(),
+    };
+    let limits = QueueLimits {
+        max_bytes: 1 << 20,
+        max_frames: 1024,
+    };
+    Connection::new(Sid::new(), handshake, TransportKind::Websocket, limits, ())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -732,21 +750,6 @@ mod tests {
         assert_eq!(a, b, "deadlines in one slot share a wake-up");
         assert_eq!(a - slot, q, "the next slot is one step later");
         assert_eq!(on_grid(base, Duration::ZERO), base, "zero step is exact");
-    }
-
-    fn test_conn() -> Connection<()> {
-        let handshake = Handshake {
-            headers: http::HeaderMap::new(),
-            query: String::new(),
-            remote: "127.0.0.1:1".parse().expect("addr"),
-            issued_ms: 0,
-            client_ip: std::net::Ipv4Addr::LOCALHOST.into(),
-        };
-        let limits = QueueLimits {
-            max_bytes: 1 << 20,
-            max_frames: 1024,
-        };
-        Connection::new(Sid::new(), handshake, TransportKind::Websocket, limits, ())
     }
 
     fn sleep_until(t: Instant) {

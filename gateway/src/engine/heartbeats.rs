@@ -168,31 +168,28 @@ fn schedule<D>(due: &mut BTreeMap<Instant, Vec<Beat<D>>>, beat: Beat<D>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{
-        Frame, Handshake, TransportKind, connection::QueueLimits, wire::test_pair,
-    };
-    use engineioxide_core::Sid;
+    use crate::engine::{Frame, connection::test_conn, wire::test_pair};
     use tokio::io::AsyncReadExt;
 
     fn conn() -> Arc<Connection<()>> {
-        let handshake = Handshake {
-            headers: http::HeaderMap::new(),
-            query: String::new(),
-            remote: "127.0.0.1:1".parse().expect("addr"),
-            issued_ms: 0,
-            client_ip: std::net::Ipv4Addr::LOCALHOST.into(),
-        };
-        let limits = QueueLimits {
-            max_bytes: 1 << 20,
-            max_frames: 1024,
-        };
-        Arc::new(Connection::new(
-            Sid::new(),
-            handshake,
-            TransportKind::Websocket,
-            limits,
-            (),
-        ))
+        Arc::new(test_conn())
+    }
+
+    /// A schedule and a session on a real socket (pings written directly),
+    /// with the client's end of the socket.
+    async fn wired(
+        interval: Duration,
+        timeout: Duration,
+    ) -> (
+        Arc<Heartbeats<()>>,
+        Arc<Connection<()>>,
+        super::super::wire::WireStream,
+        tokio::net::TcpStream,
+    ) {
+        let (server, client) = test_pair().await;
+        let conn = conn();
+        conn.allow_direct(&server.wire().clone());
+        (Heartbeats::new(interval, timeout), conn, server, client)
     }
 
     /// Reads one ping frame (`2`) from the client side of the socket.
@@ -208,10 +205,7 @@ mod tests {
     #[tokio::test]
     async fn answered_pings_go_out_every_interval_and_never_close() {
         let (interval, timeout) = (Duration::from_millis(60), Duration::from_millis(40));
-        let beats = Heartbeats::new(interval, timeout);
-        let (server, mut client) = test_pair().await;
-        let conn = conn();
-        conn.allow_direct(&server.wire().clone());
+        let (beats, conn, _server, mut client) = wired(interval, timeout).await;
         let start = Instant::now();
         beats.register(&conn);
         for n in 1..=5u32 {
@@ -237,10 +231,7 @@ mod tests {
     #[tokio::test]
     async fn a_missing_pong_closes_after_the_timeout() {
         let (interval, timeout) = (Duration::from_millis(50), Duration::from_millis(80));
-        let beats = Heartbeats::new(interval, timeout);
-        let (server, mut client) = test_pair().await;
-        let conn = conn();
-        conn.allow_direct(&server.wire().clone());
+        let (beats, conn, _server, mut client) = wired(interval, timeout).await;
         let closed = conn.closed_signal.notified();
         tokio::pin!(closed);
         closed.as_mut().enable();
