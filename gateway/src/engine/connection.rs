@@ -412,8 +412,10 @@ impl<D> Connection<D> {
 }
 
 /// The server side of the Engine.IO heartbeat: a ping every `ping_interval`,
-/// a pong expected within `ping_timeout`. Whichever task drives the session
-/// sleeps until [`Heartbeat::deadline`] and then calls [`Heartbeat::tick`].
+/// a pong expected within `ping_timeout`. Whichever task keeps the heartbeat
+/// (the engine's heartbeat task for a websocket, the polling driver for a
+/// polling session) waits until [`Heartbeat::deadline`] and then calls
+/// [`Heartbeat::tick`].
 ///
 /// Pings are scheduled from when they were due, not from when the task
 /// happened to run, so scheduling delays never add up from one cycle to the
@@ -532,28 +534,28 @@ impl Heartbeat {
         self.deadline
     }
 
-    /// Moves straight on to the next ping once the outstanding one has been
-    /// answered, instead of waking at the pong deadline only to find the
-    /// pong already in: a task that reads a pong calls this, and its timer
-    /// then skips one wake-up per heartbeat (a third of an idle session's
-    /// wake-ups). Without an outstanding ping, or before the pong, it does
-    /// nothing.
-    pub fn settle<D>(&mut self, conn: &Connection<D>, interval: std::time::Duration) {
+    /// Moves on to the next ping if the outstanding one has been answered
+    /// after all, and says whether it was: the heartbeat task calls this
+    /// when it confirms a failed pong check, after the session's own task
+    /// had a chance to read a pong that was waiting unread in the socket.
+    /// Without an outstanding ping, or before the pong, it does nothing.
+    pub fn settle<D>(&mut self, conn: &Connection<D>, interval: std::time::Duration) -> bool {
         let Some(ping_due) = self.ping_due else {
-            return;
+            return false;
         };
         if conn.state.lock().awaiting_pong {
-            return;
+            return false;
         }
         self.ping_due = None;
         self.grace_ms = 0;
         self.due = (ping_due + interval).max(Instant::now());
         self.deadline = on_grid(self.due, self.quantum);
+        true
     }
 
     /// Sends the next ping, or checks the last one was answered. On
     /// `Err` the ping stays outstanding: a caller that finds the pong
-    /// after all (read from the socket) goes on with [`Heartbeat::settle`].
+    /// in after all goes on with [`Heartbeat::settle`].
     pub fn tick<D>(
         &mut self,
         conn: &Connection<D>,
@@ -615,6 +617,24 @@ impl Heartbeat {
         self.grace_ms = total;
         Some(now + extra)
     }
+}
+
+/// A websocket session with roomy queue limits and no layer above, for
+/// tests of the engine's parts.
+#[cfg(test)]
+pub(super) fn test_conn() -> Connection<()> {
+    let handshake = Handshake {
+        headers: http::HeaderMap::new(),
+        query: String::new(),
+        remote: "127.0.0.1:1".parse().expect("addr"),
+        issued_ms: 0,
+        client_ip: std::net::Ipv4Addr::LOCALHOST.into(),
+    };
+    let limits = QueueLimits {
+        max_bytes: 1 << 20,
+        max_frames: 1024,
+    };
+    Connection::new(Sid::new(), handshake, TransportKind::Websocket, limits, ())
 }
 
 #[cfg(test)]
@@ -801,21 +821,6 @@ mod tests {
         assert_eq!(on_grid(base, Duration::ZERO), base, "zero step is exact");
     }
 
-    fn test_conn() -> Connection<()> {
-        let handshake = Handshake {
-            headers: http::HeaderMap::new(),
-            query: String::new(),
-            remote: "127.0.0.1:1".parse().expect("addr"),
-            issued_ms: 0,
-            client_ip: std::net::Ipv4Addr::LOCALHOST.into(),
-        };
-        let limits = QueueLimits {
-            max_bytes: 1 << 20,
-            max_frames: 1024,
-        };
-        Connection::new(Sid::new(), handshake, TransportKind::Websocket, limits, ())
-    }
-
     fn sleep_until(t: Instant) {
         std::thread::sleep(t.saturating_duration_since(Instant::now()));
     }
@@ -840,10 +845,10 @@ mod tests {
         ping_late(conn, interval, timeout, Duration::ZERO).0
     }
 
-    /// A pong read before its deadline moves the heartbeat straight to the
-    /// next ping: no wake-up at the pong deadline.
+    /// A pong read before its check: the check passes and the next ping is
+    /// due one interval after the last one was due.
     #[test]
-    fn an_answered_ping_skips_the_pong_check() {
+    fn an_answered_ping_passes_its_check() {
         let (interval, timeout) = (Duration::from_millis(40), Duration::from_millis(30));
         let conn = test_conn();
         let (mut hb, first_ping, _) = ping_late(&conn, interval, timeout, Duration::ZERO);
@@ -854,11 +859,12 @@ mod tests {
             "pong check armed"
         );
         assert_eq!(conn.take_frames().len(), 1, "the ping was queued");
-        hb.settle(&conn, interval);
+        assert!(!hb.settle(&conn, interval), "no pong yet");
         assert_eq!(hb.deadline(), armed, "no pong yet: unchanged");
         conn.state.lock().pong_received();
-        hb.settle(&conn, interval);
-        assert_eq!(hb.deadline(), first_ping + interval, "next ping, no check");
+        sleep_until(hb.deadline());
+        hb.tick(&conn, interval, timeout).expect("answered");
+        assert_eq!(hb.deadline(), first_ping + interval, "next ping");
         sleep_until(hb.deadline());
         hb.tick(&conn, interval, timeout).expect("second ping sent");
         assert_eq!(conn.take_frames().len(), 1, "the second ping was queued");
@@ -933,7 +939,7 @@ mod tests {
         // The ping stays outstanding after the verdict: a pong read now
         // (from the socket, before closing) lets the session go on.
         conn.state.lock().pong_received();
-        hb.settle(&conn, interval);
+        assert!(hb.settle(&conn, interval), "answered after all");
         assert_eq!(
             hb.tick(&conn, interval, timeout).expect("next ping"),
             Step::Ping { late: false }
@@ -959,7 +965,7 @@ mod tests {
         // An answer in the timeout after the write is on time.
         sleep_until(written + timeout - Duration::from_millis(50));
         conn.state.lock().pong_received();
-        hb.settle(&conn, interval);
+        assert!(hb.settle(&conn, interval), "answered");
         assert_eq!(
             hb.tick(&conn, interval, timeout).expect("next ping"),
             Step::Ping { late: false },

@@ -11,6 +11,7 @@
 mod connection;
 mod forward;
 pub mod handshake;
+mod heartbeats;
 mod polling;
 pub mod query;
 mod websocket;
@@ -274,6 +275,8 @@ pub struct Engine<H: EngineHandler> {
     forwarder: forward::Forwarder,
     handler: Arc<H>,
     metrics: Metrics,
+    /// Pings the websocket sessions and closes those whose pong is late.
+    heartbeats: Arc<heartbeats::Heartbeats<H::Data>>,
 }
 
 /// Where the session a request names lives.
@@ -302,6 +305,11 @@ impl<H: EngineHandler> Engine<H> {
     ) -> Arc<Self> {
         Arc::new(Engine {
             forwarder: forward::Forwarder::new(settings.forward.clone()),
+            heartbeats: heartbeats::Heartbeats::new(
+                settings.ping_interval,
+                settings.ping_timeout,
+                metrics.heartbeat_late.clone(),
+            ),
             settings,
             sessions: RwLock::new(HashMap::new()),
             emptied: tokio::sync::Notify::new(),

@@ -194,7 +194,7 @@ pub(super) async fn drive<H: EngineHandler>(
                     return;
                 }
                 match heartbeat.tick(&conn, settings.ping_interval, settings.ping_timeout) {
-                    Ok(step) => super::websocket::count_late(&engine, step),
+                    Ok(step) => super::heartbeats::count_late(&engine.metrics.heartbeat_late, step),
                     Err(_) => conn.close(CloseReason::PingTimeout),
                 }
             }

@@ -1,14 +1,15 @@
 //! The websocket transport: a direct websocket session, or the upgrade of a
 //! polling session (`2probe` / `3probe`, noop to the pending GET, then `5`).
 //!
-//! One task per websocket connection reads, writes and keeps the heartbeat,
-//! so an idle connection costs one task, one small read buffer and its
-//! [`Connection`].
+//! One task per websocket connection reads and writes; the engine's
+//! heartbeat task ([`super::heartbeats`]) pings it. An idle connection costs
+//! one task, one small read buffer, its [`Connection`] and its place in the
+//! heartbeat schedule.
 
 use std::{collections::VecDeque, sync::Arc};
 
 use engineioxide_core::{Packet, ProtocolVersion};
-use futures_util::{FutureExt, SinkExt, StreamExt};
+use futures_util::{SinkExt, StreamExt};
 use http::{HeaderMap, Method, Request, Response, StatusCode, header};
 use hyper::{body::Incoming, upgrade::Upgraded};
 use hyper_util::rt::TokioIo;
@@ -26,7 +27,6 @@ use crate::{conn_slot::SlottedStream, engine::Handshake};
 
 use super::{
     Body, CloseReason, Connection, Engine, EngineError, EngineHandler, Frame, TransportKind,
-    connection::{Heartbeat, Step},
     str_from_utf8_bytes,
     wire::{WireStream, encode_frame},
 };
@@ -341,19 +341,16 @@ async fn write_batch(
     Ok(())
 }
 
-/// Reads, writes and keeps the heartbeat of a websocket session until it
-/// closes, then finishes it.
+/// Reads and writes a websocket session until it closes, then finishes it.
 async fn run<H: EngineHandler>(
     engine: &Arc<Engine<H>>,
     conn: &Arc<Connection<H::Data>>,
     mut ws: Ws,
 ) {
     let settings = &engine.settings;
-    let mut heartbeat = Heartbeat::new(settings.ping_interval, settings.ping_timeout);
-    // One timer for the connection's life, moved only when the heartbeat
-    // deadline changes rather than re-armed on every delivery.
-    let timer = tokio::time::sleep_until(heartbeat.deadline());
-    tokio::pin!(timer);
+    // The engine's heartbeat task pings this session and closes it when a
+    // pong is missing; this task only reads the pongs (no timer here).
+    engine.heartbeats.register(conn);
     // A write of frames was cut short (timeout or close): the stream may
     // end inside a frame, so nothing more is written to it.
     let mut torn = false;
@@ -364,10 +361,6 @@ async fn run<H: EngineHandler>(
     let direct = DirectWrites(conn);
     conn.allow_direct(&wire);
     loop {
-        heartbeat.settle(conn, settings.ping_interval);
-        if timer.deadline() != heartbeat.deadline() {
-            timer.as_mut().reset(heartbeat.deadline());
-        }
         let woken = conn.wake.notified();
         let (frames, received) = conn.take_for_write();
         if !frames.is_empty() {
@@ -396,19 +389,6 @@ async fn run<H: EngineHandler>(
             msg = ws.next() => {
                 if !on_message(engine, conn, msg) {
                     break;
-                }
-            }
-            _ = &mut timer => {
-                let step = heartbeat.tick(conn, settings.ping_interval, settings.ping_timeout);
-                match step {
-                    Ok(step) => count_late(engine, step),
-                    Err(_) => {
-                        if pong_unread(engine, conn, &mut ws) {
-                            late(engine, "unread_pong");
-                        } else if !conn.is_closed() {
-                            conn.close(CloseReason::PingTimeout);
-                        }
-                    }
                 }
             }
         }
@@ -482,56 +462,6 @@ fn on_message<H: EngineHandler>(
             false
         }
     }
-}
-
-/// Messages read from the socket, at most, before a pong check gives up.
-const UNREAD_LIMIT: usize = 256;
-
-/// Before a session is closed for a missed pong: reads whatever the socket
-/// already holds, without waiting, and says whether the pong was among it.
-///
-/// When the process was behind (a long fan-out on a starved core), the
-/// timer and the read become ready together and the task's `select!` may
-/// take the timer first, with the client's answer sitting unread in the
-/// kernel's receive buffer. An answer that arrived is an answer: judging
-/// the client without reading it would close it for the gateway's delay.
-/// Whatever else is read on the way is handled as usual, in order.
-fn pong_unread<H: EngineHandler>(
-    engine: &Arc<Engine<H>>,
-    conn: &Arc<Connection<H::Data>>,
-    ws: &mut Ws,
-) -> bool {
-    for _ in 0..UNREAD_LIMIT {
-        // Polled with a no-op waker: the next `select!` polls the stream
-        // again with the task's own, before the task sleeps.
-        let Some(msg) = ws.next().now_or_never() else {
-            break;
-        };
-        if !on_message(engine, conn, msg) {
-            return false;
-        }
-        if !conn.state.lock().awaiting_pong {
-            return true;
-        }
-    }
-    false
-}
-
-/// Counts a heartbeat step the process ran late.
-pub(super) fn count_late<H: EngineHandler>(engine: &Arc<Engine<H>>, step: Step) {
-    match step {
-        Step::Ping { late: true } => late(engine, "ping"),
-        Step::PutOff => late(engine, "check"),
-        Step::Ping { late: false } | Step::Answered => {}
-    }
-}
-
-fn late<H: EngineHandler>(engine: &Arc<Engine<H>>, what: &str) {
-    engine
-        .metrics
-        .heartbeat_late
-        .with_label_values(&[what])
-        .inc();
 }
 
 /// Stops direct writes when the websocket task leaves [`run`], however it

@@ -20,7 +20,7 @@
 //! pong) goes out until the task has written it ([`Wire::finish_tail`]).
 
 use std::{
-    io::{self, IoSlice},
+    io::{self, IoSlice, Read},
     pin::Pin,
     sync::Arc,
     task::{Context, Poll, ready},
@@ -29,7 +29,7 @@ use std::{
 use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::{
-    io::{AsyncRead, AsyncWrite, ReadBuf},
+    io::{AsyncRead, AsyncWrite, Interest, ReadBuf},
     net::TcpStream,
     sync::OwnedSemaphorePermit,
 };
@@ -273,15 +273,33 @@ impl AsyncRead for WireStream {
         let stream = &self.wire.stream;
         loop {
             ready!(stream.poll_read_ready(cx))?;
-            // `try_read` clears the readiness when it would block, so the
-            // next `poll_read_ready` registers the waker.
-            match stream.try_read(buf.initialize_unfilled()) {
-                Ok(n) => {
+            let unfilled = buf.initialize_unfilled();
+            let room = unfilled.len();
+            let mut short = None;
+            // A read that returns less than it asked for emptied the
+            // socket's receive queue, so the readiness is cleared right
+            // away (as a read that would block clears it): the next read
+            // waits for the next packet instead of making a `read(2)` only
+            // to learn it would block, one syscall per pong saved. Clearing
+            // is race-free: tokio only clears the readiness it saw before
+            // this read (a packet arriving after it sets it again), and
+            // never clears a peer's close (EOF or reset), which stays
+            // readable.
+            let read = stream.try_io(Interest::READABLE, || {
+                let n = (&*socket2::SockRef::from(stream)).read(unfilled)?;
+                if n > 0 && n < room {
+                    short = Some(n);
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                Ok(n)
+            });
+            match (read, short) {
+                (_, Some(n)) | (Ok(n), None) => {
                     buf.advance(n);
                     return Poll::Ready(Ok(()));
                 }
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
-                Err(err) => return Poll::Ready(Err(err)),
+                (Err(err), None) if err.kind() == io::ErrorKind::WouldBlock => {}
+                (Err(err), None) => return Poll::Ready(Err(err)),
             }
         }
     }
@@ -472,6 +490,33 @@ mod tests {
             got == expected,
             "the client read frames cut or out of order"
         );
+    }
+
+    /// A read that empties the socket clears the readiness without a
+    /// second `read(2)`; data that arrives later, and the peer's close
+    /// right behind the data, are still read.
+    #[tokio::test]
+    async fn a_short_read_still_sees_later_data_and_the_close() {
+        let (mut server, mut client) = test_pair().await;
+        let mut buf = [0u8; 512];
+        for round in 0..3u8 {
+            client.write_all(&[round; 7]).await.expect("write");
+            let n = server.read(&mut buf).await.expect("read");
+            assert_eq!(&buf[..n], &[round; 7]);
+        }
+        // Data and the close together: the data, then EOF.
+        client.write_all(b"last").await.expect("write");
+        client.shutdown().await.expect("shutdown");
+        drop(client);
+        let mut got = Vec::new();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            server.read_to_end(&mut got),
+        )
+        .await
+        .expect("the close was seen")
+        .expect("read");
+        assert_eq!(got, b"last");
     }
 
     /// While the task is inside a frame of its own (tungstenite wrote part

@@ -1,0 +1,409 @@
+//! The heartbeat of every websocket session of an engine, kept by one task.
+//!
+//! Each session used to own a tokio timer and be woken by it twice per
+//! heartbeat (to send the ping, and to move its timer to the next ping once
+//! the pong was in). With hundreds of thousands of idle sessions those
+//! wake-ups, and the timer wheel entries they re-armed, were a large part
+//! of the idle CPU (issues #10 and #17). Here one task per engine walks the
+//! sessions due in a slot of the shared grid (see `on_grid` in
+//! `connection.rs`), writes their pings itself (a direct write through the
+//! outbox, see [`Connection::send_frames`]) and checks their pongs; a
+//! session's own task is woken only by the pong it has to read, and by the
+//! close when a pong is missing.
+//!
+//! The timing and the decision are the per-session [`Heartbeat`]'s, as
+//! before: this module only decides when [`Heartbeat::tick`] runs.
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Weak},
+    time::Duration,
+};
+
+use parking_lot::Mutex;
+use prometheus::IntCounterVec;
+use tokio::{sync::Notify, time::Instant};
+
+use super::{
+    CloseReason, Connection,
+    connection::{Heartbeat, Step},
+};
+
+/// Beats handled between two yields of the heartbeat task, so that a slot
+/// with many sessions (all connected in one wave) does not hold a worker
+/// thread for long.
+const BEATS_PER_YIELD: usize = 256;
+
+/// How long a failed pong check waits before it closes the session. When
+/// the process was behind, the timer and the pong's readiness come due
+/// together, and this task may run before the session's own task has read
+/// the pong sitting in the kernel's receive buffer; waiting this long lets
+/// the runtime poll its I/O driver and run that task first. An answer that
+/// arrived is an answer. A silent client is closed this much later than
+/// `ping_timeout`.
+const CONFIRM_AFTER: Duration = Duration::from_millis(10);
+
+/// One session's place in the schedule: its heartbeat state and a weak
+/// reference, so that the schedule never keeps a finished session alive.
+struct Beat<D> {
+    conn: Weak<Connection<D>>,
+    heartbeat: Heartbeat,
+    /// The last pong check failed; the next step confirms it (see
+    /// [`CONFIRM_AFTER`]).
+    confirming: bool,
+}
+
+/// Where a beat goes after its step.
+enum Next {
+    /// Into the slot of its heartbeat's next deadline.
+    Schedule,
+    /// Back in [`CONFIRM_AFTER`], to confirm a failed pong check.
+    Confirm,
+    /// Out of the schedule: the session is closed.
+    Done,
+}
+
+/// What the sessions' tasks hand to the heartbeat task.
+struct Inbox<D> {
+    /// Sessions registered since the task last looked.
+    new: Vec<Beat<D>>,
+    /// Whether the heartbeat task exists; it ends when it has no session
+    /// left, and the next registration starts it again.
+    running: bool,
+}
+
+/// The heartbeats of an engine's websocket sessions: registration from the
+/// sessions' tasks, and the one task that sends every ping and checks
+/// every pong on time.
+pub(crate) struct Heartbeats<D> {
+    interval: Duration,
+    timeout: Duration,
+    inbox: Mutex<Inbox<D>>,
+    /// `switchboard_heartbeat_late_total`, by what ran late.
+    late: IntCounterVec,
+    /// Wakes the task for a registration (its first ping may be due before
+    /// anything the task is waiting for).
+    wake: Notify,
+}
+
+impl<D: Send + Sync + 'static> Heartbeats<D> {
+    pub(crate) fn new(interval: Duration, timeout: Duration, late: IntCounterVec) -> Arc<Self> {
+        Arc::new(Heartbeats {
+            interval,
+            timeout,
+            late,
+            inbox: Mutex::new(Inbox {
+                new: Vec::new(),
+                running: false,
+            }),
+            wake: Notify::new(),
+        })
+    }
+
+    /// Starts the heartbeat of `conn` now: its first ping is due one
+    /// interval from now, then every interval, and the session is closed
+    /// with [`CloseReason::PingTimeout`] when a pong is not in by the
+    /// timeout. It ends by itself once the session is closed.
+    pub(crate) fn register(self: &Arc<Self>, conn: &Arc<Connection<D>>) {
+        let beat = Beat {
+            conn: Arc::downgrade(conn),
+            heartbeat: Heartbeat::new(self.interval, self.timeout),
+            confirming: false,
+        };
+        let (start, notify) = {
+            let mut inbox = self.inbox.lock();
+            let notify = inbox.new.is_empty();
+            inbox.new.push(beat);
+            let start = !inbox.running;
+            inbox.running = true;
+            (start, notify)
+        };
+        if start {
+            // Per engine: the heartbeat of its websocket sessions, ending
+            // when the last of them has closed.
+            tokio::spawn(self.clone().keep());
+        } else if notify {
+            self.wake.notify_one();
+        }
+    }
+
+    /// The heartbeat task: runs every beat whose deadline has come, slot by
+    /// slot, and sleeps until the next one.
+    async fn keep(self: Arc<Self>) {
+        let mut due: BTreeMap<Instant, Vec<Beat<D>>> = BTreeMap::new();
+        loop {
+            let woken = self.wake.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            {
+                let mut inbox = self.inbox.lock();
+                for beat in inbox.new.drain(..) {
+                    schedule(&mut due, beat);
+                }
+                if due.is_empty() {
+                    inbox.running = false;
+                    return;
+                }
+            }
+            let mut handled = 0usize;
+            while let Some(slot) = due.first_entry() {
+                if *slot.key() > Instant::now() {
+                    break;
+                }
+                for mut beat in slot.remove() {
+                    let next = match beat.conn.upgrade() {
+                        Some(conn) => self.beat(&conn, &mut beat),
+                        None => Next::Done,
+                    };
+                    match next {
+                        Next::Schedule => schedule(&mut due, beat),
+                        Next::Confirm => {
+                            due.entry(Instant::now() + CONFIRM_AFTER)
+                                .or_default()
+                                .push(beat);
+                        }
+                        Next::Done => {}
+                    }
+                    handled += 1;
+                    if handled.is_multiple_of(BEATS_PER_YIELD) {
+                        tokio::task::yield_now().await;
+                    }
+                }
+            }
+            let Some(next) = due.keys().next().copied() else {
+                continue;
+            };
+            tokio::select! {
+                _ = tokio::time::sleep_until(next) => {}
+                _ = woken => {}
+            }
+        }
+    }
+
+    /// One step of one session's heartbeat: the ping, the check of its
+    /// pong, or the confirmation of a failed check (closing the session
+    /// when the pong is still missing).
+    fn beat(&self, conn: &Connection<D>, beat: &mut Beat<D>) -> Next {
+        if conn.is_closed() {
+            return Next::Done;
+        }
+        if std::mem::take(&mut beat.confirming) {
+            if beat.heartbeat.settle(conn, self.interval) {
+                self.late.with_label_values(&["unread_pong"]).inc();
+                return Next::Schedule;
+            }
+            conn.close(CloseReason::PingTimeout);
+            return Next::Done;
+        }
+        match beat.heartbeat.tick(conn, self.interval, self.timeout) {
+            Ok(step) => {
+                count_late(&self.late, step);
+                Next::Schedule
+            }
+            Err(_) => {
+                beat.confirming = true;
+                Next::Confirm
+            }
+        }
+    }
+}
+
+/// Counts a heartbeat step the process ran late, in
+/// `switchboard_heartbeat_late_total`.
+pub(super) fn count_late(late: &IntCounterVec, step: Step) {
+    match step {
+        Step::Ping { late: true } => late.with_label_values(&["ping"]).inc(),
+        Step::PutOff => late.with_label_values(&["check"]).inc(),
+        Step::Ping { late: false } | Step::Answered => {}
+    }
+}
+
+/// Puts `beat` in the slot of its next deadline.
+fn schedule<D>(due: &mut BTreeMap<Instant, Vec<Beat<D>>>, beat: Beat<D>) {
+    due.entry(beat.heartbeat.deadline()).or_default().push(beat);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{Frame, connection::test_conn, wire::test_pair};
+    use tokio::io::AsyncReadExt;
+
+    fn conn() -> Arc<Connection<()>> {
+        Arc::new(test_conn())
+    }
+
+    /// A schedule with its own late-step counter.
+    fn heartbeats(interval: Duration, timeout: Duration) -> Arc<Heartbeats<()>> {
+        let late = IntCounterVec::new(prometheus::Opts::new("late", "late steps"), &["what"])
+            .expect("counter");
+        Heartbeats::new(interval, timeout, late)
+    }
+
+    /// A schedule and a session on a real socket (pings written directly),
+    /// with the client's end of the socket.
+    async fn wired(
+        interval: Duration,
+        timeout: Duration,
+    ) -> (
+        Arc<Heartbeats<()>>,
+        Arc<Connection<()>>,
+        super::super::wire::WireStream,
+        tokio::net::TcpStream,
+    ) {
+        let (server, client) = test_pair().await;
+        let conn = conn();
+        conn.allow_direct(&server.wire().clone());
+        (heartbeats(interval, timeout), conn, server, client)
+    }
+
+    /// Reads one ping frame (`2`) from the client side of the socket.
+    async fn read_ping(client: &mut tokio::net::TcpStream) {
+        let mut frame = [0u8; 3];
+        client.read_exact(&mut frame).await.expect("read ping");
+        assert_eq!(&frame, &[0x81, 1, b'2'], "a ping frame");
+    }
+
+    /// Pings go out every interval, written to the socket by the heartbeat
+    /// task (the session's task is not involved), and a session that
+    /// answers them is never closed.
+    #[tokio::test]
+    async fn answered_pings_go_out_every_interval_and_never_close() {
+        let (interval, timeout) = (Duration::from_millis(60), Duration::from_millis(40));
+        let (beats, conn, _server, mut client) = wired(interval, timeout).await;
+        let start = Instant::now();
+        beats.register(&conn);
+        for n in 1..=5u32 {
+            read_ping(&mut client).await;
+            let at = start.elapsed();
+            let want = interval * n;
+            assert!(
+                at + Duration::from_millis(2) >= want && at < want + Duration::from_millis(30),
+                "ping {n} at {at:?}, due at {want:?}"
+            );
+            // What the session's task does when it reads the pong.
+            assert!(conn.state.lock().pong_received().is_some());
+        }
+        assert!(!conn.is_closed());
+        assert!(
+            conn.take_frames().is_empty(),
+            "every ping was written directly"
+        );
+    }
+
+    /// A ping without a pong closes the session once the timeout has
+    /// passed, not before.
+    #[tokio::test]
+    async fn a_missing_pong_closes_after_the_timeout() {
+        let (interval, timeout) = (Duration::from_millis(50), Duration::from_millis(80));
+        let (beats, conn, _server, mut client) = wired(interval, timeout).await;
+        let closed = conn.closed_signal.notified();
+        tokio::pin!(closed);
+        closed.as_mut().enable();
+        beats.register(&conn);
+        read_ping(&mut client).await;
+        let pinged = Instant::now();
+        tokio::time::timeout(Duration::from_secs(2), closed)
+            .await
+            .expect("closed for the missing pong");
+        let after = pinged.elapsed();
+        assert!(
+            after + Duration::from_millis(5) >= timeout,
+            "closed {after:?} after the ping, before the timeout"
+        );
+        assert_eq!(conn.close_reason(), Some(CloseReason::PingTimeout));
+    }
+
+    /// A pong that came in while its check was failing (read by the
+    /// session's task just after the heartbeat task looked) is an answer:
+    /// the confirmation finds it and the session goes on, counted as
+    /// `unread_pong`; a session still silent at the confirmation is closed.
+    #[tokio::test]
+    async fn a_failed_check_is_confirmed_before_the_close() {
+        let (interval, timeout) = (Duration::from_millis(50), Duration::from_millis(40));
+        let beats = heartbeats(interval, timeout);
+        let (answers, silent) = (conn(), conn());
+        let mut answering = Beat {
+            conn: Arc::downgrade(&answers),
+            heartbeat: Heartbeat::new(interval, timeout),
+            confirming: false,
+        };
+        let mut quiet = Beat {
+            conn: Arc::downgrade(&silent),
+            heartbeat: Heartbeat::new(interval, timeout),
+            confirming: false,
+        };
+        tokio::time::sleep(interval).await;
+        assert!(matches!(
+            beats.beat(&answers, &mut answering),
+            Next::Schedule
+        ));
+        assert!(matches!(beats.beat(&silent, &mut quiet), Next::Schedule));
+        tokio::time::sleep(timeout + Duration::from_millis(5)).await;
+        // Both checks find no pong and ask for a confirmation.
+        assert!(matches!(
+            beats.beat(&answers, &mut answering),
+            Next::Confirm
+        ));
+        assert!(matches!(beats.beat(&silent, &mut quiet), Next::Confirm));
+        assert!(
+            !answers.is_closed() && !silent.is_closed(),
+            "not closed yet"
+        );
+        // Meanwhile the session's task reads the pong that was waiting.
+        assert!(answers.state.lock().pong_received().is_some());
+        assert!(matches!(
+            beats.beat(&answers, &mut answering),
+            Next::Schedule
+        ));
+        assert!(matches!(beats.beat(&silent, &mut quiet), Next::Done));
+        assert!(!answers.is_closed());
+        assert_eq!(silent.close_reason(), Some(CloseReason::PingTimeout));
+        assert_eq!(beats.late.with_label_values(&["unread_pong"]).get(), 1);
+        // The answered session's next ping keeps its schedule.
+        assert!(answering.heartbeat.deadline() > Instant::now());
+    }
+
+    /// Sessions that end leave the schedule, and the task ends with the
+    /// last of them; a new session starts it again.
+    #[tokio::test]
+    async fn the_task_ends_with_the_last_session_and_restarts() {
+        let (interval, timeout) = (Duration::from_millis(30), Duration::from_millis(30));
+        let beats = heartbeats(interval, timeout);
+        let first = conn();
+        beats.register(&first);
+        first.close(CloseReason::ServerClosed);
+        tokio::time::sleep(interval * 3).await;
+        assert!(!beats.inbox.lock().running, "the task ended");
+        let second = conn();
+        beats.register(&second);
+        assert!(beats.inbox.lock().running);
+        // Without a socket the ping is queued for the session's writer.
+        tokio::time::sleep(interval + Duration::from_millis(15)).await;
+        let frames = second.take_frames();
+        assert!(
+            matches!(frames.front(), Some(Frame::Text(t)) if t.as_str() == "2"),
+            "the new session was pinged"
+        );
+    }
+
+    /// A session registered while the task sleeps toward a later deadline
+    /// still gets its first ping on time.
+    #[tokio::test]
+    async fn a_new_session_wakes_a_task_sleeping_toward_a_later_deadline() {
+        let (interval, timeout) = (Duration::from_millis(40), Duration::from_millis(400));
+        let beats = heartbeats(interval, timeout);
+        let early = conn();
+        beats.register(&early);
+        // `early` is pinged and the task now sleeps until its pong check,
+        // 400 ms later.
+        tokio::time::sleep(interval + Duration::from_millis(10)).await;
+        assert_eq!(early.take_frames().len(), 1);
+        let late = conn();
+        let registered = Instant::now();
+        beats.register(&late);
+        tokio::time::sleep(interval + Duration::from_millis(20)).await;
+        assert_eq!(late.take_frames().len(), 1, "pinged one interval after");
+        assert!(registered.elapsed() < timeout);
+    }
+}
