@@ -436,7 +436,7 @@ run_open_loop() {
         rec_pid=$!
       fi
       local before; before=$(wc -l <"$RUN_RESULTS" 2>/dev/null || echo 0)
-      LOAD_TIMEOUT=$((secs + 300)) load fanout --addr 127.0.0.1:$BASE_PORT --server "$srv" --scenario "$label" \
+      LOAD_TIMEOUT=$((${secs%.*} + 301)) load fanout --addr 127.0.0.1:$BASE_PORT --server "$srv" --scenario "$label" \
         "${args[@]}" "${extra[@]}" >/dev/null || log "$label: the load generator failed for $srv"
       if [ -n "$rec_pid" ]; then
         kill -INT "$rec_pid" 2>/dev/null || true; wait "$rec_pid" 2>/dev/null || true
