@@ -34,7 +34,10 @@
 # binary of another build, e.g. main's, measured as `baseline` in http-publish; unset: this build only),
 # BURST_SERVERS ("switchboard socketioxide node"), BURST_CLIENTS (5000), BURST_ROOMS (10),
 # BURST_RATE (1000000 deliveries/s offered), BURST_SECS (3), STEADY_RATE (25000), STEADY_SECS (10),
-# BURST_FLOOR (floor-fanout; empty: no floor run), PERF_SENDS (set: count the server's send
+# BURST_FLOOR (floor-fanout; empty: no floor run), BURST_SERVER_QUOTA (unset: none; percent of
+# one core that each server may use during `burst`, the same CFS quota for every server, see
+# below), BURST_QUOTA_PERIOD_US (10000), BURST_NODE_SECS (BURST_SECS: Node's burst length,
+# shorter under a quota, where Node drains far slower), PERF_SENDS (set: count the server's send
 # syscalls with perf during burst/steady), PERF_RECORD (set: `perf record -g` the server
 # during burst/steady into bench/results/perf-<scenario>-<server>.data); `baseline`
 # (BASELINE_BIN) may be one of BURST_SERVERS, for before/after figures in one run; so may
@@ -83,6 +86,9 @@ BURST_CLIENTS=${BURST_CLIENTS:-5000}
 BURST_ROOMS=${BURST_ROOMS:-10}
 BURST_RATE=${BURST_RATE:-1000000}
 BURST_SECS=${BURST_SECS:-3}
+BURST_SERVER_QUOTA=${BURST_SERVER_QUOTA:-}
+BURST_QUOTA_PERIOD_US=${BURST_QUOTA_PERIOD_US:-10000}
+BURST_NODE_SECS=${BURST_NODE_SECS:-$BURST_SECS}
 STEADY_RATE=${STEADY_RATE:-25000}
 STEADY_SECS=${STEADY_SECS:-10}
 
@@ -171,7 +177,43 @@ cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   [ -n "$REDIS_PID" ] && kill "$REDIS_PID" 2>/dev/null || true
   wait 2>/dev/null || true
+  quota_remove
 }
+
+# Issue #10, burst under a CPU quota. On this 2-core machine the generator
+# and Redis need the other core, and at 1M deliveries/s offered every server
+# kept up with what the generator could publish and read, so the generator
+# was the bound and no server's capacity showed. A CFS quota caps each
+# server at the same fraction of a core (BURST_SERVER_QUOTA percent, every
+# BURST_QUOTA_PERIOD_US; a short period keeps the throttled gaps short), so
+# that each saturates well below what the generator sustains: the figures
+# then compare capacity, and `loadgen_cores_busy` (sb-load) shows the
+# generator's core was not the bound. cgroup v1 (`cpu` controller), run as root.
+QUOTA_CG=
+quota_setup() {
+  [ -n "$BURST_SERVER_QUOTA" ] || return 0
+  local root=/sys/fs/cgroup/cpu
+  if [ ! -w "$root/cgroup.procs" ]; then
+    log "BURST_SERVER_QUOTA needs a writable cgroup v1 cpu controller at $root (root)"; exit 2
+  fi
+  QUOTA_CG=$root/sb-bench-$$
+  mkdir "$QUOTA_CG"
+  echo "$BURST_QUOTA_PERIOD_US" >"$QUOTA_CG/cpu.cfs_period_us"
+  echo $((BURST_QUOTA_PERIOD_US * BURST_SERVER_QUOTA / 100)) >"$QUOTA_CG/cpu.cfs_quota_us"
+  log "burst servers capped at ${BURST_SERVER_QUOTA}% of one core ($(cat "$QUOTA_CG/cpu.cfs_quota_us") us every ${BURST_QUOTA_PERIOD_US} us)"
+}
+# quota_add PID: the process and all its threads (cgroup.procs, not tasks).
+quota_add() { echo "$1" >"$QUOTA_CG/cgroup.procs"; }
+# Seconds the group has been throttled so far.
+quota_throttled_s() { awk '$1 == "throttled_time" {printf "%.3f", $2 / 1e9}' "$QUOTA_CG/cpu.stat"; }
+quota_remove() {
+  [ -n "$QUOTA_CG" ] && [ -d "$QUOTA_CG" ] || return 0
+  local t
+  while read -r t; do echo "$t" >/sys/fs/cgroup/cpu/cgroup.procs 2>/dev/null || true; done <"$QUOTA_CG/cgroup.procs"
+  rmdir "$QUOTA_CG" 2>/dev/null || log "could not remove $QUOTA_CG"
+  QUOTA_CG=
+}
+
 trap cleanup EXIT
 
 wait_port() {
@@ -360,12 +402,15 @@ scenario_twogw() {
 # p99 against the floor). With PERF_SENDS set, `perf stat` counts the
 # server's send syscalls during the run (deliveries per send).
 run_open_loop() {
-  local label=$1 rate=$2 secs=$3 srv rep
-  local args=(--clients "$BURST_CLIENTS" --rooms "$BURST_ROOMS" --rate "$rate" --redis-url "$REDIS_URL" --secs "$secs")
+  local label=$1 rate=$2 base_secs=$3 srv rep secs
+  local quota=; [ "$label" = burst ] && [ -n "$QUOTA_CG" ] && quota=1
   local saved=$SERVERS; SERVERS=$BURST_SERVERS
   for rep in $(seq 1 "$REPEAT"); do
     next_order; for srv in "${ORDERED[@]}" ${BURST_FLOOR-floor-fanout}; do
-      log "$label: $BURST_CLIENTS clients in $BURST_ROOMS rooms, $rate deliveries/s offered for ${secs}s -> $srv (load $(cut -d' ' -f1 /proc/loadavg))"
+      secs=$base_secs
+      case $srv in node*) [ "$label" = burst ] && secs=$BURST_NODE_SECS ;; esac
+      local args=(--clients "$BURST_CLIENTS" --rooms "$BURST_ROOMS" --rate "$rate" --redis-url "$REDIS_URL" --secs "$secs")
+      log "$label: $BURST_CLIENTS clients in $BURST_ROOMS rooms, $rate deliveries/s offered for ${secs}s -> $srv (load $(cut -d' ' -f1 /proc/loadavg))${quota:+, server capped at ${BURST_SERVER_QUOTA}% of a core}"
       local extra=()
       case $srv in *-streams) extra=(--bus streams) ;; esac
       if [ "$srv" = floor-fanout ]; then
@@ -374,6 +419,8 @@ run_open_loop() {
       else
         start_server "$srv" $BASE_PORT
       fi
+      local throttled0=
+      if [ -n "$quota" ]; then quota_add "${SERVER_PIDS[0]}"; throttled0=$(quota_throttled_s); fi
       local perf_out= perf_pid=
       if [ -n "${PERF_SENDS:-}" ]; then
         perf_out=$(mktemp "$RESULTS_DIR/perf.XXXXXX")
@@ -389,10 +436,19 @@ run_open_loop() {
         rec_pid=$!
       fi
       local before; before=$(wc -l <"$RUN_RESULTS" 2>/dev/null || echo 0)
-      LOAD_TIMEOUT=$((secs + 300)) load fanout --addr 127.0.0.1:$BASE_PORT --server "$srv" --scenario "$label" \
+      LOAD_TIMEOUT=$((${secs%.*} + 301)) load fanout --addr 127.0.0.1:$BASE_PORT --server "$srv" --scenario "$label" \
         "${args[@]}" "${extra[@]}" >/dev/null || log "$label: the load generator failed for $srv"
       if [ -n "$rec_pid" ]; then
         kill -INT "$rec_pid" 2>/dev/null || true; wait "$rec_pid" 2>/dev/null || true
+      fi
+      # The quota and how long it held the server back (over the whole
+      # run, connects included) go on the result line.
+      if [ -n "$quota" ] && [ "$(wc -l <"$RUN_RESULTS")" -gt "$before" ]; then
+        local throttled line
+        throttled=$(awk -v a="$throttled0" -v b="$(quota_throttled_s)" 'BEGIN {printf "%.3f", b - a}')
+        line=$(tail -n1 "$RUN_RESULTS" | jq -c --argjson t "$throttled" --argjson q "$BURST_SERVER_QUOTA" \
+          '.figures.server_quota_pct = $q | .figures.server_throttled_s = $t')
+        head -n -1 "$RUN_RESULTS" >"$RUN_RESULTS.tmp"; echo "$line" >>"$RUN_RESULTS.tmp"; mv "$RUN_RESULTS.tmp" "$RUN_RESULTS"
       fi
       if [ -n "$perf_pid" ]; then
         kill -INT "$perf_pid" 2>/dev/null || true; wait "$perf_pid" 2>/dev/null || true
@@ -565,6 +621,7 @@ scenario_http-publish() {
 }
 
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+printf '%s\n' "${SCENARIOS[@]}" | grep -qx burst && quota_setup
 start_redis
 for s in "${SCENARIOS[@]}"; do "scenario_$s"; done
 

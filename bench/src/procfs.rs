@@ -118,6 +118,48 @@ pub fn tcpext(key: &str) -> Option<u64> {
     names.zip(values).find(|(n, _)| *n == key)?.1.parse().ok()
 }
 
+/// Busy and total jiffies of `cpu` from a `/proc/stat` text: total is
+/// every field of its `cpuN` line, busy is that minus idle and iowait.
+pub fn parse_cpu_jiffies(stat: &str, cpu: usize) -> Option<(u64, u64)> {
+    let name = format!("cpu{cpu}");
+    let line = stat
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(name.as_str()))?;
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    let total: u64 = fields.iter().sum();
+    let idle = fields.get(3)? + fields.get(4).copied().unwrap_or(0);
+    Some((total - idle, total))
+}
+
+/// Busy and total jiffies so far of the CPUs in `cpus`, added up.
+pub fn cpu_jiffies(cpus: &[usize]) -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    cpus.iter().try_fold((0, 0), |(b, t), &c| {
+        let (busy, total) = parse_cpu_jiffies(&stat, c)?;
+        Some((b + busy, t + total))
+    })
+}
+
+/// The CPUs this process may run on (its affinity mask).
+pub fn own_cpus() -> Vec<usize> {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set, and
+    // sched_getaffinity writes at most its size.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return Vec::new();
+        }
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|&c| libc::CPU_ISSET(c, &set))
+            .collect()
+    }
+}
+
 /// Whether `pid` has exited (gone, or a zombie waiting for its parent).
 pub fn exited(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
@@ -132,6 +174,16 @@ pub fn exited(pid: u32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_lines() {
+        let stat = "cpu  10 0 10 100 5 0 0 0 0 0\ncpu0 4 0 6 50 0 0 0 0 0 0\ncpu1 6 0 4 50 5 1 0 0 0 0\nintr 1\n";
+        assert_eq!(parse_cpu_jiffies(stat, 0), Some((10, 60)));
+        assert_eq!(parse_cpu_jiffies(stat, 1), Some((11, 66)));
+        assert_eq!(parse_cpu_jiffies(stat, 2), None);
+        assert!(!own_cpus().is_empty());
+        assert!(cpu_jiffies(&own_cpus()).is_some_and(|(b, t)| b <= t && t > 0));
+    }
 
     #[test]
     fn stat_fields() {

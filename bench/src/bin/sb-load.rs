@@ -517,6 +517,11 @@ async fn fanout(a: FanoutArgs) -> anyhow::Result<()> {
     let channels = Channels::default();
     let cpu0 = procfs::cpu_time_sum(&c.server_pids).ok();
     let self0 = self_cpu();
+    // How busy the generator's own cores are (its clients, and whatever
+    // shares them, Redis in bench/run.sh): near 1.0 the generator, not the
+    // server, may be what bounds the rate.
+    let own_cpus = procfs::own_cpus();
+    let jiffies0 = procfs::cpu_jiffies(&own_cpus);
     let started = Instant::now();
     let run_for = Duration::from_secs_f64(a.secs);
     let mut seqs = vec![0u64; rooms];
@@ -602,6 +607,7 @@ async fn fanout(a: FanoutArgs) -> anyhow::Result<()> {
     let to_last = still.duration_since(started).max(publish_time);
     let cpu1 = procfs::cpu_time_sum(&c.server_pids).ok();
     let self1 = self_cpu();
+    let jiffies1 = procfs::cpu_jiffies(&own_cpus);
     let wall = started.elapsed();
     sampler.abort();
 
@@ -648,6 +654,14 @@ async fn fanout(a: FanoutArgs) -> anyhow::Result<()> {
         "loadgen_cpu_util".into(),
         (self1 - self0).as_secs_f64() / span,
     );
+    if let (Some((b0, t0)), Some((b1, t1))) = (jiffies0, jiffies1)
+        && t1 > t0
+    {
+        f.insert(
+            "loadgen_cores_busy".into(),
+            b1.saturating_sub(b0) as f64 / (t1 - t0) as f64,
+        );
+    }
     let peak = max_rss.load(Relaxed);
     if peak > 0 {
         f.insert("max_rss_mib".into(), mib(peak));
