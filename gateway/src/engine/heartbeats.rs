@@ -105,11 +105,7 @@ impl<D: Send + Sync + 'static> Heartbeats<D> {
     /// with [`CloseReason::PingTimeout`] when a pong is not in by the
     /// timeout. It ends by itself once the session is closed.
     pub(crate) fn register(self: &Arc<Self>, conn: &Arc<Connection<D>>) {
-        let beat = Beat {
-            conn: Arc::downgrade(conn),
-            heartbeat: Heartbeat::new(self.interval, self.timeout),
-            confirming: false,
-        };
+        let beat = self.beat_for(conn);
         let (start, notify) = {
             let mut inbox = self.inbox.lock();
             let notify = inbox.new.is_empty();
@@ -124,6 +120,16 @@ impl<D: Send + Sync + 'static> Heartbeats<D> {
             tokio::spawn(self.clone().keep());
         } else if notify {
             self.wake.notify_one();
+        }
+    }
+
+    /// A new session's place in the schedule: its first ping due one
+    /// interval from now.
+    fn beat_for(&self, conn: &Arc<Connection<D>>) -> Beat<D> {
+        Beat {
+            conn: Arc::downgrade(conn),
+            heartbeat: Heartbeat::new(self.interval, self.timeout),
+            confirming: false,
         }
     }
 
@@ -323,16 +329,8 @@ mod tests {
         let (interval, timeout) = (Duration::from_millis(50), Duration::from_millis(40));
         let beats = heartbeats(interval, timeout);
         let (answers, silent) = (conn(), conn());
-        let mut answering = Beat {
-            conn: Arc::downgrade(&answers),
-            heartbeat: Heartbeat::new(interval, timeout),
-            confirming: false,
-        };
-        let mut quiet = Beat {
-            conn: Arc::downgrade(&silent),
-            heartbeat: Heartbeat::new(interval, timeout),
-            confirming: false,
-        };
+        let mut answering = beats.beat_for(&answers);
+        let mut quiet = beats.beat_for(&silent);
         tokio::time::sleep(interval).await;
         assert!(matches!(
             beats.beat(&answers, &mut answering),
