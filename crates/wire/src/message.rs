@@ -189,9 +189,9 @@ fn room_list_owned(v: Option<Value>, what: &str) -> Result<Vec<String>, WireErro
     }
 }
 
-/// Takes the value of `key` out of a msgpack map (the last one, as [`get`]
-/// reads it), leaving nil in its place.
-fn take(entries: &mut [(Value, Value)], key: &str) -> Option<Value> {
+/// Moves the value of `key` (the last one, like `JSON.parse` and [`get`] keep) out of a
+/// map's entries without cloning it, leaving nil in its place.
+pub(crate) fn take(entries: &mut [(Value, Value)], key: &str) -> Option<Value> {
     entries
         .iter_mut()
         .rev()
