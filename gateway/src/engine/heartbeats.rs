@@ -67,9 +67,10 @@ const PACE_STEP: Duration = Duration::from_millis(5);
 /// at the same moment, on a machine that is already behind (issue #17: at
 /// 1M, the rolling restart that followed two broadcasts). Instead, a ping
 /// at least [`LATE_CHECK`] overdue goes out at no more than
-/// [`CATCH_UP_FACTOR`] times the steady rate: the backlog of a stall of
-/// `L` is sent within about `L / (CATCH_UP_FACTOR - 1)` more, each ping
-/// held back at most that long. Pong checks are never held back (they are
+/// [`CATCH_UP_FACTOR`] times the steady rate (pings falling due on time
+/// meanwhile go out on time, besides): the backlog of a stall of `L` is
+/// sent within about `L / CATCH_UP_FACTOR` more, each ping held back at
+/// most that long. Pong checks are never held back (they are
 /// what closes a session, and their own lateness puts them off), and pings
 /// due on time are not paced: a connect wave's sessions share a slot.
 /// The pong deadline counts from when a ping is written, so a held-back
