@@ -28,7 +28,11 @@
 # for connecting), SCALE_RESTART (5 gateways restarted), SCALE_WAVE (8 generators
 # connecting at once), SCALE_MIN_AVAIL_MIB (2048: abort below), SCALE_GATEWAYS (unset:
 # from `ulimit -Hn`), SCALE_PER_AFTER (sessions per gateway after the restarts, hard
-# limit - 1000), NO_BUILD (unset), NO_REPORT (unset),
+# limit - 1000), SCALE_PROBE_RATE (2: probes per second during the rolling restart, each one
+# broadcast naming 1% of the users' rooms; raised in a smaller reproduction so that the
+# gateways' core decodes as many room names per second as at 1M), SCALE_SERVER_QUOTA (unset:
+# none; percent of one core that all the scale gateways together may use, restarted ones
+# included, a cgroup v1 CFS quota as for burst), NO_BUILD (unset), NO_REPORT (unset),
 # PUBLISH_COUNT (100000), PUBLISH_WARMUP (10000), PUBLISH_CONCURRENCY ("1 32 256"),
 # HTTP_PUBLISH_SECS (10), HTTP_PUBLISH_CONCURRENCY ("1 32 256"), BASELINE_BIN (a gateway
 # binary of another build, e.g. main's, measured as `baseline` in http-publish; unset: this build only),
@@ -74,6 +78,8 @@ SCALE_READY_SECS=${SCALE_READY_SECS:-900}
 SCALE_RESTART=${SCALE_RESTART:-5}
 SCALE_WAVE=${SCALE_WAVE:-8}
 SCALE_MIN_AVAIL_MIB=${SCALE_MIN_AVAIL_MIB:-2048}
+SCALE_PROBE_RATE=${SCALE_PROBE_RATE:-2}
+SCALE_SERVER_QUOTA=${SCALE_SERVER_QUOTA:-}
 PUBLISH_COUNT=${PUBLISH_COUNT:-100000}
 PUBLISH_WARMUP=${PUBLISH_WARMUP:-10000}
 PUBLISH_CONCURRENCY=${PUBLISH_CONCURRENCY:-"1 32 256"}
@@ -189,18 +195,23 @@ cleanup() {
 # that each saturates well below what the generator sustains: the figures
 # then compare capacity, and `loadgen_cores_busy` (sb-load) shows the
 # generator's core was not the bound. cgroup v1 (`cpu` controller), run as root.
+# The same group serves `scale` (SCALE_SERVER_QUOTA): all its gateways together,
+# restarted ones included, capped at that percent of one core, to put the gateways'
+# core under the load of a larger run (issue #17's 1M restart phase) at a smaller size.
 QUOTA_CG=
+# quota_setup PERCENT LABEL
 quota_setup() {
-  [ -n "$BURST_SERVER_QUOTA" ] || return 0
+  local percent=$1 label=$2
+  [ -n "$percent" ] || return 0
   local root=/sys/fs/cgroup/cpu
   if [ ! -w "$root/cgroup.procs" ]; then
-    log "BURST_SERVER_QUOTA needs a writable cgroup v1 cpu controller at $root (root)"; exit 2
+    log "a $label server quota needs a writable cgroup v1 cpu controller at $root (root)"; exit 2
   fi
   QUOTA_CG=$root/sb-bench-$$
   mkdir "$QUOTA_CG"
   echo "$BURST_QUOTA_PERIOD_US" >"$QUOTA_CG/cpu.cfs_period_us"
-  echo $((BURST_QUOTA_PERIOD_US * BURST_SERVER_QUOTA / 100)) >"$QUOTA_CG/cpu.cfs_quota_us"
-  log "burst servers capped at ${BURST_SERVER_QUOTA}% of one core ($(cat "$QUOTA_CG/cpu.cfs_quota_us") us every ${BURST_QUOTA_PERIOD_US} us)"
+  echo $((BURST_QUOTA_PERIOD_US * percent / 100)) >"$QUOTA_CG/cpu.cfs_quota_us"
+  log "$label servers capped at ${percent}% of one core ($(cat "$QUOTA_CG/cpu.cfs_quota_us") us every ${BURST_QUOTA_PERIOD_US} us)"
 }
 # quota_add PID: the process and all its threads (cgroup.procs, not tasks).
 quota_add() { echo "$1" >"$QUOTA_CG/cgroup.procs"; }
@@ -524,6 +535,7 @@ scenario_scale() {
     for g in $(seq 0 $((gws - 1))); do
       sh -c "exec ${cmd//\{port\}/$((BASE_PORT + g))}" &
       PIDS+=("$!"); SERVER_PIDS+=("$!"); gw_pids+=("$!")
+      if [ -n "$QUOTA_CG" ]; then quota_add "$!"; fi
       addrs+=(--addr "127.0.0.1:$((BASE_PORT + g))")
     done
     for g in $(seq 0 $((gws - 1))); do wait_port $((BASE_PORT + g)); done
@@ -536,9 +548,20 @@ scenario_scale() {
     timeout "$limit" taskset -c "$LOAD_CPU" "$BIN/sb-load" scale-coord "${pidargs[@]}" "${addrs[@]}" \
       --server "$srv" --per "$per" --tag "$tag" --sync-dir "$sync" --hold-secs "$SCALE_SECS" \
       --ready-timeout-secs "$SCALE_READY_SECS" --wave "$SCALE_WAVE" --restart "$SCALE_RESTART" \
-      --respawn-cmd "$cmd" --min-available-mib "$SCALE_MIN_AVAIL_MIB" \
+      --respawn-cmd "$cmd" --min-available-mib "$SCALE_MIN_AVAIL_MIB" --probe-rate "$SCALE_PROBE_RATE" \
       --redis-url "$REDIS_URL" --results "$RUN_RESULTS" >/dev/null &
     local coord=$!
+    local qwatch=
+    if [ -n "$QUOTA_CG" ]; then
+      # Gateways the coordinator starts again join the group (within 0.5 s).
+      ( while kill -0 "$coord" 2>/dev/null; do
+          if [ -f "$sync/respawned-pids" ]; then
+            while read -r p; do echo "$p" >"$QUOTA_CG/cgroup.procs" 2>/dev/null || true; done <"$sync/respawned-pids"
+          fi
+          sleep 0.5
+        done ) &
+      qwatch=$!
+    fi
     for _ in $(seq 1 100); do [ -e "$sync/started" ] && break; sleep 0.1; done
     local loads=()
     for g in $(seq 0 $((gws - 1))); do
@@ -553,6 +576,10 @@ scenario_scale() {
     local rc=0
     wait "$coord" || rc=$?
     [ "$rc" -eq 0 ] || log "scale: the coordinator failed (exit $rc) for $srv"
+    if [ -n "$qwatch" ]; then
+      wait "$qwatch" 2>/dev/null || true
+      log "scale: $srv gateways throttled by the quota for $(quota_throttled_s) s in all"
+    fi
     # Restarted gateways are the coordinator's children; if it was killed they remain.
     if [ -f "$sync/respawned-pids" ]; then
       while read -r p; do kill -9 "$p" 2>/dev/null || true; done <"$sync/respawned-pids"
@@ -621,7 +648,11 @@ scenario_http-publish() {
 }
 
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
-printf '%s\n' "${SCENARIOS[@]}" | grep -qx burst && quota_setup
+if [ -n "$SCALE_SERVER_QUOTA" ] && [ -n "$BURST_SERVER_QUOTA" ]; then
+  log "set BURST_SERVER_QUOTA or SCALE_SERVER_QUOTA, not both"; exit 2
+fi
+printf '%s\n' "${SCENARIOS[@]}" | grep -qx burst && quota_setup "$BURST_SERVER_QUOTA" burst
+printf '%s\n' "${SCENARIOS[@]}" | grep -qx scale && quota_setup "$SCALE_SERVER_QUOTA" scale
 start_redis
 for s in "${SCENARIOS[@]}"; do "scenario_$s"; done
 

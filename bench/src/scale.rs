@@ -62,7 +62,17 @@ pub struct Progress {
     pub hold_disconnects: u64,
     /// Sessions of gateways that were not restarted that ended during it.
     pub bystander_disconnects: u64,
+    /// The generator's own lateness, per phase ([`PHASES`]): the longest a
+    /// 10 ms timer of its runtime fired late, in ms. A generator that is
+    /// this late reads its pings this late, so a gateway's `ping_timeout`
+    /// closes can be told apart from a client that could not answer.
+    #[serde(default)]
+    pub lag_max_ms: Vec<f64>,
 }
+
+/// The phases [`Progress::lag_max_ms`] is kept for: connect and hold, the
+/// two broadcasts, the rolling restart.
+pub const PHASES: [&str; 3] = ["hold", "broadcasts", "restart"];
 
 /// One broadcast checked on every connection that should get it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -130,8 +140,10 @@ pub const KIND_PROBE: u32 = 1_000_003;
 pub const ROLE_ROOM: &str = "role:r0";
 /// Every `PROBE_EVERY`-th connection of each generator is sampled by the probes.
 pub const PROBE_EVERY: usize = 100;
-/// At most this many probes are tracked per sampled connection.
-pub const MAX_PROBES: u64 = 512;
+/// At most this many probes are tracked per sampled connection (and
+/// published): at 2/s, 1,024 s, so that probes run through every restart
+/// of a 1M run (at 512, they stopped after 256 s, in its third restart).
+pub const MAX_PROBES: u64 = 2048;
 
 /// The user name of connection `i` of generator `g` in run `tag`.
 pub fn user_name(tag: &str, g: usize, i: usize) -> String {

@@ -141,6 +141,14 @@ async fn publish(
         .await?)
 }
 
+/// The generators' longest timer lateness in `phase` (an index into
+/// [`scale::PHASES`]), ms: how late the clients could have answered a ping.
+fn gen_lag_ms(p: &[Progress], phase: usize) -> f64 {
+    p.iter()
+        .filter_map(|p| p.lag_max_ms.get(phase).copied())
+        .fold(0.0, f64::max)
+}
+
 /// Polls the generators' progress until `done` says so or `timeout` passes;
 /// true when `done` held.
 async fn wait_progress(
@@ -360,14 +368,15 @@ pub async fn run(c: CoordConfig) -> anyhow::Result<()> {
         let gw_cpu = procfs::cpu_time_sum(&pids).unwrap_or_default() - gw_cpu_a;
         let gen_cpu = procfs::cpu_time_sum(&gen_pids).unwrap_or_default() - gen_cpu_a;
         log(format!(
-            "broadcast `{name}` to {target} sessions via {receivers} subscribers: {} in {secs:.1} s (gateways {:.1} CPU-s, generators {:.1} CPU-s)",
+            "broadcast `{name}` to {target} sessions via {receivers} subscribers: {} in {secs:.1} s (gateways {:.1} CPU-s, generators {:.1} CPU-s; generators' timer lag so far up to {:.0} ms)",
             if all_in {
                 "all received"
             } else {
                 "NOT all received"
             },
             gw_cpu.as_secs_f64(),
-            gen_cpu.as_secs_f64()
+            gen_cpu.as_secs_f64(),
+            gen_lag_ms(&progresses(&dir, gws), 1)
         ));
         bcast.insert(format!("{name}_redis_receivers"), receivers as f64);
         bcast.insert(format!("{name}_gw_cpu_s"), gw_cpu.as_secs_f64());
@@ -452,11 +461,13 @@ pub async fn run(c: CoordConfig) -> anyhow::Result<()> {
             if !back {
                 storm_incomplete += 1;
             }
+            let bystanders: u64 = p.iter().map(|p| p.bystander_disconnects).sum();
             log(format!(
-                "restart {}/{restart}: gateway {k} (pid {}) SIGTERM; {back_n} of {expect} clients back on other gateways {} {storm:.1} s after",
+                "restart {}/{restart}: gateway {k} (pid {}) SIGTERM; {back_n} of {expect} clients back on other gateways {} {storm:.1} s after; bystanders closed so far {bystanders}; generators' timer lag so far up to {:.0} ms",
                 k + 1,
                 pids[k],
-                if back { "all" } else { "NOT all" }
+                if back { "all" } else { "NOT all" },
+                gen_lag_ms(&p, 2)
             ));
             // The old process must be gone before its port is reused.
             while !procfs::exited(pids[k]) && t0.elapsed() < Duration::from_secs(30) {
@@ -704,6 +715,10 @@ pub async fn run(c: CoordConfig) -> anyhow::Result<()> {
         f.insert("probe_moved_conns".into(), sum(&|d| d.probes.moved_conns));
         f.insert("probe_moved_lost".into(), sum(&|d| d.probes.moved_lost));
         f.insert("probe_duplicates".into(), sum(&|d| d.probes.duplicates));
+    }
+    let finals: Vec<Progress> = dones.iter().map(|d| d.progress.clone()).collect();
+    for (phase, name) in scale::PHASES.iter().enumerate() {
+        f.insert(format!("gen_lag_max_ms_{name}"), gen_lag_ms(&finals, phase));
     }
     f.insert("errors".into(), sum(&|d| d.errors));
     let _ = aborted;

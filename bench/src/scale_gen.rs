@@ -63,6 +63,10 @@ struct Gen {
     /// Closed by a restarted gateway at some point.
     moved: Box<[AtomicBool]>,
     restart_phase: AtomicBool,
+    /// Index into [`scale::PHASES`] of the phase the run is in.
+    phase: AtomicUsize,
+    /// Per phase: the runtime's longest timer lateness, µs.
+    lag_max_us: [AtomicU64; scale::PHASES.len()],
     disc_from: [AtomicU64; MAX_RESTART],
     reconn_from: [AtomicU64; MAX_RESTART],
     storm_end: [AtomicU64; MAX_RESTART],
@@ -100,6 +104,8 @@ impl Gen {
             probe_count: atomics(probed),
             moved: atomics(n),
             restart_phase: AtomicBool::new(false),
+            phase: AtomicUsize::new(0),
+            lag_max_us: Default::default(),
             disc_from: Default::default(),
             reconn_from: Default::default(),
             storm_end: Default::default(),
@@ -156,6 +162,26 @@ impl Gen {
                 .collect(),
             hold_disconnects: self.hold_disc.load(Relaxed),
             bystander_disconnects: self.bystander_disc.load(Relaxed),
+            lag_max_ms: self
+                .lag_max_us
+                .iter()
+                .map(|a| a.load(Relaxed) as f64 / 1000.0)
+                .collect(),
+        }
+    }
+
+    /// Measures how late this generator's runtime runs: a 10 ms sleep in a
+    /// loop, its overshoot kept as the phase's maximum. On a single-thread
+    /// runtime every session's task shares this lateness, including the
+    /// one that reads a ping and writes its pong.
+    async fn measure_lag(self: Arc<Self>) {
+        const TICK: Duration = Duration::from_millis(10);
+        loop {
+            let t = Instant::now();
+            tokio::time::sleep(TICK).await;
+            let late = t.elapsed().saturating_sub(TICK);
+            let phase = self.phase.load(Relaxed).min(scale::PHASES.len() - 1);
+            self.lag_max_us[phase].fetch_max(late.as_micros() as u64, Relaxed);
         }
     }
 
@@ -367,8 +393,12 @@ pub async fn run(cfg: GenConfig) -> anyhow::Result<()> {
                     eprintln!("sb-load scale[{g}]: abort file found, exiting");
                     std::process::exit(3);
                 }
+                if exists(&dir, "hold-end") {
+                    st.phase.fetch_max(1, Relaxed);
+                }
                 if exists(&dir, "restart-phase") {
                     st.restart_phase.store(true, Relaxed);
+                    st.phase.fetch_max(2, Relaxed);
                 }
                 if let Ok(text) = serde_json::to_string(&st.progress()) {
                     let _ = scale::write_atomic(&scale::progress_path(&dir, g), &text);
@@ -380,6 +410,8 @@ pub async fn run(cfg: GenConfig) -> anyhow::Result<()> {
             }
         });
     }
+
+    tokio::spawn(st.clone().measure_lag());
 
     // Wait for our wave.
     if scale::wait_for_file(&scale::go_path(&dir, g), st.give_up)

@@ -527,6 +527,13 @@ pub struct LimitsConfig {
     /// Engine.IO sessions open at once on this gateway; over it a new
     /// session is refused with 503 (existing ones are unaffected).
     pub max_sessions: usize,
+    /// New sessions are refused (503 with `Retry-After`, before the token
+    /// is verified) while this gateway's heartbeats run at least this many
+    /// milliseconds behind: its event loop is overloaded, and a session
+    /// admitted now would be paid for with the heartbeats of the sessions it
+    /// already holds. 0 (the default) disables: in the issue #17
+    /// reproduction it did not help (docs/benchmarks.md).
+    pub refuse_when_behind_ms: u64,
     /// Events one socket may emit per second (token bucket).
     pub client_events_per_sec: u32,
     /// Burst allowance of `client_events_per_sec`.
@@ -544,6 +551,7 @@ impl Default for LimitsConfig {
             connects_per_sec: 500,
             connects_burst: 1_000,
             max_sessions: 10_000,
+            refuse_when_behind_ms: 0,
             client_events_per_sec: 50,
             client_events_burst: 100,
         }

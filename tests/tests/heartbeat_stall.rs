@@ -164,3 +164,75 @@ async fn a_stalled_gateway_keeps_answering_clients_and_closes_a_silent_one() {
     assert!(late > 0.0, "no late ping counted after {STOPS} stops");
     drop(clients);
 }
+
+/// Websocket sessions held open (never read) by the admission test: more
+/// than one burst (100 ms's worth) of the catch-up pace, so that after the
+/// stop the pace holds pings back for a while.
+const HELD: usize = 600;
+
+/// Issue #17's reconnect storm: while a gateway's heartbeats run behind,
+/// here right after a stop, while the pings that fell due during it are
+/// still being paced out, a new session is refused before its token is
+/// looked at: 503 with `Retry-After`, the reason in the body, counted in
+/// `switchboard_engine_errors_total{error="overloaded"}`. Once the
+/// heartbeats have caught up, the same request is admitted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_behind_on_its_heartbeats_refuses_new_sessions_until_caught_up() {
+    let gw = embedded_gateway(&[
+        ("SWITCHBOARD_ENGINE__PING_INTERVAL_MS", "2000"),
+        ("SWITCHBOARD_ENGINE__PING_TIMEOUT_MS", "5000"),
+        ("SWITCHBOARD_LIMITS__REFUSE_WHEN_BEHIND_MS", "100"),
+        ("SWITCHBOARD_LIMITS__MAX_CONNECTIONS_PER_IP", "0"),
+    ])
+    .await;
+    let port = gw.port();
+    let mut held = Vec::with_capacity(HELD);
+    for _ in 0..HELD {
+        held.push(RawWs::connect(port, "").await.expect("session opens"));
+    }
+    // Every first ping falls due during the stop (2 s after its connect).
+    gw.signal(libc::SIGSTOP).expect("SIGSTOP the gateway");
+    tokio::time::sleep(Duration::from_millis(2_800)).await;
+    gw.signal(libc::SIGCONT).expect("SIGCONT the gateway");
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut refused = None;
+    let mut admitted_after = false;
+    while Instant::now() < deadline {
+        let r = http("GET", &polling_url(port, None), &[], None)
+            .await
+            .expect("handshake answered");
+        match r.status {
+            503 => refused = Some(r),
+            200 if refused.is_some() => {
+                admitted_after = true;
+                break;
+            }
+            200 => {}
+            other => panic!("unexpected status {other}: {}", r.text()),
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let refused = refused.expect("a handshake refused while the heartbeats caught up");
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&refused.body).expect("JSON body"),
+        serde_json::json!({"code": 3, "message": "Gateway overloaded; retry later"})
+    );
+    assert_eq!(refused.header("retry-after"), Some("2"));
+    assert!(admitted_after, "admitted again once caught up");
+    let text = metrics(&gw).await;
+    assert!(
+        metric_or_zero(
+            &text,
+            "switchboard_engine_errors_total{error=\"overloaded\"}"
+        ) >= 1.0
+    );
+    assert!(
+        metric_or_zero(
+            &text,
+            "switchboard_heartbeat_late_total{what=\"ping_paced\"}"
+        ) >= 100.0,
+        "the overdue pings were paced"
+    );
+    drop(held);
+}

@@ -33,7 +33,7 @@ use rmpv::Value;
 use crate::WireError;
 use crate::js::value_has_binary;
 use crate::message::{
-    BroadcastOptions, as_u64_lenient, get, packet_type, room_list, string_lenient, truthy,
+    BroadcastOptions, as_u64_lenient, get, packet_type, room_list, string_lenient, take, truthy,
 };
 use crate::request::FetchedSocket;
 
@@ -653,16 +653,6 @@ fn socket_from_value(v: Value) -> Result<FetchedSocket, WireError> {
 
 fn describe(v: Option<&Value>) -> String {
     v.map_or_else(|| "nothing".to_string(), |v| v.to_string())
-}
-
-/// Moves the value of `key` (the last one, like `JSON.parse` and the decoders keep) out of a
-/// map's entries without cloning it.
-fn take(entries: &mut [(Value, Value)], key: &str) -> Option<Value> {
-    entries
-        .iter_mut()
-        .rev()
-        .find(|(k, _)| k.as_str() == Some(key))
-        .map(|(_, v)| std::mem::replace(v, Value::Nil))
 }
 
 fn kv(key: &str, value: Value) -> (Value, Value) {

@@ -161,6 +161,44 @@ pub(crate) fn room_name(v: &Value) -> Result<String, WireError> {
     }
 }
 
+/// [`room_name`] of a value the caller owns: a string is moved, not
+/// copied. A broadcast from the redis adapter reaches every gateway, and
+/// one naming thousands of rooms (a message to many users' rooms) was
+/// decoded into one string per room and copied into another; each
+/// gateway paid both allocations for every room, most of them rooms it
+/// does not hold (issue #17's restart probes).
+fn room_name_owned(v: Value) -> Result<String, WireError> {
+    match v {
+        // Not UTF-8: replaced characters, as `room_name` does.
+        Value::String(s) if s.as_str().is_none() => {
+            Ok(String::from_utf8_lossy(s.as_bytes()).into_owned())
+        }
+        Value::String(s) => Ok(s.into_str().unwrap_or_default()),
+        other => room_name(&other),
+    }
+}
+
+/// [`room_list`] of a value the caller owns (see [`room_name_owned`]).
+fn room_list_owned(v: Option<Value>, what: &str) -> Result<Vec<String>, WireError> {
+    match v {
+        None | Some(Value::Nil) => Ok(Vec::new()),
+        Some(Value::Array(items)) => items.into_iter().map(room_name_owned).collect(),
+        Some(other) => Err(WireError::Shape(format!(
+            "{what} must be an array, got {other}"
+        ))),
+    }
+}
+
+/// Moves the value of `key` (the last one, like `JSON.parse` and [`get`] keep) out of a
+/// map's entries without cloning it, leaving nil in its place.
+pub(crate) fn take(entries: &mut [(Value, Value)], key: &str) -> Option<Value> {
+    entries
+        .iter_mut()
+        .rev()
+        .find(|(k, _)| k.as_str() == Some(key))
+        .map(|(_, v)| std::mem::replace(v, Value::Nil))
+}
+
 /// A list of rooms; absent / nil means empty.
 pub(crate) fn room_list(v: Option<&Value>, what: &str) -> Result<Vec<String>, WireError> {
     match v {
@@ -246,6 +284,25 @@ impl BusPacket {
 }
 
 impl BroadcastOptions {
+    /// [`BroadcastOptions::from_value`] of an opts map the caller owns: the room names are
+    /// moved out of it rather than copied.
+    pub fn from_owned(v: Option<Value>) -> Result<Self, WireError> {
+        let mut entries = match v {
+            None | Some(Value::Nil) => return Ok(BroadcastOptions::default()),
+            Some(Value::Map(entries)) => entries,
+            Some(other) => {
+                return Err(WireError::Shape(format!("opts must be a map, got {other}")));
+            }
+        };
+        Ok(BroadcastOptions {
+            rooms: room_list_owned(take(&mut entries, "rooms"), "opts.rooms")?,
+            except: room_list_owned(take(&mut entries, "except"), "opts.except")?,
+            flags: get(&entries, "flags")
+                .map(BroadcastFlags::from_value)
+                .unwrap_or_default(),
+        })
+    }
+
     /// Reads an opts map; absent keys (or absent opts) mean no rooms, no exclusions, no flags.
     pub fn from_value(v: Option<&Value>) -> Result<Self, WireError> {
         let entries = match v {
@@ -319,7 +376,7 @@ pub fn decode_broadcast(bytes: &[u8]) -> Result<BroadcastMessage, WireError> {
         Some(v) => BusPacket::from_value(&v)?,
         None => return Err(WireError::Shape("broadcast message has no packet".into())),
     };
-    let opts = BroadcastOptions::from_value(items.next().as_ref())?;
+    let opts = BroadcastOptions::from_owned(items.next())?;
     Ok(BroadcastMessage { uid, packet, opts })
 }
 
@@ -362,6 +419,44 @@ mod tests {
             msg.channel(&crate::Channels::default()),
             "socket.io#/#role:admin#"
         );
+    }
+
+    /// The owned decoding of opts (room names moved, not copied) reads
+    /// what the borrowed one reads: strings, numbers, a name that is not
+    /// UTF-8 (replacement characters), the last of a repeated key, flags.
+    #[test]
+    fn owned_opts_read_like_borrowed_ones() {
+        let opts = Value::Map(vec![
+            (Value::from("rooms"), Value::Array(vec![Value::from("old")])),
+            (
+                Value::from("rooms"),
+                Value::Array(vec![
+                    Value::from("user:a"),
+                    Value::from(42),
+                    // "r" and a byte that is not UTF-8.
+                    crate::msgpack::decode(&[0xa2, b'r', 0xff]).unwrap(),
+                ]),
+            ),
+            (
+                Value::from("except"),
+                Value::Array(vec![Value::from("sid1")]),
+            ),
+            (
+                Value::from("flags"),
+                Value::Map(vec![(Value::from("volatile"), Value::from(true))]),
+            ),
+        ]);
+        let borrowed = BroadcastOptions::from_value(Some(&opts)).unwrap();
+        let owned = BroadcastOptions::from_owned(Some(opts)).unwrap();
+        assert_eq!(owned, borrowed);
+        assert_eq!(owned.rooms, vec!["user:a", "42", "r\u{fffd}"]);
+        assert_eq!(owned.except, vec!["sid1"]);
+        assert!(owned.flags.volatile);
+        assert_eq!(
+            BroadcastOptions::from_owned(None).unwrap(),
+            BroadcastOptions::default()
+        );
+        assert!(BroadcastOptions::from_owned(Some(Value::from(1))).is_err());
     }
 
     #[test]

@@ -453,7 +453,7 @@ pub(crate) struct Heartbeat {
 /// written (plus however late the process runs that last check). Without
 /// it a starved gateway closes healthy clients for its own lateness, and
 /// their reconnects make it later still.
-const LATE_CHECK: std::time::Duration = std::time::Duration::from_millis(100);
+pub(super) const LATE_CHECK: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The client missed its pong.
 #[derive(Debug)]
@@ -505,7 +505,7 @@ fn grid_epoch() -> Instant {
 
 /// `t` rounded up to the next multiple of `quantum` past the grid epoch;
 /// `t` itself for a zero quantum.
-fn on_grid(t: Instant, quantum: std::time::Duration) -> Instant {
+pub(super) fn on_grid(t: Instant, quantum: std::time::Duration) -> Instant {
     if quantum.is_zero() {
         return t;
     }
@@ -532,6 +532,11 @@ impl Heartbeat {
 
     pub fn deadline(&self) -> Instant {
         self.deadline
+    }
+
+    /// Whether the next step is a ping (no ping is outstanding).
+    pub fn pings_next(&self) -> bool {
+        self.ping_due.is_none()
     }
 
     /// Moves on to the next ping if the outstanding one has been answered

@@ -16,7 +16,10 @@
 
 use std::{
     collections::BTreeMap,
-    sync::{Arc, Weak},
+    sync::{
+        Arc, Weak,
+        atomic::{AtomicU64, Ordering::Relaxed},
+    },
     time::Duration,
 };
 
@@ -26,7 +29,7 @@ use tokio::{sync::Notify, time::Instant};
 
 use super::{
     CloseReason, Connection,
-    connection::{Heartbeat, Step},
+    connection::{Heartbeat, LATE_CHECK, Step, on_grid},
 };
 
 /// Beats handled between two yields of the heartbeat task, so that a slot
@@ -43,6 +46,62 @@ const BEATS_PER_YIELD: usize = 256;
 /// `ping_timeout`.
 const CONFIRM_AFTER: Duration = Duration::from_millis(10);
 
+/// Overdue pings go out at no more than this many times the steady rate
+/// (sessions / interval) while the task catches up after running late.
+const CATCH_UP_FACTOR: u32 = 2;
+
+/// ... and at no less than this many per second, so that a gateway with
+/// few sessions never holds a ping back for long.
+const MIN_CATCH_UP_PER_SEC: u32 = 1000;
+
+/// Held-back pings share slots of this size (one map entry, one wake-up
+/// each), on the heartbeat grid's epoch.
+const PACE_STEP: Duration = Duration::from_millis(5);
+
+/// Paces the pings that fell due while the heartbeat task could not run
+/// (a long fan-out, a starved core).
+///
+/// When the task comes back after a stall of `L`, every ping that fell due
+/// meanwhile is overdue at once: `L × sessions / interval` of them. Sent
+/// in one pass, they hold the thread again and draw all their pongs back
+/// at the same moment, on a machine that is already behind (issue #17: at
+/// 1M, the rolling restart that followed two broadcasts). Instead, a ping
+/// at least [`LATE_CHECK`] overdue goes out at no more than
+/// [`CATCH_UP_FACTOR`] times the steady rate (pings falling due on time
+/// meanwhile go out on time, besides): the backlog of a stall of `L` is
+/// sent within about `L / CATCH_UP_FACTOR` more, each ping held back at
+/// most that long. Pong checks are never held back (they are
+/// what closes a session, and their own lateness puts them off), and pings
+/// due on time are not paced: a connect wave's sessions share a slot.
+/// The pong deadline counts from when a ping is written, so a held-back
+/// ping costs the client nothing.
+struct CatchUp {
+    /// When the next overdue ping may go.
+    next: Instant,
+}
+
+impl CatchUp {
+    /// When the overdue ping being looked at at `now` may go: `None` for
+    /// now, with `sessions` in the schedule. A ping that goes now or later
+    /// takes its place in the pace.
+    fn slot(&mut self, now: Instant, sessions: usize, interval: Duration) -> Option<Instant> {
+        let per_sec = (sessions as f64 * f64::from(CATCH_UP_FACTOR) / interval.as_secs_f64())
+            .max(f64::from(MIN_CATCH_UP_PER_SEC));
+        let gap = Duration::from_secs_f64(1.0 / per_sec);
+        // Unused pace does not accumulate past one [`LATE_CHECK`]'s worth.
+        let floor = now.checked_sub(LATE_CHECK).unwrap_or(now);
+        let at = self.next.max(floor);
+        self.next = at + gap;
+        (at > now).then_some(at)
+    }
+
+    /// How far behind the pace is: how long until the last overdue ping
+    /// held back goes out (zero when none is held back).
+    fn behind(&self, now: Instant) -> Duration {
+        self.next.saturating_duration_since(now)
+    }
+}
+
 /// One session's place in the schedule: its heartbeat state and a weak
 /// reference, so that the schedule never keeps a finished session alive.
 struct Beat<D> {
@@ -51,6 +110,9 @@ struct Beat<D> {
     /// The last pong check failed; the next step confirms it (see
     /// [`CONFIRM_AFTER`]).
     confirming: bool,
+    /// Its overdue ping was held back by the catch-up pace and goes out
+    /// when its slot comes, however late (it is not paced twice).
+    paced: bool,
 }
 
 /// Where a beat goes after its step.
@@ -84,6 +146,11 @@ pub(crate) struct Heartbeats<D> {
     /// Wakes the task for a registration (its first ping may be due before
     /// anything the task is waiting for).
     wake: Notify,
+    /// How far behind the task ran when it last looked, in microseconds:
+    /// the lateness of the slot it was working on, or of the last ping its
+    /// catch-up pace holds back. The engine refuses new sessions while
+    /// this is over `limits.refuse_when_behind_ms`.
+    behind_us: AtomicU64,
 }
 
 impl<D: Send + Sync + 'static> Heartbeats<D> {
@@ -97,7 +164,19 @@ impl<D: Send + Sync + 'static> Heartbeats<D> {
                 running: false,
             }),
             wake: Notify::new(),
+            behind_us: AtomicU64::new(0),
         })
+    }
+
+    /// How far behind the heartbeats run (see `behind_us`); zero when on
+    /// time or without websocket sessions.
+    pub(crate) fn behind(&self) -> Duration {
+        Duration::from_micros(self.behind_us.load(Relaxed))
+    }
+
+    fn set_behind(&self, by: Duration) {
+        let us = u64::try_from(by.as_micros()).unwrap_or(u64::MAX);
+        self.behind_us.store(us, Relaxed);
     }
 
     /// Starts the heartbeat of `conn` now: its first ping is due one
@@ -130,6 +209,7 @@ impl<D: Send + Sync + 'static> Heartbeats<D> {
             conn: Arc::downgrade(conn),
             heartbeat: Heartbeat::new(self.interval, self.timeout),
             confirming: false,
+            paced: false,
         }
     }
 
@@ -137,6 +217,11 @@ impl<D: Send + Sync + 'static> Heartbeats<D> {
     /// slot, and sleeps until the next one.
     async fn keep(self: Arc<Self>) {
         let mut due: BTreeMap<Instant, Vec<Beat<D>>> = BTreeMap::new();
+        // Sessions in the schedule, for the catch-up pace.
+        let mut sessions = 0usize;
+        let mut catch_up = CatchUp {
+            next: Instant::now(),
+        };
         loop {
             let woken = self.wake.notified();
             tokio::pin!(woken);
@@ -144,6 +229,7 @@ impl<D: Send + Sync + 'static> Heartbeats<D> {
             {
                 let mut inbox = self.inbox.lock();
                 for beat in inbox.new.drain(..) {
+                    sessions += 1;
                     schedule(&mut due, beat);
                 }
                 if due.is_empty() {
@@ -153,10 +239,27 @@ impl<D: Send + Sync + 'static> Heartbeats<D> {
             }
             let mut handled = 0usize;
             while let Some(slot) = due.first_entry() {
-                if *slot.key() > Instant::now() {
+                let slot_at = *slot.key();
+                let now = Instant::now();
+                if slot_at > now {
                     break;
                 }
+                self.set_behind(
+                    now.saturating_duration_since(slot_at)
+                        .max(catch_up.behind(now)),
+                );
+                let overdue = now.saturating_duration_since(slot_at) >= LATE_CHECK;
                 for mut beat in slot.remove() {
+                    if overdue
+                        && !std::mem::take(&mut beat.paced)
+                        && beat.heartbeat.pings_next()
+                        && let Some(at) = catch_up.slot(now, sessions, self.interval)
+                    {
+                        self.late.with_label_values(&["ping_paced"]).inc();
+                        beat.paced = true;
+                        due.entry(on_grid(at, PACE_STEP)).or_default().push(beat);
+                        continue;
+                    }
                     let next = match beat.conn.upgrade() {
                         Some(conn) => self.beat(&conn, &mut beat),
                         None => Next::Done,
@@ -168,7 +271,7 @@ impl<D: Send + Sync + 'static> Heartbeats<D> {
                                 .or_default()
                                 .push(beat);
                         }
-                        Next::Done => {}
+                        Next::Done => sessions = sessions.saturating_sub(1),
                     }
                     handled += 1;
                     if handled.is_multiple_of(BEATS_PER_YIELD) {
@@ -176,6 +279,7 @@ impl<D: Send + Sync + 'static> Heartbeats<D> {
                     }
                 }
             }
+            self.set_behind(catch_up.behind(Instant::now()));
             let Some(next) = due.keys().next().copied() else {
                 continue;
             };
@@ -383,6 +487,65 @@ mod tests {
             matches!(frames.front(), Some(Frame::Text(t)) if t.as_str() == "2"),
             "the new session was pinged"
         );
+    }
+
+    /// After a stall of the thread (a long fan-out) the pings that fell due
+    /// meanwhile do not all go out in one pass: past a burst of
+    /// [`LATE_CHECK`]'s worth they are paced at the catch-up rate, each
+    /// counted as `ping_paced`, and the engine sees the task behind until
+    /// the last of them is out. None is held back longer than the pace
+    /// needs.
+    #[tokio::test]
+    async fn overdue_pings_after_a_stall_are_paced() {
+        let (interval, timeout) = (Duration::from_secs(1), Duration::from_secs(5));
+        let beats = heartbeats(interval, timeout);
+        let conns: Vec<_> = (0..300).map(|_| conn()).collect();
+        for c in &conns {
+            beats.register(c);
+        }
+        // Let the task take the registrations, then hold the thread past
+        // every first ping's deadline, as a long fan-out does.
+        tokio::task::yield_now().await;
+        std::thread::sleep(interval + Duration::from_millis(500));
+        let resumed = Instant::now();
+        let mut sent_at = vec![None; conns.len()];
+        let mut behind_seen = Duration::ZERO;
+        while sent_at.iter().any(Option::is_none) && resumed.elapsed() < Duration::from_secs(3) {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            behind_seen = behind_seen.max(beats.behind());
+            for (c, at) in conns.iter().zip(sent_at.iter_mut()) {
+                if at.is_none() && !c.take_frames().is_empty() {
+                    *at = Some(resumed.elapsed());
+                }
+            }
+        }
+        let times: Vec<Duration> = sent_at
+            .iter()
+            .map(|t| t.expect("every session pinged"))
+            .collect();
+        let first = times.iter().min().copied().unwrap_or_default();
+        let last = times.iter().max().copied().unwrap_or_default();
+        // 300 sessions at 1 s: the pace is 1,000/s (its floor), with a
+        // burst of 100 ms' worth: ~100 at once, the other ~200 over ~200 ms.
+        let at_once = times
+            .iter()
+            .filter(|t| **t <= first + Duration::from_millis(20))
+            .count();
+        assert!(
+            (80..=150).contains(&at_once),
+            "{at_once} pings in the first burst"
+        );
+        assert!(
+            last >= first + Duration::from_millis(150) && last < Duration::from_millis(600),
+            "pings from {first:?} to {last:?} after the stall"
+        );
+        let paced = beats.late.with_label_values(&["ping_paced"]).get();
+        assert!((150..=220).contains(&paced), "{paced} pings paced");
+        assert!(
+            behind_seen >= Duration::from_millis(100),
+            "behind {behind_seen:?}"
+        );
+        assert!(beats.behind() < Duration::from_millis(50), "caught up");
     }
 
     /// A session registered while the task sleeps toward a later deadline

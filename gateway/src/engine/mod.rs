@@ -95,6 +95,8 @@ pub enum EngineError {
     BodyTimeout,
     /// The gateway holds `limits.max_sessions` sessions.
     ServerFull,
+    /// The gateway's heartbeats run `limits.refuse_when_behind_ms` behind.
+    Overloaded,
 }
 
 impl EngineError {
@@ -110,7 +112,7 @@ impl EngineError {
             EngineError::ForwardOverloaded
             | EngineError::OwnerUnreachable
             | EngineError::OwnerTimeout => 3,
-            EngineError::BodyTimeout | EngineError::ServerFull => 3,
+            EngineError::BodyTimeout | EngineError::ServerFull | EngineError::Overloaded => 3,
         }
     }
 
@@ -133,6 +135,7 @@ impl EngineError {
             EngineError::OwnerTimeout => "The gateway holding this session did not answer in time",
             EngineError::BodyTimeout => "Request body not received in time",
             EngineError::ServerFull => "Gateway at its session limit; retry later",
+            EngineError::Overloaded => "Gateway overloaded; retry later",
         }
     }
 
@@ -153,6 +156,7 @@ impl EngineError {
             EngineError::OwnerTimeout => "owner_timeout",
             EngineError::BodyTimeout => "body_read_timeout",
             EngineError::ServerFull => "max_sessions",
+            EngineError::Overloaded => "overloaded",
         }
     }
 
@@ -168,8 +172,17 @@ impl EngineError {
             EngineError::OwnerUnreachable => StatusCode::BAD_GATEWAY,
             EngineError::OwnerTimeout => StatusCode::GATEWAY_TIMEOUT,
             EngineError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
-            EngineError::ServerFull => StatusCode::SERVICE_UNAVAILABLE,
+            EngineError::ServerFull | EngineError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    /// Seconds a refused client should wait before it tries again, for
+    /// the refusals that pass by themselves.
+    fn retry_after(self) -> Option<&'static str> {
+        match self {
+            EngineError::Overloaded => Some("2"),
+            _ => None,
         }
     }
 }
@@ -188,6 +201,8 @@ pub struct EngineSettings {
     pub body_read_timeout: Duration,
     pub max_connections_per_ip: usize,
     pub max_sessions: usize,
+    /// `limits.refuse_when_behind_ms`; zero disables.
+    pub refuse_when_behind: Duration,
     pub allowed_origins: Vec<String>,
     pub trusted_proxies: crate::client_ip::TrustedProxies,
     /// Forwarding to the gateway that owns a sid (`[cluster]`).
@@ -213,6 +228,7 @@ impl From<&Config> for EngineSettings {
             body_read_timeout: config.body_read_timeout(),
             max_connections_per_ip: l.max_connections_per_ip,
             max_sessions: l.max_sessions,
+            refuse_when_behind: Duration::from_millis(l.refuse_when_behind_ms),
             allowed_origins: config.server.allowed_origins.clone(),
             trusted_proxies: crate::client_ip::TrustedProxies::new(config.trusted_proxies()),
             forward: forward::ForwardSettings::from(config),
@@ -429,7 +445,16 @@ impl<H: EngineHandler> Engine<H> {
     /// per-address bound. Counts the session against its address on success;
     /// [`Engine::release`] gives the place back.
     fn admit(&self, handshake: &Handshake) -> Result<(), EngineError> {
-        // Per address first: a flood from one address must not use up the
+        // First, and before the token is verified: when the process is
+        // this far behind, a new session's handshake is paid for with the
+        // heartbeats of the sessions already here (issue #17's reconnect
+        // storm); a refusal costs a few microseconds and the client retries.
+        if !self.settings.refuse_when_behind.is_zero()
+            && self.heartbeats.behind() >= self.settings.refuse_when_behind
+        {
+            return Err(EngineError::Overloaded);
+        }
+        // Then per address: a flood from one address must not use up the
         // gateway-wide rate that everybody else's reconnects need.
         let mut per_ip = self.per_ip.lock();
         let address = handshake.client_address();
@@ -617,11 +642,13 @@ impl<H: EngineHandler> Engine<H> {
             );
         }
         let body = serde_json::json!({ "code": err.code(), "message": err.message() }).to_string();
-        Response::builder()
+        let mut resp = Response::builder()
             .status(err.status())
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(Full::new(Bytes::from(body)))
-            .unwrap_or_default()
+            .header(header::CONTENT_TYPE, "application/json");
+        if let Some(secs) = err.retry_after() {
+            resp = resp.header(header::RETRY_AFTER, secs);
+        }
+        resp.body(Full::new(Bytes::from(body))).unwrap_or_default()
     }
 
     /// Creates and registers a session and queues its open packet.
