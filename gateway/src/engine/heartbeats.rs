@@ -322,6 +322,26 @@ mod tests {
         assert_eq!(&frame, &[0x81, 1, b'2'], "a ping frame");
     }
 
+    /// Waits for `closed` (enabled before the ping) and checks that `conn`
+    /// was closed for its missing pong, and not before `timeout` after the
+    /// ping went out at `pinged`.
+    async fn closed_for_the_pong(
+        closed: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>,
+        conn: &Connection<()>,
+        pinged: Instant,
+        timeout: Duration,
+    ) {
+        tokio::time::timeout(Duration::from_secs(2), closed)
+            .await
+            .expect("closed for the missing pong");
+        let after = pinged.elapsed();
+        assert!(
+            after + Duration::from_millis(5) >= timeout,
+            "closed {after:?} after the ping, before the timeout"
+        );
+        assert_eq!(conn.close_reason(), Some(CloseReason::PingTimeout));
+    }
+
     /// Pings go out every interval, written to the socket by the heartbeat
     /// task (the session's task is not involved), and a session that
     /// answers them is never closed.
@@ -361,15 +381,7 @@ mod tests {
         beats.register(&conn);
         read_ping(&mut client).await;
         let pinged = Instant::now();
-        tokio::time::timeout(Duration::from_secs(2), closed)
-            .await
-            .expect("closed for the missing pong");
-        let after = pinged.elapsed();
-        assert!(
-            after + Duration::from_millis(5) >= timeout,
-            "closed {after:?} after the ping, before the timeout"
-        );
-        assert_eq!(conn.close_reason(), Some(CloseReason::PingTimeout));
+        closed_for_the_pong(closed, &conn, pinged, timeout).await;
     }
 
     /// Right after a ping the beat comes back early (see [`EARLY_CHECK`]):
@@ -470,15 +482,7 @@ mod tests {
             );
             assert!(answering.state.lock().pong_received().is_some());
         }
-        tokio::time::timeout(Duration::from_secs(2), closed)
-            .await
-            .expect("closed for the missing pong");
-        let after = pinged.elapsed();
-        assert!(
-            after + Duration::from_millis(5) >= timeout,
-            "closed {after:?} after the ping, before the timeout"
-        );
-        assert_eq!(silent.close_reason(), Some(CloseReason::PingTimeout));
+        closed_for_the_pong(closed, &silent, pinged, timeout).await;
         assert!(!answering.is_closed());
     }
 
