@@ -264,6 +264,20 @@ impl<D> Connection<D> {
     /// a burst passes `direct = false`, so that frames pile up and the task
     /// writes each socket's share in one batch.
     pub fn send_frames(&self, frames: &[Frame], received: Option<Instant>, direct: bool) -> Sent {
+        self.send_frames_at(frames, received, direct, None)
+    }
+
+    /// [`Connection::send_frames`] for a caller that has just read the
+    /// clock (the heartbeat's ping): a direct write records `now` as the
+    /// last drain instead of reading the clock again, one clock read fewer
+    /// per heartbeat of every idle session.
+    pub(crate) fn send_frames_at(
+        &self,
+        frames: &[Frame],
+        received: Option<Instant>,
+        direct: bool,
+        now: Option<Instant>,
+    ) -> Sent {
         if self.is_closed() {
             return Sent::Refused;
         }
@@ -277,12 +291,12 @@ impl<D> Connection<D> {
             // reading: it counts as a drain for the stall rule.
             let rest = match attempt {
                 Direct::Written => {
-                    outbox.last_drain = Instant::now();
+                    outbox.last_drain = now.unwrap_or_else(Instant::now);
                     return Sent::Written;
                 }
                 Direct::NotWritten => frames,
                 Direct::Partial { tail, next } => {
-                    outbox.last_drain = Instant::now();
+                    outbox.last_drain = now.unwrap_or_else(Instant::now);
                     if let Some(tail) = tail {
                         outbox.bytes += tail.len();
                         outbox.frames.push_back(Frame::WireTail(tail));
@@ -409,6 +423,35 @@ impl<D> Connection<D> {
     pub fn transport(&self) -> TransportKind {
         self.state.lock().kind
     }
+
+    /// Asks the CPU to start loading what a heartbeat step reads of the
+    /// session at `conn` (a [`std::sync::Weak::as_ptr`]): the reference
+    /// counts in front of it, the closed flag, the transport state and the
+    /// outbox. A hint only: it reads nothing into the program and cannot
+    /// fault, whatever the address, so a session that has ended since
+    /// costs nothing.
+    pub(crate) fn prefetch(conn: *const Self) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+            let base = conn.cast::<i8>();
+            // An `Arc`'s counts are the two words in front of its value.
+            let counts = base.wrapping_sub(2 * std::mem::size_of::<usize>());
+            for at in [
+                counts,
+                base.wrapping_add(std::mem::offset_of!(Self, closed)),
+                base.wrapping_add(std::mem::offset_of!(Self, state)),
+                base.wrapping_add(std::mem::offset_of!(Self, outbox)),
+            ] {
+                // SAFETY: SSE, which `_mm_prefetch` needs, is part of every
+                // x86_64 CPU; a prefetch never faults nor reads into the
+                // program, whatever the address.
+                unsafe { _mm_prefetch::<_MM_HINT_T0>(at) };
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = conn;
+    }
 }
 
 /// The server side of the Engine.IO heartbeat: a ping every `ping_interval`,
@@ -510,10 +553,12 @@ pub(super) fn on_grid(t: Instant, quantum: std::time::Duration) -> Instant {
         return t;
     }
     let epoch = grid_epoch();
-    let q = quantum.as_nanos();
-    let since = t.saturating_duration_since(epoch).as_nanos();
-    let slots = since.div_ceil(q);
-    let offset = u64::try_from(slots * q).unwrap_or(u64::MAX);
+    // In `u64` nanoseconds (584 years): a `u128` division is a library
+    // call several times slower, and this runs at every heartbeat step.
+    let nanos = |d: std::time::Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+    let q = nanos(quantum);
+    let since = nanos(t.saturating_duration_since(epoch));
+    let offset = since.div_ceil(q).saturating_mul(q);
     epoch + std::time::Duration::from_nanos(offset)
 }
 
@@ -537,6 +582,14 @@ impl Heartbeat {
     /// Whether the next step is a ping (no ping is outstanding).
     pub fn pings_next(&self) -> bool {
         self.ping_due.is_none()
+    }
+
+    /// The slot of the grid `after` from now, when it comes before the
+    /// deadline: for a look at the heartbeat's state ahead of its step
+    /// (the heartbeat task's early pong check).
+    pub fn before_deadline(&self, after: std::time::Duration) -> Option<Instant> {
+        let at = on_grid(Instant::now() + after, self.quantum);
+        (at < self.deadline).then_some(at)
     }
 
     /// Moves on to the next ping if the outstanding one has been answered
@@ -588,7 +641,8 @@ impl Heartbeat {
             None => {
                 let now = Instant::now();
                 conn.state.lock().ping_sent(now);
-                conn.send(Frame::Text(Utf8Bytes::from_static("2")));
+                let ping = Frame::Text(Utf8Bytes::from_static("2"));
+                conn.send_frames_at(std::slice::from_ref(&ping), None, true, Some(now));
                 let late = now.saturating_duration_since(self.due) >= LATE_CHECK;
                 self.ping_due = Some(self.due);
                 // The pong is due `timeout` after the ping went out, not
@@ -681,6 +735,28 @@ mod tests {
 
     /// A direct write happens only with nothing queued and no batch in
     /// flight, so it never overtakes a frame sent before it.
+    /// A direct write given the caller's clock reading (the heartbeat's
+    /// ping) records that as the last drain, and one without reads the
+    /// clock.
+    #[tokio::test]
+    async fn a_direct_write_at_a_given_time_records_it_as_the_drain() {
+        let (server, mut client) = test_pair().await;
+        let conn = test_conn();
+        conn.allow_direct(&server.wire().clone());
+        let then = Instant::now() - Duration::from_secs(5);
+        let ping = [Frame::text("2")];
+        assert_eq!(
+            conn.send_frames_at(&ping, None, true, Some(then)),
+            Sent::Written
+        );
+        assert_eq!(conn.outbox.lock().last_drain, then);
+        assert_eq!(conn.send_frames(&ping, None, true), Sent::Written);
+        assert!(conn.outbox.lock().last_drain > then + Duration::from_secs(4));
+        let mut both = [0u8; 6];
+        client.read_exact(&mut both).await.expect("read");
+        assert_eq!(&both, &[0x81, 1, b'2', 0x81, 1, b'2']);
+    }
+
     #[tokio::test]
     async fn direct_writes_never_overtake_queued_or_in_flight_frames() {
         let (server, mut client) = test_pair().await;

@@ -37,6 +37,12 @@ use super::{
 /// thread for long.
 const BEATS_PER_YIELD: usize = 256;
 
+/// How many beats ahead of the one it runs the heartbeat task asks the CPU
+/// to load a session's state (see [`Connection::prefetch`]): every session
+/// of a slot was last touched a heartbeat ago, so each step would otherwise
+/// wait for main memory several times.
+const PREFETCH_AHEAD: usize = 4;
+
 /// How long a failed pong check waits before it closes the session. When
 /// the process was behind, the timer and the pong's readiness come due
 /// together, and this task may run before the session's own task has read
@@ -102,23 +108,46 @@ impl CatchUp {
     }
 }
 
+/// How long after a ping its pong is first looked for. A pong check due
+/// `ping_timeout` after the ping finds the session's lines long gone from
+/// the CPU caches (several misses per session, a good part of an idle
+/// heartbeat's cost); one this soon after the ping, rounded up to the next
+/// slot of the grid, finds them still cached, since the ping and the pong's
+/// read just touched them. A session that has answered by then goes
+/// straight to its next ping; one that has not is checked again at its
+/// real deadline, so when a silent client is closed does not change.
+const EARLY_CHECK: Duration = Duration::from_millis(100);
+
 /// One session's place in the schedule: its heartbeat state and a weak
 /// reference, so that the schedule never keeps a finished session alive.
 struct Beat<D> {
     conn: Weak<Connection<D>>,
     heartbeat: Heartbeat,
-    /// The last pong check failed; the next step confirms it (see
-    /// [`CONFIRM_AFTER`]).
-    confirming: bool,
+    /// What the next step of this beat is.
+    stage: Stage,
     /// Its overdue ping was held back by the catch-up pace and goes out
     /// when its slot comes, however late (it is not paced twice).
     paced: bool,
+}
+
+/// What a beat's next step does, besides its heartbeat's own next step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// The heartbeat's step: a ping, or the pong check at its deadline.
+    Due,
+    /// A ping went out; look for its pong early (see [`EARLY_CHECK`]).
+    Early,
+    /// The last pong check failed; this step confirms it (see
+    /// [`CONFIRM_AFTER`]).
+    Confirming,
 }
 
 /// Where a beat goes after its step.
 enum Next {
     /// Into the slot of its heartbeat's next deadline.
     Schedule,
+    /// Into the slot at this instant, for the early pong check.
+    Early(Instant),
     /// Back in [`CONFIRM_AFTER`], to confirm a failed pong check.
     Confirm,
     /// Out of the schedule: the session is closed.
@@ -208,7 +237,7 @@ impl<D: Send + Sync + 'static> Heartbeats<D> {
         Beat {
             conn: Arc::downgrade(conn),
             heartbeat: Heartbeat::new(self.interval, self.timeout),
-            confirming: false,
+            stage: Stage::Due,
             paced: false,
         }
     }
@@ -249,8 +278,18 @@ impl<D: Send + Sync + 'static> Heartbeats<D> {
                         .max(catch_up.behind(now)),
                 );
                 let overdue = now.saturating_duration_since(slot_at) >= LATE_CHECK;
-                for mut beat in slot.remove() {
+                let mut beats = slot.remove().into_iter();
+                for ahead in beats.as_slice().iter().take(PREFETCH_AHEAD) {
+                    Connection::prefetch(ahead.conn.as_ptr());
+                }
+                while let Some(mut beat) = beats.next() {
+                    if let Some(ahead) = beats.as_slice().get(PREFETCH_AHEAD - 1) {
+                        Connection::prefetch(ahead.conn.as_ptr());
+                    }
+                    // Only a ping is paced: never an early look for a
+                    // pong, a check or its confirmation.
                     if overdue
+                        && beat.stage == Stage::Due
                         && !std::mem::take(&mut beat.paced)
                         && beat.heartbeat.pings_next()
                         && let Some(at) = catch_up.slot(now, sessions, self.interval)
@@ -266,6 +305,7 @@ impl<D: Send + Sync + 'static> Heartbeats<D> {
                     };
                     match next {
                         Next::Schedule => schedule(&mut due, beat),
+                        Next::Early(at) => due.entry(at).or_default().push(beat),
                         Next::Confirm => {
                             due.entry(Instant::now() + CONFIRM_AFTER)
                                 .or_default()
@@ -291,27 +331,42 @@ impl<D: Send + Sync + 'static> Heartbeats<D> {
     }
 
     /// One step of one session's heartbeat: the ping, the check of its
-    /// pong, or the confirmation of a failed check (closing the session
-    /// when the pong is still missing).
+    /// pong (early, or at its deadline), or the confirmation of a failed
+    /// check (closing the session when the pong is still missing).
     fn beat(&self, conn: &Connection<D>, beat: &mut Beat<D>) -> Next {
         if conn.is_closed() {
             return Next::Done;
         }
-        if std::mem::take(&mut beat.confirming) {
-            if beat.heartbeat.settle(conn, self.interval) {
-                self.late.with_label_values(&["unread_pong"]).inc();
+        match std::mem::replace(&mut beat.stage, Stage::Due) {
+            Stage::Due => {}
+            Stage::Early => {
+                // Answered: on to the next ping. Not yet: the heartbeat
+                // still waits for its pong check at the deadline.
+                beat.heartbeat.settle(conn, self.interval);
                 return Next::Schedule;
             }
-            conn.close(CloseReason::PingTimeout);
-            return Next::Done;
+            Stage::Confirming => {
+                if beat.heartbeat.settle(conn, self.interval) {
+                    self.late.with_label_values(&["unread_pong"]).inc();
+                    return Next::Schedule;
+                }
+                conn.close(CloseReason::PingTimeout);
+                return Next::Done;
+            }
         }
         match beat.heartbeat.tick(conn, self.interval, self.timeout) {
             Ok(step) => {
                 count_late(&self.late, step);
+                if matches!(step, Step::Ping { .. })
+                    && let Some(at) = beat.heartbeat.before_deadline(EARLY_CHECK)
+                {
+                    beat.stage = Stage::Early;
+                    return Next::Early(at);
+                }
                 Next::Schedule
             }
             Err(_) => {
-                beat.confirming = true;
+                beat.stage = Stage::Confirming;
                 Next::Confirm
             }
         }
@@ -374,6 +429,26 @@ mod tests {
         assert_eq!(&frame, &[0x81, 1, b'2'], "a ping frame");
     }
 
+    /// Waits for `closed` (enabled before the ping) and checks that `conn`
+    /// was closed for its missing pong, and not before `timeout` after the
+    /// ping went out at `pinged`.
+    async fn closed_for_the_pong(
+        closed: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>,
+        conn: &Connection<()>,
+        pinged: Instant,
+        timeout: Duration,
+    ) {
+        tokio::time::timeout(Duration::from_secs(2), closed)
+            .await
+            .expect("closed for the missing pong");
+        let after = pinged.elapsed();
+        assert!(
+            after + Duration::from_millis(5) >= timeout,
+            "closed {after:?} after the ping, before the timeout"
+        );
+        assert_eq!(conn.close_reason(), Some(CloseReason::PingTimeout));
+    }
+
     /// Pings go out every interval, written to the socket by the heartbeat
     /// task (the session's task is not involved), and a session that
     /// answers them is never closed.
@@ -413,15 +488,109 @@ mod tests {
         beats.register(&conn);
         read_ping(&mut client).await;
         let pinged = Instant::now();
-        tokio::time::timeout(Duration::from_secs(2), closed)
-            .await
-            .expect("closed for the missing pong");
-        let after = pinged.elapsed();
+        closed_for_the_pong(closed, &conn, pinged, timeout).await;
+    }
+
+    /// Right after a ping the beat comes back early (see [`EARLY_CHECK`]):
+    /// a session that has answered by then goes on to its next ping
+    /// without a check at the deadline; one that has not keeps its pong
+    /// deadline, and is closed there and not before.
+    #[tokio::test]
+    async fn the_early_check_moves_answered_sessions_on_and_keeps_the_deadline() {
+        let (interval, timeout) = (Duration::from_millis(200), Duration::from_millis(300));
+        let beats = heartbeats(interval, timeout);
+        let (answers, silent) = (conn(), conn());
+        let mut answering = beats.beat_for(&answers);
+        let mut quiet = beats.beat_for(&silent);
+        tokio::time::sleep(interval).await;
+        let pinged = Instant::now();
+        let early = |next: Next| match next {
+            Next::Early(at) => at,
+            _ => panic!("a ping is followed by an early check"),
+        };
+        let at = early(beats.beat(&answers, &mut answering));
+        early(beats.beat(&silent, &mut quiet));
         assert!(
-            after + Duration::from_millis(5) >= timeout,
-            "closed {after:?} after the ping, before the timeout"
+            at >= pinged + EARLY_CHECK && at < pinged + timeout,
+            "{at:?}"
         );
-        assert_eq!(conn.close_reason(), Some(CloseReason::PingTimeout));
+        let check = quiet.heartbeat.deadline();
+        assert!(
+            check >= pinged + timeout,
+            "the pong deadline counts from the ping"
+        );
+        assert!(answers.state.lock().pong_received().is_some());
+        tokio::time::sleep_until(at).await;
+        assert!(matches!(
+            beats.beat(&answers, &mut answering),
+            Next::Schedule
+        ));
+        let next = answering.heartbeat.deadline();
+        assert!(
+            next + Duration::from_millis(20) > pinged + interval && next <= pinged + interval,
+            "answered: the next step is the next ping, one interval after the last"
+        );
+        assert!(matches!(beats.beat(&silent, &mut quiet), Next::Schedule));
+        assert_eq!(quiet.heartbeat.deadline(), check, "silent: still the check");
+        assert!(!silent.is_closed());
+        tokio::time::sleep_until(check).await;
+        assert!(matches!(beats.beat(&silent, &mut quiet), Next::Confirm));
+        tokio::time::sleep(CONFIRM_AFTER).await;
+        assert!(matches!(beats.beat(&silent, &mut quiet), Next::Done));
+        assert_eq!(silent.close_reason(), Some(CloseReason::PingTimeout));
+        // The answered session's next step is its ping.
+        tokio::time::sleep_until(answering.heartbeat.deadline()).await;
+        early(beats.beat(&answers, &mut answering));
+        assert_eq!(
+            answers.take_frames().len(),
+            2,
+            "two pings, written as queued"
+        );
+    }
+
+    /// With a pong deadline sooner than [`EARLY_CHECK`] there is no early
+    /// check: the ping's next step is the check itself.
+    #[tokio::test]
+    async fn no_early_check_when_the_deadline_is_sooner() {
+        let (interval, timeout) = (Duration::from_millis(30), Duration::from_millis(60));
+        let beats = heartbeats(interval, timeout);
+        let session = conn();
+        let mut beat = beats.beat_for(&session);
+        tokio::time::sleep(interval).await;
+        assert!(matches!(beats.beat(&session, &mut beat), Next::Schedule));
+        assert_eq!(beat.stage, Stage::Due);
+    }
+
+    /// Through the task, on real sockets: a silent session is closed once
+    /// the timeout after its ping has passed, not at the early check before
+    /// it, while an answering one is pinged every interval, its pongs found
+    /// by the early checks.
+    #[tokio::test]
+    async fn with_early_checks_the_timeout_still_decides() {
+        let (interval, timeout) = (Duration::from_millis(150), Duration::from_millis(250));
+        let (beats, silent, _server, mut silent_client) = wired(interval, timeout).await;
+        let (server, mut client) = test_pair().await;
+        let answering = conn();
+        answering.allow_direct(&server.wire().clone());
+        let closed = silent.closed_signal.notified();
+        tokio::pin!(closed);
+        closed.as_mut().enable();
+        let start = Instant::now();
+        beats.register(&silent);
+        beats.register(&answering);
+        read_ping(&mut silent_client).await;
+        let pinged = Instant::now();
+        for n in 1..=3u32 {
+            read_ping(&mut client).await;
+            let at = start.elapsed();
+            assert!(
+                at < interval * n + Duration::from_millis(40),
+                "ping {n} at {at:?}"
+            );
+            assert!(answering.state.lock().pong_received().is_some());
+        }
+        closed_for_the_pong(closed, &silent, pinged, timeout).await;
+        assert!(!answering.is_closed());
     }
 
     /// A pong that came in while its check was failing (read by the

@@ -360,8 +360,14 @@ async fn run<H: EngineHandler>(
     let wire = ws.get_ref().wire().clone();
     let direct = DirectWrites(conn);
     conn.allow_direct(&wire);
-    loop {
-        let woken = conn.wake.notified();
+    // Armed before the outbox is first looked at, and again only after it
+    // fired: a read (a pong, every heartbeat) leaves it waiting where it
+    // is, so the task neither re-registers with the `Notify` (a lock, and
+    // one more cache line of an idle session) nor looks at the outbox for
+    // frames nobody announced.
+    let woken = conn.wake.notified();
+    tokio::pin!(woken);
+    'session: loop {
         let (frames, received) = conn.take_for_write();
         if !frames.is_empty() {
             // A client that stops reading blocks this write; the write
@@ -384,11 +390,20 @@ async fn run<H: EngineHandler>(
         if conn.is_closed() {
             break;
         }
-        tokio::select! {
-            _ = woken => {}
-            msg = ws.next() => {
-                if !on_message(engine, conn, msg) {
-                    break;
+        loop {
+            // Biased: the wake-up first, so frames sent before a read are
+            // written before the reply to it, and no random draw per poll.
+            tokio::select! {
+                biased;
+                _ = woken.as_mut() => {
+                    woken.set(conn.wake.notified());
+                    continue 'session;
+                }
+                msg = ws.next() => {
+                    // A message that sends or closes notifies `woken`.
+                    if !on_message(engine, conn, msg) {
+                        break 'session;
+                    }
                 }
             }
         }
