@@ -35,7 +35,7 @@ pub fn socket(socket: &Socket, rooms: Vec<String>, path: &str, token_param: &str
 /// The handshake fields the UI shows, without credentials.
 pub fn handshake(h: &Handshake, path: &str, token_param: &str) -> Value {
     let mut headers = Map::new();
-    for (name, value) in &h.headers {
+    for (name, value) in h.headers.iter() {
         if SECRET_HEADERS.contains(&name.as_str()) {
             continue;
         }
@@ -153,7 +153,7 @@ mod tests {
         headers.insert("cookie", "token=secret".parse().unwrap());
         headers.insert("user-agent", "test".parse().unwrap());
         let h = Handshake {
-            headers,
+            headers: headers.into(),
             query: "EIO=4&transport=polling&token=secret&room=a%20b".into(),
             remote: "10.0.0.7:5000".parse().unwrap(),
             issued_ms: 0,

@@ -20,7 +20,7 @@
 mod refusal;
 mod rooms;
 #[cfg(test)]
-mod test_support;
+pub(crate) mod test_support;
 mod token;
 mod verify;
 

@@ -56,7 +56,7 @@ pub fn handshake(query: &str, headers: &[(&str, &str)]) -> Handshake {
         );
     }
     Handshake {
-        headers: map,
+        headers: map.into(),
         query: query.into(),
         remote: "127.0.0.1:5000".parse().expect("addr"),
         issued_ms: 0,

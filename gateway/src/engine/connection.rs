@@ -683,7 +683,7 @@ impl Heartbeat {
 #[cfg(test)]
 pub(super) fn test_conn() -> Connection<()> {
     let handshake = Handshake {
-        headers: http::HeaderMap::new(),
+        headers: Default::default(),
         query: String::new(),
         remote: "127.0.0.1:1".parse().expect("addr"),
         issued_ms: 0,
@@ -705,7 +705,7 @@ mod tests {
 
     fn websocket_conn(max_bytes: usize, max_frames: usize) -> Connection<()> {
         let handshake = Handshake {
-            headers: http::HeaderMap::new(),
+            headers: Default::default(),
             query: String::new(),
             remote: "127.0.0.1:5000".parse().expect("addr"),
             issued_ms: 0,

@@ -2,7 +2,11 @@
 //! Engine.IO session: the input to authentication and the `handshake` that
 //! `fetchSockets()` reports to Node servers.
 
-use std::net::{IpAddr, SocketAddr};
+use std::{
+    net::{IpAddr, SocketAddr},
+    ops::Deref,
+    sync::LazyLock,
+};
 
 /// The opening request of an Engine.IO session, kept for the session's life.
 ///
@@ -11,7 +15,7 @@ use std::net::{IpAddr, SocketAddr};
 #[derive(Debug, Clone)]
 pub struct Handshake {
     /// Headers of the opening request (polling handshake or websocket upgrade).
-    pub headers: http::HeaderMap,
+    pub headers: KeptHeaders,
     /// The raw query string, without the leading `?`.
     pub query: String,
     /// The peer address as seen by the gateway (nginx's, behind a proxy).
@@ -22,6 +26,37 @@ pub struct Handshake {
     /// right-most `X-Forwarded-For` entry that is not a trusted proxy
     /// (resolved once, when the session opens; see [`crate::client_ip`]).
     pub client_ip: IpAddr,
+}
+
+/// The headers a session keeps, boxed and only when there are any: most
+/// clients send neither `Authorization` nor `Cookie` (the token travels in
+/// the CONNECT packet), and an empty `HeaderMap` inline would still cost
+/// every idle connection 96 bytes (issue #17). Reads as a `HeaderMap`.
+#[derive(Debug, Clone, Default)]
+pub struct KeptHeaders(Option<Box<http::HeaderMap>>);
+
+/// What an absent set of kept headers reads as.
+static NO_HEADERS: LazyLock<http::HeaderMap> = LazyLock::new(http::HeaderMap::new);
+
+impl From<http::HeaderMap> for KeptHeaders {
+    fn from(headers: http::HeaderMap) -> Self {
+        KeptHeaders((!headers.is_empty()).then(|| Box::new(headers)))
+    }
+}
+
+impl Deref for KeptHeaders {
+    type Target = http::HeaderMap;
+
+    fn deref(&self) -> &http::HeaderMap {
+        self.0.as_deref().unwrap_or(&NO_HEADERS)
+    }
+}
+
+impl std::ops::DerefMut for KeptHeaders {
+    /// Boxes a map on the first change, as a read-only empty set has none.
+    fn deref_mut(&mut self) -> &mut http::HeaderMap {
+        self.0.get_or_insert_with(Default::default)
+    }
 }
 
 impl Handshake {
@@ -62,7 +97,7 @@ mod tests {
             headers.insert(http::header::COOKIE, c.parse().unwrap());
         }
         Handshake {
-            headers,
+            headers: headers.into(),
             query: query.into(),
             remote: "127.0.0.1:5000".parse().unwrap(),
             issued_ms: 0,
@@ -81,6 +116,26 @@ mod tests {
         assert_eq!(h.query_param("missing"), None);
         assert_eq!(h.cookie("token").as_deref(), Some("abc.def"));
         assert_eq!(h.cookie("nope"), None);
+    }
+
+    /// A session without `Authorization` or `Cookie` (most: the token is in
+    /// the CONNECT packet) keeps no header map at all, and one with them
+    /// reads them as before; either way the handshake stays small.
+    #[test]
+    fn kept_headers_take_room_only_when_there_are_any() {
+        let none = handshake("", None);
+        assert!(none.headers.0.is_none());
+        assert!(none.headers.is_empty());
+        assert_eq!(none.cookie("token"), None);
+        let some = handshake("", Some("token=abc"));
+        assert!(some.headers.0.is_some());
+        assert_eq!(some.headers.len(), 1);
+        assert_eq!(some.cookie("token").as_deref(), Some("abc"));
+        assert!(
+            std::mem::size_of::<Handshake>() <= 104,
+            "{} bytes",
+            std::mem::size_of::<Handshake>()
+        );
     }
 
     #[test]

@@ -560,7 +560,7 @@ impl<H: EngineHandler> Engine<H> {
             }
         }
         Handshake {
-            headers,
+            headers: headers.into(),
             query: req.uri().query().unwrap_or("").to_string(),
             remote,
             issued_ms,

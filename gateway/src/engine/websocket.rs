@@ -11,7 +11,10 @@ use std::{collections::VecDeque, sync::Arc};
 use engineioxide_core::{Packet, ProtocolVersion};
 use futures_util::{SinkExt, StreamExt};
 use http::{HeaderMap, Method, Request, Response, StatusCode, header};
-use hyper::{body::Incoming, upgrade::Upgraded};
+use hyper::{
+    body::Incoming,
+    upgrade::{OnUpgrade, Upgraded},
+};
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
 use tokio_tungstenite::{
@@ -28,7 +31,7 @@ use crate::{conn_slot::SlottedStream, engine::Handshake};
 use super::{
     Body, CloseReason, Connection, Engine, EngineError, EngineHandler, Frame, TransportKind,
     str_from_utf8_bytes,
-    wire::{WireStream, encode_frame},
+    wire::{Wire, WireStream, encode_frame},
 };
 
 type Ws = WebSocketStream<WireStream>;
@@ -100,26 +103,36 @@ pub(super) fn open<H: EngineHandler>(
         }
     };
     let on_upgrade = hyper::upgrade::on(req);
-    let engine = engine.clone();
     // Per connection: the session's websocket, ending with it; shutdown
     // closes every session and awaits them (`Engine::drained`).
-    tokio::spawn(async move {
-        let upgraded = match on_upgrade.await {
-            Ok(u) => u,
-            Err(err) => {
-                tracing::debug!(%err, "websocket upgrade failed");
-                engine.release(&handshake);
-                return;
-            }
-        };
-        let Some(ws) = into_websocket(upgraded, engine.settings.max_payload).await else {
+    tokio::spawn(session(engine.clone(), on_upgrade, Box::new(handshake)));
+    Ok(switching_protocols(accept))
+}
+
+/// The task of a websocket-only session: waits for the upgrade, opens the
+/// session and runs it until it closes. `handshake` comes boxed: what a
+/// task holds when it starts stays in it for its whole life, and the
+/// handshake is needed only until the session opens.
+async fn session<H: EngineHandler>(
+    engine: Arc<Engine<H>>,
+    on_upgrade: OnUpgrade,
+    handshake: Box<Handshake>,
+) {
+    let upgraded = match on_upgrade.await {
+        Ok(u) => u,
+        Err(err) => {
+            tracing::debug!(%err, "websocket upgrade failed");
             engine.release(&handshake);
             return;
-        };
-        let conn = engine.open_session(handshake, TransportKind::Websocket);
-        run(&engine, &conn, ws).await;
-    });
-    Ok(switching_protocols(accept))
+        }
+    };
+    // Boxed, as every step that ends before the session does (see `run`).
+    let Some(ws) = Box::pin(into_websocket(upgraded, engine.settings.max_payload)).await else {
+        engine.release(&handshake);
+        return;
+    };
+    let conn = engine.open_session(*handshake, TransportKind::Websocket);
+    run(&engine, &conn, Box::new(ws)).await;
 }
 
 /// The upgrade of an open polling session to websocket.
@@ -179,15 +192,20 @@ pub(super) fn upgrade<H: EngineHandler>(
     // session (awaited by shutdown through `Engine::drained`).
     tokio::spawn(async move {
         let ws = match on_upgrade.await {
-            Ok(upgraded) => into_websocket(upgraded, engine.settings.max_payload).await,
+            Ok(upgraded) => Box::pin(into_websocket(upgraded, engine.settings.max_payload)).await,
             Err(_) => None,
         };
         let Some(mut ws) = ws else {
             conn.state.lock().upgrading = false;
             return;
         };
-        let upgraded =
-            tokio::time::timeout(engine.settings.upgrade_timeout, probe(&mut ws, &conn)).await;
+        // Boxed: the probe's state would otherwise stay in the task for
+        // the session's whole life (see `open`).
+        let upgraded = Box::pin(tokio::time::timeout(
+            engine.settings.upgrade_timeout,
+            probe(&mut ws, &conn),
+        ))
+        .await;
         if !matches!(upgraded, Ok(Ok(()))) {
             {
                 let mut state = conn.state.lock();
@@ -219,7 +237,7 @@ pub(super) fn upgrade<H: EngineHandler>(
         engine.handler().on_upgrade(&conn);
         // The polling driver sees the new transport and hands over to us.
         conn.closed_signal.notify_waiters();
-        run(&engine, &conn, ws).await;
+        run(&engine, &conn, Box::new(ws)).await;
     });
     Ok(switching_protocols(accept))
 }
@@ -342,12 +360,19 @@ async fn write_batch(
 }
 
 /// Reads and writes a websocket session until it closes, then finishes it.
+///
+/// This task lives as long as the session, so whatever its future holds is
+/// paid by every idle connection (issue #17): the steps that end before the
+/// session does (opening, the probe, each write of queued frames, the
+/// close) are boxed and take a pointer here, not their whole state. `ws`
+/// comes boxed: an `async fn` keeps its arguments apart from the
+/// locals its body moves them into, so a websocket passed by value would
+/// take its ~300 bytes twice in every session's task.
 async fn run<H: EngineHandler>(
     engine: &Arc<Engine<H>>,
     conn: &Arc<Connection<H::Data>>,
-    mut ws: Ws,
+    mut ws: Box<Ws>,
 ) {
-    let settings = &engine.settings;
     // The engine's heartbeat task pings this session and closes it when a
     // pong is missing; this task only reads the pongs (no timer here).
     engine.heartbeats.register(conn);
@@ -373,19 +398,11 @@ async fn run<H: EngineHandler>(
             // A client that stops reading blocks this write; the write
             // timeout ends it, and so does a close from elsewhere (queue
             // overflow, shutdown), so the task never hangs on a dead peer.
-            let closed = conn.closed_signal.notified();
-            let write = write_batch(&mut ws, &frames, &mut torn);
-            tokio::select! {
-                result = tokio::time::timeout(settings.write_timeout, write) => match result {
-                    Ok(Ok(())) => {
-                        engine.metrics.observe_delivery(received);
-                        conn.allow_direct(&wire);
-                    }
-                    Ok(Err(_)) => conn.close(CloseReason::TransportError),
-                    Err(_) => conn.close(CloseReason::SlowConsumer),
-                },
-                _ = closed => {}
-            }
+            // Boxed: inline, the state of a write in flight (its timer,
+            // the close signal, the framing buffer) would be part of every
+            // session's task, written or idle, for its whole life.
+            let write = write_queued(engine, conn, &mut ws, frames, received, &wire, &mut torn);
+            Box::pin(write).await;
         }
         if conn.is_closed() {
             break;
@@ -425,23 +442,59 @@ async fn run<H: EngineHandler>(
         let mut torn = torn;
         // A slow consumer's backlog is dropped; anything else still queued
         // (a final DISCONNECT or CONNECT_ERROR) goes out first.
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
-            if reason != Some(CloseReason::SlowConsumer) {
-                let frames = conn.take_frames();
-                if write_batch(&mut ws, &frames, &mut torn).await.is_err() {
-                    return Ok(());
+        // Boxed for the same reason as the writes in the loop: once per
+        // session, and only at its end.
+        let _ = Box::pin(tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            async {
+                if reason != Some(CloseReason::SlowConsumer) {
+                    let frames = conn.take_frames();
+                    if write_batch(&mut ws, &frames, &mut torn).await.is_err() {
+                        return Ok(());
+                    }
                 }
-            }
-            ws.close(Some(CloseFrame {
-                code: CloseCode::from(code),
-                reason: text.into(),
-            }))
-            .await
-        })
+                Ws::close(
+                    &mut ws,
+                    Some(CloseFrame {
+                        code: CloseCode::from(code),
+                        reason: text.into(),
+                    }),
+                )
+                .await
+            },
+        ))
         .await;
     }
     drop(wire);
     engine.finish(conn);
+}
+
+/// Writes one batch of queued frames, bounded by `write_timeout` and cut
+/// short by a close from elsewhere (queue overflow, shutdown): a client
+/// that stops reading blocks the write, and the task must not hang on a
+/// dead peer. A failed or timed-out write closes the session.
+async fn write_queued<H: EngineHandler>(
+    engine: &Engine<H>,
+    conn: &Connection<H::Data>,
+    ws: &mut Ws,
+    frames: VecDeque<Frame>,
+    received: Option<tokio::time::Instant>,
+    wire: &Arc<Wire>,
+    torn: &mut bool,
+) {
+    let closed = conn.closed_signal.notified();
+    let write = write_batch(ws, &frames, torn);
+    tokio::select! {
+        result = tokio::time::timeout(engine.settings.write_timeout, write) => match result {
+            Ok(Ok(())) => {
+                engine.metrics.observe_delivery(received);
+                conn.allow_direct(wire);
+            }
+            Ok(Err(_)) => conn.close(CloseReason::TransportError),
+            Err(_) => conn.close(CloseReason::SlowConsumer),
+        },
+        _ = closed => {}
+    }
 }
 
 /// Handles one read from the websocket; false when the session ends.
@@ -487,5 +540,58 @@ struct DirectWrites<'a, D>(&'a Connection<D>);
 impl<D> Drop for DirectWrites<'_, D> {
     fn drop(&mut self) {
         self.0.stop_direct();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        config::Config,
+        engine::{EngineSettings, connection::test_conn, wire::test_pair},
+        metrics::Metrics,
+    };
+
+    /// A handler that does nothing: what a session's task holds does not
+    /// depend on the layer above.
+    struct Nop;
+
+    impl EngineHandler for Nop {
+        type Data = ();
+        fn new_data(&self, _handshake: &Handshake) {}
+        fn on_open(&self, _conn: &Arc<Connection<()>>) {}
+        fn on_message(&self, _conn: &Arc<Connection<()>>, _text: engineioxide_core::Str) {}
+        fn on_binary(&self, _conn: &Arc<Connection<()>>, _data: bytes::Bytes) {}
+        fn on_close(&self, _conn: &Arc<Connection<()>>, _reason: CloseReason) {}
+    }
+
+    /// The futures of a websocket session's task, which every idle
+    /// connection keeps for its whole life, stay small: 1.4 KiB (a 1.5 KiB
+    /// task) before the write, probe and close paths and the websocket were
+    /// boxed, ~200 bytes after (issue #17: memory per idle connection).
+    #[tokio::test]
+    async fn an_idle_websocket_session_task_stays_small() {
+        let engine = Engine::new(
+            EngineSettings::from(&Config::default()),
+            None,
+            Arc::new(Nop),
+            Metrics::new(),
+        );
+        let conn = Arc::new(test_conn());
+        let (server, _client) = test_pair().await;
+        let ws =
+            WebSocketStream::from_raw_socket(server, Role::Server, Some(ws_config(1 << 20))).await;
+        let running = run(&engine, &conn, Box::new(ws));
+        let size = std::mem::size_of_val(&running);
+        assert!(size <= 256, "the running session's future is {size} bytes");
+        drop(running);
+        let handshake = crate::auth::test_support::handshake("", &[]);
+        let opening = session(
+            engine.clone(),
+            hyper::upgrade::on(http::Request::new(())),
+            Box::new(handshake),
+        );
+        let size = std::mem::size_of_val(&opening);
+        assert!(size <= 320, "the session task's future is {size} bytes");
     }
 }
