@@ -35,18 +35,31 @@ pub struct Socket {
     /// Connection state recovery: the private session id (`pid`) the client
     /// got in its CONNECT reply.
     pub pid: Option<Box<str>>,
-    /// True while a recovered socket's missed events are replayed: live
-    /// stream entries are held in `held` meanwhile.
+    /// True while live stream entries must go through [`Socket::hold`]:
+    /// during a recovered socket's replay, and after it until the first
+    /// live entry newer than the replay's last one.
     replaying: AtomicBool,
-    /// Live stream entries (id, frames) that arrived during the replay.
-    /// Boxed: one pointer per socket instead of a `Vec`'s three words, for
-    /// a buffer that exists only during a replay.
-    #[allow(clippy::box_collection)]
-    held: Mutex<Option<Box<Vec<HeldEntry>>>>,
+    /// The replay's state. Boxed: one pointer per socket, for state that
+    /// exists only around a replay.
+    held: Mutex<Option<Box<Replay>>>,
 }
 
 /// Frames of one stream entry held back during a replay.
 pub type HeldEntry = (StreamId, Vec<Frame>);
+
+/// A recovered socket's replay of missed stream entries, as the live
+/// entries see it.
+#[derive(Default)]
+struct Replay {
+    /// Live entries that arrived during the replay.
+    held: Vec<HeldEntry>,
+    /// The replay has ended, having sent everything up to `through`.
+    ended: bool,
+    /// The last entry the replay sent. The live reader can be behind the
+    /// replay's `XRANGE`, so a live entry up to this one may still arrive
+    /// after the replay ended: it was sent already and is dropped.
+    through: Option<StreamId>,
+}
 
 impl std::fmt::Debug for Socket {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -100,15 +113,25 @@ impl Socket {
     }
 
     /// During a replay, holds a live stream entry back and returns `None`;
-    /// otherwise hands the frames back to be sent now.
+    /// after it, drops (`None`) an entry the replay already sent; otherwise
+    /// hands the frames back to be sent now.
     pub fn hold(&self, id: StreamId, frames: Vec<Frame>) -> Option<Vec<Frame>> {
         if !self.replaying.load(Ordering::Acquire) {
             return Some(frames);
         }
-        match self.held.lock().as_mut() {
-            Some(held) => {
-                held.push((id, frames));
+        let mut guard = self.held.lock();
+        match guard.as_mut() {
+            Some(replay) if !replay.ended => {
+                replay.held.push((id, frames));
                 None
+            }
+            Some(replay) if replay.through.is_some_and(|through| id <= through) => None,
+            Some(_) => {
+                // Newer than anything replayed: the live reader has caught
+                // up (it reads in stream order), so no more checks.
+                *guard = None;
+                self.replaying.store(false, Ordering::Release);
+                Some(frames)
             }
             None => Some(frames),
         }
@@ -116,17 +139,28 @@ impl Socket {
 
     /// Ends the replay: queues, under the same lock that `hold` takes, the
     /// held entries after `after` (the last one replayed), so that nothing
-    /// is sent twice or out of order.
+    /// is sent twice or out of order; live entries up to `after` that
+    /// arrive later are dropped by `hold`.
     pub fn end_replay(&self, after: Option<StreamId>) {
-        let mut held = self.held.lock();
-        if let Some(entries) = held.take() {
-            for (id, frames) in entries.into_iter() {
-                if after.is_none_or(|after| id > after) {
-                    self.conn.send_all(&frames);
-                }
+        let mut guard = self.held.lock();
+        let Some(replay) = guard.as_mut() else {
+            self.replaying.store(false, Ordering::Release);
+            return;
+        };
+        let mut caught_up = after.is_none();
+        for (id, frames) in std::mem::take(&mut replay.held) {
+            if after.is_none_or(|after| id > after) {
+                self.conn.send_all(&frames);
+                caught_up = true;
             }
         }
-        self.replaying.store(false, Ordering::Release);
+        if caught_up {
+            *guard = None;
+            self.replaying.store(false, Ordering::Release);
+        } else {
+            replay.ended = true;
+            replay.through = after;
+        }
     }
 
     /// Sends frames to this socket's connection.
@@ -144,5 +178,95 @@ impl Socket {
         self.event_budget
             .as_ref()
             .is_none_or(|bucket| bucket.lock().try_take())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{Handshake, QueueLimits, TransportKind};
+
+    /// A recovered socket in its replay, on a connection whose queued
+    /// frames the test reads back.
+    fn replaying_socket() -> Socket {
+        let handshake = Handshake {
+            headers: Default::default(),
+            query: String::new(),
+            remote: "127.0.0.1:1".parse().expect("addr"),
+            issued_ms: 0,
+            client_ip: std::net::Ipv4Addr::LOCALHOST.into(),
+        };
+        let limits = QueueLimits {
+            max_bytes: 1 << 20,
+            max_frames: 1024,
+        };
+        let conn = Arc::new(Connection::new(
+            Sid::new(),
+            handshake,
+            TransportKind::Websocket,
+            limits,
+            Client::default(),
+        ));
+        Socket::new("/".into(), conn, None, Default::default(), None, None).with_session(
+            Sid::new(),
+            "pid".into(),
+            true,
+        )
+    }
+
+    fn id(seq: u64) -> StreamId {
+        StreamId { ms: 1, seq }
+    }
+
+    fn frames(text: &str) -> Vec<Frame> {
+        vec![Frame::message(text)]
+    }
+
+    /// What the socket's connection has queued, as text.
+    fn sent(socket: &Socket) -> Vec<String> {
+        socket
+            .conn
+            .take_frames()
+            .iter()
+            .map(|f| match f {
+                Frame::Text(t) => t.as_str().to_owned(),
+                other => format!("{other:?}"),
+            })
+            .collect()
+    }
+
+    /// The live reader can be behind the replay's `XRANGE`: an entry the
+    /// replay already sent may come live after the replay ended, and must
+    /// not go out twice (CI saw `news 396` twice in `recovery_streams`).
+    #[test]
+    fn a_live_entry_the_replay_sent_is_not_sent_again_after_it() {
+        let socket = replaying_socket();
+        // Held during the replay: 4 (replayed too) and 6 (newer).
+        assert!(socket.hold(id(4), frames("4")).is_none());
+        assert!(socket.hold(id(6), frames("6")).is_none());
+        // The replay sent 1..=5.
+        socket.end_replay(Some(id(5)));
+        assert_eq!(
+            sent(&socket),
+            vec!["46"],
+            "only the held entry newer than the replay"
+        );
+        // Caught up: later entries go straight out.
+        assert!(!socket.is_replaying());
+        assert!(socket.hold(id(7), frames("7")).is_some());
+    }
+
+    #[test]
+    fn live_entries_the_replay_sent_are_dropped_until_a_newer_one_comes() {
+        let socket = replaying_socket();
+        // Nothing arrived live during the replay, which sent up to 5.
+        socket.end_replay(Some(id(5)));
+        assert!(sent(&socket).is_empty());
+        // The live reader is behind: 4 and 5 come now, sent already.
+        assert!(socket.hold(id(4), frames("4")).is_none());
+        assert!(socket.hold(id(5), frames("5")).is_none());
+        // 6 is new: it goes out, and the socket stops checking.
+        assert!(socket.hold(id(6), frames("6")).is_some());
+        assert!(!socket.is_replaying());
     }
 }
