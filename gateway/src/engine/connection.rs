@@ -682,6 +682,13 @@ impl Heartbeat {
 /// tests of the engine's parts.
 #[cfg(test)]
 pub(super) fn test_conn() -> Connection<()> {
+    test_conn_with(())
+}
+
+/// [`test_conn`] carrying `data` for the layer above (a Socket.IO client
+/// in that layer's tests).
+#[cfg(test)]
+pub(crate) fn test_conn_with<D>(data: D) -> Connection<D> {
     let handshake = Handshake {
         headers: Default::default(),
         query: String::new(),
@@ -693,7 +700,13 @@ pub(super) fn test_conn() -> Connection<()> {
         max_bytes: 1 << 20,
         max_frames: 1024,
     };
-    Connection::new(Sid::new(), handshake, TransportKind::Websocket, limits, ())
+    Connection::new(
+        Sid::new(),
+        handshake,
+        TransportKind::Websocket,
+        limits,
+        data,
+    )
 }
 
 #[cfg(test)]

@@ -29,6 +29,8 @@ use parking_lot::RwLock;
 pub use handshake::Handshake;
 pub use query::EngineQuery;
 
+#[cfg(test)]
+pub(crate) use connection::test_conn_with;
 pub use connection::{
     CloseReason, Connection, Frame, QueueLimits, Sent, TransportKind, str_from_utf8_bytes,
 };

@@ -184,29 +184,11 @@ impl Socket {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{Handshake, QueueLimits, TransportKind};
 
     /// A recovered socket in its replay, on a connection whose queued
     /// frames the test reads back.
     fn replaying_socket() -> Socket {
-        let handshake = Handshake {
-            headers: Default::default(),
-            query: String::new(),
-            remote: "127.0.0.1:1".parse().expect("addr"),
-            issued_ms: 0,
-            client_ip: std::net::Ipv4Addr::LOCALHOST.into(),
-        };
-        let limits = QueueLimits {
-            max_bytes: 1 << 20,
-            max_frames: 1024,
-        };
-        let conn = Arc::new(Connection::new(
-            Sid::new(),
-            handshake,
-            TransportKind::Websocket,
-            limits,
-            Client::default(),
-        ));
+        let conn = Arc::new(crate::engine::test_conn_with(Client::default()));
         Socket::new("/".into(), conn, None, Default::default(), None, None).with_session(
             Sid::new(),
             "pid".into(),
