@@ -101,6 +101,10 @@ pub struct Metrics {
     pub bus_received: IntCounterVec,
     /// Payload bytes of those messages (channel names not included).
     pub bus_received_bytes: IntCounterVec,
+    /// Messages Redis delivered that wait to be handed to the hub: it grows
+    /// when fan-out falls behind what arrives (the queue is not bounded, so
+    /// that nothing Redis sent is dropped; this shows how far behind it is).
+    pub bus_backlog: IntGauge,
     /// Streams mode: stream entries known lost to this gateway's reader, by
     /// reason (`trimmed`: MAXLEN dropped them before they were read;
     /// `reset`: the stream vanished, e.g. Redis restarted without persistence).
@@ -347,6 +351,11 @@ impl Metrics {
                 "switchboard_bus_received_total",
                 "Messages Redis delivered to this gateway, by subscription kind",
                 &["subscription"],
+            ),
+            bus_backlog: gauge(
+                &r,
+                "switchboard_bus_backlog",
+                "Messages received from Redis not yet handed to the hub",
             ),
             bus_received_bytes: counter_vec(
                 &r,

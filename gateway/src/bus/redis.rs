@@ -254,9 +254,11 @@ impl RedisBus {
 }
 
 /// Hands every message to the handler, in the order Redis sent them
-/// (shard channel messages to its sharded side), counting what Redis sent.
+/// (shard channel messages to its sharded side), counting what Redis sent
+/// and how many still wait behind the one in hand.
 async fn deliver(mut messages: Messages, handler: Arc<dyn BusHandler>, metrics: Metrics) {
     while let Some(m) = messages.recv().await {
+        metrics.bus_backlog.set(gauge_value(messages.len()));
         let kind = match m.kind {
             SubscriptionKind::Channel => "channel",
             SubscriptionKind::Pattern => "pattern",
@@ -275,6 +277,11 @@ async fn deliver(mut messages: Messages, handler: Arc<dyn BusHandler>, metrics: 
             (Err(_), _) => tracing::debug!("dropped a bus message on a non-UTF-8 channel"),
         }
     }
+}
+
+/// A count as a gauge value (saturating; a queue never holds `i64::MAX`).
+fn gauge_value(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 /// Follows the subscriber's connection: `/readyz` state, `switchboard_bus_up`,
@@ -337,6 +344,47 @@ mod tests {
             failed_attempts,
             last_error: None,
         }
+    }
+
+    /// Records the backlog gauge each time a message is handed over.
+    struct BacklogProbe {
+        metrics: Metrics,
+        seen: Mutex<Vec<i64>>,
+    }
+
+    impl BusHandler for BacklogProbe {
+        fn channels(&self) -> Vec<String> {
+            Vec::new()
+        }
+        fn patterns(&self) -> Vec<String> {
+            Vec::new()
+        }
+        fn on_bus_message(&self, _channel: &str, _payload: bytes::Bytes) {
+            self.seen.lock().push(self.metrics.bus_backlog.get());
+        }
+    }
+
+    #[tokio::test]
+    async fn the_backlog_gauge_counts_the_messages_still_waiting() {
+        let metrics = Metrics::new();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        for n in 0..3u8 {
+            let message = switchboard_redis::Message {
+                kind: SubscriptionKind::Pattern,
+                pattern: Some(b"socket.io#/#*".to_vec()),
+                channel: b"socket.io#/#".to_vec(),
+                payload: vec![n],
+            };
+            assert!(tx.send(message).is_ok());
+        }
+        drop(tx);
+        let probe = Arc::new(BacklogProbe {
+            metrics: metrics.clone(),
+            seen: Mutex::new(Vec::new()),
+        });
+        deliver(rx, probe.clone(), metrics.clone()).await;
+        assert_eq!(*probe.seen.lock(), vec![2, 1, 0]);
+        assert_eq!(metrics.bus_backlog.get(), 0);
     }
 
     #[test]
