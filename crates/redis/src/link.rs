@@ -130,15 +130,26 @@ impl<C: Connector> Link<C> {
     /// needed. Fails at once when there is no point waiting: the link never
     /// connected and the first attempt failed, or it has been down for
     /// longer than the timeout. Callers bound the wait with their timeout.
+    ///
+    /// A connection a caller has reported broken is not handed out again:
+    /// the next caller waits for its replacement instead of failing on it
+    /// before the supervisor has got to the report (a publish right after
+    /// a Sentinel master died failed so while the failover was under way).
     pub async fn get(&self) -> Result<(C::Conn, u64), Error> {
-        if let State::Up { conn, generation } = &*self.shared.state.borrow() {
+        if let State::Up { conn, generation } = &*self.shared.state.borrow()
+            && !self.shared.is_broken(*generation)
+        {
             return Ok((conn.clone(), *generation));
         }
         self.start();
         let mut rx = self.shared.state.subscribe();
         loop {
             match &*rx.borrow_and_update() {
-                State::Up { conn, generation } => return Ok((conn.clone(), *generation)),
+                State::Up { conn, generation } if !self.shared.is_broken(*generation) => {
+                    return Ok((conn.clone(), *generation));
+                }
+                // Reported broken: the supervisor replaces it.
+                State::Up { .. } => {}
                 State::Down {
                     last_error: Some(e),
                     since,
@@ -272,6 +283,11 @@ async fn supervise<C: Connector>(shared: Arc<Shared<C>>) {
 }
 
 impl<C: Connector> Shared<C> {
+    /// Whether a caller reported connection `generation` broken.
+    fn is_broken(&self, generation: u64) -> bool {
+        self.broken_generation.load(Ordering::Acquire) == generation
+    }
+
     /// Publishes a down state to callers and watchers.
     fn down(&self, last_error: Option<Error>, since: Option<Instant>, failed_attempt: bool) {
         self.status.send_modify(|s| {

@@ -108,6 +108,11 @@ pub(crate) struct TransportState {
     pub awaiting_pong: bool,
     /// When the outstanding ping was queued, to time its round trip.
     pub ping_sent_at: Option<Instant>,
+    /// A closed polling session's close packet has gone out in answer to a
+    /// GET (after what was queued, in earlier answers), or is no longer
+    /// waited for: a later request finds the session gone. See
+    /// [`Connection::awaits_last_poll`].
+    pub last_poll_done: bool,
 }
 
 impl TransportState {
@@ -231,6 +236,7 @@ impl<D> Connection<D> {
                 post_active: false,
                 awaiting_pong: false,
                 ping_sent_at: None,
+                last_poll_done: false,
             }),
             closed: AtomicBool::new(false),
             limits,
@@ -400,10 +406,17 @@ impl<D> Connection<D> {
     /// Marks the session closed and wakes its writer, which ends the
     /// transport. The first reason given wins; later calls do nothing.
     pub fn close(&self, reason: CloseReason) {
-        if self.closed.swap(true, Ordering::AcqRel) {
-            return;
+        {
+            // The reason is set under its lock before the flag shows: a
+            // reader that sees the session closed and then reads the
+            // reason waits for this lock, so it never finds none (a
+            // client's close answered `1` instead of `6`).
+            let mut slot = self.close_reason.lock();
+            if self.closed.swap(true, Ordering::AcqRel) {
+                return;
+            }
+            *slot = Some(reason);
         }
-        *self.close_reason.lock() = Some(reason);
         // No direct write after the close: what is still queued and the
         // close frame come last, from the session's task.
         self.stop_direct();
@@ -413,6 +426,24 @@ impl<D> Connection<D> {
 
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
+    }
+
+    /// Whether this closed session still waits for GETs to collect its
+    /// last frames and then the close packet: the server closed it (a
+    /// `disconnect`, the connect timeout) and no GET has been answered the
+    /// close packet yet. The reference server keeps such a session until it
+    /// is polled too, so that a polling client that was between two GETs
+    /// reads the `41` DISCONNECT it was sent instead of getting a 400.
+    pub(crate) fn awaits_last_poll(&self) -> bool {
+        self.close_reason() == Some(CloseReason::ServerClosed) && !self.state.lock().last_poll_done
+    }
+
+    /// The close packet went out to a GET, or is no longer waited for (the
+    /// client closed too, the bound passed, the gateway shuts down): wakes
+    /// the session's driver, which then finishes the session.
+    pub(crate) fn last_poll_done(&self) {
+        self.state.lock().last_poll_done = true;
+        self.closed_signal.notify_waiters();
     }
 
     pub fn close_reason(&self) -> Option<CloseReason> {

@@ -380,6 +380,9 @@ impl<H: EngineHandler> Engine<H> {
         let sessions: Vec<_> = self.sessions.read().values().cloned().collect();
         for conn in sessions {
             conn.close(reason);
+            // A session closed earlier that still waits for its last poll
+            // must not hold the shutdown.
+            conn.last_poll_done();
         }
     }
 

@@ -64,7 +64,16 @@ impl<D> Drop for InFlight<'_, D> {
 
 /// Marks a GET or POST as in flight; a second concurrent one of the same
 /// kind breaks the protocol and closes the session, as the Node server does.
+///
+/// A request for a session that has closed finds it gone (400 `Session ID
+/// unknown`, as once its driver has unregistered it) unless the server
+/// closed it and its close packet is still to be collected: then a GET
+/// gets what is still queued, else the close packet, and a POST is read
+/// and dropped.
 fn begin<D>(conn: &Connection<D>, get: bool) -> Result<InFlight<'_, D>, EngineError> {
+    if conn.is_closed() && !conn.awaits_last_poll() {
+        return Err(EngineError::SessionIdUnknown);
+    }
     let mut state = conn.state.lock();
     if state.kind != TransportKind::Polling {
         return Err(EngineError::BadRequest);
@@ -84,9 +93,12 @@ fn begin<D>(conn: &Connection<D>, get: bool) -> Result<InFlight<'_, D>, EngineEr
 }
 
 /// A long-polling GET: answers with every queued frame as soon as there is
-/// one. If the session ends while it waits, it answers `6` (noop) when the
-/// client itself closed (its `1` arrived in a POST; the reference server
-/// does the same), and `1` (close) when the server closed it.
+/// one. Once the session has ended and nothing is queued, it answers `6`
+/// (noop) when the client itself closed (its `1` arrived in a POST; the
+/// reference server does the same), and `1` (close) when the server closed
+/// it. The close packet never shares a response with frames: Socket.IO
+/// clients handle a decoded packet on the next tick but the close at once,
+/// so a `41` DISCONNECT sent with it would be reported as `transport close`.
 pub(super) async fn poll<D>(
     conn: Arc<Connection<D>>,
     metrics: &crate::metrics::Metrics,
@@ -94,17 +106,21 @@ pub(super) async fn poll<D>(
     let _in_flight = begin(&conn, true)?;
     loop {
         let woken = conn.wake.notified();
+        // Read before the frames are taken: everything sent before the
+        // close is queued by then, so none is left behind the close packet.
+        let closed = conn.is_closed();
         let (frames, received) = conn.take_frames_received();
         if !frames.is_empty() {
             metrics.observe_delivery(received);
             return Ok(payload_response(frames));
         }
-        if conn.is_closed() {
+        if closed {
             let last = conn
                 .close_reason()
                 .unwrap_or(CloseReason::ServerClosed)
                 .spec()
                 .last_poll;
+            conn.last_poll_done();
             return Ok(payload_response([Frame::text(last)]));
         }
         if conn.state.lock().probed {
@@ -138,6 +154,14 @@ pub(super) async fn post<H: EngineHandler>(
         futures_util::pin_mut!(packets);
         while let Some(packet) = packets.next().await {
             match packet {
+                // The server closed the session and waits for its last
+                // poll: what the client sends now has nobody to go to, and
+                // a client that closes too will not poll again.
+                Ok(packet) if conn.is_closed() => {
+                    if matches!(packet, Packet::Close) {
+                        conn.last_poll_done();
+                    }
+                }
                 Ok(packet) => {
                     if !engine.on_packet(&conn, packet) {
                         break;
@@ -200,5 +224,28 @@ pub(super) async fn drive<H: EngineHandler>(
             }
         }
     }
+    await_last_poll(&conn, settings.ping_timeout).await;
     engine.finish(&conn);
+}
+
+/// Keeps a session the server closed registered until GETs have collected
+/// its last frames and then the close packet, for at most `bound` (the time a
+/// client gets to answer a ping: a live polling client is back within
+/// it). Returns at once for any other close.
+async fn await_last_poll<D>(conn: &Connection<D>, bound: std::time::Duration) {
+    let collected = async {
+        loop {
+            let done = conn.closed_signal.notified();
+            futures_util::pin_mut!(done);
+            done.as_mut().enable();
+            if !conn.awaits_last_poll() {
+                return;
+            }
+            done.await;
+        }
+    };
+    if tokio::time::timeout(bound, collected).await.is_err() {
+        tracing::debug!(sid = %conn.sid, "closed polling session's last poll not collected in time");
+        conn.last_poll_done();
+    }
 }
