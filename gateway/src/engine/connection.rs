@@ -274,9 +274,10 @@ impl<D> Connection<D> {
     }
 
     /// [`Connection::send_frames`] for a caller that has just read the
-    /// clock (the heartbeat's ping): a direct write records `now` as the
-    /// last drain instead of reading the clock again, one clock read fewer
-    /// per heartbeat of every idle session.
+    /// clock (the heartbeat's ping, the fan-out's latency figure): a direct
+    /// write records `now` as the last drain instead of reading the clock
+    /// again, one clock read fewer per heartbeat of every idle session and
+    /// per delivery.
     pub(crate) fn send_frames_at(
         &self,
         frames: &[Frame],
@@ -462,27 +463,50 @@ impl<D> Connection<D> {
     /// fault, whatever the address, so a session that has ended since
     /// costs nothing.
     pub(crate) fn prefetch(conn: *const Self) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-            let base = conn.cast::<i8>();
-            // An `Arc`'s counts are the two words in front of its value.
-            let counts = base.wrapping_sub(2 * std::mem::size_of::<usize>());
-            for at in [
-                counts,
-                base.wrapping_add(std::mem::offset_of!(Self, closed)),
-                base.wrapping_add(std::mem::offset_of!(Self, state)),
-                base.wrapping_add(std::mem::offset_of!(Self, outbox)),
-            ] {
-                // SAFETY: SSE, which `_mm_prefetch` needs, is part of every
-                // x86_64 CPU; a prefetch never faults nor reads into the
-                // program, whatever the address.
-                unsafe { _mm_prefetch::<_MM_HINT_T0>(at) };
-            }
+        let base = conn.cast::<u8>();
+        // An `Arc`'s counts are the two words in front of its value.
+        let counts = base.wrapping_sub(2 * std::mem::size_of::<usize>());
+        for at in [
+            counts,
+            base.wrapping_add(std::mem::offset_of!(Self, closed)),
+            base.wrapping_add(std::mem::offset_of!(Self, state)),
+            base.wrapping_add(std::mem::offset_of!(Self, outbox)),
+        ] {
+            prefetch_line(at);
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = conn;
     }
+
+    /// Asks the CPU to start loading what a direct write to this session
+    /// touches after the outbox: its stream's write lock and descriptor
+    /// (the [`Wire`], found under the outbox lock, which a busy lock skips).
+    /// The fan-out calls it a delivery ahead, once [`Connection::prefetch`]
+    /// has loaded the outbox, so that no delivery waits for main memory on
+    /// the gateway's own per-socket state (in the profile of a steady
+    /// fan-out at 5,000 sockets, the first reads of the connection and of
+    /// the wire were 7% of the process's CPU time).
+    pub(crate) fn prefetch_wire(&self) {
+        if let Some(outbox) = self.outbox.try_lock()
+            && let Some(wire) = &outbox.wire
+        {
+            wire.prefetch();
+        }
+    }
+}
+
+/// Asks the CPU to start loading the cache line at `at`. A hint only: it
+/// reads nothing into the program and cannot fault, whatever the address,
+/// so an address of memory freed since costs nothing.
+pub(crate) fn prefetch_line(at: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        // SAFETY: SSE, which `_mm_prefetch` needs, is part of every x86_64
+        // CPU; a prefetch never faults nor reads into the program, whatever
+        // the address.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(at.cast::<i8>()) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = at;
 }
 
 /// The server side of the Engine.IO heartbeat: a ping every `ping_interval`,

@@ -29,6 +29,7 @@ use parking_lot::RwLock;
 pub use handshake::Handshake;
 pub use query::EngineQuery;
 
+pub(crate) use connection::prefetch_line;
 #[cfg(test)]
 pub(crate) use connection::test_conn_with;
 pub use connection::{
