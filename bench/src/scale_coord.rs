@@ -714,20 +714,22 @@ pub async fn run(c: CoordConfig) -> anyhow::Result<()> {
             sum(&|d| d.progress.bystander_disconnects),
         );
         f.insert("probes".into(), probes_sent as f64);
-        let probe_figures: [(&str, &dyn Fn(&Done) -> u64); 10] = [
-            ("probe_steady_conns", &|d| d.probes.steady_conns),
-            ("probe_steady_expected", &|d| d.probes.steady_expected),
-            ("probe_steady_on_time", &|d| d.probes.steady_on_time),
-            ("probe_steady_late", &|d| d.probes.steady_late),
-            ("probe_steady_lost", &|d| d.probes.steady_lost),
-            ("probe_steady_slow", &|d| d.probes.steady_slow),
-            ("probe_closed_conns", &|d| d.probes.closed_conns),
-            ("probe_closed_lost", &|d| d.probes.closed_lost),
-            ("probe_moved_conns", &|d| d.probes.moved_conns),
-            ("probe_moved_lost", &|d| d.probes.moved_lost),
+        /// A figure summed over the generators' probe checks.
+        type Figure = (&'static str, fn(&Done) -> u64);
+        let probe_figures: [Figure; 10] = [
+            ("probe_steady_conns", |d| d.probes.steady_conns),
+            ("probe_steady_expected", |d| d.probes.steady_expected),
+            ("probe_steady_on_time", |d| d.probes.steady_on_time),
+            ("probe_steady_late", |d| d.probes.steady_late),
+            ("probe_steady_lost", |d| d.probes.steady_lost),
+            ("probe_steady_slow", |d| d.probes.steady_slow),
+            ("probe_closed_conns", |d| d.probes.closed_conns),
+            ("probe_closed_lost", |d| d.probes.closed_lost),
+            ("probe_moved_conns", |d| d.probes.moved_conns),
+            ("probe_moved_lost", |d| d.probes.moved_lost),
         ];
         for (key, of) in probe_figures {
-            f.insert(key.into(), sum(of));
+            f.insert(key.into(), sum(&of));
         }
         f.insert("probe_duplicates".into(), sum(&|d| d.probes.duplicates));
         let late_max = dones
