@@ -30,7 +30,9 @@
 # from `ulimit -Hn`), SCALE_PER_AFTER (sessions per gateway after the restarts, hard
 # limit - 1000), SCALE_PROBE_RATE (2: probes per second during the rolling restart, each one
 # broadcast naming 1% of the users' rooms; raised in a smaller reproduction so that the
-# gateways' core decodes as many room names per second as at 1M), SCALE_SERVER_QUOTA (unset:
+# gateways' core decodes as many room names per second as at 1M), SCALE_PROBE_GRACE (30: seconds
+# each generator keeps waiting, after the coordinator's `finish`, for probes still missing on
+# clients of the gateways that were not restarted: late if they come, lost if not), SCALE_SERVER_QUOTA (unset:
 # none; percent of one core that all the scale gateways together may use, restarted ones
 # included, a cgroup v1 CFS quota as for burst), NO_BUILD (unset), NO_REPORT (unset),
 # PUBLISH_COUNT (100000), PUBLISH_WARMUP (10000), PUBLISH_CONCURRENCY ("1 32 256"),
@@ -79,6 +81,7 @@ SCALE_RESTART=${SCALE_RESTART:-5}
 SCALE_WAVE=${SCALE_WAVE:-8}
 SCALE_MIN_AVAIL_MIB=${SCALE_MIN_AVAIL_MIB:-2048}
 SCALE_PROBE_RATE=${SCALE_PROBE_RATE:-2}
+SCALE_PROBE_GRACE=${SCALE_PROBE_GRACE:-30}
 SCALE_SERVER_QUOTA=${SCALE_SERVER_QUOTA:-}
 PUBLISH_COUNT=${PUBLISH_COUNT:-100000}
 PUBLISH_WARMUP=${PUBLISH_WARMUP:-10000}
@@ -570,6 +573,7 @@ scenario_scale() {
       timeout "$limit" nice -n 10 taskset -c "$LOAD_CPU" "$BIN/sb-load" --threads 1 scale "${addrs[@]}" \
         --server "$srv" --count "$per" --index "$g" --sync-dir "$sync" --tag "$tag" \
         --restart "$SCALE_RESTART" --concurrency 32 --wait-secs $((limit - 30)) \
+        --probe-grace-secs "$SCALE_PROBE_GRACE" \
         --src-base "$(next_src)" &
       loads+=($!); PIDS+=("$!")
     done

@@ -12,6 +12,7 @@
 //! * [`scale`]: files the `scale` generators and coordinator exchange.
 //! * [`lean`]: the small-footprint websocket client the `scale` generators hold sessions with.
 //! * [`scale_gen`], [`scale_coord`]: one `scale` generator, and the coordinator.
+//! * [`scale_probes`]: the rolling restart's probe accounting (on time, late, lost).
 
 pub mod client;
 pub mod hist;
@@ -23,3 +24,4 @@ pub mod report;
 pub mod scale;
 pub mod scale_coord;
 pub mod scale_gen;
+pub mod scale_probes;

@@ -94,19 +94,49 @@ pub struct Check {
 }
 
 /// The probes published during the rolling restart, per group of sampled
-/// connections.
+/// connections (see [`crate::scale_probes`]).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct ProbeCheck {
-    /// Sampled connections of gateways that were not restarted.
+    /// Sampled connections of gateways that were not restarted, open
+    /// through the whole restart phase.
     pub steady_conns: u64,
-    /// Probes they did not get (must be 0).
+    /// Probe deliveries those should get (connections × probes).
+    #[serde(default)]
+    pub steady_expected: u64,
+    /// Of those, arrived before the generator read `finish`.
+    #[serde(default)]
+    pub steady_on_time: u64,
+    /// Arrived after `finish`, within the grace the generator waited.
+    #[serde(default)]
+    pub steady_late: u64,
+    /// The latest of those, publish → arrival, ms.
+    #[serde(default)]
+    pub steady_late_max_ms: u64,
+    /// Never arrived, not even within the grace (must be 0).
     pub steady_lost: u64,
+    /// Arrived more than [`crate::scale_probes::SLOW_PROBE_MS`] after publish.
+    #[serde(default)]
+    pub steady_slow: u64,
+    /// Publish → first arrival of every delivery that arrived, as
+    /// `(ms, deliveries)` pairs in ms order.
+    #[serde(default)]
+    pub steady_latency_ms: Vec<(u64, u64)>,
+    /// Sampled connections of gateways that were not restarted that were
+    /// closed (and reconnected) during the phase.
+    #[serde(default)]
+    pub closed_conns: u64,
+    /// Probes those did not get (published while they reconnected).
+    #[serde(default)]
+    pub closed_lost: u64,
     /// Sampled connections that were moved by a restart.
     pub moved_conns: u64,
     /// Probes those did not get (published while they reconnected).
     pub moved_lost: u64,
     /// Probes delivered more than once, all sampled connections.
     pub duplicates: u64,
+    /// How long the generator waited after `finish` for missing probes, s.
+    #[serde(default)]
+    pub waited_s: f64,
 }
 
 /// Written by a generator at the end of the run.

@@ -576,6 +576,10 @@ pub async fn run(c: CoordConfig) -> anyhow::Result<()> {
         if let Some(s) = storms[g] {
             f.insert("storm_s".into(), s);
         }
+        if restart > 0 {
+            f.insert("probe_steady_late".into(), d.probes.steady_late as f64);
+            f.insert("probe_steady_lost".into(), d.probes.steady_lost as f64);
+        }
         all_lat.extend_from_slice(&d.all.latencies_us);
         role_lat.extend_from_slice(&d.role.latencies_us);
         if let Err(e) = record(f).report(c.results.as_deref()) {
@@ -710,11 +714,56 @@ pub async fn run(c: CoordConfig) -> anyhow::Result<()> {
             sum(&|d| d.progress.bystander_disconnects),
         );
         f.insert("probes".into(), probes_sent as f64);
-        f.insert("probe_steady_conns".into(), sum(&|d| d.probes.steady_conns));
-        f.insert("probe_steady_lost".into(), sum(&|d| d.probes.steady_lost));
-        f.insert("probe_moved_conns".into(), sum(&|d| d.probes.moved_conns));
-        f.insert("probe_moved_lost".into(), sum(&|d| d.probes.moved_lost));
+        /// A figure summed over the generators' probe checks.
+        type Figure = (&'static str, fn(&Done) -> u64);
+        let probe_figures: [Figure; 10] = [
+            ("probe_steady_conns", |d| d.probes.steady_conns),
+            ("probe_steady_expected", |d| d.probes.steady_expected),
+            ("probe_steady_on_time", |d| d.probes.steady_on_time),
+            ("probe_steady_late", |d| d.probes.steady_late),
+            ("probe_steady_lost", |d| d.probes.steady_lost),
+            ("probe_steady_slow", |d| d.probes.steady_slow),
+            ("probe_closed_conns", |d| d.probes.closed_conns),
+            ("probe_closed_lost", |d| d.probes.closed_lost),
+            ("probe_moved_conns", |d| d.probes.moved_conns),
+            ("probe_moved_lost", |d| d.probes.moved_lost),
+        ];
+        for (key, of) in probe_figures {
+            f.insert(key.into(), sum(&of));
+        }
         f.insert("probe_duplicates".into(), sum(&|d| d.probes.duplicates));
+        let late_max = dones
+            .iter()
+            .map(|d| d.probes.steady_late_max_ms)
+            .max()
+            .unwrap_or(0);
+        f.insert("probe_steady_late_max_ms".into(), late_max as f64);
+        let hist: Vec<(u64, u64)> = dones
+            .iter()
+            .flat_map(|d| d.probes.steady_latency_ms.iter().copied())
+            .collect();
+        let summary = crate::scale_probes::histogram_summary_ms(&hist);
+        if let Some((p50, p99, max)) = summary {
+            f.insert("probe_steady_p50_ms".into(), p50 as f64);
+            f.insert("probe_steady_p99_ms".into(), p99 as f64);
+            f.insert("probe_steady_max_ms".into(), max as f64);
+        }
+        let waited = dones.iter().map(|d| d.probes.waited_s).fold(0.0, f64::max);
+        f.insert("probe_waited_max_s".into(), waited);
+        let (p50, p99, max) = summary.unwrap_or_default();
+        log(format!(
+            "probes to {} steady bystanders: {} of {} deliveries on time, {} late (latest {late_max} ms; generators waited up to {waited:.1} s), {} never arrived, {} duplicated; publish -> arrival p50 {p50} ms, p99 {p99} ms, max {max} ms, {} over {} ms; {} bystanders closed in the phase missed {}",
+            sum(&|d| d.probes.steady_conns),
+            sum(&|d| d.probes.steady_on_time),
+            sum(&|d| d.probes.steady_expected),
+            sum(&|d| d.probes.steady_late),
+            sum(&|d| d.probes.steady_lost),
+            sum(&|d| d.probes.duplicates),
+            sum(&|d| d.probes.steady_slow),
+            crate::scale_probes::SLOW_PROBE_MS,
+            sum(&|d| d.probes.closed_conns),
+            sum(&|d| d.probes.closed_lost),
+        ));
     }
     let finals: Vec<Progress> = dones.iter().map(|d| d.progress.clone()).collect();
     for (phase, name) in scale::PHASES.iter().enumerate() {

@@ -21,6 +21,7 @@ use crate::{
     lean::{self, Ended, Session, Sink},
     proto::{self, EioPacket, SioKind},
     scale::{self, Check, Done, ProbeCheck, Progress, Ready},
+    scale_probes::{self, ProbeLedger},
 };
 
 /// The most gateways one run restarts.
@@ -42,6 +43,9 @@ pub struct GenConfig {
     pub restart: usize,
     /// Give up (write what we have, exit) this long after starting.
     pub wait_secs: f64,
+    /// After `finish`, wait at most this long for probes still missing on
+    /// steady bystanders (late, not lost, if they come).
+    pub probe_grace_secs: f64,
 }
 
 /// Per-connection records, shared by every session task of the generator.
@@ -57,11 +61,12 @@ struct Gen {
     all_expected: Box<[AtomicBool]>,
     /// Up when the role broadcast was published (its audience).
     role_expected: Box<[AtomicBool]>,
-    /// Sampled connections (`i % PROBE_EVERY == 0`): probes seen, as bits.
-    probe_bits: Box<[AtomicU64]>,
-    probe_count: Box<[AtomicU32]>,
+    /// Sampled connections (`i % PROBE_EVERY == 0`): when each probe arrived.
+    probes: ProbeLedger,
     /// Closed by a restarted gateway at some point.
     moved: Box<[AtomicBool]>,
+    /// On a gateway that was not restarted, closed during the restart phase.
+    closed_in_restart: Box<[AtomicBool]>,
     restart_phase: AtomicBool,
     /// Index into [`scale::PHASES`] of the phase the run is in.
     phase: AtomicUsize,
@@ -80,8 +85,6 @@ struct Gen {
     give_up: Instant,
 }
 
-const PROBE_WORDS: usize = (scale::MAX_PROBES as usize).div_ceil(64);
-
 fn atomics<T: Default>(n: usize) -> Box<[T]> {
     (0..n).map(|_| T::default()).collect()
 }
@@ -89,7 +92,6 @@ fn atomics<T: Default>(n: usize) -> Box<[T]> {
 impl Gen {
     fn new(cfg: GenConfig) -> anyhow::Result<Self> {
         let n = cfg.count;
-        let probed = n.div_ceil(scale::PROBE_EVERY);
         let wait = Duration::from_secs_f64(cfg.wait_secs);
         Ok(Gen {
             sources: SourceAddrs::new(cfg.src_base, cfg.src_count)?,
@@ -100,9 +102,9 @@ impl Gen {
             role_lat: atomics(n),
             all_expected: atomics(n),
             role_expected: atomics(n),
-            probe_bits: atomics(probed * PROBE_WORDS),
-            probe_count: atomics(probed),
+            probes: scale_probes::ledger_for(n),
             moved: atomics(n),
+            closed_in_restart: atomics(n),
             restart_phase: AtomicBool::new(false),
             phase: AtomicUsize::new(0),
             lag_max_us: Default::default(),
@@ -199,7 +201,8 @@ impl Gen {
             self.errors.fetch_add(1, Relaxed);
             return;
         };
-        let lat = client::now_us().saturating_sub(stamp.t_us);
+        let now = client::now_us();
+        let lat = now.saturating_sub(stamp.t_us);
         match stamp.room {
             scale::KIND_ALL => {
                 if self.all_count[i].fetch_add(1, Relaxed) == 0 {
@@ -211,13 +214,9 @@ impl Gen {
                     self.role_lat[i].store(lat, Relaxed);
                 }
             }
-            scale::KIND_PROBE
-                if i.is_multiple_of(scale::PROBE_EVERY) && stamp.seq < scale::MAX_PROBES =>
-            {
-                let p = i / scale::PROBE_EVERY;
-                self.probe_count[p].fetch_add(1, Relaxed);
-                let word = &self.probe_bits[p * PROBE_WORDS + (stamp.seq / 64) as usize];
-                word.fetch_or(1 << (stamp.seq % 64), Relaxed);
+            scale::KIND_PROBE if i.is_multiple_of(scale::PROBE_EVERY) => {
+                self.probes
+                    .record(i / scale::PROBE_EVERY, stamp.seq, stamp.t_us, now);
             }
             _ => {
                 self.errors.fetch_add(1, Relaxed);
@@ -259,25 +258,34 @@ impl Gen {
         c
     }
 
-    fn probe_check(&self, published: u64) -> ProbeCheck {
-        let published = published.min(scale::MAX_PROBES);
-        let mut pc = ProbeCheck::default();
-        for p in 0..self.probe_count.len() {
-            let i = p * scale::PROBE_EVERY;
-            let got: u64 = self.probe_bits[p * PROBE_WORDS..(p + 1) * PROBE_WORDS]
-                .iter()
-                .map(|w| u64::from(w.load(Relaxed).count_ones()))
-                .sum();
-            let lost = published.saturating_sub(got);
-            pc.duplicates += u64::from(self.probe_count[p].load(Relaxed)).saturating_sub(got);
-            if self.moved[i].load(Relaxed) {
-                pc.moved_conns += 1;
-                pc.moved_lost += lost;
-            } else if self.all_expected[i].load(Relaxed) {
-                pc.steady_conns += 1;
-                pc.steady_lost += lost;
-            }
+    /// The probe class of sampled connection `p` (connection `p * PROBE_EVERY`).
+    fn probe_class(&self, p: usize) -> scale_probes::ProbeClass {
+        let i = p * scale::PROBE_EVERY;
+        scale_probes::class_of(
+            self.moved[i].load(Relaxed),
+            self.all_expected[i].load(Relaxed),
+            self.closed_in_restart[i].load(Relaxed),
+        )
+    }
+
+    /// After `finish` (read at `finish_us`): waits until every one of the
+    /// `published` probes has arrived on every steady bystander, or the
+    /// grace runs out, then accounts for them.
+    async fn probe_check(&self, published: u64, finish_us: u64) -> ProbeCheck {
+        let t = Instant::now();
+        let grace = Duration::from_secs_f64(self.cfg.probe_grace_secs.max(0.0));
+        while self
+            .probes
+            .missing_steady(published, |p| self.probe_class(p))
+            > 0
+            && t.elapsed() < grace
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        let mut pc = self
+            .probes
+            .tally(published, finish_us, |p| self.probe_class(p));
+        pc.waited_s = t.elapsed().as_secs_f64();
         pc
     }
 }
@@ -318,6 +326,7 @@ async fn run_conn(st: Arc<Gen>, i: usize, first: Session, mut gw: usize) {
             st.moved[i].store(true, Relaxed);
         } else if st.restart_phase.load(Relaxed) {
             st.bystander_disc.fetch_add(1, Relaxed);
+            st.closed_in_restart[i].store(true, Relaxed);
         } else {
             st.hold_disc.fetch_add(1, Relaxed);
         }
@@ -532,6 +541,9 @@ pub async fn run(cfg: GenConfig) -> anyhow::Result<()> {
         .await
         .and_then(|t| t.trim().parse().ok())
         .unwrap_or(0);
+    // What arrives from here on is late; the sessions keep being read
+    // (and the abort file watched) while the generator waits for it.
+    let probe_check = st.probe_check(probes, client::now_us()).await;
     stop.store(true, Relaxed);
     let progress = st.progress();
     let all = st.check(
@@ -551,22 +563,29 @@ pub async fn run(cfg: GenConfig) -> anyhow::Result<()> {
         progress,
         all,
         role,
-        probes: st.probe_check(probes),
+        probes: probe_check,
         reconnect_failures: st.reconnect_fail.load(Relaxed),
         pongs: st.pongs.load(Relaxed),
         errors: st.errors.load(Relaxed),
         rss_kib,
     };
     eprintln!(
-        "sb-load scale[{g}]: all: once {} missed {} dup {}; role: once {} missed {} wrong {}; probes lost steady {} moved {}; {} hold disconnects",
+        "sb-load scale[{g}]: all: once {} missed {} dup {}; role: once {} missed {} wrong {}; probes to steady bystanders: {} of {} on time, {} late (max {} ms, waited {:.1} s), {} lost; closed bystanders missed {}, moved {}; {} duplicated; {} hold disconnects",
         done.all.once,
         done.all.missed,
         done.all.dup_conns,
         done.role.once,
         done.role.missed,
         done.role.wrong,
+        done.probes.steady_on_time,
+        done.probes.steady_expected,
+        done.probes.steady_late,
+        done.probes.steady_late_max_ms,
+        done.probes.waited_s,
         done.probes.steady_lost,
+        done.probes.closed_lost,
         done.probes.moved_lost,
+        done.probes.duplicates,
         done.progress.hold_disconnects
     );
     scale::write_atomic(&scale::done_path(&dir, g), &serde_json::to_string(&done)?)?;

@@ -216,6 +216,10 @@ struct ScaleArgs {
     /// Give up (report, exit) this long after starting.
     #[arg(long, default_value_t = 1500.0)]
     wait_secs: f64,
+    /// After `finish`, wait at most this long for probes still missing on
+    /// steady bystanders (counted late if they come, lost if not).
+    #[arg(long, default_value_t = 30.0)]
+    probe_grace_secs: f64,
 }
 
 #[derive(Args)]
@@ -704,6 +708,7 @@ async fn scale(a: ScaleArgs) -> anyhow::Result<()> {
         sync_dir: a.sync_dir,
         restart: a.restart,
         wait_secs: a.wait_secs,
+        probe_grace_secs: a.probe_grace_secs,
     })
     .await
 }
