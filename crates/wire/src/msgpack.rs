@@ -269,7 +269,7 @@ pub fn decode(bytes: &[u8]) -> Result<Value, WireError> {
     if bytes.is_empty() {
         return Err(WireError::Empty);
     }
-    let mut rd = Reader { buf: bytes, pos: 0 };
+    let mut rd = Reader::new(bytes);
     let value = rd.value(MAX_DEPTH)?;
     let rest = bytes.len() - rd.pos;
     if rest != 0 {
@@ -278,12 +278,81 @@ pub fn decode(bytes: &[u8]) -> Result<Value, WireError> {
     Ok(value)
 }
 
-struct Reader<'a> {
+/// Reads MessagePack values one at a time from a buffer (see [`decode`]);
+/// the crate's own decoders also read headers and borrow strings with it.
+pub(crate) struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
 }
 
 impl<'a> Reader<'a> {
+    /// A reader at the start of `buf`.
+    pub(crate) fn new(buf: &'a [u8]) -> Self {
+        Reader { buf, pos: 0 }
+    }
+
+    /// Bytes not read yet.
+    pub(crate) fn remaining(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    /// Consumes the header of an array and returns its length; `None`, with
+    /// nothing consumed, when the next value is not an array.
+    pub(crate) fn array_header(&mut self) -> Result<Option<usize>, WireError> {
+        let len = match self.buf.get(self.pos).copied() {
+            Some(m @ 0x90..=0x9f) => {
+                self.pos += 1;
+                usize::from(m & 0x0f)
+            }
+            Some(m @ (0xdc | 0xdd)) => {
+                self.pos += 1;
+                self.len(if m == 0xdc { 2 } else { 4 })?
+            }
+            _ => return Ok(None),
+        };
+        Ok(Some(len))
+    }
+
+    /// [`Reader::array_header`] for a map: its number of entries.
+    pub(crate) fn map_header(&mut self) -> Result<Option<usize>, WireError> {
+        let len = match self.buf.get(self.pos).copied() {
+            Some(m @ 0x80..=0x8f) => {
+                self.pos += 1;
+                usize::from(m & 0x0f)
+            }
+            Some(m @ (0xde | 0xdf)) => {
+                self.pos += 1;
+                self.len(if m == 0xde { 2 } else { 4 })?
+            }
+            _ => return Ok(None),
+        };
+        Ok(Some(len))
+    }
+
+    /// The next value when it is a UTF-8 string, borrowed from the buffer
+    /// (no allocation); `None`, with nothing consumed, for anything else.
+    pub(crate) fn borrowed_str(&mut self) -> Result<Option<&'a str>, WireError> {
+        let start = self.pos;
+        let len = match self.buf.get(self.pos).copied() {
+            Some(m @ 0xa0..=0xbf) => {
+                self.pos += 1;
+                usize::from(m & 0x1f)
+            }
+            Some(m @ 0xd9..=0xdb) => {
+                self.pos += 1;
+                self.len(1 << (m - 0xd9))?
+            }
+            _ => return Ok(None),
+        };
+        match std::str::from_utf8(self.take(len)?) {
+            Ok(s) => Ok(Some(s)),
+            Err(_) => {
+                self.pos = start;
+                Ok(None)
+            }
+        }
+    }
+
     fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
         let end = self
             .pos
@@ -354,7 +423,7 @@ impl<'a> Reader<'a> {
         Ok(Value::Ext(ty, self.take(len)?.to_vec()))
     }
 
-    fn value(&mut self, depth: usize) -> Result<Value, WireError> {
+    pub(crate) fn value(&mut self, depth: usize) -> Result<Value, WireError> {
         if depth == 0 {
             return Err(WireError::Msgpack(format!(
                 "nested deeper than {MAX_DEPTH} levels"
