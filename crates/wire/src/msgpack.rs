@@ -299,30 +299,26 @@ impl<'a> Reader<'a> {
     /// Consumes the header of an array and returns its length; `None`, with
     /// nothing consumed, when the next value is not an array.
     pub(crate) fn array_header(&mut self) -> Result<Option<usize>, WireError> {
-        let len = match self.buf.get(self.pos).copied() {
-            Some(m @ 0x90..=0x9f) => {
-                self.pos += 1;
-                usize::from(m & 0x0f)
-            }
-            Some(m @ (0xdc | 0xdd)) => {
-                self.pos += 1;
-                self.len(if m == 0xdc { 2 } else { 4 })?
-            }
-            _ => return Ok(None),
-        };
-        Ok(Some(len))
+        self.header(0x90, 0xdc)
     }
 
     /// [`Reader::array_header`] for a map: its number of entries.
     pub(crate) fn map_header(&mut self) -> Result<Option<usize>, WireError> {
+        self.header(0x80, 0xde)
+    }
+
+    /// The header of an array or a map: its fix form's marker with a zero
+    /// length (`0x90`, `0x80`), and its 16-bit form's (the 32-bit form's is
+    /// the next one).
+    fn header(&mut self, fix: u8, wide16: u8) -> Result<Option<usize>, WireError> {
         let len = match self.buf.get(self.pos).copied() {
-            Some(m @ 0x80..=0x8f) => {
+            Some(m) if m & 0xf0 == fix => {
                 self.pos += 1;
                 usize::from(m & 0x0f)
             }
-            Some(m @ (0xde | 0xdf)) => {
+            Some(m) if m == wide16 || m == wide16 + 1 => {
                 self.pos += 1;
-                self.len(if m == 0xde { 2 } else { 4 })?
+                self.len(if m == wide16 { 2 } else { 4 })?
             }
             _ => return Ok(None),
         };
@@ -1179,6 +1175,40 @@ impl ser::Serializer for KeySerializer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The header reads of the borrowing decoders: every form of an array
+    /// and a map header, nothing consumed for another value, and strings
+    /// borrowed only when they are UTF-8.
+    #[test]
+    fn headers_and_borrowed_strings() {
+        let cases: [(&[u8], Option<usize>, Option<usize>); 6] = [
+            (&[0x93], Some(3), None),
+            (&[0xdc, 0x01, 0x00], Some(256), None),
+            (&[0xdd, 0x00, 0x01, 0x00, 0x00], Some(65_536), None),
+            (&[0x8f], None, Some(15)),
+            (&[0xde, 0x00, 0x10], None, Some(16)),
+            (&[0xdf, 0x00, 0x00, 0x00, 0x11], None, Some(17)),
+        ];
+        for (bytes, array, map) in cases {
+            let mut rd = Reader::new(bytes);
+            assert_eq!(rd.array_header().unwrap(), array, "{bytes:02x?}");
+            if array.is_none() {
+                assert_eq!(rd.remaining(), bytes.len(), "nothing consumed");
+                assert_eq!(rd.map_header().unwrap(), map, "{bytes:02x?}");
+            }
+            assert_eq!(rd.remaining(), 0);
+        }
+        let mut rd = Reader::new(&[0xa2, b'h', b'i', 0xd9, 0x01, 0xff, 0x01]);
+        assert_eq!(rd.borrowed_str().unwrap(), Some("hi"));
+        assert_eq!(rd.borrowed_str().unwrap(), None, "not UTF-8");
+        assert_eq!(rd.remaining(), 4, "nothing consumed");
+        rd.value(MAX_DEPTH).unwrap();
+        assert_eq!(rd.borrowed_str().unwrap(), None, "not a string");
+        assert!(
+            Reader::new(&[0xdc, 0x01]).array_header().is_err(),
+            "truncated"
+        );
+    }
 
     fn hex(bytes: &[u8]) -> String {
         bytes.iter().map(|b| format!("{b:02x}")).collect()
