@@ -60,8 +60,8 @@ pub mod streams;
 pub use channel::Channels;
 pub use cluster::{ClusterBody, ClusterChannels, ClusterMessage, MessageType};
 pub use message::{
-    BroadcastFlags, BroadcastMessage, BroadcastOptions, BusPacket, EMITTER_UID, decode_broadcast,
-    encode_broadcast,
+    BroadcastFlags, BroadcastMessage, BroadcastOptions, BroadcastRef, BusPacket, EMITTER_UID,
+    decode_broadcast, decode_broadcast_ref, encode_broadcast,
 };
 pub use request::{
     DisconnectRequest, FetchedSocket, Request, RequestOpts, RequestType, Response, RoomsRequest,

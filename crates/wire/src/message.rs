@@ -5,11 +5,13 @@
 //! `packet = {type, data, nsp}` and, from the emitter, `opts = {rooms, flags, except}`
 //! (a Node server sends `{rooms, except, flags}`).
 
+use std::borrow::Cow;
+
 use rmpv::Value;
 
 use crate::WireError;
 use crate::js::Js;
-use crate::msgpack;
+use crate::msgpack::{self, MAX_DEPTH};
 
 /// The `uid` the Node emitter puts in every message. Servers drop messages carrying their own
 /// uid, so an emitter uid is never dropped.
@@ -380,6 +382,132 @@ pub fn decode_broadcast(bytes: &[u8]) -> Result<BroadcastMessage, WireError> {
     Ok(BroadcastMessage { uid, packet, opts })
 }
 
+/// A broadcast message whose room names borrow from the payload it was
+/// decoded from ([`decode_broadcast_ref`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BroadcastRef<'a> {
+    /// Uid of the publishing server.
+    pub uid: String,
+    /// The Socket.IO packet.
+    pub packet: BusPacket,
+    /// Target rooms; empty means the whole namespace.
+    pub rooms: Vec<Cow<'a, str>>,
+    /// Excluded rooms / socket ids.
+    pub except: Vec<Cow<'a, str>>,
+    /// Delivery flags.
+    pub flags: BroadcastFlags,
+}
+
+impl From<BroadcastMessage> for BroadcastRef<'_> {
+    fn from(msg: BroadcastMessage) -> Self {
+        BroadcastRef {
+            uid: msg.uid,
+            packet: msg.packet,
+            rooms: msg.opts.rooms.into_iter().map(Cow::Owned).collect(),
+            except: msg.opts.except.into_iter().map(Cow::Owned).collect(),
+            flags: msg.opts.flags,
+        }
+    }
+}
+
+/// [`decode_broadcast`] without an allocation per room: each room name
+/// that is a UTF-8 string is borrowed from `bytes`. A broadcast from the
+/// redis adapter reaches every gateway, and one naming thousands of rooms
+/// (a message to many users' rooms; issue #17's restart probes: 10,000
+/// rooms on 58 gateways, each holding ~1/58 of them) cost each gateway one
+/// allocation and one free per room, for rooms it mostly does not hold.
+///
+/// Same result as [`decode_broadcast`] for every input it accepts (a
+/// message of another shape than `[uid, packet]` or `[uid, packet, opts]`
+/// goes through [`decode_broadcast`] itself); a malformed message is an
+/// error from both, though not always the same one.
+pub fn decode_broadcast_ref(bytes: &[u8]) -> Result<BroadcastRef<'_>, WireError> {
+    if bytes.is_empty() {
+        return Err(WireError::Empty);
+    }
+    let mut rd = msgpack::Reader::new(bytes);
+    // The depths [`msgpack::decode`] gives each level: the elements of the
+    // top array, the entries of the opts map, the names in a room list.
+    let (top, opts_depth, name_depth) = (MAX_DEPTH - 1, MAX_DEPTH - 2, MAX_DEPTH - 3);
+    let items = match rd.array_header()? {
+        Some(n @ 2..=3) => n,
+        _ => return decode_broadcast(bytes).map(BroadcastRef::from),
+    };
+    let uid = match rd.value(top)? {
+        Value::Nil => return Err(WireError::Shape("broadcast message has no uid".into())),
+        v => string_lenient(&v, "uid")?,
+    };
+    let packet = BusPacket::from_value(&rd.value(top)?)?;
+    let mut msg = BroadcastRef {
+        uid,
+        packet,
+        rooms: Vec::new(),
+        except: Vec::new(),
+        flags: BroadcastFlags::default(),
+    };
+    if items == 3 {
+        match rd.map_header()? {
+            Some(entries) => {
+                for _ in 0..entries {
+                    // As `take` and `get`: the last of a repeated key counts.
+                    match rd.value(opts_depth)?.as_str() {
+                        Some("rooms") => {
+                            msg.rooms =
+                                room_list_ref(&mut rd, opts_depth, name_depth, "opts.rooms")?;
+                        }
+                        Some("except") => {
+                            msg.except =
+                                room_list_ref(&mut rd, opts_depth, name_depth, "opts.except")?;
+                        }
+                        Some("flags") => {
+                            msg.flags = BroadcastFlags::from_value(&rd.value(opts_depth)?);
+                        }
+                        _ => {
+                            rd.value(opts_depth)?;
+                        }
+                    }
+                }
+            }
+            None => match rd.value(top)? {
+                Value::Nil => {}
+                other => {
+                    return Err(WireError::Shape(format!("opts must be a map, got {other}")));
+                }
+            },
+        }
+    }
+    if rd.remaining() != 0 {
+        return Err(WireError::TrailingBytes(rd.remaining()));
+    }
+    Ok(msg)
+}
+
+/// [`room_list`] read from `rd`, each UTF-8 string borrowed.
+fn room_list_ref<'a>(
+    rd: &mut msgpack::Reader<'a>,
+    depth: usize,
+    name_depth: usize,
+    what: &str,
+) -> Result<Vec<Cow<'a, str>>, WireError> {
+    let Some(len) = rd.array_header()? else {
+        return match rd.value(depth)? {
+            Value::Nil => Ok(Vec::new()),
+            other => Err(WireError::Shape(format!(
+                "{what} must be an array, got {other}"
+            ))),
+        };
+    };
+    // Every name takes at least one byte: never preallocate beyond that.
+    let mut names = Vec::with_capacity(len.min(rd.remaining()));
+    for _ in 0..len {
+        match rd.borrowed_str()? {
+            Some(name) => names.push(Cow::Borrowed(name)),
+            None => names.push(Cow::Owned(room_name(&rd.value(name_depth)?)?)),
+        }
+    }
+    Ok(names)
+}
+
 /// Encodes a broadcast message byte for byte as `@socket.io/redis-emitter` 5.x does:
 /// `[uid, {type, data, nsp}, {rooms, flags, except}]` with notepack encoding.
 pub fn encode_broadcast(msg: &BroadcastMessage) -> Vec<u8> {
@@ -549,6 +677,132 @@ mod tests {
         let full = unhex(ROOM_ONE);
         for i in 0..full.len() {
             assert!(decode_broadcast(&full[..i]).is_err());
+        }
+    }
+
+    /// What `decode_broadcast_ref` reads, as `decode_broadcast` reads it.
+    fn owned(msg: BroadcastRef<'_>) -> BroadcastMessage {
+        BroadcastMessage {
+            uid: msg.uid,
+            packet: msg.packet,
+            opts: BroadcastOptions {
+                rooms: msg.rooms.into_iter().map(Cow::into_owned).collect(),
+                except: msg.except.into_iter().map(Cow::into_owned).collect(),
+                flags: msg.flags,
+            },
+        }
+    }
+
+    /// The decoding that borrows room names reads every message as the
+    /// owning one does: the emitter's bytes, a Node server's key order,
+    /// numbers and a name that is not UTF-8, the last of a repeated key,
+    /// absent or nil opts, a message longer than three items; and the
+    /// names that are UTF-8 strings are borrowed, not allocated.
+    #[test]
+    fn borrowed_rooms_read_like_owned_ones() {
+        let packet = Value::Map(vec![
+            (Value::from("type"), Value::from(2)),
+            (Value::from("data"), Value::Array(vec![Value::from("ev")])),
+            (Value::from("nsp"), Value::from("/")),
+        ]);
+        let not_utf8 = crate::msgpack::decode(&[0xa2, b'r', 0xff]).unwrap();
+        let many: Vec<Value> = (0..3000)
+            .map(|i| Value::from(format!("user:{i}")))
+            .collect();
+        let opts = [
+            Value::Map(vec![
+                (Value::from("rooms"), Value::Array(vec![Value::from("old")])),
+                (
+                    Value::from("rooms"),
+                    Value::Array(vec![Value::from("user:a"), Value::from(42), not_utf8]),
+                ),
+                (
+                    Value::from("flags"),
+                    Value::Map(vec![(Value::from("volatile"), Value::from(true))]),
+                ),
+                (
+                    Value::from("except"),
+                    Value::Array(vec![Value::from("sid1")]),
+                ),
+                (Value::from("other"), Value::Array(vec![Value::Nil])),
+            ]),
+            Value::Map(vec![(Value::from("rooms"), Value::Array(many))]),
+            Value::Map(vec![(Value::from("rooms"), Value::Nil)]),
+            Value::Map(vec![]),
+            Value::Nil,
+        ];
+        let mut messages: Vec<Vec<u8>> = opts
+            .iter()
+            .map(|o| {
+                msgpack::encode(&Value::Array(vec![
+                    Value::from("abc123"),
+                    packet.clone(),
+                    o.clone(),
+                ]))
+            })
+            .collect();
+        messages.push(unhex(ROOM_ONE));
+        messages.push(msgpack::encode(&Value::Array(vec![
+            Value::from(7),
+            packet.clone(),
+        ])));
+        messages.push(msgpack::encode(&Value::Array(vec![
+            Value::from("x"),
+            packet.clone(),
+            Value::Nil,
+            Value::from(1),
+        ])));
+        for bytes in &messages {
+            let want = decode_broadcast(bytes).unwrap();
+            let got = decode_broadcast_ref(bytes).unwrap();
+            assert_eq!(owned(got), want, "{bytes:02x?}");
+        }
+        let got = decode_broadcast_ref(&messages[0]).unwrap();
+        assert!(matches!(got.rooms[0], Cow::Borrowed("user:a")));
+        assert!(matches!(got.rooms[1], Cow::Owned(_)));
+        assert_eq!(got.rooms[2], "r\u{fffd}");
+        let got = decode_broadcast_ref(&messages[1]).unwrap();
+        assert_eq!(got.rooms.len(), 3000);
+        assert!(got.rooms.iter().all(|r| matches!(r, Cow::Borrowed(_))));
+    }
+
+    /// Whatever `decode_broadcast` refuses, the borrowing decoding refuses
+    /// too: garbage, truncations, wrong shapes, trailing bytes.
+    #[test]
+    fn borrowed_rooms_refuse_what_owned_ones_refuse() {
+        let opts = |o: Value| {
+            msgpack::encode(&Value::Array(vec![
+                Value::from("x"),
+                Value::Map(vec![(Value::from("data"), Value::Array(vec![]))]),
+                o,
+            ]))
+        };
+        let mut cases: Vec<Vec<u8>> = vec![
+            vec![],
+            vec![0xc1],
+            vec![0x90],
+            vec![0x91, 0xa1, b'x'],
+            vec![0x92, 0xc0, 0x80],
+            vec![0x93, 0xa1, b'x', 0x80, 0x01],
+            opts(Value::from(1)),
+            opts(Value::Map(vec![(Value::from("rooms"), Value::from("r"))])),
+            opts(Value::Map(vec![(
+                Value::from("except"),
+                Value::Array(vec![Value::Nil]),
+            )])),
+            opts(Value::Map(vec![(
+                Value::from("rooms"),
+                Value::Array(vec![Value::Map(vec![])]),
+            )])),
+        ];
+        let mut trailing = opts(Value::Nil);
+        trailing.push(0x01);
+        cases.push(trailing);
+        let full = unhex(ROOM_ONE);
+        cases.extend((0..full.len()).map(|i| full[..i].to_vec()));
+        for c in cases {
+            assert!(decode_broadcast(&c).is_err(), "{c:02x?}");
+            assert!(decode_broadcast_ref(&c).is_err(), "{c:02x?}");
         }
     }
 

@@ -269,7 +269,7 @@ pub fn decode(bytes: &[u8]) -> Result<Value, WireError> {
     if bytes.is_empty() {
         return Err(WireError::Empty);
     }
-    let mut rd = Reader { buf: bytes, pos: 0 };
+    let mut rd = Reader::new(bytes);
     let value = rd.value(MAX_DEPTH)?;
     let rest = bytes.len() - rd.pos;
     if rest != 0 {
@@ -278,12 +278,77 @@ pub fn decode(bytes: &[u8]) -> Result<Value, WireError> {
     Ok(value)
 }
 
-struct Reader<'a> {
+/// Reads MessagePack values one at a time from a buffer (see [`decode`]);
+/// the crate's own decoders also read headers and borrow strings with it.
+pub(crate) struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
 }
 
 impl<'a> Reader<'a> {
+    /// A reader at the start of `buf`.
+    pub(crate) fn new(buf: &'a [u8]) -> Self {
+        Reader { buf, pos: 0 }
+    }
+
+    /// Bytes not read yet.
+    pub(crate) fn remaining(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    /// Consumes the header of an array and returns its length; `None`, with
+    /// nothing consumed, when the next value is not an array.
+    pub(crate) fn array_header(&mut self) -> Result<Option<usize>, WireError> {
+        self.header(0x90, 0xdc)
+    }
+
+    /// [`Reader::array_header`] for a map: its number of entries.
+    pub(crate) fn map_header(&mut self) -> Result<Option<usize>, WireError> {
+        self.header(0x80, 0xde)
+    }
+
+    /// The header of an array or a map: its fix form's marker with a zero
+    /// length (`0x90`, `0x80`), and its 16-bit form's (the 32-bit form's is
+    /// the next one).
+    fn header(&mut self, fix: u8, wide16: u8) -> Result<Option<usize>, WireError> {
+        let len = match self.buf.get(self.pos).copied() {
+            Some(m) if m & 0xf0 == fix => {
+                self.pos += 1;
+                usize::from(m & 0x0f)
+            }
+            Some(m) if m == wide16 || m == wide16 + 1 => {
+                self.pos += 1;
+                self.len(if m == wide16 { 2 } else { 4 })?
+            }
+            _ => return Ok(None),
+        };
+        Ok(Some(len))
+    }
+
+    /// The next value when it is a UTF-8 string, borrowed from the buffer
+    /// (no allocation); `None`, with nothing consumed, for anything else.
+    pub(crate) fn borrowed_str(&mut self) -> Result<Option<&'a str>, WireError> {
+        let start = self.pos;
+        let len = match self.buf.get(self.pos).copied() {
+            Some(m @ 0xa0..=0xbf) => {
+                self.pos += 1;
+                usize::from(m & 0x1f)
+            }
+            Some(m @ 0xd9..=0xdb) => {
+                self.pos += 1;
+                self.len(1 << (m - 0xd9))?
+            }
+            _ => return Ok(None),
+        };
+        match std::str::from_utf8(self.take(len)?) {
+            Ok(s) => Ok(Some(s)),
+            Err(_) => {
+                self.pos = start;
+                Ok(None)
+            }
+        }
+    }
+
     fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
         let end = self
             .pos
@@ -354,7 +419,7 @@ impl<'a> Reader<'a> {
         Ok(Value::Ext(ty, self.take(len)?.to_vec()))
     }
 
-    fn value(&mut self, depth: usize) -> Result<Value, WireError> {
+    pub(crate) fn value(&mut self, depth: usize) -> Result<Value, WireError> {
         if depth == 0 {
             return Err(WireError::Msgpack(format!(
                 "nested deeper than {MAX_DEPTH} levels"
@@ -1110,6 +1175,40 @@ impl ser::Serializer for KeySerializer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The header reads of the borrowing decoders: every form of an array
+    /// and a map header, nothing consumed for another value, and strings
+    /// borrowed only when they are UTF-8.
+    #[test]
+    fn headers_and_borrowed_strings() {
+        let cases: [(&[u8], Option<usize>, Option<usize>); 6] = [
+            (&[0x93], Some(3), None),
+            (&[0xdc, 0x01, 0x00], Some(256), None),
+            (&[0xdd, 0x00, 0x01, 0x00, 0x00], Some(65_536), None),
+            (&[0x8f], None, Some(15)),
+            (&[0xde, 0x00, 0x10], None, Some(16)),
+            (&[0xdf, 0x00, 0x00, 0x00, 0x11], None, Some(17)),
+        ];
+        for (bytes, array, map) in cases {
+            let mut rd = Reader::new(bytes);
+            assert_eq!(rd.array_header().unwrap(), array, "{bytes:02x?}");
+            if array.is_none() {
+                assert_eq!(rd.remaining(), bytes.len(), "nothing consumed");
+                assert_eq!(rd.map_header().unwrap(), map, "{bytes:02x?}");
+            }
+            assert_eq!(rd.remaining(), 0);
+        }
+        let mut rd = Reader::new(&[0xa2, b'h', b'i', 0xd9, 0x01, 0xff, 0x01]);
+        assert_eq!(rd.borrowed_str().unwrap(), Some("hi"));
+        assert_eq!(rd.borrowed_str().unwrap(), None, "not UTF-8");
+        assert_eq!(rd.remaining(), 4, "nothing consumed");
+        rd.value(MAX_DEPTH).unwrap();
+        assert_eq!(rd.borrowed_str().unwrap(), None, "not a string");
+        assert!(
+            Reader::new(&[0xdc, 0x01]).array_header().is_err(),
+            "truncated"
+        );
+    }
 
     fn hex(bytes: &[u8]) -> String {
         bytes.iter().map(|b| format!("{b:02x}")).collect()

@@ -560,8 +560,9 @@ pub(crate) struct PingTimedOut;
 /// What a [`Heartbeat::tick`] did, for the caller's metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Step {
-    /// A ping was written; `late` when at least [`LATE_CHECK`] after it was
-    /// due (its pong deadline counts from now, not from when it was due).
+    /// A ping was written; `late` when at least [`LATE_CHECK`] after the
+    /// grid slot it was due in (its pong deadline counts from now, not from
+    /// when it was due).
     Ping { late: bool },
     /// The pong had come back.
     Answered,
@@ -698,7 +699,11 @@ impl Heartbeat {
                 conn.state.lock().ping_sent(now);
                 let ping = Frame::Text(Utf8Bytes::from_static("2"));
                 conn.send_frames_at(std::slice::from_ref(&ping), None, true, Some(now));
-                let late = now.saturating_duration_since(self.due) >= LATE_CHECK;
+                // Late against the grid slot the ping waited for, not the
+                // exact time it fell due: the grid rounds up by as much as
+                // a step (312 ms at 25 s / 20 s), and counting from `due`
+                // called ~70% of pings on time at their slot late at 1M.
+                let late = now.saturating_duration_since(self.deadline) >= LATE_CHECK;
                 self.ping_due = Some(self.due);
                 // The pong is due `timeout` after the ping went out, not
                 // after it was due: a ping the process wrote late (a long
@@ -1093,6 +1098,38 @@ mod tests {
             hb.tick(&conn, interval, timeout).expect("next ping"),
             Step::Ping { late: false }
         );
+    }
+
+    /// A ping is late against the grid slot it waited for: one written at
+    /// its slot is on time however far the slot is past the exact time it
+    /// fell due (up to a step, by design), one written 150 ms after its
+    /// slot is late.
+    #[test]
+    fn a_ping_is_late_only_against_its_grid_slot() {
+        let (interval, timeout) = (Duration::from_millis(25_000), Duration::from_millis(20_000));
+        let quantum = grid_step(interval, timeout);
+        assert!(quantum > Duration::from_millis(250), "{quantum:?}");
+        let conn = test_conn();
+        let now = Instant::now();
+        let mut at_slot = Heartbeat {
+            due: now - Duration::from_millis(250),
+            deadline: now,
+            ping_due: None,
+            quantum,
+            grace_ms: 0,
+        };
+        let step = at_slot.tick(&conn, interval, timeout).expect("ping");
+        assert_eq!(step, Step::Ping { late: false });
+        let conn = test_conn();
+        let mut after_slot = Heartbeat {
+            due: now - Duration::from_millis(200),
+            deadline: now - Duration::from_millis(150),
+            ping_due: None,
+            quantum,
+            grace_ms: 0,
+        };
+        let step = after_slot.tick(&conn, interval, timeout).expect("ping");
+        assert_eq!(step, Step::Ping { late: true });
     }
 
     /// A ping the process writes late (it was busy when it was due) gives

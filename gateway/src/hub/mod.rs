@@ -30,8 +30,8 @@ mod users;
 mod tests;
 
 use std::{
-    collections::HashSet,
-    hash::{BuildHasher, Hash, RandomState},
+    collections::{HashMap, HashSet},
+    hash::{BuildHasher, Hash},
     sync::{Arc, OnceLock},
 };
 
@@ -39,12 +39,36 @@ use engineioxide_core::Sid;
 
 pub(crate) use acks::Acks;
 use expiries::Expiries;
-use membership::RoomShard;
+use membership::{RoomShard, room_hash};
 use sockets::{Entry, SocketShard};
 use users::Users;
 
 /// How many shards each registry is split into (a power of two).
 pub const SHARDS: usize = 16;
+
+/// The hasher of every registry of the Hub: foldhash, keyed with seeds
+/// from the OS's random generator ([`hub_hasher`]). Room names are chosen
+/// by clients and the API, so the hasher must be keyed; std's SipHash cost
+/// three hashes of ~20 ns per room of a many-room broadcast, most of whose
+/// rooms this gateway does not hold. Why a keyed foldhash is enough here:
+/// docs/architecture.md, "The Hub's hasher".
+pub(crate) type HubHasher = foldhash::fast::SeedableRandomState;
+
+/// A hasher for one of the Hub's tables: the process's shared seed and a
+/// seed of its own, both from the OS's generator (foldhash's default seed
+/// is the process's address layout, which it does not claim is secret).
+pub(crate) fn hub_hasher() -> HubHasher {
+    static SHARED: OnceLock<foldhash::SharedSeed> = OnceLock::new();
+    let shared = SHARED.get_or_init(|| foldhash::SharedSeed::from_u64(rand::random()));
+    HubHasher::with_seed(rand::random(), shared)
+}
+
+/// Which room shard a room's hash picks: bits above those a table of
+/// fewer than 2^32 buckets indexes with, and below the 7 it keeps as tags,
+/// so that the rooms of one shard still spread over its whole table.
+fn room_shard_index(hash: u64) -> usize {
+    ((hash >> 32) as usize) & (SHARDS - 1)
+}
 
 /// Why the Hub refused a socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,7 +96,7 @@ pub struct NewSocket<'a> {
 /// to reach a socket (the session layer's `Arc<Socket>`; plain values in
 /// tests).
 pub struct Hub<T> {
-    hasher: RandomState,
+    hasher: HubHasher,
     sockets: Box<[SocketShard<T>]>,
     rooms: Box<[RoomShard<T>]>,
     users: Users,
@@ -100,8 +124,10 @@ impl<T: Clone> Hub<T> {
     /// An empty hub.
     pub fn new() -> Self {
         Hub {
-            hasher: RandomState::new(),
-            sockets: (0..SHARDS).map(|_| SocketShard::default()).collect(),
+            hasher: hub_hasher(),
+            sockets: (0..SHARDS)
+                .map(|_| SocketShard::new(HashMap::with_hasher(hub_hasher())))
+                .collect(),
             rooms: (0..SHARDS).map(|_| RoomShard::default()).collect(),
             users: Users::new(SHARDS),
             expiries: Expiries::default(),
@@ -125,7 +151,9 @@ impl<T: Clone> Hub<T> {
     /// Whether the room `room` of `nsp` exists here (a socket id is not a
     /// named room).
     pub fn has_named_room(&self, nsp: &str, room: &str) -> bool {
-        self.room_shard(room).for_each(nsp, room, &mut |_, _| {})
+        let hash = room_hash(&self.hasher, room);
+        self.room_shard(hash)
+            .for_each(hash, nsp, room, &mut |_, _| {})
     }
 
     fn shard_of<K: Hash + ?Sized>(&self, key: &K) -> usize {
@@ -136,8 +164,15 @@ impl<T: Clone> Hub<T> {
         &self.sockets[self.shard_of(id)]
     }
 
-    fn room_shard(&self, room: &str) -> &RoomShard<T> {
-        &self.rooms[self.shard_of(room)]
+    fn room_shard(&self, hash: u64) -> &RoomShard<T> {
+        &self.rooms[room_shard_index(hash)]
+    }
+
+    /// Removes socket `id` from `room`; whether the room emptied.
+    fn remove_member(&self, nsp: &str, room: &str, id: Sid) -> bool {
+        let hash = room_hash(&self.hasher, room);
+        self.room_shard(hash)
+            .remove(&self.hasher, hash, nsp, room, id)
     }
 
     /// Registers a connected socket (in no room yet), counting it against its
@@ -188,7 +223,7 @@ impl<T: Clone> Hub<T> {
         entry
             .rooms
             .iter()
-            .filter(|room| self.room_shard(room).remove(&entry.nsp, room, id))
+            .filter(|room| self.remove_member(&entry.nsp, room, id))
             .inspect(|room| self.room_changed(&entry.nsp, room))
             .count()
     }
@@ -212,9 +247,15 @@ impl<T: Clone> Hub<T> {
             if entry.rooms.iter().any(|r| &**r == room) {
                 continue;
             }
-            let (name, new) =
-                self.room_shard(room)
-                    .insert(&entry.nsp, room, id, entry.handle.clone());
+            let hash = room_hash(&self.hasher, room);
+            let (name, new) = self.room_shard(hash).insert(
+                &self.hasher,
+                hash,
+                &entry.nsp,
+                room,
+                id,
+                entry.handle.clone(),
+            );
             created += usize::from(new);
             if new {
                 self.room_changed(&entry.nsp, &name);
@@ -237,7 +278,7 @@ impl<T: Clone> Hub<T> {
                 continue;
             };
             let name = entry.rooms.swap_remove(at);
-            if self.room_shard(room).remove(&entry.nsp, room, id) {
+            if self.remove_member(&entry.nsp, room, id) {
                 emptied += 1;
                 self.room_changed(&entry.nsp, &name);
             }
@@ -252,7 +293,7 @@ impl<T: Clone> Hub<T> {
     /// per recipient (the exception set is only built when there are
     /// exceptions).
     pub fn targets<S: AsRef<str>>(&self, nsp: &str, rooms: &[S], except: &[S]) -> Vec<T> {
-        let mut excluded = HashSet::new();
+        let mut excluded = HashSet::with_hasher(self.hasher.clone());
         for room in except {
             self.for_each_member(nsp, room.as_ref(), |id, _| {
                 excluded.insert(id);
@@ -292,7 +333,8 @@ impl<T: Clone> Hub<T> {
     /// Calls `f` for each member of `room` in `nsp`, or for the socket whose
     /// id is `room`.
     fn for_each_member(&self, nsp: &str, room: &str, mut f: impl FnMut(Sid, &T)) {
-        if self.room_shard(room).for_each(nsp, room, &mut f) {
+        let hash = room_hash(&self.hasher, room);
+        if self.room_shard(hash).for_each(hash, nsp, room, &mut f) {
             return;
         }
         if let Ok(id) = room.parse::<Sid>()

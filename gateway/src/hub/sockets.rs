@@ -3,6 +3,8 @@
 
 use std::{collections::HashMap, sync::Arc};
 
+use super::HubHasher;
+
 use engineioxide_core::Sid;
 use parking_lot::RwLock;
 
@@ -11,7 +13,7 @@ use parking_lot::RwLock;
 /// pointer costs less than one of the entry's 96 bytes (about 40 bytes per
 /// connection at 19,000). Only a broadcast to a whole namespace reads
 /// entries one by one; room broadcasts read the room index.
-pub(super) type SocketShard<T> = RwLock<HashMap<Sid, Box<Entry<T>>>>;
+pub(super) type SocketShard<T> = RwLock<HashMap<Sid, Box<Entry<T>>, HubHasher>>;
 
 /// A registered socket.
 pub(super) struct Entry<T> {

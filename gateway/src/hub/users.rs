@@ -4,6 +4,8 @@ use std::{collections::HashMap, sync::Arc};
 
 use parking_lot::Mutex;
 
+use super::{HubHasher, hub_hasher};
+
 /// A user within a namespace; both strings are shared with the sockets, so
 /// a key costs no allocation of its own.
 type UserKey = (Arc<str>, Arc<str>);
@@ -11,13 +13,15 @@ type UserKey = (Arc<str>, Arc<str>);
 /// Socket counts per user, sharded by the user's hash (the Hub picks the
 /// shard so that one hasher serves every registry).
 pub(super) struct Users {
-    shards: Box<[Mutex<HashMap<UserKey, usize>>]>,
+    shards: Box<[Mutex<HashMap<UserKey, usize, HubHasher>>]>,
 }
 
 impl Users {
     pub(super) fn new(shards: usize) -> Self {
         Users {
-            shards: (0..shards).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..shards)
+                .map(|_| Mutex::new(HashMap::with_hasher(hub_hasher())))
+                .collect(),
         }
     }
 

@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use switchboard_wire::{
-    BroadcastMessage, Request, RequestOpts, Response, decode_broadcast, decode_request,
-    encode_event, encode_response, json_to_msgpack,
+    BroadcastFlags, BroadcastMessage, BroadcastOptions, Request, RequestOpts, Response,
+    decode_broadcast_ref, decode_request, encode_event, encode_response, json_to_msgpack,
 };
 
 use super::SocketIo;
@@ -89,6 +89,25 @@ fn prefetch_ahead(targets: &[std::sync::Arc<super::socket::Socket>], i: usize) {
     }
     if let Some(socket) = targets.get(i + 1) {
         socket.conn.prefetch_wire();
+    }
+}
+
+/// Whom a broadcast goes to: its rooms and exceptions, owned or borrowed
+/// from the bus payload it was decoded from (`decode_broadcast_ref`: no
+/// allocation per room of a broadcast naming thousands), and its flags.
+pub(super) struct Audience<'a, S> {
+    rooms: &'a [S],
+    except: &'a [S],
+    flags: &'a BroadcastFlags,
+}
+
+impl<'a> From<&'a BroadcastOptions> for Audience<'a, String> {
+    fn from(opts: &'a BroadcastOptions) -> Self {
+        Audience {
+            rooms: &opts.rooms,
+            except: &opts.except,
+            flags: &opts.flags,
+        }
     }
 }
 
@@ -197,7 +216,7 @@ impl SocketIo {
 
     fn on_broadcast(&self, payload: &[u8]) {
         let received = tokio::time::Instant::now();
-        let msg = match decode_broadcast(payload) {
+        let msg = match decode_broadcast_ref(payload) {
             Ok(msg) => msg,
             Err(err) => return self.bus_decode_error("broadcast", &err),
         };
@@ -205,7 +224,18 @@ impl SocketIo {
             return;
         }
         self.metrics.bus_in.with_label_values(&["broadcast"]).inc();
-        self.deliver_received(&msg, received);
+        let audience = Audience {
+            rooms: &msg.rooms,
+            except: &msg.except,
+            flags: &msg.flags,
+        };
+        self.deliver_data(
+            msg.packet.nsp.as_str(),
+            &msg.packet.data,
+            audience,
+            received,
+            None,
+        );
     }
 
     /// Queues one broadcast to every local target.
@@ -219,7 +249,7 @@ impl SocketIo {
         self.deliver_data(
             msg.packet.nsp.as_str(),
             &msg.packet.data,
-            &msg.opts,
+            (&msg.opts).into(),
             received,
             None,
         );
@@ -229,21 +259,21 @@ impl SocketIo {
     /// `entry` is the stream entry it came from (streams mode): with
     /// recovery on, its id is appended as the offset of a non-volatile
     /// event, and sockets still replaying missed events get it held back.
-    pub(super) fn deliver_data(
+    pub(super) fn deliver_data<S: AsRef<str>>(
         &self,
         nsp: &str,
         data: &rmpv::Value,
-        opts: &switchboard_wire::BroadcastOptions,
+        to: Audience<'_, S>,
         received: tokio::time::Instant,
         entry: Option<switchboard_wire::recovery::StreamId>,
     ) {
-        let targets = self.hub.targets(nsp, &opts.rooms, &opts.except);
+        let targets = self.hub.targets(nsp, to.rooms, to.except);
         if targets.is_empty() {
             return;
         }
         let with_offset;
         let data = match entry {
-            Some(id) if self.recovery.is_some() && !opts.flags.volatile => {
+            Some(id) if self.recovery.is_some() && !to.flags.volatile => {
                 with_offset = super::streams::with_offset(data, &id.to_string());
                 &with_offset
             }
@@ -267,7 +297,7 @@ impl SocketIo {
             if direct {
                 prefetch_ahead(&targets, i);
             }
-            if opts.flags.volatile && socket.conn.queued_bytes() > 0 {
+            if to.flags.volatile && socket.conn.queued_bytes() > 0 {
                 self.metrics.volatile_dropped.inc();
                 continue;
             }

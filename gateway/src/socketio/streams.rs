@@ -210,7 +210,7 @@ impl SocketIo {
                 None => self.deliver_data(
                     &nsp,
                     &b.packet.data,
-                    &b.opts,
+                    (&b.opts).into(),
                     tokio::time::Instant::now(),
                     None,
                 ),
@@ -269,7 +269,7 @@ impl SocketIo {
                 self.metrics.bus_in.with_label_values(&["broadcast"]).inc();
                 // The id is the offset (non-volatile events, recovery on),
                 // and orders the entry against a replay in progress.
-                self.deliver_data(&nsp, &b.packet.data, &b.opts, received, id);
+                self.deliver_data(&nsp, &b.packet.data, (&b.opts).into(), received, id);
             }
             ClusterBody::SocketsJoin(c) | ClusterBody::SocketsLeave(c) => {
                 self.metrics.bus_in.with_label_values(&["request"]).inc();
