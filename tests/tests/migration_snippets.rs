@@ -21,9 +21,12 @@
 //!   cross-checked against the other snippets instead.
 
 mod common;
+// The shared nginx stops its master with SIGTERM, so the worker goes too
+// (a SIGKILL of the master alone leaves the worker running).
+mod deploy_support;
 
 use std::{
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::Stdio,
     time::{Duration, Instant},
 };
@@ -402,14 +405,6 @@ fn node_cmd(file: &TempFile, env: &[(&str, String)]) -> tokio::process::Command 
     cmd
 }
 
-fn which(program: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
-        .map(|d| d.join(program))
-        .find(|p| p.is_file())
-}
-
 /// `KEY=VALUE` lines of the env snippet (comments and blanks skipped).
 fn env_pairs(code: &str) -> Vec<(String, String)> {
     code.lines()
@@ -422,80 +417,6 @@ fn env_pairs(code: &str) -> Vec<(String, String)> {
             (k.trim().to_string(), v.trim().to_string())
         })
         .collect()
-}
-
-/// A private nginx in the foreground; killed on drop.
-struct Nginx {
-    child: std::process::Child,
-    _dir: tempfile::TempDir,
-    port: u16,
-}
-
-impl Nginx {
-    fn start(nginx: &Path, site: &str, port: u16) -> anyhow::Result<Nginx> {
-        let dir = tempfile::Builder::new()
-            .prefix("switchboard-migration-nginx-")
-            .tempdir()?;
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
-        }
-        let d = dir.path().display();
-        let site_path = dir.path().join("site.conf");
-        std::fs::write(&site_path, site)?;
-        let conf = dir.path().join("nginx.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log info;\n\
-                 events {{ worker_connections 256; }}\nhttp {{\n    access_log {d}/access.log;\n    \
-                 client_body_temp_path {d}/cb;\n    proxy_temp_path {d}/proxy;\n    fastcgi_temp_path {d}/fcgi;\n    \
-                 uwsgi_temp_path {d}/uwsgi;\n    scgi_temp_path {d}/scgi;\n    include {};\n}}\n",
-                site_path.display()
-            ),
-        )?;
-        let child = std::process::Command::new(nginx)
-            .arg("-p")
-            .arg(dir.path())
-            .arg("-c")
-            .arg(&conf)
-            .arg("-e")
-            .arg(dir.path().join("error.log"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?;
-        let mut me = Nginx {
-            child,
-            _dir: dir,
-            port,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = me.child.try_wait()? {
-                anyhow::bail!(
-                    "nginx exited with {status}: {}",
-                    std::fs::read_to_string(me._dir.path().join("error.log")).unwrap_or_default()
-                );
-            }
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Ok(me);
-            }
-            anyhow::ensure!(Instant::now() < deadline, "nginx did not listen");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// The ticket_api example binary next to the gateway binary, if built.
@@ -734,7 +655,7 @@ process.exit(0);
 
     // ---- curl (through sh -c), against gw1.
     let curl = snippet(&all, "curl");
-    if which("curl").is_some() {
+    if deploy_support::find_tool("curl").is_some() {
         let out = tokio::process::Command::new("sh")
             .arg("-c")
             .arg(&curl.code)
@@ -850,19 +771,23 @@ process.exit(0);
         )
         .replace("listen 80;", &format!("listen 127.0.0.1:{nginx_port};"));
     assert_ne!(site, nginx_conf);
-    let nginx = match which("nginx") {
+    let nginx = match deploy_support::find_tool("nginx") {
         Some(bin) => Some(
-            tokio::task::spawn_blocking(move || Nginx::start(&bin, &site, nginx_port))
-                .await
-                .expect("task")
-                .expect("nginx with the nginx snippet starts"),
+            tokio::task::spawn_blocking(move || {
+                deploy_support::Nginx::start(&bin, &site, nginx_port)
+            })
+            .await
+            .expect("task")
+            .expect("nginx with the nginx snippet starts"),
         ),
         None => {
             eprintln!("nginx is not installed: the client snippet connects to a gateway directly");
             None
         }
     };
-    let front = nginx.as_ref().map_or_else(|| s.gw1.url(), Nginx::url);
+    let front = nginx
+        .as_ref()
+        .map_or_else(|| s.gw1.url(), deploy_support::Nginx::url);
 
     // ---- client: the unchanged socket.io-client code, via nginx (default
     // transports: polling, then upgrade, round-robin over both gateways).
