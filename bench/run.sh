@@ -40,7 +40,13 @@
 # binary of another build, e.g. main's, measured as `baseline` in http-publish; unset: this build only),
 # BURST_SERVERS ("switchboard socketioxide node"), BURST_CLIENTS (5000), BURST_ROOMS (10),
 # BURST_RATE (1000000 deliveries/s offered), BURST_SECS (3), STEADY_RATE (25000), STEADY_SECS (10),
-# BURST_FLOOR (floor-fanout; empty: no floor run), BURST_SERVER_QUOTA (unset: none; percent of
+# BURST_FLOOR (floor-fanout; empty: no floor run), STEADY_FLOOR (the floors of
+# `steady`; default BURST_FLOOR if set, else "floor-relay floor-fanout":
+# floor-relay is `sb-floor --mode relay`, PSUBSCRIBEd to the gateway's pattern
+# on the same Redis and published to by sb-load exactly as the servers are, so
+# its latency is publish -> receive through Redis, the servers' measure;
+# floor-fanout stamps each message itself just before its first write, so its
+# latency is the write loop alone), BURST_SERVER_QUOTA (unset: none; percent of
 # one core that each server may use during `burst`, the same CFS quota for every server, see
 # below), BURST_QUOTA_PERIOD_US (10000), BURST_NODE_SECS (BURST_SECS: Node's burst length,
 # shorter under a quota, where Node drains far slower), PERF_SENDS (set: count the server's send
@@ -287,6 +293,7 @@ start_server() {
     floor-tcp) taskset -c "$SERVER_CPU" "$BIN/sb-floor" --mode tcp --listen 127.0.0.1:$port >>"$RESULTS_DIR/server.log" 2>&1 & ;;
     floor-ws) taskset -c "$SERVER_CPU" "$BIN/sb-floor" --mode ws --listen 127.0.0.1:$port >>"$RESULTS_DIR/server.log" 2>&1 & ;;
     floor-fanout) taskset -c "$SERVER_CPU" "$BIN/sb-floor" --mode fanout --listen 127.0.0.1:$port "$@" >>"$RESULTS_DIR/server.log" 2>&1 & ;;
+    floor-relay) taskset -c "$SERVER_CPU" "$BIN/sb-floor" --mode relay --listen 127.0.0.1:$port --redis-url "$REDIS_URL" "$@" >>"$RESULTS_DIR/server.log" 2>&1 & ;;
   esac
   local pid=$!
   PIDS+=("$pid"); SERVER_PIDS+=("$pid")
@@ -419,8 +426,13 @@ run_open_loop() {
   local label=$1 rate=$2 base_secs=$3 srv rep secs
   local quota=; [ "$label" = burst ] && [ -n "$QUOTA_CG" ] && quota=1
   local saved=$SERVERS; SERVERS=$BURST_SERVERS
+  # The floors, run last in each round. `steady` has two (see STEADY_FLOOR
+  # above): the relay floor, driven through Redis like the servers, and the
+  # self-stamped write loop.
+  local floors=${BURST_FLOOR-floor-fanout}
+  [ "$label" = steady ] && floors=${STEADY_FLOOR-${BURST_FLOOR-floor-relay floor-fanout}}
   for rep in $(seq 1 "$REPEAT"); do
-    next_order; for srv in "${ORDERED[@]}" ${BURST_FLOOR-floor-fanout}; do
+    next_order; for srv in "${ORDERED[@]}" $floors; do
       secs=$base_secs
       case $srv in node*) [ "$label" = burst ] && secs=$BURST_NODE_SECS ;; esac
       local args=(--clients "$BURST_CLIENTS" --rooms "$BURST_ROOMS" --rate "$rate" --redis-url "$REDIS_URL" --secs "$secs")
@@ -430,6 +442,9 @@ run_open_loop() {
       if [ "$srv" = floor-fanout ]; then
         start_server floor-fanout $BASE_PORT --rooms "$BURST_ROOMS" --rate "$rate" --secs "$secs"
         extra=(--floor)
+      elif [ "$srv" = floor-relay ]; then
+        # Published to like the servers (no --floor): loss is counted too.
+        start_server floor-relay $BASE_PORT --rooms "$BURST_ROOMS"
       else
         start_server "$srv" $BASE_PORT
       fi
