@@ -68,6 +68,129 @@ pub struct Progress {
     /// closes can be told apart from a client that could not answer.
     #[serde(default)]
     pub lag_max_ms: Vec<f64>,
+    /// Per restarted gateway: when the first and the last of its clients
+    /// saw their session end (µs epoch; 0 when none yet): how long the
+    /// stopping gateway itself took to close them all.
+    #[serde(default)]
+    pub disc_first_us: Vec<u64>,
+    #[serde(default)]
+    pub disc_last_us: Vec<u64>,
+    /// How the moved clients' reconnects went, over the whole restart phase.
+    #[serde(default)]
+    pub moves: Moves,
+}
+
+/// Why a reconnect attempt failed, as [`Moves::failed`] counts it.
+pub const MOVE_FAILURES: [&str; 5] = ["timeout", "tcp", "http_refused", "sio_refused", "other"];
+
+/// Upper bounds (s) of the buckets of [`Moves::back_hist`], the time from
+/// a moved client's close to its session open again elsewhere; the last
+/// bucket takes the rest.
+pub const BACK_BUCKETS_S: [u64; 6] = [2, 5, 10, 20, 40, 60];
+
+/// The reconnects of the clients of restarted gateways: where the time
+/// from their close to their new session goes (the wait before each
+/// attempt, failed attempts and why, the attempt that worked).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Moves {
+    /// Attempts made (failed and successful).
+    pub attempts: u64,
+    /// Failed attempts, by [`MOVE_FAILURES`].
+    pub failed: Vec<u64>,
+    /// Time spent in failed attempts, ms, summed.
+    pub failed_ms: u64,
+    /// Time spent waiting before attempts (the backoff), ms, summed.
+    pub waited_ms: u64,
+    /// The successful attempts' durations, ms: summed, and the longest.
+    pub ok_ms: u64,
+    pub ok_ms_max: u64,
+    /// Clients back, by [`BACK_BUCKETS_S`] (one more bucket for the rest).
+    pub back_hist: Vec<u64>,
+    /// The longest close-to-back time, ms.
+    pub back_ms_max: u64,
+}
+
+impl Moves {
+    /// Adds `other` (another generator's) to these.
+    pub fn add(&mut self, other: &Moves) {
+        let add_vec = |a: &mut Vec<u64>, b: &[u64]| {
+            if a.len() < b.len() {
+                a.resize(b.len(), 0);
+            }
+            for (x, y) in a.iter_mut().zip(b) {
+                *x += y;
+            }
+        };
+        self.attempts += other.attempts;
+        add_vec(&mut self.failed, &other.failed);
+        self.failed_ms += other.failed_ms;
+        self.waited_ms += other.waited_ms;
+        self.ok_ms += other.ok_ms;
+        self.ok_ms_max = self.ok_ms_max.max(other.ok_ms_max);
+        add_vec(&mut self.back_hist, &other.back_hist);
+        self.back_ms_max = self.back_ms_max.max(other.back_ms_max);
+    }
+
+    /// What happened since `before` (counters only; the maxima are the
+    /// run's so far).
+    pub fn since(&self, before: &Moves) -> Moves {
+        let sub = |a: &[u64], b: &[u64]| -> Vec<u64> {
+            a.iter()
+                .enumerate()
+                .map(|(i, x)| x.saturating_sub(b.get(i).copied().unwrap_or(0)))
+                .collect()
+        };
+        Moves {
+            attempts: self.attempts.saturating_sub(before.attempts),
+            failed: sub(&self.failed, &before.failed),
+            failed_ms: self.failed_ms.saturating_sub(before.failed_ms),
+            waited_ms: self.waited_ms.saturating_sub(before.waited_ms),
+            ok_ms: self.ok_ms.saturating_sub(before.ok_ms),
+            ok_ms_max: self.ok_ms_max,
+            back_hist: sub(&self.back_hist, &before.back_hist),
+            back_ms_max: self.back_ms_max,
+        }
+    }
+
+    /// One line for the coordinator's log.
+    pub fn describe(&self) -> String {
+        let back: u64 = self.back_hist.iter().sum();
+        let per = |ms: u64, n: u64| ms as f64 / 1000.0 / n.max(1) as f64;
+        let failed: u64 = self.failed.iter().sum();
+        let reasons: Vec<String> = MOVE_FAILURES
+            .iter()
+            .zip(&self.failed)
+            .filter(|(_, n)| **n > 0)
+            .map(|(r, n)| format!("{r} {n}"))
+            .collect();
+        let mut hist = Vec::new();
+        let mut lo = 0;
+        for (i, n) in self.back_hist.iter().enumerate() {
+            let label = match BACK_BUCKETS_S.get(i) {
+                Some(hi) => format!("{lo}-{hi} s"),
+                None => format!("over {lo} s"),
+            };
+            if *n > 0 {
+                hist.push(format!("{label} {n}"));
+            }
+            lo = BACK_BUCKETS_S.get(i).copied().unwrap_or(lo);
+        }
+        format!(
+            "{back} back after {} attempts ({failed} failed: {}); per client back: {:.2} s waiting before attempts, {:.2} s in failed ones, {:.2} s in the one that worked (longest {:.1} s); close to back: {} (longest {:.1} s)",
+            self.attempts,
+            if reasons.is_empty() {
+                "none".to_string()
+            } else {
+                reasons.join(", ")
+            },
+            per(self.waited_ms, back),
+            per(self.failed_ms, back),
+            per(self.ok_ms, back),
+            self.ok_ms_max as f64 / 1000.0,
+            hist.join(", "),
+            self.back_ms_max as f64 / 1000.0,
+        )
+    }
 }
 
 /// The phases [`Progress::lag_max_ms`] is kept for: connect and hold, the
@@ -319,5 +442,40 @@ mod tests {
         let back: Done = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
         assert_eq!(back, d);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Generators' reconnect figures add up, a restart's share is what
+    /// changed since the previous one, and the log line names what failed
+    /// and where the clients' time went.
+    #[test]
+    fn moves_add_up_and_a_restart_is_told_apart() {
+        let one = Moves {
+            attempts: 3,
+            failed: vec![1, 0, 0, 0, 0],
+            failed_ms: 30_000,
+            waited_ms: 2_000,
+            ok_ms: 400,
+            ok_ms_max: 300,
+            back_hist: vec![0, 1, 0, 0, 1, 0, 0],
+            back_ms_max: 35_000,
+        };
+        let mut all = Moves::default();
+        all.add(&one);
+        all.add(&one);
+        assert_eq!(all.attempts, 6);
+        assert_eq!(all.failed, vec![2, 0, 0, 0, 0]);
+        assert_eq!(all.back_hist, vec![0, 2, 0, 0, 2, 0, 0]);
+        assert_eq!(all.ok_ms_max, 300);
+        let second = all.since(&one);
+        assert_eq!(second.attempts, 3);
+        assert_eq!(second.back_hist, one.back_hist);
+        let line = second.describe();
+        assert!(
+            line.starts_with("2 back after 3 attempts (1 failed: timeout 1)"),
+            "{line}"
+        );
+        assert!(line.contains("15.00 s in failed ones"), "{line}");
+        assert!(line.contains("2-5 s 1, 20-40 s 1"), "{line}");
+        assert!(line.contains("longest 35.0 s"), "{line}");
     }
 }

@@ -390,6 +390,8 @@ pub async fn run(c: CoordConfig) -> anyhow::Result<()> {
     let mut probes_sent = 0u64;
     let mut storm_incomplete = 0u64;
     let mut respawned = Vec::new();
+    // The moved clients' reconnects up to the previous restart.
+    let mut moves_before = scale::Moves::default();
     let restart = c.restart.min(gws).min(crate::scale_gen::MAX_RESTART);
     if restart > 0 {
         scale::write_atomic(&scale::file(&dir, "restart-phase"), "")?;
@@ -469,6 +471,29 @@ pub async fn run(c: CoordConfig) -> anyhow::Result<()> {
                 if back { "all" } else { "NOT all" },
                 gen_lag_ms(&p, 2)
             ));
+            // Where that time went: how long the stopping gateway took to
+            // close its clients (as they saw it), and their reconnects.
+            let since_term = |t: u64| t.saturating_sub(t_term) as f64 / 1e6;
+            let firsts = p
+                .iter()
+                .filter_map(|p| p.disc_first_us.get(k).copied())
+                .filter(|t| *t > 0);
+            let closed_from = firsts.min().map_or(f64::NAN, since_term);
+            let closed_to = p
+                .iter()
+                .filter_map(|p| p.disc_last_us.get(k).copied())
+                .max()
+                .map_or(f64::NAN, since_term);
+            let mut moves = scale::Moves::default();
+            for g in &p {
+                moves.add(&g.moves);
+            }
+            log(format!(
+                "restart {}/{restart}: its clients saw their close from {closed_from:.1} to {closed_to:.1} s after SIGTERM; reconnects: {}",
+                k + 1,
+                moves.since(&moves_before).describe()
+            ));
+            moves_before = moves;
             // The old process must be gone before its port is reused.
             while !procfs::exited(pids[k]) && t0.elapsed() < Duration::from_secs(30) {
                 tokio::time::sleep(Duration::from_millis(100)).await;

@@ -75,6 +75,11 @@ struct Gen {
     disc_from: [AtomicU64; MAX_RESTART],
     reconn_from: [AtomicU64; MAX_RESTART],
     storm_end: [AtomicU64; MAX_RESTART],
+    /// Per restarted gateway: the first and last close its clients saw (µs epoch).
+    disc_first: [AtomicU64; MAX_RESTART],
+    disc_last: [AtomicU64; MAX_RESTART],
+    /// The moved clients' reconnects (see [`scale::Moves`]).
+    moves: MoveCounters,
     hold_disc: AtomicU64,
     bystander_disc: AtomicU64,
     reconnect_fail: AtomicU64,
@@ -111,6 +116,9 @@ impl Gen {
             disc_from: Default::default(),
             reconn_from: Default::default(),
             storm_end: Default::default(),
+            disc_first: std::array::from_fn(|_| AtomicU64::new(u64::MAX)),
+            disc_last: Default::default(),
+            moves: MoveCounters::default(),
             hold_disc: AtomicU64::new(0),
             bystander_disc: AtomicU64::new(0),
             reconnect_fail: AtomicU64::new(0),
@@ -169,6 +177,18 @@ impl Gen {
                 .iter()
                 .map(|a| a.load(Relaxed) as f64 / 1000.0)
                 .collect(),
+            disc_first_us: self.disc_first[..r]
+                .iter()
+                .map(|a| match a.load(Relaxed) {
+                    u64::MAX => 0,
+                    t => t,
+                })
+                .collect(),
+            disc_last_us: self.disc_last[..r]
+                .iter()
+                .map(|a| a.load(Relaxed))
+                .collect(),
+            moves: self.moves.snapshot(),
         }
     }
 
@@ -304,6 +324,62 @@ impl Sink for ConnSink<'_> {
     }
 }
 
+/// The atomics behind [`scale::Moves`], updated by the moved clients' tasks.
+#[derive(Default)]
+struct MoveCounters {
+    attempts: AtomicU64,
+    failed: [AtomicU64; scale::MOVE_FAILURES.len()],
+    failed_ms: AtomicU64,
+    waited_ms: AtomicU64,
+    ok_ms: AtomicU64,
+    ok_ms_max: AtomicU64,
+    back_hist: [AtomicU64; scale::BACK_BUCKETS_S.len() + 1],
+    back_ms_max: AtomicU64,
+}
+
+impl MoveCounters {
+    fn snapshot(&self) -> scale::Moves {
+        let all = |a: &[AtomicU64]| a.iter().map(|x| x.load(Relaxed)).collect();
+        scale::Moves {
+            attempts: self.attempts.load(Relaxed),
+            failed: all(&self.failed),
+            failed_ms: self.failed_ms.load(Relaxed),
+            waited_ms: self.waited_ms.load(Relaxed),
+            ok_ms: self.ok_ms.load(Relaxed),
+            ok_ms_max: self.ok_ms_max.load(Relaxed),
+            back_hist: all(&self.back_hist),
+            back_ms_max: self.back_ms_max.load(Relaxed),
+        }
+    }
+
+    /// A moved client is back `back` after its close.
+    fn back(&self, back: Duration) {
+        let s = back.as_secs();
+        let bucket = scale::BACK_BUCKETS_S
+            .iter()
+            .position(|hi| s < *hi)
+            .unwrap_or(scale::BACK_BUCKETS_S.len());
+        self.back_hist[bucket].fetch_add(1, Relaxed);
+        self.back_ms_max.fetch_max(back.as_millis() as u64, Relaxed);
+    }
+}
+
+/// Which of [`scale::MOVE_FAILURES`] a failed reconnect attempt is: `None`
+/// for the per-attempt timeout, else the error of [`lean::open`].
+fn failure_kind(err: Option<&anyhow::Error>) -> usize {
+    let Some(err) = err else { return 0 };
+    let text = format!("{err:#}");
+    if text.starts_with("tcp connect") {
+        1
+    } else if text.contains("handshake refused") {
+        2
+    } else if text.contains("CONNECT refused") {
+        3
+    } else {
+        4
+    }
+}
+
 /// A cheap per-connection jitter in `0..1000` ms (no RNG state to keep).
 fn jitter_ms(i: usize, salt: u64) -> u64 {
     let mut x = (i as u64) ^ salt.wrapping_mul(0x9e37_79b9_7f4a_7c15);
@@ -334,13 +410,28 @@ async fn run_conn(st: Arc<Gen>, i: usize, first: Session, mut gw: usize) {
             st.errors.fetch_add(1, Relaxed);
         }
         let old = gw;
+        let closed_at = Instant::now();
+        if from_restarted {
+            let now = client::now_us();
+            st.disc_first[gw].fetch_min(now, Relaxed);
+            st.disc_last[gw].fetch_max(now, Relaxed);
+        }
         let mut delay = Duration::from_millis(500 + jitter_ms(i, client::now_us()));
         let mut attempt = 0usize;
         session = loop {
+            let wait = Instant::now();
             tokio::time::sleep(delay).await;
-            if Instant::now() > st.give_up {
+            let tried = Instant::now();
+            if tried > st.give_up {
                 st.reconnect_fail.fetch_add(1, Relaxed);
                 return;
+            }
+            if from_restarted {
+                let moves = &st.moves;
+                moves.attempts.fetch_add(1, Relaxed);
+                moves
+                    .waited_ms
+                    .fetch_add((tried - wait).as_millis() as u64, Relaxed);
             }
             // Only a restarted gateway's clients move; any other session that
             // was closed comes back where it was (moving those too piled the
@@ -360,13 +451,28 @@ async fn run_conn(st: Arc<Gen>, i: usize, first: Session, mut gw: usize) {
                     )),
                 )
                 .await
-                .ok()
-                .and_then(Result::ok),
-                Err(_) => None,
+                .map_err(|_| None)
+                .and_then(|r| r.map_err(Some)),
+                Err(err) => Err(Some(err)),
             };
-            if let Some(s) = opened {
-                gw = target;
-                break s;
+            let took = tried.elapsed().as_millis() as u64;
+            match opened {
+                Ok(s) => {
+                    if from_restarted {
+                        let moves = &st.moves;
+                        moves.ok_ms.fetch_add(took, Relaxed);
+                        moves.ok_ms_max.fetch_max(took, Relaxed);
+                        moves.back(closed_at.elapsed());
+                    }
+                    gw = target;
+                    break s;
+                }
+                Err(err) if from_restarted => {
+                    let moves = &st.moves;
+                    moves.failed[failure_kind(err.as_ref())].fetch_add(1, Relaxed);
+                    moves.failed_ms.fetch_add(took, Relaxed);
+                }
+                Err(_) => {}
             }
             attempt += 1;
             delay = (delay * 2).min(Duration::from_secs(5));
@@ -590,4 +696,26 @@ pub async fn run(cfg: GenConfig) -> anyhow::Result<()> {
     );
     scale::write_atomic(&scale::done_path(&dir, g), &serde_json::to_string(&done)?)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each way [`lean::open`] fails lands in its own reason.
+    #[test]
+    fn reconnect_failures_are_told_apart() {
+        let tcp = anyhow::anyhow!("Connection refused").context("tcp connect to 127.0.0.1:1");
+        let http = anyhow::anyhow!("websocket handshake refused: HTTP/1.1 503");
+        let sio = anyhow::anyhow!("CONNECT refused: bad token");
+        let eof = anyhow::anyhow!("connection closed").context("websocket handshake");
+        let kinds: Vec<&str> = [None, Some(&tcp), Some(&http), Some(&sio), Some(&eof)]
+            .into_iter()
+            .map(|e| scale::MOVE_FAILURES[failure_kind(e)])
+            .collect();
+        assert_eq!(
+            kinds,
+            ["timeout", "tcp", "http_refused", "sio_refused", "other"]
+        );
+    }
 }

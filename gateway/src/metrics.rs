@@ -224,7 +224,7 @@ impl Metrics {
             heartbeat_late: counter_vec(
                 &r,
                 "switchboard_heartbeat_late_total",
-                "Heartbeat steps run late by the gateway (ping, check) and closes avoided by reading an unread pong",
+                "Heartbeat steps run late by the gateway (ping, check), closes put off for bytes left unread and closes avoided by reading an unread pong",
                 &["what"],
             ),
             upgrades: counter(

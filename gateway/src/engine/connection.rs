@@ -394,6 +394,15 @@ impl<D> Connection<D> {
         }
     }
 
+    /// Whether the session's socket holds bytes its task has not read yet
+    /// (see [`Wire::has_unread`]). Only known while the websocket task has
+    /// nothing in flight (the outbox holds its stream then); false
+    /// otherwise, and for a polling session.
+    pub(crate) fn has_unread(&self) -> bool {
+        let wire = self.outbox.lock().wire.clone();
+        wire.is_some_and(|wire| wire.has_unread())
+    }
+
     /// Stops direct writes for good (the websocket task is ending).
     pub(crate) fn stop_direct(&self) {
         self.outbox.lock().wire = None;

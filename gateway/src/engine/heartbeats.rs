@@ -52,6 +52,19 @@ const PREFETCH_AHEAD: usize = 4;
 /// `ping_timeout`.
 const CONFIRM_AFTER: Duration = Duration::from_millis(10);
 
+/// When a failed pong check is confirmed and the session's socket still
+/// holds bytes its task has not read, the close waits for that task: the
+/// bytes are most likely the pong, unread because the gateway is behind
+/// (a throttled core, a run queue thousands of tasks long), which is the
+/// gateway's lateness, not the client's. The confirmation is looked at
+/// again after this long, then after as long as the close has waited so
+/// far (100, 100, 200, 400 ms...: a few looks per session however long the
+/// stall), and the waits of one ping add up to `ping_timeout` at most: a
+/// client that keeps sending without ever answering is still closed, at
+/// most `3 × ping_timeout` after its ping (plus the process's lateness),
+/// and a silent one (nothing unread) exactly as before.
+const UNREAD_RECHECK: Duration = Duration::from_millis(100);
+
 /// Overdue pings go out at no more than this many times the steady rate
 /// (sessions / interval) while the task catches up after running late.
 const CATCH_UP_FACTOR: u32 = 2;
@@ -128,6 +141,10 @@ struct Beat<D> {
     /// Its overdue ping was held back by the catch-up pace and goes out
     /// when its slot comes, however late (it is not paced twice).
     paced: bool,
+    /// How long, in milliseconds, the close for the outstanding ping has
+    /// waited for bytes left unread in the socket (see [`UNREAD_RECHECK`]);
+    /// at most `ping_timeout`. In what was the struct's padding.
+    held_ms: u32,
 }
 
 /// What a beat's next step does, besides its heartbeat's own next step.
@@ -148,8 +165,10 @@ enum Next {
     Schedule,
     /// Into the slot at this instant, for the early pong check.
     Early(Instant),
-    /// Back in [`CONFIRM_AFTER`], to confirm a failed pong check.
-    Confirm,
+    /// Back in this long, to confirm a failed pong check
+    /// ([`CONFIRM_AFTER`]), or to look again at a close that waits for
+    /// unread bytes ([`UNREAD_RECHECK`]).
+    Confirm(Duration),
     /// Out of the schedule: the session is closed.
     Done,
 }
@@ -239,6 +258,7 @@ impl<D: Send + Sync + 'static> Heartbeats<D> {
             heartbeat: Heartbeat::new(self.interval, self.timeout),
             stage: Stage::Due,
             paced: false,
+            held_ms: 0,
         }
     }
 
@@ -306,10 +326,8 @@ impl<D: Send + Sync + 'static> Heartbeats<D> {
                     match next {
                         Next::Schedule => schedule(&mut due, beat),
                         Next::Early(at) => due.entry(at).or_default().push(beat),
-                        Next::Confirm => {
-                            due.entry(Instant::now() + CONFIRM_AFTER)
-                                .or_default()
-                                .push(beat);
+                        Next::Confirm(after) => {
+                            due.entry(Instant::now() + after).or_default().push(beat);
                         }
                         Next::Done => sessions = sessions.saturating_sub(1),
                     }
@@ -347,9 +365,15 @@ impl<D: Send + Sync + 'static> Heartbeats<D> {
             }
             Stage::Confirming => {
                 if beat.heartbeat.settle(conn, self.interval) {
+                    beat.held_ms = 0;
                     self.late.with_label_values(&["unread_pong"]).inc();
                     return Next::Schedule;
                 }
+                if let Some(after) = self.hold_for_unread(conn, beat) {
+                    beat.stage = Stage::Confirming;
+                    return Next::Confirm(after);
+                }
+                beat.held_ms = 0;
                 conn.close(CloseReason::PingTimeout);
                 return Next::Done;
             }
@@ -367,9 +391,27 @@ impl<D: Send + Sync + 'static> Heartbeats<D> {
             }
             Err(_) => {
                 beat.stage = Stage::Confirming;
-                Next::Confirm
+                Next::Confirm(CONFIRM_AFTER)
             }
         }
+    }
+
+    /// Whether the close of `conn`, whose pong is still missing at its
+    /// confirmation, waits for bytes left unread in its socket, and how
+    /// long until the next look (see [`UNREAD_RECHECK`]). The first wait
+    /// for a ping is counted as `unread_bytes`.
+    fn hold_for_unread(&self, conn: &Connection<D>, beat: &mut Beat<D>) -> Option<Duration> {
+        let held = Duration::from_millis(u64::from(beat.held_ms));
+        let left = self.timeout.saturating_sub(held);
+        if left.is_zero() || !conn.has_unread() {
+            return None;
+        }
+        if beat.held_ms == 0 {
+            self.late.with_label_values(&["unread_bytes"]).inc();
+        }
+        let wait = held.max(UNREAD_RECHECK).min(left);
+        beat.held_ms = u32::try_from((held + wait).as_millis()).unwrap_or(u32::MAX);
+        Some(wait)
     }
 }
 
@@ -534,7 +576,7 @@ mod tests {
         assert_eq!(quiet.heartbeat.deadline(), check, "silent: still the check");
         assert!(!silent.is_closed());
         tokio::time::sleep_until(check).await;
-        assert!(matches!(beats.beat(&silent, &mut quiet), Next::Confirm));
+        assert!(matches!(beats.beat(&silent, &mut quiet), Next::Confirm(_)));
         tokio::time::sleep(CONFIRM_AFTER).await;
         assert!(matches!(beats.beat(&silent, &mut quiet), Next::Done));
         assert_eq!(silent.close_reason(), Some(CloseReason::PingTimeout));
@@ -614,9 +656,9 @@ mod tests {
         // Both checks find no pong and ask for a confirmation.
         assert!(matches!(
             beats.beat(&answers, &mut answering),
-            Next::Confirm
+            Next::Confirm(_)
         ));
-        assert!(matches!(beats.beat(&silent, &mut quiet), Next::Confirm));
+        assert!(matches!(beats.beat(&silent, &mut quiet), Next::Confirm(_)));
         assert!(
             !answers.is_closed() && !silent.is_closed(),
             "not closed yet"
@@ -633,6 +675,147 @@ mod tests {
         assert_eq!(beats.late.with_label_values(&["unread_pong"]).get(), 1);
         // The answered session's next ping keeps its schedule.
         assert!(answering.heartbeat.deadline() > Instant::now());
+    }
+
+    /// A client's pong frame (masked with a zero key, as a client sends it).
+    const PONG_FRAME: [u8; 7] = [0x81, 0x81, 0, 0, 0, 0, b'3'];
+
+    /// A failed check whose pong sits unread in the socket (the session's
+    /// task starved: the gateway's lateness, not the client's) does not
+    /// close the session: the close waits, counted once as `unread_bytes`,
+    /// and when the task reads the pong the session goes on (`unread_pong`).
+    #[tokio::test]
+    async fn a_pong_unread_in_the_socket_holds_the_close_until_it_is_read() {
+        use tokio::io::AsyncWriteExt;
+        let (interval, timeout) = (Duration::from_millis(50), Duration::from_millis(300));
+        let (beats, conn, mut server, mut client) = wired(interval, timeout).await;
+        let mut beat = beats.beat_for(&conn);
+        tokio::time::sleep(interval).await;
+        let Next::Early(early) = beats.beat(&conn, &mut beat) else {
+            panic!("a ping is followed by an early check");
+        };
+        read_ping(&mut client).await;
+        tokio::time::sleep_until(early).await;
+        assert!(matches!(beats.beat(&conn, &mut beat), Next::Schedule));
+        client.write_all(&PONG_FRAME).await.expect("pong");
+        // Nobody reads the server's end: its task is starved.
+        tokio::time::sleep_until(beat.heartbeat.deadline()).await;
+        assert!(matches!(
+            beats.beat(&conn, &mut beat),
+            Next::Confirm(CONFIRM_AFTER)
+        ));
+        tokio::time::sleep(CONFIRM_AFTER).await;
+        assert!(
+            matches!(beats.beat(&conn, &mut beat), Next::Confirm(UNREAD_RECHECK)),
+            "the pong waits unread: the close waits too"
+        );
+        assert!(!conn.is_closed());
+        assert_eq!(beats.late.with_label_values(&["unread_bytes"]).get(), 1);
+        tokio::time::sleep(UNREAD_RECHECK).await;
+        // Still unread: waits again, counted once per ping.
+        assert!(matches!(
+            beats.beat(&conn, &mut beat),
+            Next::Confirm(UNREAD_RECHECK)
+        ));
+        assert_eq!(beats.late.with_label_values(&["unread_bytes"]).get(), 1);
+        // The session's task runs at last and reads the pong.
+        let mut got = [0u8; PONG_FRAME.len()];
+        server.read_exact(&mut got).await.expect("read the pong");
+        assert!(conn.state.lock().pong_received().is_some());
+        assert!(matches!(beats.beat(&conn, &mut beat), Next::Schedule));
+        assert!(!conn.is_closed());
+        assert_eq!(beats.late.with_label_values(&["unread_pong"]).get(), 1);
+        assert!(beat.heartbeat.pings_next(), "on to the next ping");
+    }
+
+    /// Bytes that are never a pong hold the close for `ping_timeout` at
+    /// most: a client that keeps sending without answering is still
+    /// closed. A silent client on the same kind of socket is closed at its
+    /// first confirmation, as before.
+    #[tokio::test]
+    async fn unread_bytes_without_a_pong_hold_the_close_for_the_timeout_at_most() {
+        use tokio::io::AsyncWriteExt;
+        let (interval, timeout) = (Duration::from_millis(50), Duration::from_millis(400));
+        let (beats, chatty, _server, mut chatty_client) = wired(interval, timeout).await;
+        let (silent_server, mut silent_client) = test_pair().await;
+        let silent = conn();
+        silent.allow_direct(&silent_server.wire().clone());
+        let mut chatting = beats.beat_for(&chatty);
+        let mut quiet = beats.beat_for(&silent);
+        tokio::time::sleep(interval).await;
+        let pinged = Instant::now();
+        let (Next::Early(early), Next::Early(_)) = (
+            beats.beat(&chatty, &mut chatting),
+            beats.beat(&silent, &mut quiet),
+        ) else {
+            panic!("a ping is followed by an early check");
+        };
+        read_ping(&mut chatty_client).await;
+        read_ping(&mut silent_client).await;
+        tokio::time::sleep_until(early).await;
+        assert!(matches!(beats.beat(&chatty, &mut chatting), Next::Schedule));
+        assert!(matches!(beats.beat(&silent, &mut quiet), Next::Schedule));
+        chatty_client.write_all(b"garbage").await.expect("write");
+        tokio::time::sleep_until(chatting.heartbeat.deadline()).await;
+        // Nothing unread: closed at the first confirmation, as before.
+        assert!(matches!(beats.beat(&silent, &mut quiet), Next::Confirm(_)));
+        tokio::time::sleep(CONFIRM_AFTER).await;
+        assert!(matches!(beats.beat(&silent, &mut quiet), Next::Done));
+        assert_eq!(silent.close_reason(), Some(CloseReason::PingTimeout));
+        assert_eq!(beats.late.with_label_values(&["unread_bytes"]).get(), 0);
+        let mut held = Duration::ZERO;
+        let mut looks = 0;
+        let closed_after = loop {
+            match beats.beat(&chatty, &mut chatting) {
+                Next::Confirm(after) => {
+                    // The first is the confirmation; the others wait.
+                    if looks > 0 {
+                        held += after;
+                    }
+                    looks += 1;
+                    assert!(looks < 20, "held without bound");
+                    tokio::time::sleep(after).await;
+                }
+                Next::Done => break pinged.elapsed(),
+                _ => panic!("no pong: the check fails or waits"),
+            }
+        };
+        assert_eq!(chatty.close_reason(), Some(CloseReason::PingTimeout));
+        assert_eq!(held, timeout, "held for the timeout in all");
+        // 100 + 100 + 200 (the rest of 400): three looks that wait, the
+        // confirmation before them and the close.
+        assert_eq!(looks, 4, "{looks}");
+        assert!(
+            closed_after >= timeout * 2 && closed_after < timeout * 3,
+            "closed {closed_after:?} after the ping"
+        );
+        assert_eq!(beats.late.with_label_values(&["unread_bytes"]).get(), 1);
+    }
+
+    /// Through the task, on a real socket: a session whose task is starved
+    /// past its pong check, with the pong in the kernel's receive queue,
+    /// is not closed; once the task reads the pong it is pinged again.
+    #[tokio::test]
+    async fn a_starved_reader_with_its_pong_queued_is_not_closed() {
+        use tokio::io::AsyncWriteExt;
+        let (interval, timeout) = (Duration::from_millis(100), Duration::from_millis(100));
+        let (beats, conn, mut server, mut client) = wired(interval, timeout).await;
+        beats.register(&conn);
+        read_ping(&mut client).await;
+        let pinged = Instant::now();
+        client.write_all(&PONG_FRAME).await.expect("pong");
+        // The reader is starved past the check and its confirmation
+        // (the close came at `timeout` + 10 ms without the wait).
+        tokio::time::sleep_until(pinged + timeout + Duration::from_millis(60)).await;
+        assert!(!conn.is_closed(), "closed with its pong unread");
+        let mut got = [0u8; PONG_FRAME.len()];
+        server.read_exact(&mut got).await.expect("read the pong");
+        assert_eq!(got, PONG_FRAME);
+        assert!(conn.state.lock().pong_received().is_some());
+        read_ping(&mut client).await;
+        assert!(!conn.is_closed());
+        assert_eq!(beats.late.with_label_values(&["unread_bytes"]).get(), 1);
+        assert_eq!(beats.late.with_label_values(&["unread_pong"]).get(), 1);
     }
 
     /// Sessions that end leave the schedule, and the task ends with the

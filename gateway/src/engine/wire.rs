@@ -265,6 +265,17 @@ impl Wire {
         Ok(())
     }
 
+    /// Whether the socket holds bytes the session's task has not read yet
+    /// (a one-byte `MSG_PEEK`, which neither consumes nor waits: tokio
+    /// keeps the socket non-blocking). The heartbeat task asks before it
+    /// closes a session for a missing pong: bytes waiting there are most
+    /// likely the pong, unread because the gateway itself is behind. A
+    /// peer's close (EOF) or an error is not an answer.
+    pub(crate) fn has_unread(&self) -> bool {
+        let mut byte = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+        matches!(socket2::SockRef::from(&self.stream).peek(&mut byte), Ok(n) if n > 0)
+    }
+
     /// Whether a direct write left a frame half-written whose end was not
     /// written (dropped with a slow consumer's backlog): nothing more may go
     /// on this stream, not even a close frame.
