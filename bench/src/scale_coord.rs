@@ -365,8 +365,15 @@ pub async fn run(c: CoordConfig) -> anyhow::Result<()> {
         })
         .await;
         let secs = t.elapsed().as_secs_f64();
-        let gw_cpu = procfs::cpu_time_sum(&pids).unwrap_or_default() - gw_cpu_a;
-        let gen_cpu = procfs::cpu_time_sum(&gen_pids).unwrap_or_default() - gen_cpu_a;
+        // Saturating: a sum that cannot be read now (a process gone, /proc
+        // unreadable under overload) is 0, and the figure says 0 rather
+        // than the coordinator panicking and losing the rest of the run.
+        let gw_cpu = procfs::cpu_time_sum(&pids)
+            .unwrap_or_default()
+            .saturating_sub(gw_cpu_a);
+        let gen_cpu = procfs::cpu_time_sum(&gen_pids)
+            .unwrap_or_default()
+            .saturating_sub(gen_cpu_a);
         log(format!(
             "broadcast `{name}` to {target} sessions via {receivers} subscribers: {} in {secs:.1} s (gateways {:.1} CPU-s, generators {:.1} CPU-s; generators' timer lag so far up to {:.0} ms)",
             if all_in {
