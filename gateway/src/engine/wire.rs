@@ -272,7 +272,7 @@ impl Wire {
     /// likely the pong, unread because the gateway itself is behind. A
     /// peer's close (EOF) or an error is not an answer.
     pub(crate) fn has_unread(&self) -> bool {
-        let mut byte = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+        let mut byte = [MaybeUninit::<u8>::uninit(); 1];
         matches!(socket2::SockRef::from(&self.stream).peek(&mut byte), Ok(n) if n > 0)
     }
 
