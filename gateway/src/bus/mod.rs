@@ -9,6 +9,7 @@
 //! [`BusHandler`]; decoding is the session layer's job.
 
 mod memory;
+mod publish_health;
 mod redis;
 pub mod sharded;
 mod store_link;
@@ -81,6 +82,11 @@ pub struct BusStatus {
     pub reconnects: u64,
     /// The last connection error, while disconnected.
     pub last_error: Option<String>,
+    /// The last publish into the bus (or `/readyz`'s probe, when none
+    /// ended lately) succeeded; always true for the embedded bus.
+    pub publishing: bool,
+    /// Why the last publish failed, while `publishing` is false.
+    pub publish_error: Option<String>,
 }
 
 enum Kind {
@@ -353,6 +359,18 @@ impl Bus {
             Kind::Memory(_) => None,
             Kind::Redis(r) => Some(r.store_link()),
             Kind::Streams(s) => Some(s.pubsub().store_link()),
+        }
+    }
+
+    /// Brings the publishing side's state up to date before `/readyz`
+    /// reads it: a probe publish unless one ended within the last few
+    /// seconds (see `bus/publish_health.rs`); bounded by
+    /// `redis.publish_timeout_ms`. The embedded bus cannot fail to publish.
+    pub async fn check_publishing(&self) {
+        match &self.kind {
+            Kind::Memory(_) => {}
+            Kind::Redis(r) => r.check_publishing().await,
+            Kind::Streams(s) => s.pubsub().check_publishing().await,
         }
     }
 
