@@ -135,6 +135,11 @@ async fn every_publish_is_one_publish_and_nothing_pings() {
     assert_eq!(calls(&redis, "ping") - pings_before, 1, "{stats:?}");
     let text = metrics(&gw).await;
     assert_eq!(metric(&text, "switchboard_bus_up"), Some(1.0), "{text}");
+    assert_eq!(
+        metric(&text, "switchboard_bus_publish_up"),
+        Some(1.0),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

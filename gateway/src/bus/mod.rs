@@ -133,7 +133,8 @@ impl Bus {
     }
 
     /// Builds the bus the config asks for. The embedded bus is up from the
-    /// start (`switchboard_bus_up` 1); a Redis bus once it has subscribed.
+    /// start (`switchboard_bus_up` and `switchboard_bus_publish_up` 1); a
+    /// Redis bus once it has subscribed.
     pub fn from_config(config: &RedisConfig, metrics: Metrics) -> Result<Bus, BusError> {
         if config.enabled() && config.bus == crate::config::BusMode::Streams {
             Ok(Bus {
@@ -144,6 +145,7 @@ impl Bus {
             Bus::redis(config, metrics)
         } else {
             metrics.bus_up.set(1);
+            metrics.bus_publish_up.set(1);
             Ok(Bus::memory())
         }
     }

@@ -31,7 +31,8 @@ pub(super) const FRESH: Duration = Duration::from_secs(2);
 /// only some channels could flip the state with every publish).
 static FAILING_LOG: LogThrottle = LogThrottle::new(Duration::from_secs(10));
 
-/// The publishing side's state, shared by every publish and `/readyz`.
+/// The publishing side's state, shared by every publish and `/readyz` (and
+/// by the probe task `/readyz` spawns).
 pub(super) struct PublishHealth {
     /// The clock `last` counts from.
     base: Instant,
@@ -99,7 +100,8 @@ impl PublishHealth {
         let _ = self.record(probe.await);
     }
 
-    fn fresh(&self) -> bool {
+    /// Whether a publish ended within [`FRESH`] (no probe needed).
+    pub(super) fn fresh(&self) -> bool {
         let last = self.last.load(Ordering::Acquire);
         last != 0 && self.now_ms().saturating_sub(last) < FRESH.as_millis() as u64
     }

@@ -38,7 +38,7 @@ pub(super) struct RedisBus {
     publish_timeout_ms: u64,
     state: Arc<Mutex<State>>,
     /// The outcome of recent publishes, for `/readyz`.
-    health: PublishHealth,
+    health: Arc<PublishHealth>,
     /// What `/readyz`'s probe publishes on when no publish ended lately:
     /// under the adapter's key (so an ACL that scopes channels by it allows
     /// it) but outside every namespace (which starts with `/`), so no
@@ -63,7 +63,7 @@ impl RedisBus {
             subscriber: Mutex::new(Some(subscriber)),
             publish_timeout_ms: config.publish_timeout_ms,
             state: Arc::new(Mutex::new(State::default())),
-            health: PublishHealth::new(metrics.clone()),
+            health: Arc::new(PublishHealth::new(metrics.clone())),
             probe: (
                 match config.pubsub {
                     crate::config::PubsubMode::Sharded => PublishKind::Sharded,
@@ -173,19 +173,28 @@ impl RedisBus {
     /// probe message (bounded by `redis.publish_timeout_ms`). Skipped while
     /// unsubscribed: `/readyz` is unready then anyway.
     pub async fn check_publishing(&self) {
-        if !self.state.lock().subscribed {
+        if self.health.fresh() || !self.state.lock().subscribed {
             return;
         }
-        let (kind, channel) = &self.probe;
-        self.health
-            .refresh(async {
-                self.publisher
-                    .publish_kind(*kind, channel.as_bytes(), b"")
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| self.error(e))
-            })
-            .await;
+        let health = self.health.clone();
+        let publisher = self.publisher.clone();
+        let (kind, channel) = self.probe.clone();
+        let timeout_ms = self.publish_timeout_ms;
+        // Its own task, so that the outcome is recorded even when the
+        // `/readyz` caller gives up first (a probe timeout at or below
+        // `redis.publish_timeout_ms`): the next request then finds it fresh.
+        let probe = tokio::spawn(async move {
+            health
+                .refresh(async {
+                    publisher
+                        .publish_kind(kind, channel.as_bytes(), b"")
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| super::store_link::to_bus_error(e, timeout_ms))
+                })
+                .await;
+        });
+        let _ = probe.await;
     }
 
     /// Publishes every message in one pipeline.
