@@ -84,6 +84,9 @@ pub struct Metrics {
     pub bus_decode_errors: IntCounterVec,
     /// Bus (Redis) connection state: 1 subscribed, 0 not.
     pub bus_up: IntGauge,
+    /// Publishing into the bus: 1 when the last publish (or `/readyz`'s
+    /// probe) succeeded, 0 when it failed.
+    pub bus_publish_up: IntGauge,
     /// Redis reconnect attempts.
     pub bus_reconnects: IntCounter,
     /// Times the bus subscription was lost.
@@ -302,6 +305,11 @@ impl Metrics {
                 &r,
                 "switchboard_bus_up",
                 "1 when the bus is connected and subscribed",
+            ),
+            bus_publish_up: gauge(
+                &r,
+                "switchboard_bus_publish_up",
+                "1 when the last publish into the bus (or /readyz's probe) succeeded, 0 when it failed",
             ),
             bus_outages: counter(
                 &r,

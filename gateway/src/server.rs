@@ -134,7 +134,7 @@ impl Gateway {
             (&Method::GET, "/healthz") => {
                 json(StatusCode::OK, &serde_json::json!({"status": "ok"}))
             }
-            (&Method::GET, "/readyz") => self.readyz(),
+            (&Method::GET, "/readyz") => self.readyz().await,
             (&Method::GET, "/metrics") => {
                 self.metrics.rooms.set(self.io.hub.room_count() as i64);
                 let open = self.max_connections - self.slots.available_permits();
@@ -161,7 +161,11 @@ impl Gateway {
         }
     }
 
-    fn readyz(&self) -> Response<Body> {
+    async fn readyz(&self) -> Response<Body> {
+        // Subscribed is not enough: client events reach the other instances
+        // only if publishing works too (an ACL without PUBLISH, a broken
+        // publish connection). Probes only when no publish ended lately.
+        self.bus.check_publishing().await;
         let bus = self.bus.status();
         let draining = self.draining.load(Ordering::Acquire);
         // A gateway whose registration its peers have not read yet is not
@@ -175,7 +179,7 @@ impl Gateway {
             (true, Some(false)) => "announcing",
             (true, Some(true)) => "announced",
         };
-        let ready = bus.subscribed && !draining && peers != "announcing";
+        let ready = bus.subscribed && bus.publishing && !draining && peers != "announcing";
         let body = serde_json::json!({
             "ready": ready,
             "draining": draining,

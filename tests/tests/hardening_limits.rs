@@ -252,6 +252,61 @@ async fn connect_timeout_closes_sessions_that_never_connect() {
     );
 }
 
+/// A polling session the server closes while its client is not polling
+/// (here: no CONNECT within `socketio.connect_timeout_ms`, and the client
+/// never comes back) stops counting at once: the connections gauge,
+/// `/readyz` and its place under `limits.max_connections_per_ip` are given
+/// back when it closes, not a ping timeout later when the wait for its last
+/// poll ends. The close packet still waits for the client meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_polling_session_stops_counting_at_once() {
+    let gw = embedded_gateway(&[
+        ("SWITCHBOARD_SOCKETIO__CONNECT_TIMEOUT_MS", "300"),
+        ("SWITCHBOARD_LIMITS__MAX_CONNECTIONS_PER_IP", "1"),
+        // The bound of the wait for the last poll: far beyond the asserts.
+        ("SWITCHBOARD_ENGINE__PING_TIMEOUT_MS", "20000"),
+    ])
+    .await;
+    let port = gw.port();
+    let polling = "switchboard_connections{transport=\"polling\"}";
+    let sid = polling_open(port).await.expect("polling handshake");
+    assert_eq!(metric(&metrics(&gw).await, polling), Some(1.0));
+
+    // Closed by the server after 300 ms; the client does not poll.
+    wait_metric(
+        &gw,
+        "switchboard_connect_refused_total{reason=\"connect_timeout\"}",
+        Duration::from_secs(5),
+        |v| v == 1.0,
+    )
+    .await;
+    let closed = Instant::now();
+    wait_metric(&gw, polling, Duration::from_secs(2), |v| v == 0.0).await;
+    let text = metrics(&gw).await;
+    assert_eq!(
+        metric(
+            &text,
+            "switchboard_engine_sessions_closed_total{reason=\"server_closed\"}"
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    let (_, ready) = get_json(format!("{}/readyz", gw.url())).await.unwrap();
+    assert_eq!(ready["connections"], json!(0), "{ready}");
+    // The address's only place is free again.
+    let second = polling_open(port)
+        .await
+        .expect("a new session from the same address");
+    assert!(closed.elapsed() < Duration::from_secs(5));
+
+    // The closed session's client still collects its close packet.
+    assert_eq!(polling_get(port, &sid).await.unwrap(), (200, "1".into()));
+    let (status, _) = polling_get(port, &sid).await.unwrap();
+    assert_eq!(status, 400, "gone once its close packet was collected");
+    assert_eq!(metric(&metrics(&gw).await, polling), Some(1.0));
+    drop(second);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_payload_closes_the_offender_on_both_transports() {
     let gw = embedded_gateway(&[("SWITCHBOARD_ENGINE__MAX_PAYLOAD", "2000")]).await;

@@ -1,8 +1,9 @@
 //! The gateway's bus in the Redis setups teams run (issues #14 and #18):
 //! what each publish costs Redis (one PUBLISH, no PING), TLS with an ACL
 //! user for the gateway and the `switchboard` CLI, clear failures on a
-//! wrong CA or password, and a Sentinel failover under a steady publish
-//! rate. Real `redis-server` processes from the testkit, the official
+//! wrong CA or password, `/readyz` following the publishing side (an ACL
+//! user that loses `PUBLISH`, writes paused), and a Sentinel failover under
+//! a steady publish rate. Real `redis-server` processes from the testkit, the official
 //! socket.io-client through the Node driver.
 
 mod common;
@@ -134,6 +135,11 @@ async fn every_publish_is_one_publish_and_nothing_pings() {
     assert_eq!(calls(&redis, "ping") - pings_before, 1, "{stats:?}");
     let text = metrics(&gw).await;
     assert_eq!(metric(&text, "switchboard_bus_up"), Some(1.0), "{text}");
+    assert_eq!(
+        metric(&text, "switchboard_bus_publish_up"),
+        Some(1.0),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -273,6 +279,95 @@ async fn tls_with_acl_users_gateway_and_cli_deliver_and_refuse_clearly() {
     std::fs::write(&junk, "not a certificate").unwrap();
     let logs = start_fails(tls_gateway(&server, &pki, &junk, "gateway-secret"));
     assert!(logs.contains("`redis.tls_ca_file`"), "{logs}");
+}
+
+/// A gateway whose subscription is up but whose publishes Redis refuses
+/// (its ACL user loses `PUBLISH`) is not ready: client events would not
+/// reach the other instances. `/readyz` says why, `switchboard_bus_publish_up`
+/// drops to 0, the log says so once; all come back when `PUBLISH` is granted
+/// again, with no client traffic (`/readyz`'s own probe publish).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_follows_the_publishing_side_not_only_the_subscription() {
+    let server =
+        RedisServer::start_with(RedisOptions::default().user("gw on >gw-secret ~* &* +@all"))
+            .unwrap();
+    let gw = start(
+        base_opts()
+            .redis(server.url().replace("redis://", "redis://gw@"))
+            .env("SWITCHBOARD_REDIS_PASSWORD", "gw-secret"),
+    )
+    .await;
+    let ready = wait_ready(&gw, T).await;
+    assert_eq!(ready["bus"]["publishing"], json!(true), "{ready}");
+    let up = "switchboard_bus_publish_up";
+    assert_eq!(metric(&metrics(&gw).await, up), Some(1.0));
+    let node = node().await;
+    connect_u1(&node, &gw).await;
+
+    // The subscription stays up; every publish is refused.
+    let revoked = server
+        .command(&["ACL", "SETUSER", "gw", "-publish"])
+        .unwrap();
+    assert_eq!(revoked.as_str().as_deref(), Some("OK"), "{revoked:?}");
+    let ack = node
+        .emit_with_ack("u1", "up", vec![json!(1)], T)
+        .await
+        .unwrap();
+    assert_eq!(ack[0]["ok"], json!(false), "{ack}");
+    let body = wait_readyz(&gw, 503, T).await;
+    assert_eq!(body["ready"], json!(false), "{body}");
+    assert_eq!(body["bus"]["subscribed"], json!(true), "{body}");
+    assert_eq!(body["bus"]["publishing"], json!(false), "{body}");
+    let reason = body["bus"]["publish_error"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("no permissions to run the 'publish' command"),
+        "{body}"
+    );
+    assert_eq!(metric(&metrics(&gw).await, up), Some(0.0));
+    gw.wait_for_log("publishing to redis fails", T).unwrap();
+
+    // Granted again: ready with no client event published meanwhile.
+    server
+        .command(&["ACL", "SETUSER", "gw", "+publish"])
+        .unwrap();
+    let ready = wait_ready(&gw, T).await;
+    assert_eq!(ready["bus"]["publishing"], json!(true), "{ready}");
+    assert_eq!(ready["bus"]["publish_error"], json!(null), "{ready}");
+    assert_eq!(metric(&metrics(&gw).await, up), Some(1.0));
+    gw.wait_for_log("publishing to redis works again", T)
+        .unwrap();
+    let ack = node
+        .emit_with_ack("u1", "up", vec![json!(2)], T)
+        .await
+        .unwrap();
+    assert_eq!(ack[0]["ok"], json!(true), "{ack}");
+}
+
+/// Redis holding every write (`CLIENT PAUSE .. WRITE`, which holds
+/// `PUBLISH` too) keeps the subscription up while publishes time out:
+/// `/readyz`'s probe gives up after `redis.publish_timeout_ms` and says so,
+/// and the gateway is ready again once the pause ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_reports_publishes_that_time_out_while_subscribed() {
+    let server = redis();
+    let gw = redis_gateway(&server, &[("SWITCHBOARD_REDIS__PUBLISH_TIMEOUT_MS", "300")]).await;
+    let paused = server
+        .command(&["CLIENT", "PAUSE", "3000", "WRITE"])
+        .unwrap();
+    assert_eq!(paused.as_str().as_deref(), Some("OK"), "{paused:?}");
+    let body = wait_readyz(&gw, 503, T).await;
+    assert_eq!(body["bus"]["subscribed"], json!(true), "{body}");
+    assert_eq!(
+        body["bus"]["publish_error"],
+        json!("redis did not answer within 300 ms"),
+        "{body}"
+    );
+    assert_eq!(
+        metric(&metrics(&gw).await, "switchboard_bus_publish_up"),
+        Some(0.0)
+    );
+    let ready = wait_ready(&gw, T).await;
+    assert_eq!(ready["bus"]["publishing"], json!(true), "{ready}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

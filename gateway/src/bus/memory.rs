@@ -55,6 +55,8 @@ impl MemoryBus {
             subscriptions,
             reconnects: 0,
             last_error: None,
+            publishing: true,
+            publish_error: None,
         }
     }
 }

@@ -9,6 +9,7 @@
 //! [`BusHandler`]; decoding is the session layer's job.
 
 mod memory;
+mod publish_health;
 mod redis;
 pub mod sharded;
 mod store_link;
@@ -81,6 +82,11 @@ pub struct BusStatus {
     pub reconnects: u64,
     /// The last connection error, while disconnected.
     pub last_error: Option<String>,
+    /// The last publish into the bus (or `/readyz`'s probe, when none
+    /// ended lately) succeeded; always true for the embedded bus.
+    pub publishing: bool,
+    /// Why the last publish failed, while `publishing` is false.
+    pub publish_error: Option<String>,
 }
 
 enum Kind {
@@ -127,7 +133,8 @@ impl Bus {
     }
 
     /// Builds the bus the config asks for. The embedded bus is up from the
-    /// start (`switchboard_bus_up` 1); a Redis bus once it has subscribed.
+    /// start (`switchboard_bus_up` and `switchboard_bus_publish_up` 1); a
+    /// Redis bus once it has subscribed.
     pub fn from_config(config: &RedisConfig, metrics: Metrics) -> Result<Bus, BusError> {
         if config.enabled() && config.bus == crate::config::BusMode::Streams {
             Ok(Bus {
@@ -138,6 +145,7 @@ impl Bus {
             Bus::redis(config, metrics)
         } else {
             metrics.bus_up.set(1);
+            metrics.bus_publish_up.set(1);
             Ok(Bus::memory())
         }
     }
@@ -353,6 +361,18 @@ impl Bus {
             Kind::Memory(_) => None,
             Kind::Redis(r) => Some(r.store_link()),
             Kind::Streams(s) => Some(s.pubsub().store_link()),
+        }
+    }
+
+    /// Brings the publishing side's state up to date before `/readyz`
+    /// reads it: a probe publish unless one ended within the last few
+    /// seconds (see `bus/publish_health.rs`); bounded by
+    /// `redis.publish_timeout_ms`. The embedded bus cannot fail to publish.
+    pub async fn check_publishing(&self) {
+        match &self.kind {
+            Kind::Memory(_) => {}
+            Kind::Redis(r) => r.check_publishing().await,
+            Kind::Streams(s) => s.pubsub().check_publishing().await,
         }
     }
 

@@ -17,7 +17,7 @@ use switchboard_redis::{
 use tokio::{sync::watch, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
-use super::{BusError, BusHandler, BusStatus};
+use super::{BusError, BusHandler, BusStatus, publish_health::PublishHealth};
 use crate::{config::RedisConfig, metrics::Metrics};
 
 /// Subscription state shared between the subscriber task and `/readyz`.
@@ -37,6 +37,13 @@ pub(super) struct RedisBus {
     subscriber: Mutex<Option<(Subscriber, Messages)>>,
     publish_timeout_ms: u64,
     state: Arc<Mutex<State>>,
+    /// The outcome of recent publishes, for `/readyz`.
+    health: Arc<PublishHealth>,
+    /// What `/readyz`'s probe publishes on when no publish ended lately:
+    /// under the adapter's key (so an ACL that scopes channels by it allows
+    /// it) but outside every namespace (which starts with `/`), so no
+    /// adapter subscribes to it; with `SPUBLISH` in sharded mode.
+    probe: (PublishKind, String),
     metrics: Metrics,
 }
 
@@ -56,6 +63,14 @@ impl RedisBus {
             subscriber: Mutex::new(Some(subscriber)),
             publish_timeout_ms: config.publish_timeout_ms,
             state: Arc::new(Mutex::new(State::default())),
+            health: Arc::new(PublishHealth::new(metrics.clone())),
+            probe: (
+                match config.pubsub {
+                    crate::config::PubsubMode::Sharded => PublishKind::Sharded,
+                    _ => PublishKind::Classic,
+                },
+                format!("{}#switchboard-probe#", config.key),
+            ),
             metrics,
         })
     }
@@ -121,20 +136,65 @@ impl RedisBus {
     }
 
     pub async fn publish(&self, channel: &str, payload: &[u8]) -> Result<usize, BusError> {
-        self.publisher
-            .publish(channel, payload)
+        self.publish_one(PublishKind::Classic, channel, payload)
             .await
-            .map(|n| n as usize)
-            .map_err(|e| self.error(e))
     }
 
     /// `SPUBLISH` on a shard channel.
     pub async fn spublish(&self, channel: &str, payload: &[u8]) -> Result<usize, BusError> {
-        self.publisher
-            .spublish(channel, payload)
+        self.publish_one(PublishKind::Sharded, channel, payload)
             .await
-            .map(|n| n as usize)
-            .map_err(|e| self.error(e))
+    }
+
+    /// One `PUBLISH` or `SPUBLISH`, its outcome recorded for `/readyz`.
+    async fn publish_one(
+        &self,
+        kind: PublishKind,
+        channel: &str,
+        payload: &[u8],
+    ) -> Result<usize, BusError> {
+        self.health.record(
+            self.publisher
+                .publish_kind(kind, channel.as_bytes(), payload)
+                .await
+                .map(|n| n as usize)
+                .map_err(|e| self.error(e)),
+        )
+    }
+
+    /// Records the outcome of a publish made elsewhere on this Redis (the
+    /// streams bus's `XADD`).
+    pub fn record_publish<T>(&self, result: Result<T, BusError>) -> Result<T, BusError> {
+        self.health.record(result)
+    }
+
+    /// Brings the publishing side's state up to date for `/readyz`: unless
+    /// a publish ended within the last few seconds, publishes one empty
+    /// probe message (bounded by `redis.publish_timeout_ms`). Skipped while
+    /// unsubscribed: `/readyz` is unready then anyway.
+    pub async fn check_publishing(&self) {
+        if self.health.fresh() || !self.state.lock().subscribed {
+            return;
+        }
+        let health = self.health.clone();
+        let publisher = self.publisher.clone();
+        let (kind, channel) = self.probe.clone();
+        let timeout_ms = self.publish_timeout_ms;
+        // Its own task, so that the outcome is recorded even when the
+        // `/readyz` caller gives up first (a probe timeout at or below
+        // `redis.publish_timeout_ms`): the next request then finds it fresh.
+        let probe = tokio::spawn(async move {
+            health
+                .refresh(async {
+                    publisher
+                        .publish_kind(kind, channel.as_bytes(), b"")
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| super::store_link::to_bus_error(e, timeout_ms))
+                })
+                .await;
+        });
+        let _ = probe.await;
     }
 
     /// Publishes every message in one pipeline.
@@ -160,11 +220,13 @@ impl RedisBus {
                 payload,
             })
             .collect();
-        self.publisher
-            .publish_batch(&batch)
-            .await
-            .map(|counts| counts.into_iter().map(|n| n as usize).collect())
-            .map_err(|e| self.error(e))
+        self.health.record(
+            self.publisher
+                .publish_batch(&batch)
+                .await
+                .map(|counts| counts.into_iter().map(|n| n as usize).collect())
+                .map_err(|e| self.error(e)),
+        )
     }
 
     /// `HSETNX hash field value`: whether the field was free and is now set.
@@ -242,6 +304,7 @@ impl RedisBus {
     }
 
     pub fn status(&self) -> BusStatus {
+        let (publishing, publish_error) = self.health.status();
         let s = self.state.lock();
         BusStatus {
             mode: "redis",
@@ -249,6 +312,8 @@ impl RedisBus {
             subscriptions: s.subscriptions,
             reconnects: s.reconnects,
             last_error: s.last_error.clone(),
+            publishing,
+            publish_error,
         }
     }
 }

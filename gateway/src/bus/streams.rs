@@ -144,10 +144,12 @@ impl StreamsBus {
     /// retry after a connection that broke mid-call may append the entry
     /// twice (at-least-once; the reply was lost, not the command).
     pub async fn xadd(&self, xadd: &XAdd) -> Result<String, BusError> {
-        self.commands
-            .xadd(&xadd.args()[1..])
-            .await
-            .map_err(|e| self.error(e))
+        self.pubsub.record_publish(
+            self.commands
+                .xadd(&xadd.args()[1..])
+                .await
+                .map_err(|e| self.error(e)),
+        )
     }
 
     /// XADDs a classic broadcast (the HTTP API's) in the adapter's format,

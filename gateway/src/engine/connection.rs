@@ -113,6 +113,9 @@ pub(crate) struct TransportState {
     /// waited for: a later request finds the session gone. See
     /// [`Connection::awaits_last_poll`].
     pub last_poll_done: bool,
+    /// The session's end has been accounted for (gauges, per-address place,
+    /// the layer above told); see [`super::Engine::end_session`].
+    pub ended: bool,
 }
 
 impl TransportState {
@@ -237,6 +240,7 @@ impl<D> Connection<D> {
                 awaiting_pong: false,
                 ping_sent_at: None,
                 last_poll_done: false,
+                ended: false,
             }),
             closed: AtomicBool::new(false),
             limits,

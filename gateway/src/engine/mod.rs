@@ -17,7 +17,15 @@ pub mod query;
 mod websocket;
 mod wire;
 
-use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 use bytes::Bytes;
 use engineioxide_core::{Packet, Sid, Str};
@@ -279,6 +287,10 @@ impl TokenBucket {
 pub struct Engine<H: EngineHandler> {
     pub settings: EngineSettings,
     sessions: RwLock<HashMap<Sid, Arc<Connection<H::Data>>>>,
+    /// Sessions open and not yet ended: `sessions` less the closed polling
+    /// sessions still registered only so their client can collect the close
+    /// packet ([`Engine::end_session`]).
+    open: AtomicUsize,
     /// Woken when the last session ends, so a draining shutdown waits for
     /// it instead of polling the count.
     emptied: tokio::sync::Notify,
@@ -331,6 +343,7 @@ impl<H: EngineHandler> Engine<H> {
             ),
             settings,
             sessions: RwLock::new(HashMap::new()),
+            open: AtomicUsize::new(0),
             emptied: tokio::sync::Notify::new(),
             per_ip: parking_lot::Mutex::new(HashMap::new()),
             admission: admission.map(parking_lot::Mutex::new),
@@ -355,12 +368,14 @@ impl<H: EngineHandler> Engine<H> {
         &self.handler
     }
 
-    /// Number of open sessions.
+    /// Number of open sessions (a closed one counts no more, even while
+    /// its close packet waits for the client's last poll).
     pub fn session_count(&self) -> usize {
-        self.sessions.read().len()
+        self.open.load(Ordering::Acquire)
     }
 
-    /// Returns once no session is open.
+    /// Returns once no session is registered (closed polling sessions
+    /// included until their last poll, bounded by the ping timeout).
     pub async fn drained(&self) {
         loop {
             let emptied = self.emptied.notified();
@@ -368,7 +383,7 @@ impl<H: EngineHandler> Engine<H> {
             // Registered before the count is read, so a session ending in
             // between still wakes us.
             emptied.as_mut().enable();
-            if self.session_count() == 0 {
+            if self.sessions.read().is_empty() {
                 return;
             }
             emptied.await;
@@ -689,6 +704,7 @@ impl<H: EngineHandler> Engine<H> {
         });
         conn.send(Frame::text(format!("0{open}")));
         self.sessions.write().insert(sid, conn.clone());
+        self.open.fetch_add(1, Ordering::AcqRel);
         self.metrics.engine_opened.inc();
         self.metrics
             .connections
@@ -743,19 +759,31 @@ impl<H: EngineHandler> Engine<H> {
         }
     }
 
-    /// Unregisters a closed session and tells the layer above; called once
-    /// by whichever task drives the session when it ends.
+    /// Ends a closed session and unregisters it; called once by whichever
+    /// task drives the session when it ends.
     fn finish(&self, conn: &Arc<Connection<H::Data>>) {
-        let reason = conn.close_reason().unwrap_or(CloseReason::TransportError);
+        self.end_session(conn);
+        self.unregister(conn);
+    }
+
+    /// Accounts for a closed session's end at once: the connections gauge,
+    /// the close counter, its place under `limits.max_connections_per_ip`
+    /// and `limits.max_sessions`, and the layer above (its sockets
+    /// disconnect). A polling session the server closed stays registered
+    /// after this until its client collects the close packet
+    /// ([`Engine::unregister`]), which may take up to the ping timeout when
+    /// the client does not come back; it counts as open no more meanwhile.
+    /// Does nothing the second time.
+    fn end_session(&self, conn: &Arc<Connection<H::Data>>) {
         {
-            let mut sessions = self.sessions.write();
-            if sessions.remove(&conn.sid).is_none() {
+            let mut state = conn.state.lock();
+            if state.ended {
                 return;
             }
-            if sessions.is_empty() {
-                self.emptied.notify_waiters();
-            }
+            state.ended = true;
         }
+        let reason = conn.close_reason().unwrap_or(CloseReason::TransportError);
+        self.open.fetch_sub(1, Ordering::AcqRel);
         self.release(&conn.handshake);
         self.metrics
             .connections
@@ -767,5 +795,14 @@ impl<H: EngineHandler> Engine<H> {
             .inc();
         tracing::debug!(sid = %conn.sid, reason = reason.as_str(), "session closed");
         self.handler.on_close(conn, reason);
+    }
+
+    /// Removes an ended session from the registry: later requests for its
+    /// sid get `Session ID unknown`.
+    fn unregister(&self, conn: &Arc<Connection<H::Data>>) {
+        let mut sessions = self.sessions.write();
+        if sessions.remove(&conn.sid).is_some() && sessions.is_empty() {
+            self.emptied.notify_waiters();
+        }
     }
 }

@@ -224,8 +224,10 @@ pub(super) async fn drive<H: EngineHandler>(
             }
         }
     }
+    // Accounted for now; registered until the close packet is collected.
+    engine.end_session(&conn);
     await_last_poll(&conn, settings.ping_timeout).await;
-    engine.finish(&conn);
+    engine.unregister(&conn);
 }
 
 /// Keeps a session the server closed registered until GETs have collected

@@ -98,20 +98,27 @@ pub async fn get_json(url: String) -> anyhow::Result<(u16, Value)> {
     Ok((status, v))
 }
 
-/// Polls `/readyz` until it answers 200 with `ready: true`; returns the body.
+/// Polls `/readyz` until it answers 200 (`ready: true`); returns the body.
 pub async fn wait_ready(gw: &GatewayProcess, timeout: Duration) -> Value {
+    let body = wait_readyz(gw, 200, timeout).await;
+    assert_eq!(body["ready"], json!(true), "{body}");
+    body
+}
+
+/// Polls `/readyz` until it answers `status`; returns the body.
+pub async fn wait_readyz(gw: &GatewayProcess, status: u16, timeout: Duration) -> Value {
     let url = format!("{}/readyz", gw.url());
     let deadline = Instant::now() + timeout;
     loop {
         let last = get_json(url.clone()).await;
-        if let Ok((200, v)) = &last
-            && v["ready"] == json!(true)
+        if let Ok((s, v)) = &last
+            && *s == status
         {
             return v.clone();
         }
         assert!(
             Instant::now() < deadline,
-            "gateway not ready within {timeout:?}; last /readyz: {last:?}\nlogs:\n{}",
+            "/readyz did not answer {status} within {timeout:?}; last: {last:?}\nlogs:\n{}",
             gw.logs()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
