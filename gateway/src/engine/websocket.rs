@@ -20,7 +20,7 @@ use tokio::io::AsyncWriteExt;
 use tokio_tungstenite::{
     WebSocketStream,
     tungstenite::{
-        Error as WsError, Message, Utf8Bytes,
+        Error as WsError, Message,
         handshake::derive_accept_key,
         protocol::{CloseFrame, Role, WebSocketConfig, frame::coding::CloseCode},
     },
@@ -271,26 +271,33 @@ async fn into_websocket(upgraded: Upgraded, max_payload: u64) -> Option<Ws> {
     )
 }
 
-/// The client's Engine.IO pong, as tungstenite would have returned it.
-const PONG: Message = Message::Text(Utf8Bytes::from_static("3"));
+/// One read of a websocket session.
+#[derive(Debug)]
+enum Read {
+    /// A client's Engine.IO pong, read directly: no message to build and
+    /// no packet to parse.
+    Pong,
+    /// What tungstenite read (or the direct read's error, as tungstenite
+    /// would have returned it).
+    Ws(Option<Result<Message, WsError>>),
+}
 
 /// The session's next read: a pong read directly when tungstenite holds
 /// nothing and the socket starts with one ([`WireStream::poll_pong`]),
 /// anything else from tungstenite. One idle heartbeat's pong so costs one
 /// `recv` and no pass through tungstenite.
-fn poll_read(
-    ws: &mut Ws,
-    cx: &mut std::task::Context<'_>,
-) -> Poll<Option<Result<Message, WsError>>> {
+fn poll_read(ws: &mut Ws, cx: &mut std::task::Context<'_>) -> Poll<Read> {
     match ws.get_mut().poll_pong(cx) {
         Poll::Pending => return Poll::Pending,
-        Poll::Ready(PongRead::Pong) => return Poll::Ready(Some(Ok(PONG))),
-        Poll::Ready(PongRead::Failed(err)) => return Poll::Ready(Some(Err(WsError::Io(err)))),
+        Poll::Ready(PongRead::Pong) => return Poll::Ready(Read::Pong),
+        Poll::Ready(PongRead::Failed(err)) => {
+            return Poll::Ready(Read::Ws(Some(Err(WsError::Io(err)))));
+        }
         Poll::Ready(PongRead::Tungstenite) => {}
     }
     let read = ws.poll_next_unpin(cx);
     ws.get_mut().set_tungstenite_waiting(read.is_pending());
-    read
+    read.map(Read::Ws)
 }
 
 /// Why an upgrade did not complete.
@@ -440,9 +447,13 @@ async fn run<H: EngineHandler>(
                     woken.set(conn.wake.notified());
                     continue 'session;
                 }
-                msg = std::future::poll_fn(|cx| poll_read(&mut ws, cx)) => {
+                read = std::future::poll_fn(|cx| poll_read(&mut ws, cx)) => {
                     // A message that sends or closes notifies `woken`.
-                    if !on_message(engine, conn, msg) {
+                    let open = match read {
+                        Read::Pong => engine.on_packet(conn, Packet::Pong),
+                        Read::Ws(msg) => on_message(engine, conn, msg),
+                    };
+                    if !open {
                         break 'session;
                     }
                 }
@@ -635,20 +646,30 @@ mod tests {
         (ws, client)
     }
 
+    /// A read as tungstenite alone would return it: a pong read directly
+    /// as the text message `3`.
+    fn as_message(read: Read) -> Option<Result<Message, WsError>> {
+        match read {
+            Read::Pong => Some(Ok(Message::text("3"))),
+            Read::Ws(msg) => msg,
+        }
+    }
+
     /// The session's next read, as `run` makes it, bounded in time.
     async fn read(ws: &mut Ws) -> Option<Result<Message, WsError>> {
-        tokio::time::timeout(
+        let read = tokio::time::timeout(
             Duration::from_secs(5),
             std::future::poll_fn(|cx| poll_read(ws, cx)),
         )
         .await
-        .expect("a read in time")
+        .expect("a read in time");
+        as_message(read)
     }
 
     /// One poll of the session's read, as `run` polls it whenever it looks
     /// (after every message, and on every wake-up).
     fn poll_once(ws: &mut Ws) -> Poll<Option<Result<Message, WsError>>> {
-        poll_read(ws, &mut Context::from_waker(std::task::Waker::noop()))
+        poll_read(ws, &mut Context::from_waker(std::task::Waker::noop())).map(as_message)
     }
 
     /// Lets what the client wrote reach the server's socket.
