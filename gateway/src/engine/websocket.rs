@@ -628,6 +628,11 @@ mod tests {
         );
         let size = std::mem::size_of_val(&opening);
         assert!(size <= 320, "the session task's future is {size} bytes");
+        // The stream in the boxed websocket: 24 bytes before the direct
+        // pong read, 64 with its state (hand-over buffer, frame cursor,
+        // flags) outside the tests.
+        let size = std::mem::size_of::<WireStream>();
+        assert!(size <= 72, "the websocket's stream is {size} bytes");
     }
 
     use std::{task::Context, time::Duration};

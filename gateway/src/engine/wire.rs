@@ -295,7 +295,9 @@ pub(crate) struct WireStream {
     /// Bytes read from the socket that tungstenite has not been given yet:
     /// what hyper read past the upgrade request, or what a direct read took
     /// that was not a lone pong. Handed out before anything else is read.
-    pushback: Vec<u8>,
+    /// A boxed slice rather than a `Vec`: 8 bytes less in every
+    /// websocket, and it is never grown.
+    pushback: Box<[u8]>,
     /// How much of `pushback` tungstenite has already been given.
     pushback_at: usize,
     /// Frame boundaries of everything tungstenite has been given.
@@ -342,7 +344,7 @@ impl WireStream {
                 seam: Mutex::new(Seam::Clean),
             }),
             _slot: slot,
-            pushback: Vec::new(),
+            pushback: Box::default(),
             pushback_at: 0,
             handed: FrameCursor::default(),
             tungstenite_waiting: false,
@@ -355,7 +357,7 @@ impl WireStream {
     /// Bytes already read off the socket (hyper's, past the upgrade
     /// request), to be read before anything else.
     pub(crate) fn with_already_read(mut self, bytes: Vec<u8>) -> Self {
-        self.pushback = bytes;
+        self.pushback = bytes.into_boxed_slice();
         self.pushback_at = 0;
         self
     }
@@ -429,7 +431,7 @@ impl WireStream {
         let read = unsafe { buf[..n].assume_init_ref() };
         if read.len() >= PONG_FRAME_BYTES && is_pong_frame(&read[..PONG_FRAME_BYTES]) {
             if read.len() > PONG_FRAME_BYTES {
-                self.pushback = read[PONG_FRAME_BYTES..].to_vec();
+                self.pushback = Box::from(&read[PONG_FRAME_BYTES..]);
             }
             #[cfg(test)]
             {
@@ -439,7 +441,7 @@ impl WireStream {
         }
         // Anything else, the peer's close (a zero-length read, which the
         // socket repeats for tungstenite) included, goes to tungstenite.
-        self.pushback = read.to_vec();
+        self.pushback = Box::from(read);
         Poll::Ready(PongRead::Tungstenite)
     }
 }
@@ -544,7 +546,7 @@ impl AsyncRead for WireStream {
             this.handed.feed(&rest[..n]);
             this.pushback_at += n;
             if this.pushback_at == this.pushback.len() {
-                this.pushback = Vec::new();
+                this.pushback = Box::default();
                 this.pushback_at = 0;
             }
             return Poll::Ready(Ok(()));
