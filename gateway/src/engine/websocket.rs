@@ -6,7 +6,7 @@
 //! one task, one small read buffer, its [`Connection`] and its place in the
 //! heartbeat schedule.
 
-use std::{collections::VecDeque, sync::Arc};
+use std::{collections::VecDeque, sync::Arc, task::Poll};
 
 use engineioxide_core::{Packet, ProtocolVersion};
 use futures_util::{SinkExt, StreamExt};
@@ -20,7 +20,7 @@ use tokio::io::AsyncWriteExt;
 use tokio_tungstenite::{
     WebSocketStream,
     tungstenite::{
-        Message,
+        Error as WsError, Message,
         handshake::derive_accept_key,
         protocol::{CloseFrame, Role, WebSocketConfig, frame::coding::CloseCode},
     },
@@ -31,7 +31,7 @@ use crate::{conn_slot::SlottedStream, engine::Handshake};
 use super::{
     Body, CloseReason, Connection, Engine, EngineError, EngineHandler, Frame, TransportKind,
     str_from_utf8_bytes,
-    wire::{Wire, WireStream, encode_frame},
+    wire::{PongRead, Wire, WireStream, encode_frame},
 };
 
 type Ws = WebSocketStream<WireStream>;
@@ -258,15 +258,46 @@ async fn into_websocket(upgraded: Upgraded, max_payload: u64) -> Option<Ws> {
     let already_read = parts.read_buf.to_vec();
     drop(parts.read_buf);
     let (stream, slot) = parts.io.into_inner().into_parts();
+    // The bytes hyper read ahead reach tungstenite through the stream, so
+    // that the stream sees every byte tungstenite is given (see
+    // `WireStream::poll_pong`).
     Some(
-        WebSocketStream::from_partially_read(
-            WireStream::new(stream, slot),
-            already_read,
+        WebSocketStream::from_raw_socket(
+            WireStream::new(stream, slot).with_already_read(already_read),
             Role::Server,
             Some(ws_config(max_payload)),
         )
         .await,
     )
+}
+
+/// One read of a websocket session.
+#[derive(Debug)]
+enum Read {
+    /// A client's Engine.IO pong, read directly: no message to build and
+    /// no packet to parse.
+    Pong,
+    /// What tungstenite read (or the direct read's error, as tungstenite
+    /// would have returned it).
+    Ws(Option<Result<Message, WsError>>),
+}
+
+/// The session's next read: a pong read directly when tungstenite holds
+/// nothing and the socket starts with one ([`WireStream::poll_pong`]),
+/// anything else from tungstenite. One idle heartbeat's pong so costs one
+/// `recv` and no pass through tungstenite.
+fn poll_read(ws: &mut Ws, cx: &mut std::task::Context<'_>) -> Poll<Read> {
+    match ws.get_mut().poll_pong(cx) {
+        Poll::Pending => return Poll::Pending,
+        Poll::Ready(PongRead::Pong) => return Poll::Ready(Read::Pong),
+        Poll::Ready(PongRead::Failed(err)) => {
+            return Poll::Ready(Read::Ws(Some(Err(WsError::Io(err)))));
+        }
+        Poll::Ready(PongRead::Tungstenite) => {}
+    }
+    let read = ws.poll_next_unpin(cx);
+    ws.get_mut().set_tungstenite_waiting(read.is_pending());
+    read.map(Read::Ws)
 }
 
 /// Why an upgrade did not complete.
@@ -416,9 +447,13 @@ async fn run<H: EngineHandler>(
                     woken.set(conn.wake.notified());
                     continue 'session;
                 }
-                msg = ws.next() => {
+                read = std::future::poll_fn(|cx| poll_read(&mut ws, cx)) => {
                     // A message that sends or closes notifies `woken`.
-                    if !on_message(engine, conn, msg) {
+                    let open = match read {
+                        Read::Pong => engine.on_packet(conn, Packet::Pong),
+                        Read::Ws(msg) => on_message(engine, conn, msg),
+                    };
+                    if !open {
                         break 'session;
                     }
                 }
@@ -523,7 +558,7 @@ fn on_message<H: EngineHandler>(
         Some(Err(err)) => {
             tracing::debug!(sid = %conn.sid, %err, "websocket error");
             let reason = match err {
-                tokio_tungstenite::tungstenite::Error::Capacity(_) => CloseReason::ProtocolError,
+                WsError::Capacity(_) => CloseReason::ProtocolError,
                 _ => CloseReason::TransportError,
             };
             conn.close(reason);
@@ -593,5 +628,421 @@ mod tests {
         );
         let size = std::mem::size_of_val(&opening);
         assert!(size <= 320, "the session task's future is {size} bytes");
+        // The stream in the boxed websocket: 24 bytes before the direct
+        // pong read, 64 with its state (hand-over buffer, frame cursor,
+        // flags) outside the tests.
+        let size = std::mem::size_of::<WireStream>();
+        assert!(size <= 72, "the websocket's stream is {size} bytes");
+    }
+
+    use std::{task::Context, time::Duration};
+    use tokio::{io::AsyncWriteExt, net::TcpStream};
+    use tokio_tungstenite::tungstenite::protocol::frame::{
+        Frame as WsFrame,
+        coding::{Data, OpCode},
+    };
+
+    /// A server websocket over loopback, as a session's task holds it, and
+    /// the raw client socket.
+    async fn server_ws() -> (Ws, TcpStream) {
+        let (server, client) = test_pair().await;
+        let ws =
+            WebSocketStream::from_raw_socket(server, Role::Server, Some(ws_config(1 << 20))).await;
+        (ws, client)
+    }
+
+    /// A read as tungstenite alone would return it: a pong read directly
+    /// as the text message `3`.
+    fn as_message(read: Read) -> Option<Result<Message, WsError>> {
+        match read {
+            Read::Pong => Some(Ok(Message::text("3"))),
+            Read::Ws(msg) => msg,
+        }
+    }
+
+    /// The session's next read, as `run` makes it, bounded in time.
+    async fn read(ws: &mut Ws) -> Option<Result<Message, WsError>> {
+        let read = tokio::time::timeout(
+            Duration::from_secs(5),
+            std::future::poll_fn(|cx| poll_read(ws, cx)),
+        )
+        .await
+        .expect("a read in time");
+        as_message(read)
+    }
+
+    /// One poll of the session's read, as `run` polls it whenever it looks
+    /// (after every message, and on every wake-up).
+    fn poll_once(ws: &mut Ws) -> Poll<Option<Result<Message, WsError>>> {
+        poll_read(ws, &mut Context::from_waker(std::task::Waker::noop())).map(as_message)
+    }
+
+    /// Lets what the client wrote reach the server's socket.
+    async fn settle() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    fn text_of(msg: Option<Result<Message, WsError>>) -> String {
+        match msg {
+            Some(Ok(Message::Text(t))) => t.as_str().to_owned(),
+            other => panic!("expected a text message, got {other:?}"),
+        }
+    }
+
+    fn pongs_read_directly(ws: &Ws) -> u32 {
+        ws.get_ref().pongs_read_directly
+    }
+
+    /// A client frame as a client puts it on the wire: masked with `mask`,
+    /// or not masked at all.
+    fn client_frame(mut frame: WsFrame, mask: Option<[u8; 4]>) -> Vec<u8> {
+        frame.header_mut().mask = mask;
+        let mut out = Vec::new();
+        frame.format(&mut out).expect("format");
+        out
+    }
+
+    fn client_text(text: &str, fin: bool, mask: [u8; 4]) -> Vec<u8> {
+        client_frame(
+            WsFrame::message(text.as_bytes().to_vec(), OpCode::Data(Data::Text), fin),
+            Some(mask),
+        )
+    }
+
+    fn client_pong(mask: [u8; 4]) -> Vec<u8> {
+        client_text("3", true, mask)
+    }
+
+    /// A real client (tungstenite's own client side, random masks): its
+    /// pongs are read directly once tungstenite waits, its messages and
+    /// pings by tungstenite, and a pong right after a message (tungstenite
+    /// not yet waiting) by tungstenite.
+    #[tokio::test]
+    async fn a_real_clients_pong_is_read_directly_and_the_rest_by_tungstenite() {
+        let (mut ws, client) = server_ws().await;
+        let mut client = WebSocketStream::from_raw_socket(
+            client,
+            Role::Client,
+            Some(WebSocketConfig::default()),
+        )
+        .await;
+        assert!(poll_once(&mut ws).is_pending());
+        for round in 1..=3u32 {
+            client.send(Message::text("3")).await.expect("send");
+            assert_eq!(text_of(read(&mut ws).await), "3");
+            assert_eq!(pongs_read_directly(&ws), round);
+            assert!(poll_once(&mut ws).is_pending());
+        }
+        client
+            .send(Message::text("42[\"ev\",1]"))
+            .await
+            .expect("send");
+        assert_eq!(text_of(read(&mut ws).await), "42[\"ev\",1]");
+        assert_eq!(pongs_read_directly(&ws), 3);
+        // A ping: tungstenite returns it and answers it.
+        client
+            .send(Message::Ping(bytes::Bytes::from_static(b"hb")))
+            .await
+            .expect("ping");
+        assert!(matches!(read(&mut ws).await, Some(Ok(Message::Ping(_)))));
+        assert!(poll_once(&mut ws).is_pending());
+        client.send(Message::text("3")).await.expect("send");
+        assert_eq!(text_of(read(&mut ws).await), "3");
+        assert_eq!(pongs_read_directly(&ws), 4);
+        // The client got tungstenite's reply to its ping.
+        let reply = tokio::time::timeout(Duration::from_secs(5), client.next())
+            .await
+            .expect("reply in time");
+        assert!(
+            matches!(&reply, Some(Ok(Message::Pong(p))) if &p[..] == b"hb"),
+            "{reply:?}"
+        );
+    }
+
+    /// A pong and a message arriving byte by byte: every byte the direct
+    /// read takes goes to tungstenite, which assembles both whole.
+    #[tokio::test]
+    async fn frames_arriving_byte_by_byte_reach_tungstenite_whole() {
+        let (mut ws, mut client) = server_ws().await;
+        assert!(poll_once(&mut ws).is_pending());
+        let mut bytes = client_pong([0x11, 0x22, 0x33, 0x44]);
+        bytes.extend(client_text("42[\"split\"]", true, [9, 8, 7, 6]));
+        bytes.extend(client_pong([0xaa, 0xbb, 0xcc, 0xdd]));
+        let mut got = Vec::new();
+        for byte in bytes {
+            client.write_all(&[byte]).await.expect("write");
+            settle().await;
+            while let Poll::Ready(msg) = poll_once(&mut ws) {
+                got.push(text_of(msg));
+            }
+        }
+        assert_eq!(got, ["3", "42[\"split\"]", "3"]);
+        assert_eq!(pongs_read_directly(&ws), 0);
+        // Whole again: read directly.
+        client
+            .write_all(&client_pong([1, 2, 3, 4]))
+            .await
+            .expect("write");
+        assert_eq!(text_of(read(&mut ws).await), "3");
+        assert_eq!(pongs_read_directly(&ws), 1);
+    }
+
+    /// A pong with more behind it in the same segment: the pong is read
+    /// directly and what follows reaches tungstenite whole and in order
+    /// (a message, another pong, the first part of a frame).
+    #[tokio::test]
+    async fn a_pong_and_what_follows_it_in_one_segment() {
+        let (mut ws, mut client) = server_ws().await;
+        assert!(poll_once(&mut ws).is_pending());
+        let mut segment = client_pong([5, 6, 7, 8]);
+        segment.extend(client_text("42[\"after\"]", true, [1, 1, 1, 1]));
+        segment.extend(client_pong([0, 0, 0, 0]));
+        let last = client_text("42[\"last\"]", true, [3, 1, 4, 1]);
+        segment.extend(&last[..5]);
+        client.write_all(&segment).await.expect("write");
+        assert_eq!(text_of(read(&mut ws).await), "3");
+        assert_eq!(text_of(read(&mut ws).await), "42[\"after\"]");
+        assert_eq!(text_of(read(&mut ws).await), "3");
+        assert!(poll_once(&mut ws).is_pending());
+        client.write_all(&last[5..]).await.expect("write");
+        assert_eq!(text_of(read(&mut ws).await), "42[\"last\"]");
+        assert_eq!(pongs_read_directly(&ws), 1);
+        // A message, then a pong, in one segment: both from tungstenite.
+        assert!(poll_once(&mut ws).is_pending());
+        let mut segment = client_text("42[\"first\"]", true, [2, 7, 1, 8]);
+        segment.extend(client_pong([9, 9, 9, 9]));
+        client.write_all(&segment).await.expect("write");
+        assert_eq!(text_of(read(&mut ws).await), "42[\"first\"]");
+        assert_eq!(text_of(read(&mut ws).await), "3");
+        assert_eq!(pongs_read_directly(&ws), 1);
+    }
+
+    /// A frame whose payload holds a pong's bytes, its header read first:
+    /// the payload is tungstenite's, never a pong read directly.
+    #[tokio::test]
+    async fn a_payload_that_looks_like_a_pong_stays_in_its_frame() {
+        let (mut ws, mut client) = server_ws().await;
+        assert!(poll_once(&mut ws).is_pending());
+        let payload = client_pong([0x21, 0x43, 0x65, 0x07]);
+        // A zero mask leaves the payload on the wire as it is.
+        let frame = client_frame(
+            WsFrame::message(payload.clone(), OpCode::Data(Data::Binary), true),
+            Some([0; 4]),
+        );
+        let (head, body) = frame.split_at(frame.len() - payload.len());
+        client.write_all(head).await.expect("write");
+        settle().await;
+        assert!(poll_once(&mut ws).is_pending());
+        client.write_all(body).await.expect("write");
+        let got = read(&mut ws).await;
+        assert!(
+            matches!(&got, Some(Ok(Message::Binary(b))) if b[..] == payload[..]),
+            "{got:?}"
+        );
+        assert_eq!(pongs_read_directly(&ws), 0);
+    }
+
+    /// An unmasked pong is a protocol error, exactly as tungstenite reports
+    /// it (RFC 6455: a server closes on an unmasked client frame).
+    #[tokio::test]
+    async fn an_unmasked_pong_is_refused_as_tungstenite_refuses_it() {
+        let (mut ws, mut client) = server_ws().await;
+        assert!(poll_once(&mut ws).is_pending());
+        let unmasked = client_frame(
+            WsFrame::message(b"3".to_vec(), OpCode::Data(Data::Text), true),
+            None,
+        );
+        assert_eq!(unmasked, [0x81, 0x01, b'3']);
+        client.write_all(&unmasked).await.expect("write");
+        let got = read(&mut ws).await;
+        assert!(
+            matches!(
+                got,
+                Some(Err(WsError::Protocol(
+                    tokio_tungstenite::tungstenite::error::ProtocolError::UnmaskedFrameFromClient
+                )))
+            ),
+            "{got:?}"
+        );
+        assert_eq!(pongs_read_directly(&ws), 0);
+    }
+
+    /// Frames that look like a pong but are not one reach tungstenite: a
+    /// close frame, a `3` that is not final, a `3` with an RSV bit, a
+    /// `3` inside a fragmented message (a protocol error there), a longer
+    /// text starting with `3`.
+    #[tokio::test]
+    async fn a_close_and_frames_like_a_pong_go_to_tungstenite() {
+        use tokio_tungstenite::tungstenite::error::ProtocolError;
+        let mask = [0x10, 0x20, 0x30, 0x40];
+        let (mut ws, mut client) = server_ws().await;
+        // Not final: a fragment of "34", then its continuation.
+        assert!(poll_once(&mut ws).is_pending());
+        client
+            .write_all(&client_text("3", false, mask))
+            .await
+            .expect("write");
+        settle().await;
+        assert!(poll_once(&mut ws).is_pending());
+        let cont = client_frame(
+            WsFrame::message(b"4".to_vec(), OpCode::Data(Data::Continue), true),
+            Some(mask),
+        );
+        client.write_all(&cont).await.expect("write");
+        assert_eq!(text_of(read(&mut ws).await), "34");
+        // Longer than one byte.
+        assert!(poll_once(&mut ws).is_pending());
+        client
+            .write_all(&client_text("3probe", true, mask))
+            .await
+            .expect("write");
+        assert_eq!(text_of(read(&mut ws).await), "3probe");
+        assert_eq!(pongs_read_directly(&ws), 0);
+        // A close frame.
+        assert!(poll_once(&mut ws).is_pending());
+        let close = client_frame(
+            WsFrame::close(Some(CloseFrame {
+                code: CloseCode::Normal,
+                reason: "bye".into(),
+            })),
+            Some(mask),
+        );
+        client.write_all(&close).await.expect("write");
+        let got = read(&mut ws).await;
+        assert!(
+            matches!(&got, Some(Ok(Message::Close(Some(f)))) if f.code == CloseCode::Normal && f.reason == "bye"),
+            "{got:?}"
+        );
+
+        // A final `3` while a fragmented message is open: tungstenite's
+        // protocol error, not a pong.
+        let (mut ws, mut client) = server_ws().await;
+        assert!(poll_once(&mut ws).is_pending());
+        client
+            .write_all(&client_text("42[", false, mask))
+            .await
+            .expect("write");
+        settle().await;
+        assert!(poll_once(&mut ws).is_pending());
+        client.write_all(&client_pong(mask)).await.expect("write");
+        let got = read(&mut ws).await;
+        assert!(
+            matches!(
+                got,
+                Some(Err(WsError::Protocol(ProtocolError::ExpectedFragment(
+                    Data::Text
+                ))))
+            ),
+            "{got:?}"
+        );
+        assert_eq!(pongs_read_directly(&ws), 0);
+
+        // An RSV bit set: tungstenite's protocol error.
+        let (mut ws, mut client) = server_ws().await;
+        assert!(poll_once(&mut ws).is_pending());
+        let mut rsv = client_pong(mask);
+        rsv[0] |= 0x40;
+        client.write_all(&rsv).await.expect("write");
+        let got = read(&mut ws).await;
+        assert!(
+            matches!(
+                got,
+                Some(Err(WsError::Protocol(ProtocolError::NonZeroReservedBits)))
+            ),
+            "{got:?}"
+        );
+        assert_eq!(pongs_read_directly(&ws), 0);
+    }
+
+    /// The client's stream of frames, every kind mixed (pongs, messages of
+    /// every length encoding, pings, fragmented messages with a ping
+    /// between fragments), cut into random segments: what the session reads
+    /// is exactly what tungstenite alone reads from the same bytes.
+    #[tokio::test]
+    async fn any_segmentation_reads_as_tungstenite_alone_reads() {
+        use rand::{Rng, SeedableRng, rngs::StdRng};
+        let mut direct_total = 0;
+        for seed in 0..12u64 {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let mut bytes = Vec::new();
+            let mut expected = Vec::new();
+            for i in 0..60 {
+                let mask: [u8; 4] = rng.random();
+                match rng.random_range(0..7) {
+                    6 => {
+                        // A payload made of pongs (a zero mask keeps it so
+                        // on the wire).
+                        let payload = [client_pong(mask), client_pong(mask)].concat();
+                        let frame =
+                            WsFrame::message(payload.clone(), OpCode::Data(Data::Binary), true);
+                        bytes.extend(client_frame(frame, Some([0; 4])));
+                        expected.push(Message::Binary(payload.into()));
+                    }
+                    0..=2 => {
+                        bytes.extend(client_pong(mask));
+                        expected.push(Message::text("3"));
+                    }
+                    3 => {
+                        let len = [0, 1, 5, 125, 126, 600, 70_000][rng.random_range(0..7)];
+                        let text = format!("4{}", "x".repeat(len));
+                        bytes.extend(client_text(&text, true, mask));
+                        expected.push(Message::text(text));
+                    }
+                    4 => {
+                        let ping = WsFrame::ping(vec![i as u8; 3]);
+                        bytes.extend(client_frame(ping, Some(mask)));
+                        expected.push(Message::Ping(vec![i as u8; 3].into()));
+                    }
+                    _ => {
+                        bytes.extend(client_text("4a", false, mask));
+                        let ping = WsFrame::ping(vec![7u8]);
+                        bytes.extend(client_frame(ping, Some(mask)));
+                        expected.push(Message::Ping(vec![7u8].into()));
+                        let cont =
+                            WsFrame::message(b"3".to_vec(), OpCode::Data(Data::Continue), false);
+                        bytes.extend(client_frame(cont, Some(mask)));
+                        let last =
+                            WsFrame::message(b"b".to_vec(), OpCode::Data(Data::Continue), true);
+                        bytes.extend(client_frame(last, Some(mask)));
+                        expected.push(Message::text("4a3b"));
+                    }
+                }
+            }
+            let mut cuts = Vec::new();
+            let mut at = 0;
+            while at < bytes.len() {
+                let len = match rng.random_range(0..4) {
+                    0 => 1,
+                    1 => rng.random_range(1..16),
+                    2 => 7,
+                    _ => rng.random_range(1..3000),
+                };
+                let end = (at + len).min(bytes.len());
+                cuts.push(bytes[at..end].to_vec());
+                at = end;
+            }
+            let (mut ws, mut client) = server_ws().await;
+            let writer = tokio::spawn(async move {
+                for cut in cuts {
+                    client.write_all(&cut).await.expect("write");
+                    tokio::task::yield_now().await;
+                }
+                // Kept open until the reader is done.
+                client
+            });
+            let mut got = Vec::new();
+            while got.len() < expected.len() {
+                match read(&mut ws).await {
+                    Some(Ok(msg)) => got.push(msg),
+                    other => panic!("seed {seed}: {other:?} after {} messages", got.len()),
+                }
+            }
+            assert!(got == expected, "seed {seed}: messages differ");
+            // Answers to the pings go out while reading; draining them
+            // is not this test's business.
+            drop(writer);
+            direct_total += pongs_read_directly(&ws);
+        }
+        assert!(direct_total > 0, "the direct read never ran");
     }
 }

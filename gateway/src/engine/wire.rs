@@ -286,11 +286,54 @@ impl Wire {
 
 /// The websocket's transport: the shared [`Wire`] and the connection's
 /// place under `server.max_connections`, given back when the websocket is
-/// dropped. Reads and tungstenite's writes go through here.
+/// dropped. Reads and tungstenite's writes go through here, and so does
+/// the direct read of a client's pong ([`WireStream::poll_pong`]).
 #[derive(Debug)]
 pub(crate) struct WireStream {
     wire: Arc<Wire>,
     _slot: OwnedSemaphorePermit,
+    /// Bytes read from the socket that tungstenite has not been given yet:
+    /// what hyper read past the upgrade request, or what a direct read took
+    /// that was not a lone pong. Handed out before anything else is read.
+    /// A boxed slice rather than a `Vec`: 8 bytes less in every
+    /// websocket, and it is never grown.
+    pushback: Box<[u8]>,
+    /// How much of `pushback` tungstenite has already been given.
+    pushback_at: usize,
+    /// Frame boundaries of everything tungstenite has been given.
+    handed: FrameCursor,
+    /// tungstenite's last read ended waiting for the socket, so it holds no
+    /// whole frame (see [`WireStream::set_tungstenite_waiting`]).
+    tungstenite_waiting: bool,
+    /// The last write through `AsyncWrite` did not take all of its bytes:
+    /// tungstenite may still owe a reply (a pong to a client's ping), which
+    /// only its own read or flush writes.
+    write_owed: bool,
+    /// Pongs read directly, for the tests that check the direct path runs.
+    #[cfg(test)]
+    pub(super) pongs_read_directly: u32,
+}
+
+/// The length of a client's Engine.IO pong in one websocket frame: 2 header
+/// bytes, the 4-byte mask, the 1-byte payload `3`.
+const PONG_FRAME_BYTES: usize = 7;
+
+/// The stack buffer of a direct read: as much as tungstenite reads at once
+/// (`READ_BUFFER_BYTES` in `websocket.rs`), so that a client message found
+/// there costs no more `recv` calls than tungstenite's own read would.
+const DIRECT_READ_BYTES: usize = 512;
+
+/// What [`WireStream::poll_pong`] found.
+#[derive(Debug)]
+pub(crate) enum PongRead {
+    /// One client pong, read and consumed; anything read after it waits
+    /// for tungstenite.
+    Pong,
+    /// Not a lone pong (or the direct path is closed): tungstenite reads
+    /// next, beginning with whatever the direct read took.
+    Tungstenite,
+    /// The socket failed, as tungstenite's read would have reported.
+    Failed(io::Error),
 }
 
 impl WireStream {
@@ -301,7 +344,22 @@ impl WireStream {
                 seam: Mutex::new(Seam::Clean),
             }),
             _slot: slot,
+            pushback: Box::default(),
+            pushback_at: 0,
+            handed: FrameCursor::default(),
+            tungstenite_waiting: false,
+            write_owed: false,
+            #[cfg(test)]
+            pongs_read_directly: 0,
         }
+    }
+
+    /// Bytes already read off the socket (hyper's, past the upgrade
+    /// request), to be read before anything else.
+    pub(crate) fn with_already_read(mut self, bytes: Vec<u8>) -> Self {
+        self.pushback = bytes.into_boxed_slice();
+        self.pushback_at = 0;
+        self
     }
 
     /// The shared stream, for the outbox (direct writes) and the task's
@@ -309,11 +367,203 @@ impl WireStream {
     pub(crate) fn wire(&self) -> &Arc<Wire> {
         &self.wire
     }
+
+    /// Records how tungstenite's last read ended: waiting for the socket
+    /// (`Pending`, so no whole frame is left in its buffer) or with a
+    /// message (it may hold more frames).
+    pub(crate) fn set_tungstenite_waiting(&mut self, waiting: bool) {
+        self.tungstenite_waiting = waiting;
+    }
+
+    /// Whether a direct read may take the next bytes off the socket: only
+    /// when tungstenite holds nothing at all. It holds no whole frame once
+    /// its read waited for the socket; no part of one when what it was given
+    /// ends at a frame boundary; no message in pieces when that boundary is
+    /// not inside a fragmented message; and owes no write when the last
+    /// write went out whole.
+    fn tungstenite_holds_nothing(&self) -> bool {
+        self.tungstenite_waiting
+            && !self.write_owed
+            && self.pushback.is_empty()
+            && self.handed.at_message_boundary()
+    }
+
+    /// Reads a client's Engine.IO pong without tungstenite, one `recv` into
+    /// a stack buffer, when tungstenite holds nothing and the socket starts
+    /// with a pong: a masked, final text frame of the one byte `3`. Every
+    /// other byte (any other frame, a partial one, what follows the pong)
+    /// is kept for tungstenite, which then reads it first, in order, and
+    /// applies RFC 6455 to it as always (an unmasked frame, a close, a
+    /// ping, a fragment all reach it whole). A frame is never split between
+    /// the two: the direct read starts at a frame boundary and consumes
+    /// exactly the pong's 7 bytes or nothing.
+    ///
+    /// Instead of tungstenite's read (two zero-filled 512-byte buffer
+    /// resizes, the frame and message machinery, a second read to find the
+    /// socket empty), one `recv` whose short count clears the readiness,
+    /// as [`WireStream`]'s `poll_read` does.
+    pub(crate) fn poll_pong(&mut self, cx: &mut Context<'_>) -> Poll<PongRead> {
+        if !self.tungstenite_holds_nothing() {
+            return Poll::Ready(PongRead::Tungstenite);
+        }
+        let stream = &self.wire.stream;
+        let mut buf = [MaybeUninit::<u8>::uninit(); DIRECT_READ_BYTES];
+        let n = loop {
+            if let Err(err) = ready!(stream.poll_read_ready(cx)) {
+                return Poll::Ready(PongRead::Failed(err));
+            }
+            let mut short = None;
+            let read = stream.try_io(Interest::READABLE, || {
+                let n = socket2::SockRef::from(stream).recv(&mut buf)?;
+                if n > 0 && n < DIRECT_READ_BYTES {
+                    short = Some(n);
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                Ok(n)
+            });
+            match (read, short) {
+                (_, Some(n)) | (Ok(n), None) => break n,
+                (Err(err), None) if err.kind() == io::ErrorKind::WouldBlock => {}
+                (Err(err), None) => return Poll::Ready(PongRead::Failed(err)),
+            }
+        };
+        // SAFETY: `recv` initialised the first `n` bytes it returned.
+        let read = unsafe { buf[..n].assume_init_ref() };
+        if read.len() >= PONG_FRAME_BYTES && is_pong_frame(&read[..PONG_FRAME_BYTES]) {
+            if read.len() > PONG_FRAME_BYTES {
+                self.pushback = Box::from(&read[PONG_FRAME_BYTES..]);
+            }
+            #[cfg(test)]
+            {
+                self.pongs_read_directly += 1;
+            }
+            return Poll::Ready(PongRead::Pong);
+        }
+        // Anything else, the peer's close (a zero-length read, which the
+        // socket repeats for tungstenite) included, goes to tungstenite.
+        self.pushback = Box::from(read);
+        Poll::Ready(PongRead::Tungstenite)
+    }
+}
+
+/// Whether `frame` (7 bytes) is a client's Engine.IO pong: FIN, no RSV
+/// bits, text; masked, payload length 1; the payload, unmasked, `3`.
+fn is_pong_frame(frame: &[u8]) -> bool {
+    matches!(frame, [0x81, 0x81, mask, _, _, _, payload] if payload ^ mask == b'3')
+}
+
+/// Follows websocket frame boundaries (RFC 6455 section 5.2) through the
+/// bytes handed to tungstenite, a few at a time, without keeping them: it
+/// only needs to know whether they end between two frames and outside a
+/// fragmented message. A malformed frame is tungstenite's to reject (the
+/// session ends), so the cursor does not check anything.
+#[derive(Debug, Default)]
+struct FrameCursor {
+    /// Payload bytes of the current frame still to come (while in a
+    /// header: its extended length, as far as read).
+    remaining: u64,
+    /// Bytes of the current frame's header seen; 0 when not in a header.
+    head_seen: u8,
+    /// The header's first two bytes, once seen.
+    b0: u8,
+    b1: u8,
+    /// A data frame without FIN was seen and its final continuation not
+    /// yet: tungstenite holds the first fragments.
+    fragmented: bool,
+}
+
+impl FrameCursor {
+    fn at_message_boundary(&self) -> bool {
+        self.head_seen == 0 && self.remaining == 0 && !self.fragmented
+    }
+
+    /// The extended payload length's bytes after the header's second
+    /// byte `b1`.
+    fn ext_len(b1: u8) -> u8 {
+        match b1 & 0x7f {
+            126 => 2,
+            127 => 8,
+            _ => 0,
+        }
+    }
+
+    /// The length of the header whose second byte is `b1`: two bytes, the
+    /// extended length, the mask.
+    fn header_len(b1: u8) -> u8 {
+        2 + Self::ext_len(b1) + if b1 & 0x80 != 0 { 4 } else { 0 }
+    }
+
+    fn feed(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            if self.head_seen == 0 && self.remaining > 0 {
+                // Inside a payload: skip it.
+                let skip = usize::try_from(self.remaining)
+                    .unwrap_or(usize::MAX)
+                    .min(bytes.len());
+                self.remaining -= skip as u64;
+                bytes = &bytes[skip..];
+                continue;
+            }
+            let byte = bytes[0];
+            bytes = &bytes[1..];
+            match self.head_seen {
+                0 => self.b0 = byte,
+                1 => {
+                    self.b1 = byte;
+                    let len7 = byte & 0x7f;
+                    self.remaining = if len7 < 126 { u64::from(len7) } else { 0 };
+                }
+                seen => {
+                    if seen < 2 + Self::ext_len(self.b1) {
+                        self.remaining = (self.remaining << 8) | u64::from(byte);
+                    }
+                }
+            }
+            self.head_seen += 1;
+            if self.head_seen >= 2 && self.head_seen == Self::header_len(self.b1) {
+                self.head_seen = 0;
+                // Data frames (opcodes 0-7) begin, go on with or end a
+                // message; control frames (8-15) come between fragments.
+                if self.b0 & 0x0f < 8 {
+                    self.fragmented = self.b0 & 0x80 == 0;
+                }
+            }
+        }
+    }
 }
 
 impl AsyncRead for WireStream {
     fn poll_read(
         self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.pushback_at < this.pushback.len() {
+            let rest = &this.pushback[this.pushback_at..];
+            let n = rest.len().min(buf.remaining());
+            buf.put_slice(&rest[..n]);
+            this.handed.feed(&rest[..n]);
+            this.pushback_at += n;
+            if this.pushback_at == this.pushback.len() {
+                this.pushback = Box::default();
+                this.pushback_at = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        let start = buf.filled().len();
+        let read = this.poll_read_socket(cx, buf);
+        if let Poll::Ready(Ok(())) = read {
+            this.handed.feed(&buf.filled()[start..]);
+        }
+        read
+    }
+}
+
+impl WireStream {
+    /// tungstenite's read from the socket itself.
+    fn poll_read_socket(
+        &self,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
@@ -361,7 +611,10 @@ impl AsyncWrite for WireStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let wire = &self.wire;
+        let this = self.get_mut();
+        // Owed until this write takes all of `buf` (see `write_owed`).
+        this.write_owed = true;
+        let wire = &this.wire;
         loop {
             ready!(wire.stream.poll_write_ready(cx))?;
             let mut seam = wire.seam.lock();
@@ -379,6 +632,8 @@ impl AsyncWrite for WireStream {
                     } else {
                         Seam::Clean
                     };
+                    drop(seam);
+                    this.write_owed = n < buf.len();
                     return Poll::Ready(Ok(n));
                 }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
